@@ -1,0 +1,64 @@
+import { mkdirSync } from 'node:fs';
+import { PGlite } from '@electric-sql/pglite';
+import { Kysely, PostgresDialect } from 'kysely';
+import { Migrator } from 'kysely/migration';
+import pg from 'pg';
+import { VerbatimError } from '../services/lib/errors.ts';
+import { migrationProvider } from './migrations/index.ts';
+import { PGliteDialect } from './pglite-dialect.ts';
+import type { Database } from './schema.ts';
+
+export type { Database } from './schema.ts';
+export type Db = Kysely<Database>;
+
+export interface DatabaseOptions {
+  /** Postgres URL; when absent the embedded PGlite is used. */
+  url?: string | undefined;
+  /** PGlite data directory ('memory://' for an in-memory one). */
+  pgliteDir?: string;
+  /** Postgres schema to use (tests isolate themselves in a schema of their own). */
+  schema?: string;
+}
+
+// timestamptz / bigint parsing: keep Postgres and PGlite returning the same JS types.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
+  let db: Db;
+  if (opts.url) {
+    const pool = new pg.Pool({
+      connectionString: opts.url,
+      max: 10,
+      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+    });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      if (opts.schema) await pool.query(`create schema if not exists "${opts.schema}"`);
+      await pool.query('select 1');
+    } catch (err) {
+      await db.destroy();
+      throw new VerbatimError('CONFIG_INVALID', `cannot connect to DATABASE_URL: ${(err as Error).message}`, {
+        hint: 'Check that Postgres runs and DATABASE_URL is right, or unset DATABASE_URL to use the embedded PGlite database.',
+      });
+    }
+  } else {
+    const dir = opts.pgliteDir ?? 'memory://';
+    if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true });
+    const lite = await PGlite.create(dir);
+    db = new Kysely<Database>({ dialect: new PGliteDialect(lite) });
+  }
+  await migrate(db);
+  return db;
+}
+
+export async function migrate(db: Kysely<any>): Promise<void> {
+  const migrator = new Migrator({ db, provider: migrationProvider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error');
+    throw new VerbatimError('INTERNAL', `database migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message}`, {
+      hint: 'Migrations are forward-only; restore the database from backup or fix the failing migration.',
+      cause: error,
+    });
+  }
+}

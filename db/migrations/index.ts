@@ -1,0 +1,17 @@
+import type { Migration, MigrationProvider } from 'kysely/migration';
+import * as m0001 from './0001-rooms.ts';
+
+/**
+ * Forward-only migrations, listed in code (not read from a directory) so they work
+ * the same from source, from a bundle and in tests. Never edit a landed migration;
+ * add the next number.
+ */
+const migrations: Record<string, Migration> = {
+  '0001-rooms': m0001,
+};
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return migrations;
+  },
+};

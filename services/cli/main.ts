@@ -1,0 +1,66 @@
+import { loadConfig } from '../lib/config.ts';
+import { VerbatimError } from '../lib/errors.ts';
+import { createLogger } from '../lib/logger.ts';
+import { startSfu } from '../sfu/src/main.ts';
+
+/**
+ * `verbatim <command>`: the single entry point behind the npm scripts.
+ *   start   every service on embedded defaults (or the configured backends)
+ */
+async function main(argv: string[]): Promise<number> {
+  const [command = 'help'] = argv;
+  switch (command) {
+    case 'start':
+      return start();
+    case 'help':
+    case '--help':
+      process.stdout.write('usage: verbatim start\n');
+      return 0;
+    default:
+      process.stderr.write(`unknown command "${command}"; try: verbatim help\n`);
+      return 2;
+  }
+}
+
+async function start(): Promise<number> {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.LOG_LEVEL });
+  const running = await startSfu(config, logger);
+  const room = (await running.sfu.store.get('demo')) ?? (await running.sfu.createRoom({ id: 'demo', name: 'Demo meeting', flags: { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true } })).room;
+  const { token } = running.sfu.mintToken(room.id, `guest-${Date.now().toString(36)}`, 'Guest', 24 * 60);
+  const base = config.SFU_PUBLIC_URL ?? running.url;
+  process.stdout.write(
+    [
+      '',
+      'Verbatim is running.',
+      `  Meeting page : ${base}/meet?token=${encodeURIComponent(token)}`,
+      `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${running.apiSecret})`,
+      `  Metrics      : ${base}/metrics`,
+      `  Data dir     : ${config.DATA_DIR}`,
+      'Press Ctrl-C to stop.',
+      '',
+    ].join('\n'),
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      logger.info({ signal: sig }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await running.close();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof VerbatimError) {
+      process.stderr.write(`error ${err.code}: ${err.message}\n${err.hint ? `fix: ${err.hint}\n` : ''}`);
+    } else {
+      process.stderr.write(`fatal: ${(err as Error).stack ?? String(err)}\n`);
+    }
+    process.exit(1);
+  },
+);

@@ -1,0 +1,54 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { configTable, loadConfig } from './config.ts';
+import { VerbatimError } from './errors.ts';
+
+describe('config', () => {
+  it('has named defaults for everything', () => {
+    const cfg = loadConfig({ env: {} });
+    expect(cfg.SFU_PORT).toBe(8080);
+    expect(cfg.SFU_SESSION_TIMEOUT_MS).toBe(30_000);
+    expect(cfg.DATABASE_URL).toBeUndefined();
+    expect(path.isAbsolute(cfg.DATA_DIR)).toBe(true);
+    expect(cfg.SFU_WORKERS).toBeGreaterThanOrEqual(1);
+  });
+
+  it('coerces env strings and names the bad key on invalid values', () => {
+    expect(loadConfig({ env: { SFU_PORT: '9000', SFU_WORKERS: '3' } }).SFU_PORT).toBe(9000);
+    const err = (() => {
+      try {
+        loadConfig({ env: { SFU_PORT: 'eighty', LOG_LEVEL: 'loud' } });
+      } catch (e) {
+        return e as VerbatimError;
+      }
+      throw new Error('expected a config error');
+    })();
+    expect(err.code).toBe('CONFIG_INVALID');
+    expect(err.message).toContain('SFU_PORT');
+    expect(err.message).toContain('LOG_LEVEL');
+    expect(err.hint).toContain('README');
+  });
+
+  it('checks cross-field rules and secret length', () => {
+    expect(() => loadConfig({ env: { SFU_RTC_MIN_PORT: '50000', SFU_RTC_MAX_PORT: '40000' } })).toThrow(/SFU_RTC_MIN_PORT/);
+    expect(() => loadConfig({ env: { SFU_API_SECRET: 'short' } })).toThrow(/SFU_API_SECRET/);
+  });
+
+  it('reads a JSON file, env wins, unknown keys are rejected', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-cfg-'));
+    const file = path.join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ SFU_PORT: 7000, SFU_HOST: '0.0.0.0' }));
+    const cfg = loadConfig({ env: { VERBATIM_CONFIG: file, SFU_PORT: '7001' } });
+    expect(cfg.SFU_PORT).toBe(7001);
+    expect(cfg.SFU_HOST).toBe('0.0.0.0');
+    writeFileSync(file, JSON.stringify({ SFU_PROT: 7000 }));
+    expect(() => loadConfig({ env: { VERBATIM_CONFIG: file } })).toThrow(/SFU_PROT/);
+  });
+
+  it('the README configuration table is current (npm run docs:config)', () => {
+    expect(configTable()).toMatch(/\| `DATABASE_URL` \| — \|/);
+    expect(readFileSync('README.md', 'utf8')).toContain(configTable());
+  });
+});

@@ -1,0 +1,110 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { VerbatimError } from './errors.ts';
+import { readToolchain } from './toolchain.ts';
+
+/**
+ * All settings of every service, one flat table keyed by the environment variable
+ * that sets it. A JSON file named by VERBATIM_CONFIG may set the same keys; the
+ * environment wins. Parsed and validated once at start-up; a bad value fails fast
+ * naming the key. The README's configuration table is generated from this spec.
+ */
+const bool = z
+  .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
+  .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v === '' ? undefined : v));
+
+export const configSpec = {
+  DATA_DIR: { schema: z.string().min(1), default: './data', doc: 'Root of every embedded-default state: PGlite, recordings, artifacts, secrets.' },
+  LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.' },
+  DATABASE_URL: { schema: optionalString, default: undefined, doc: 'Postgres URL (postgres://user@host:5432/db). Unset: embedded PGlite in DATA_DIR/pglite.' },
+  REDIS_URL: { schema: optionalString, default: undefined, doc: 'Redis URL for job queues. Unset: a private redis-server child process.' },
+  SFU_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the SFU HTTP/WebSocket server binds.' },
+  SFU_PORT: { schema: int(0, 65535), default: 8080, doc: 'SFU HTTP/WebSocket port (0 = pick a free one).' },
+  SFU_PUBLIC_URL: { schema: optionalString, default: undefined, doc: 'Base URL printed in join links (default http://SFU_HOST:SFU_PORT).' },
+  SFU_API_SECRET: { schema: optionalString, default: undefined, doc: 'Admin API bearer secret (min 16 chars). Unset: generated once into DATA_DIR/secrets.json.' },
+  SFU_TOKEN_SECRET: { schema: optionalString, default: undefined, doc: 'HMAC key for join tokens (min 16 chars). Unset: generated once into DATA_DIR/secrets.json.' },
+  SFU_WORKERS: { schema: int(0, 256), default: 0, doc: 'mediasoup workers (0 = one per core).' },
+  SFU_RTC_LISTEN_IP: { schema: z.string().min(1), default: '127.0.0.1', doc: 'IP mediasoup transports listen on.' },
+  SFU_RTC_ANNOUNCED_IP: { schema: optionalString, default: undefined, doc: 'IP/hostname announced to clients (NAT, containers).' },
+  SFU_RTC_MIN_PORT: { schema: int(1024, 65535), default: 40000, doc: 'Lowest RTC UDP/TCP port.' },
+  SFU_RTC_MAX_PORT: { schema: int(1024, 65535), default: 49999, doc: 'Highest RTC UDP/TCP port.' },
+  SFU_SESSION_TIMEOUT_MS: { schema: int(1000, 3_600_000), default: 30_000, doc: 'A signaling session silent this long is closed.' },
+  SFU_RECLAIM_WINDOW_MS: { schema: int(0, 3_600_000), default: 15_000, doc: 'After a disconnect, the same identity may rejoin within this window and replace its old session.' },
+  SFU_MAX_MESSAGE_BYTES: { schema: int(1024, 10_000_000), default: 65_536, doc: 'Largest signaling message accepted.' },
+  SFU_TOKEN_TTL_MIN: { schema: int(1, 10_080), default: 60, doc: 'Default join token lifetime in minutes.' },
+  SFU_MIN_FD_LIMIT: { schema: int(0, 10_000_000), default: 4096, doc: 'Start-up warns when the open-file limit (ulimit -n) is below this.' },
+  MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
+} as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
+
+type Spec = typeof configSpec;
+export type Config = { -readonly [K in keyof Spec]: z.output<Spec[K]['schema']> };
+export type ConfigKey = keyof Spec;
+
+export interface LoadConfigOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Overrides applied after env (tests, embedded launcher). */
+  overrides?: Partial<Record<ConfigKey, unknown>>;
+}
+
+export function loadConfig(opts: LoadConfigOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  let fileValues: Record<string, unknown> = {};
+  const file = env.VERBATIM_CONFIG;
+  if (file) {
+    try {
+      fileValues = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new VerbatimError('CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, {
+        hint: 'VERBATIM_CONFIG must name a readable JSON object whose keys are the configuration variables.',
+      });
+    }
+    const unknownKeys = Object.keys(fileValues).filter((k) => !(k in configSpec));
+    if (unknownKeys.length > 0) {
+      throw new VerbatimError('CONFIG_INVALID', `unknown config key(s) in ${file}: ${unknownKeys.join(', ')}`, {
+        hint: `Valid keys: ${Object.keys(configSpec).join(', ')}`,
+      });
+    }
+  }
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, spec] of Object.entries(configSpec) as [ConfigKey, Spec[ConfigKey]][]) {
+    const raw = opts.overrides && key in opts.overrides ? opts.overrides[key] : env[key] !== undefined ? env[key] : key in fileValues ? fileValues[key] : spec.default;
+    const parsed = (spec.schema as z.ZodType).safeParse(raw);
+    if (!parsed.success) {
+      problems.push(`${key}=${JSON.stringify(raw)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+    } else {
+      out[key] = parsed.data;
+    }
+  }
+  const cfg = out as Config;
+  if (problems.length === 0 && cfg.SFU_RTC_MIN_PORT > cfg.SFU_RTC_MAX_PORT) {
+    problems.push(`SFU_RTC_MIN_PORT=${cfg.SFU_RTC_MIN_PORT}: must not exceed SFU_RTC_MAX_PORT=${cfg.SFU_RTC_MAX_PORT}`);
+  }
+  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET'] as const) {
+    const v = cfg[key];
+    if (v !== undefined && v.length < 16) problems.push(`${key}: must be at least 16 characters`);
+  }
+  if (problems.length > 0) {
+    throw new VerbatimError('CONFIG_INVALID', `invalid configuration: ${problems.join(' | ')}`, {
+      hint: 'Fix the named variable(s) in the environment or the VERBATIM_CONFIG file; see the configuration table in README.md.',
+      details: problems,
+    });
+  }
+  cfg.DATA_DIR = path.resolve(cfg.DATA_DIR);
+  if (cfg.SFU_WORKERS === 0) cfg.SFU_WORKERS = Math.max(1, os.availableParallelism());
+  cfg.MEDIASOUP_WORKER_BIN ??= readToolchain().mediasoupWorkerBin;
+  return cfg;
+}
+
+/** Markdown table of every setting, for the README. */
+export function configTable(): string {
+  const rows = Object.entries(configSpec).map(([k, s]) => `| \`${k}\` | ${s.default === undefined ? '—' : `\`${String(s.default)}\``} | ${s.doc} |`);
+  return ['| Variable | Default | Meaning |', '| --- | --- | --- |', ...rows].join('\n');
+}

@@ -1,0 +1,64 @@
+import { z } from 'zod';
+
+/** Room flags, set by the admin API and persisted with the room (v1). */
+export const RoomFlagsSchema = z
+  .object({
+    /** Auto-record from the first producer. */
+    record: z.boolean().default(false),
+    /** Recording may be toggled only with the room secret or the admin key. */
+    lockRecord: z.boolean().default(false),
+    /** notify: participants are told; required: only those who consent are recorded. */
+    consent: z.enum(['notify', 'required']).default('notify'),
+    transcribe: z.boolean().default(false),
+    /** BCP-47-ish language code for transcription ("en", "de"...). */
+    language: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$/).default('en'),
+    retentionPolicy: z.string().min(1).max(100).optional(),
+    maxPublishers: z.number().int().min(0).max(1000).default(50),
+    /** Join/leave fan-out floods big rooms; off by default, the list is fetched on demand. */
+    notifyJoining: z.boolean().default(false),
+  })
+  .strict();
+export type RoomFlags = z.output<typeof RoomFlagsSchema>;
+
+export const RoomIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'room id: 1-64 chars of A-Z a-z 0-9 _ -');
+
+export const CreateRoomBodySchema = z
+  .object({
+    id: RoomIdSchema.optional(),
+    name: z.string().min(1).max(200).optional(),
+    flags: RoomFlagsSchema.default(RoomFlagsSchema.parse({})),
+  })
+  .strict();
+
+export const UpdateRoomFlagsBodySchema = RoomFlagsSchema.partial().strict();
+
+export const SetRecordingBodySchema = z.object({ enabled: z.boolean() }).strict();
+
+export const MintTokenBodySchema = z
+  .object({
+    identity: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/, 'identity: 1-64 chars of A-Z a-z 0-9 _ . @ -'),
+    name: z.string().min(1).max(100),
+    ttlMinutes: z.number().int().min(1).max(10_080).optional(),
+  })
+  .strict();
+
+export const DrainBodySchema = z.object({ enabled: z.boolean() }).strict();
+
+export const IngestBodySchema = z
+  .object({
+    identity: MintTokenBodySchema.shape.identity,
+    name: z.string().min(1).max(100),
+    tracks: z
+      .array(
+        z
+          .object({
+            kind: z.enum(['audio', 'video']),
+            ssrc: z.number().int().min(1).max(0xffffffff),
+            payloadType: z.number().int().min(96).max(127),
+          })
+          .strict(),
+      )
+      .min(1)
+      .max(2),
+  })
+  .strict();

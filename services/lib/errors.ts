@@ -1,0 +1,66 @@
+/**
+ * One error class for the whole system. Every error carries a stable `code` that
+ * clients, logs and tests match on, an HTTP status for the API layers, and a `hint`
+ * that tells the operator or caller what to do about it.
+ */
+export const ErrorCodes = {
+  CONFIG_INVALID: 500,
+  BAD_REQUEST: 400,
+  MESSAGE_MALFORMED: 400,
+  MESSAGE_TOO_LARGE: 413,
+  UNSUPPORTED_VERSION: 400,
+  UNAUTHORIZED: 401,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  FORBIDDEN: 403,
+  RECORDING_LOCKED: 403,
+  NOT_JOINED: 409,
+  ALREADY_JOINED: 409,
+  ROOM_NOT_FOUND: 404,
+  ROOM_CLOSED: 410,
+  ROOM_EXISTS: 409,
+  TRANSPORT_NOT_FOUND: 404,
+  PRODUCER_NOT_FOUND: 404,
+  CONSUMER_NOT_FOUND: 404,
+  CANNOT_CONSUME: 400,
+  MAX_PUBLISHERS: 429,
+  DRAINING: 503,
+  WORKER_DIED: 503,
+  RECORDER_UNAVAILABLE: 503,
+  DISK_FULL: 507,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class VerbatimError extends Error {
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  readonly status: number;
+  readonly details?: unknown;
+
+  constructor(code: ErrorCode, message: string, opts: { hint?: string; details?: unknown; cause?: unknown } = {}) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.name = 'VerbatimError';
+    this.code = code;
+    this.status = ErrorCodes[code];
+    if (opts.hint !== undefined) this.hint = opts.hint;
+    if (opts.details !== undefined) this.details = opts.details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; hint?: string; details?: unknown } {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.hint !== undefined ? { hint: this.hint } : {}),
+      ...(this.details !== undefined ? { details: this.details } : {}),
+    };
+  }
+}
+
+/** Wraps anything thrown into a VerbatimError without leaking internals to clients. */
+export function toVerbatimError(err: unknown): VerbatimError {
+  if (err instanceof VerbatimError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new VerbatimError('INTERNAL', `internal error: ${message}`, { cause: err });
+}

@@ -1,0 +1,327 @@
+import { EventEmitter } from 'node:events';
+import type { types as ms } from 'mediasoup';
+import type { RoomFlags } from '../../lib/contracts/room.ts';
+import type { RecordingState } from '../../lib/contracts/signaling.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/logger.ts';
+import type { Peer } from './peer.ts';
+import type { SfuMetrics } from './sfu-metrics.ts';
+
+export interface RoomTransportConfig {
+  listenIp: string;
+  announcedAddress?: string | undefined;
+  portRange: { min: number; max: number };
+}
+
+export interface RoomEvents {
+  peerJoined: [peer: Peer];
+  peerLeft: [peer: Peer];
+  producerAdded: [peer: Peer, producer: ms.Producer];
+  producerClosed: [peer: Peer, producer: ms.Producer];
+  producerPaused: [peer: Peer, producer: ms.Producer];
+  producerResumed: [peer: Peer, producer: ms.Producer];
+  consent: [peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'];
+  recordingChanged: [recording: boolean, by: string];
+  close: [code: string, reason: string];
+}
+
+export const mediaCodecs: ms.RouterRtpCodecCapability[] = [
+  { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 },
+  { kind: 'video', mimeType: 'video/VP8', clockRate: 90000, parameters: { 'x-google-start-bitrate': 1000 } },
+  {
+    kind: 'video',
+    mimeType: 'video/H264',
+    clockRate: 90000,
+    parameters: { 'packetization-mode': 1, 'profile-level-id': '42e01f', 'level-asymmetry-allowed': 1 },
+  },
+];
+
+/**
+ * A meeting: one mediasoup Router on one worker, its peers, and its recording state.
+ * Emits typed events (joins, producers, consent, recording toggles) that the recorder
+ * tap and the audit trail subscribe to. close() is idempotent and closes the router,
+ * which cascades to every transport, producer and consumer.
+ */
+export class Room extends EventEmitter<RoomEvents> {
+  readonly peers = new Map<string, Peer>();
+  private closedFlag = false;
+  /** Failure shown to participants when recording should run but cannot. */
+  recordingFailure: { code: string; message: string } | undefined;
+
+  constructor(
+    readonly id: string,
+    public name: string,
+    public flags: RoomFlags,
+    public recording: boolean,
+    readonly router: ms.Router,
+    readonly worker: ms.Worker,
+    private readonly transportConfig: RoomTransportConfig,
+    private readonly metrics: SfuMetrics,
+    readonly logger: Logger,
+  ) {
+    super();
+    // A router closes under us when its worker dies (mediasoup cascades the close).
+    router.observer.once('close', () =>
+      worker.died ? this.close('WORKER_DIED', 'the media server process for this room restarted; rejoin to continue') : this.close('ROOM_CLOSED', 'router closed'),
+    );
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  addPeer(peer: Peer): void {
+    this.assertOpen();
+    this.peers.set(peer.id, peer);
+    this.metrics.peers.inc();
+    peer.once('close', () => {
+      if (this.peers.get(peer.id) === peer) this.peers.delete(peer.id);
+      this.metrics.peers.dec();
+      if (this.flags.notifyJoining) this.broadcast(peer, { notification: 'peerLeft', data: { peerId: peer.id } });
+      this.emit('peerLeft', peer);
+    });
+    if (this.flags.notifyJoining) this.broadcast(peer, { notification: 'peerJoined', data: { peerId: peer.id, name: peer.name } });
+    this.emit('peerJoined', peer);
+  }
+
+  /** Producers a newly joined peer should consume. */
+  existingProducers(except: Peer): { producerId: string; peerId: string; peerName: string; kind: ms.MediaKind }[] {
+    const out = [];
+    for (const p of this.peers.values()) {
+      if (p === except) continue;
+      for (const prod of p.producers.values()) out.push({ producerId: prod.id, peerId: p.id, peerName: p.name, kind: prod.kind });
+    }
+    return out;
+  }
+
+  listPeers(): { id: string; name: string; kind: string; producers: { id: string; kind: string; paused: boolean }[]; consent: string; joinedAt: string }[] {
+    return [...this.peers.values()].map((p) => ({
+      id: p.id,
+      name: p.name,
+      kind: p.kind,
+      consent: p.consent,
+      joinedAt: p.joinedAt.toISOString(),
+      producers: [...p.producers.values()].map((pr) => ({ id: pr.id, kind: pr.kind, paused: pr.paused })),
+    }));
+  }
+
+  async createWebRtcTransport(peer: Peer, direction: 'send' | 'recv'): Promise<{ id: string; iceParameters: ms.IceParameters; iceCandidates: ms.IceCandidate[]; dtlsParameters: ms.DtlsParameters }> {
+    this.assertOpen();
+    const { listenIp, announcedAddress, portRange } = this.transportConfig;
+    const info = (protocol: 'udp' | 'tcp'): ms.TransportListenInfo => ({ protocol, ip: listenIp, portRange, ...(announcedAddress ? { announcedAddress } : {}) });
+    const transport = await this.router.createWebRtcTransport({
+      listenInfos: [info('udp'), info('tcp')],
+      enableUdp: true,
+      enableTcp: true,
+      preferUdp: true,
+      initialAvailableOutgoingBitrate: 1_000_000,
+      appData: { peerId: peer.id, direction },
+    });
+    peer.transports.set(transport.id, transport);
+    transport.observer.once('close', () => peer.transports.delete(transport.id));
+    transport.on('dtlsstatechange', (state) => {
+      if (state === 'failed' || state === 'closed') this.logger.warn({ peer: peer.id, transport: transport.id, state }, 'transport DTLS state');
+    });
+    return { id: transport.id, iceParameters: transport.iceParameters, iceCandidates: transport.iceCandidates, dtlsParameters: transport.dtlsParameters };
+  }
+
+  async connectWebRtcTransport(peer: Peer, transportId: string, dtlsParameters: ms.DtlsParameters): Promise<void> {
+    const transport = this.transport(peer, transportId);
+    await mediasoupCall('connect transport', () => (transport as ms.WebRtcTransport).connect({ dtlsParameters }));
+  }
+
+  /** Publishers are peers with at least one producer; maxPublishers caps how many. */
+  publisherCount(): number {
+    let n = 0;
+    for (const p of this.peers.values()) if (p.producers.size > 0) n++;
+    return n;
+  }
+
+  async produce(peer: Peer, transportId: string, kind: ms.MediaKind, rtpParameters: ms.RtpParameters, appData: Record<string, unknown> = {}): Promise<ms.Producer> {
+    this.assertOpen();
+    if (peer.producers.size === 0 && this.publisherCount() >= this.flags.maxPublishers) {
+      throw new VerbatimError('MAX_PUBLISHERS', `room ${this.id} already has its maximum of ${this.flags.maxPublishers} publishers`, {
+        hint: 'Join as a viewer, or ask an admin to raise the room\'s maxPublishers flag.',
+      });
+    }
+    const transport = this.transport(peer, transportId);
+    const producer = await mediasoupCall('produce', () => transport.produce({ kind, rtpParameters, appData: { ...appData, peerId: peer.id } }));
+    peer.producers.set(producer.id, producer);
+    this.metrics.producers.inc({ kind });
+    producer.observer.once('close', () => {
+      peer.producers.delete(producer.id);
+      this.metrics.producers.dec({ kind });
+      this.broadcast(peer, { notification: 'producerClosed', data: { producerId: producer.id } });
+      this.emit('producerClosed', peer, producer);
+    });
+    producer.observer.on('pause', () => this.emit('producerPaused', peer, producer));
+    producer.observer.on('resume', () => this.emit('producerResumed', peer, producer));
+    this.broadcast(peer, { notification: 'newProducer', data: { producerId: producer.id, peerId: peer.id, peerName: peer.name, kind } });
+    this.emit('producerAdded', peer, producer);
+    if (this.flags.record && !this.recording) this.setRecording(true, 'auto:first-producer');
+    return producer;
+  }
+
+  async consume(peer: Peer, transportId: string, producerId: string): Promise<{ id: string; producerId: string; kind: ms.MediaKind; rtpParameters: ms.RtpParameters; producerPeerId: string }> {
+    this.assertOpen();
+    const transport = this.transport(peer, transportId);
+    const owner = [...this.peers.values()].find((p) => p.producers.has(producerId));
+    if (!owner) throw new VerbatimError('PRODUCER_NOT_FOUND', `producer ${producerId} is not in room ${this.id}`, { hint: 'It may have closed; wait for the next newProducer notification.' });
+    if (!peer.rtpCapabilities || !this.router.canConsume({ producerId, rtpCapabilities: peer.rtpCapabilities })) {
+      throw new VerbatimError('CANNOT_CONSUME', 'your device cannot receive this producer\'s codec', { hint: 'Send rtpCapabilities on join (mediasoup-client device.rtpCapabilities).' });
+    }
+    // Consumers start paused and are resumed once the client acks (resumeConsumer),
+    // so no RTP arrives before the client's consumer exists.
+    const consumer = await mediasoupCall('consume', () => transport.consume({ producerId, rtpCapabilities: peer.rtpCapabilities!, paused: true, appData: { peerId: peer.id } }));
+    peer.consumers.set(consumer.id, consumer);
+    this.metrics.consumers.inc();
+    consumer.observer.once('close', () => {
+      peer.consumers.delete(consumer.id);
+      this.metrics.consumers.dec();
+    });
+    consumer.on('producerclose', () => {
+      peer.notify({ notification: 'consumerClosed', data: { consumerId: consumer.id, producerId } });
+      consumer.close();
+    });
+    consumer.on('producerpause', () => peer.notify({ notification: 'consumerPaused', data: { consumerId: consumer.id } }));
+    consumer.on('producerresume', () => peer.notify({ notification: 'consumerResumed', data: { consumerId: consumer.id } }));
+    return { id: consumer.id, producerId, kind: consumer.kind, rtpParameters: consumer.rtpParameters, producerPeerId: owner.id };
+  }
+
+  consumer(peer: Peer, consumerId: string): ms.Consumer {
+    const c = peer.consumers.get(consumerId);
+    if (!c) throw new VerbatimError('CONSUMER_NOT_FOUND', `consumer ${consumerId} not found`, { hint: 'Use the id returned by consume.' });
+    return c;
+  }
+
+  producer(peer: Peer, producerId: string): ms.Producer {
+    const p = peer.producers.get(producerId);
+    if (!p) throw new VerbatimError('PRODUCER_NOT_FOUND', `producer ${producerId} is not yours or is closed`, { hint: 'Use the id returned by produce.' });
+    return p;
+  }
+
+  setConsent(peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'): void {
+    peer.consent = decision;
+    this.emit('consent', peer, decision, method);
+    peer.notify({ notification: 'recordingState', data: this.recordingStateFor(peer) });
+  }
+
+  setRecording(enabled: boolean, by: string): void {
+    this.assertOpen();
+    if (this.recording === enabled) return;
+    this.recording = enabled;
+    if (!enabled) this.recordingFailure = undefined;
+    this.logger.info({ room: this.id, recording: enabled, by }, 'recording toggled');
+    this.emit('recordingChanged', enabled, by);
+    this.broadcastRecordingState();
+  }
+
+  setRecordingFailure(failure: { code: string; message: string } | undefined): void {
+    this.recordingFailure = failure;
+    this.broadcastRecordingState();
+  }
+
+  broadcastRecordingState(): void {
+    for (const p of this.peers.values()) p.notify({ notification: 'recordingState', data: this.recordingStateFor(p) });
+  }
+
+  recordingStateFor(peer: Peer): RecordingState {
+    const recordingYou = this.recording && this.isRecordable(peer);
+    return {
+      recording: this.recording,
+      consent: this.flags.consent,
+      recordingYou,
+      ...(this.recording && this.recordingFailure ? { failure: this.recordingFailure } : {}),
+    };
+  }
+
+  /** In `required` rooms only an explicit grant makes a participant recordable. */
+  isRecordable(peer: Peer): boolean {
+    return this.flags.consent === 'notify' ? peer.consent !== 'declined' : peer.consent === 'granted';
+  }
+
+  async stats(): Promise<{ peers: unknown[] }> {
+    const peers = await Promise.all(
+      [...this.peers.values()].map(async (p) => ({
+        id: p.id,
+        name: p.name,
+        transports: await Promise.all([...p.transports.values()].map(async (t) => ({ id: t.id, stats: await t.getStats() }))),
+        producers: await Promise.all([...p.producers.values()].map(async (pr) => ({ id: pr.id, kind: pr.kind, paused: pr.paused, stats: await pr.getStats() }))),
+        consumers: await Promise.all([...p.consumers.values()].map(async (c) => ({ id: c.id, kind: c.kind, producerId: c.producerId, paused: c.paused, stats: await c.getStats() }))),
+      })),
+    );
+    return { peers };
+  }
+
+  /**
+   * External RTP source (ffmpeg, a SIP gateway): a PlainTransport per track with
+   * comedia, so the transport learns the sender's address from its first packet.
+   * rtcpMux is off because such senders send RTCP from a separate socket; with mux on
+   * and comedia, whichever port speaks first would win and RTP would be dropped.
+   */
+  async ingest(peer: Peer, tracks: { kind: ms.MediaKind; ssrc: number; payloadType: number }[]): Promise<{ kind: ms.MediaKind; producerId: string; ip: string; rtpPort: number; rtcpPort: number; payloadType: number; ssrc: number }[]> {
+    this.assertOpen();
+    const out = [];
+    for (const t of tracks) {
+      const transport = await this.router.createPlainTransport({
+        listenInfo: { protocol: 'udp', ip: this.transportConfig.listenIp, portRange: this.transportConfig.portRange },
+        rtcpMux: false,
+        comedia: true,
+        appData: { peerId: peer.id, ingest: true },
+      });
+      peer.transports.set(transport.id, transport);
+      const codec =
+        t.kind === 'audio'
+          ? { mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: t.payloadType }
+          : { mimeType: 'video/VP8', clockRate: 90000, payloadType: t.payloadType };
+      const producer = await this.produce(peer, transport.id, t.kind, {
+        codecs: [codec],
+        encodings: [{ ssrc: t.ssrc }],
+        rtcp: { cname: `ingest-${peer.id}`, reducedSize: false },
+      });
+      out.push({ kind: t.kind, producerId: producer.id, ip: transport.tuple.localAddress, rtpPort: transport.tuple.localPort, rtcpPort: transport.rtcpTuple!.localPort, payloadType: t.payloadType, ssrc: t.ssrc });
+    }
+    return out;
+  }
+
+  private transport(peer: Peer, transportId: string): ms.Transport {
+    const t = peer.transports.get(transportId);
+    if (!t) throw new VerbatimError('TRANSPORT_NOT_FOUND', `transport ${transportId} not found`, { hint: 'Create a transport with createWebRtcTransport first.' });
+    return t;
+  }
+
+  private broadcast(from: Peer, n: Parameters<Peer['notify']>[0]): void {
+    for (const p of this.peers.values()) if (p !== from) p.notify(n);
+  }
+
+  private assertOpen(): void {
+    if (this.closedFlag) throw new VerbatimError('ROOM_CLOSED', `room ${this.id} is closed`, { hint: 'Ask the host to reopen the meeting.' });
+  }
+
+  close(code = 'ROOM_CLOSED', reason = 'room closed'): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    for (const p of [...this.peers.values()]) {
+      p.notify({ notification: 'roomClosed', data: { code, reason } });
+      p.close();
+      p.channel?.close(4000, code);
+    }
+    this.peers.clear();
+    if (!this.router.closed) this.router.close();
+    this.emit('close', code, reason);
+  }
+}
+
+/** mediasoup throws TypeError/UnsupportedError for bad client parameters: those are the client's fault. */
+async function mediasoupCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof VerbatimError) throw err;
+    const e = err as Error;
+    if (e.name === 'TypeError' || e.name === 'UnsupportedError') {
+      throw new VerbatimError('BAD_REQUEST', `${what} rejected: ${e.message}`, { hint: 'Check the parameters mediasoup-client produced.' });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,335 @@
+/// <reference lib="dom" />
+import { Device, type types } from 'mediasoup-client';
+
+/**
+ * The meeting page: joins with the token from the URL, asks for recording consent
+ * when the room records, publishes mic + camera and shows everyone else. Speaks the
+ * v1 signaling protocol (services/lib/contracts/signaling.ts). Test hooks hang off
+ * window.verbatim so browser tests read real getStats() numbers.
+ */
+
+type Json = Record<string, unknown>;
+interface JoinResult {
+  peerId: string;
+  name: string;
+  room: { id: string; name: string; flags: { consent: 'notify' | 'required'; record: boolean; lockRecord: boolean } };
+  routerRtpCapabilities: types.RtpCapabilities;
+  producers: { producerId: string; peerId: string; peerName: string; kind: 'audio' | 'video' }[];
+  recording: RecordingState;
+  consentNeeded: boolean;
+}
+interface RecordingState {
+  recording: boolean;
+  consent: 'notify' | 'required';
+  recordingYou: boolean;
+  failure?: { code: string; message: string };
+}
+class SignalingError extends Error {
+  constructor(readonly code: string, message: string, readonly hint?: string) {
+    super(message);
+  }
+}
+
+class Signaling {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  onNotification: (name: string, data: Json) => void = () => {};
+  onClose: (code: number, reason: string) => void = () => {};
+  private constructor(private readonly ws: WebSocket) {
+    ws.addEventListener('message', (ev) => {
+      const msg = JSON.parse(String(ev.data)) as Json;
+      if (typeof msg.notification === 'string') return this.onNotification(msg.notification, (msg.data ?? {}) as Json);
+      const p = this.pending.get(msg.id as number);
+      if (!p) return;
+      this.pending.delete(msg.id as number);
+      if (msg.ok) p.resolve(msg.data);
+      else {
+        const e = msg.error as { code: string; message: string; hint?: string };
+        p.reject(new SignalingError(e.code, e.message, e.hint));
+      }
+    });
+    ws.addEventListener('close', (ev) => {
+      for (const p of this.pending.values()) p.reject(new SignalingError('DISCONNECTED', 'connection to the server closed'));
+      this.pending.clear();
+      this.onClose(ev.code, ev.reason);
+    });
+  }
+  static connect(url: string): Promise<Signaling> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      ws.addEventListener('open', () => resolve(new Signaling(ws)), { once: true });
+      ws.addEventListener('error', () => reject(new SignalingError('DISCONNECTED', 'cannot reach the meeting server')), { once: true });
+    });
+  }
+  request<T = Json>(method: string, data: Json = {}): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.ws.send(JSON.stringify({ v: 1, id, method, data }));
+    });
+  }
+  close(): void {
+    this.ws.close();
+  }
+}
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const ui = {
+  title: $('room-title'),
+  status: $('status'),
+  error: $('error'),
+  recording: $('recording-banner'),
+  consent: $<HTMLDialogElement>('consent-dialog'),
+  consentAccept: $<HTMLButtonElement>('consent-accept'),
+  consentDecline: $<HTMLButtonElement>('consent-decline'),
+  local: $<HTMLVideoElement>('local-video'),
+  remotes: $('remotes'),
+  leave: $<HTMLButtonElement>('leave'),
+  mute: $<HTMLButtonElement>('mute'),
+  record: $<HTMLButtonElement>('toggle-recording'),
+};
+
+const state = {
+  phase: 'connecting' as 'connecting' | 'joined' | 'error' | 'left' | 'closed',
+  error: undefined as { code: string; message: string } | undefined,
+  peerId: '',
+  recording: undefined as RecordingState | undefined,
+  producers: {} as Record<string, string>,
+  consumers: new Map<string, { consumer: types.Consumer; peerId: string; peerName: string }>(),
+};
+
+function showError(code: string, message: string, hint?: string): void {
+  state.error = { code, message };
+  ui.error.hidden = false;
+  ui.error.textContent = `${message}${hint ? ` — ${hint}` : ''} (${code})`;
+}
+
+function setStatus(text: string): void {
+  ui.status.textContent = text;
+}
+
+function renderRecording(r: RecordingState): void {
+  state.recording = r;
+  ui.recording.hidden = !r.recording;
+  ui.record.textContent = r.recording ? 'Stop recording' : 'Start recording';
+  ui.recording.className = r.failure ? 'banner failure' : 'banner';
+  ui.recording.textContent = r.failure
+    ? `Recording failed: ${r.failure.message} (${r.failure.code})`
+    : r.recordingYou
+      ? 'This meeting is being recorded, including you.'
+      : 'This meeting is being recorded. You are not recorded (no consent).';
+}
+
+function askConsent(sig: Signaling): void {
+  if (ui.consent.open) return;
+  ui.consent.showModal();
+  const answer = async (decision: 'granted' | 'declined') => {
+    ui.consent.close();
+    try {
+      renderRecording(await sig.request<RecordingState>('consent', { decision, method: 'click' }));
+    } catch (e) {
+      const err = e as SignalingError;
+      showError(err.code, err.message, err.hint);
+    }
+  };
+  ui.consentAccept.onclick = () => void answer('granted');
+  ui.consentDecline.onclick = () => void answer('declined');
+}
+
+function remoteTile(peerId: string, peerName: string): HTMLElement {
+  let tile = ui.remotes.querySelector<HTMLElement>(`[data-peer="${CSS.escape(peerId)}"]`);
+  if (!tile) {
+    tile = document.createElement('figure');
+    tile.className = 'tile';
+    tile.dataset.peer = peerId;
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = true; // audio plays through its own element; autoplay policy allows muted video
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    const caption = document.createElement('figcaption');
+    caption.textContent = peerName;
+    tile.append(video, audio, caption);
+    ui.remotes.append(tile);
+  }
+  return tile;
+}
+
+async function main(): Promise<void> {
+  const token = new URLSearchParams(location.search).get('token');
+  if (!token) {
+    state.phase = 'error';
+    showError('TOKEN_INVALID', 'This page needs a join link with a token.', 'Ask the meeting host for a join link.');
+    return;
+  }
+  const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  const sig = await Signaling.connect(wsUrl);
+  let joined: JoinResult;
+  try {
+    joined = await sig.request<JoinResult>('join', { token });
+  } catch (e) {
+    const err = e as SignalingError;
+    state.phase = 'error';
+    showError(err.code, err.message, err.hint);
+    setStatus('Could not join.');
+    sig.close();
+    return;
+  }
+  state.peerId = joined.peerId;
+  ui.title.textContent = joined.room.name;
+  setStatus(`Joined as ${joined.name}`);
+  renderRecording(joined.recording);
+  if (joined.consentNeeded) askConsent(sig);
+
+  const device = new Device();
+  await device.load({ routerRtpCapabilities: joined.routerRtpCapabilities });
+  await sig.request('setRtpCapabilities', { rtpCapabilities: device.rtpCapabilities as unknown as Json });
+
+  const transportFor = async (direction: 'send' | 'recv') => {
+    const params = await sig.request<types.TransportOptions>('createWebRtcTransport', { direction });
+    const t = direction === 'send' ? device.createSendTransport(params) : device.createRecvTransport(params);
+    t.on('connect', ({ dtlsParameters }, ok, fail) => {
+      sig.request('connectWebRtcTransport', { transportId: t.id, dtlsParameters: dtlsParameters as unknown as Json }).then(() => ok(), fail);
+    });
+    return t;
+  };
+  const recv = await transportFor('recv');
+
+  const consume = async (p: { producerId: string; peerId: string; peerName: string; kind: 'audio' | 'video' }) => {
+    const c = await sig.request<{ id: string; producerId: string; kind: 'audio' | 'video'; rtpParameters: types.RtpParameters }>('consume', { transportId: recv.id, producerId: p.producerId });
+    const consumer = await recv.consume({ id: c.id, producerId: c.producerId, kind: c.kind, rtpParameters: c.rtpParameters });
+    state.consumers.set(consumer.id, { consumer, peerId: p.peerId, peerName: p.peerName });
+    const tile = remoteTile(p.peerId, p.peerName);
+    const el = tile.querySelector(p.kind === 'video' ? 'video' : 'audio') as HTMLMediaElement;
+    const stream = (el.srcObject as MediaStream | null) ?? new MediaStream();
+    stream.addTrack(consumer.track);
+    el.srcObject = stream;
+    void el.play().catch(() => {});
+    await sig.request('resumeConsumer', { consumerId: consumer.id });
+  };
+
+  sig.onNotification = (name, data) => {
+    switch (name) {
+      case 'newProducer':
+        void consume(data as Parameters<typeof consume>[0]).catch((e: SignalingError) => showError(e.code ?? 'CONSUME_FAILED', e.message));
+        break;
+      case 'consumerClosed': {
+        const entry = state.consumers.get(data.consumerId as string);
+        if (entry) {
+          entry.consumer.close();
+          state.consumers.delete(data.consumerId as string);
+          const tile = ui.remotes.querySelector(`[data-peer="${CSS.escape(entry.peerId)}"]`);
+          if (tile && ![...state.consumers.values()].some((c) => c.peerId === entry.peerId)) tile.remove();
+        }
+        break;
+      }
+      case 'recordingState': {
+        const r = data as unknown as RecordingState;
+        renderRecording(r);
+        if (r.recording && r.consent === 'required' && !r.recordingYou && !consentAnswered) askConsent(sig);
+        break;
+      }
+      case 'roomClosed':
+        state.phase = 'closed';
+        showError(data.code as string, `The meeting ended: ${data.reason as string}`);
+        break;
+      case 'sessionReplaced':
+        state.phase = 'closed';
+        showError('SESSION_REPLACED', 'You joined this meeting from another tab or device.');
+        break;
+    }
+  };
+  let consentAnswered = !joined.consentNeeded && joined.recording.recordingYou;
+  ui.consentAccept.addEventListener('click', () => (consentAnswered = true));
+  ui.consentDecline.addEventListener('click', () => (consentAnswered = true));
+  sig.onClose = (code, reason) => {
+    if (state.phase === 'joined') {
+      state.phase = 'closed';
+      showError(reason || 'DISCONNECTED', `Disconnected from the meeting (${code}).`);
+    }
+  };
+
+  for (const p of joined.producers) await consume(p);
+
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240, frameRate: 15 } });
+  ui.local.srcObject = stream;
+  const send = await transportFor('send');
+  send.on('produce', ({ kind, rtpParameters, appData }, ok, fail) => {
+    sig
+      .request<{ id: string }>('produce', { transportId: send.id, kind, rtpParameters: rtpParameters as unknown as Json, appData: appData as Json })
+      .then(({ id }) => ok({ id }), fail);
+  });
+  const producers: types.Producer[] = [];
+  for (const track of stream.getTracks()) {
+    try {
+      const producer = await send.produce({ track });
+      producers.push(producer);
+      state.producers[producer.kind] = producer.id;
+    } catch (e) {
+      const err = e as SignalingError;
+      showError(err.code ?? 'PRODUCE_FAILED', err.message, err.hint);
+      break;
+    }
+  }
+  state.phase = 'joined';
+
+  ui.mute.onclick = async () => {
+    const audio = producers.find((p) => p.kind === 'audio');
+    if (!audio) return;
+    if (audio.paused) {
+      audio.resume();
+      await sig.request('resumeProducer', { producerId: audio.id });
+      ui.mute.textContent = 'Mute';
+    } else {
+      audio.pause();
+      await sig.request('pauseProducer', { producerId: audio.id });
+      ui.mute.textContent = 'Unmute';
+    }
+  };
+  ui.record.onclick = async () => {
+    try {
+      renderRecording(await sig.request<RecordingState>('setRecording', { enabled: !state.recording?.recording }));
+    } catch (e) {
+      const err = e as SignalingError;
+      showError(err.code, err.message, err.hint);
+    }
+  };
+  ui.leave.onclick = async () => {
+    await sig.request('leave').catch(() => {});
+    state.phase = 'left';
+    for (const t of stream.getTracks()) t.stop();
+    sig.close();
+    setStatus('You left the meeting.');
+  };
+  setInterval(() => void sig.request('ping').catch(() => {}), 10_000);
+
+  Object.assign(verbatim, {
+    request: (method: string, data?: Json) => sig.request(method, data),
+  });
+}
+
+/** Test hook: per remote track, the inbound-rtp counters of the consumer's own SSRC. */
+async function inboundStats(): Promise<{ peerId: string; kind: string; bytesReceived: number; packetsReceived: number; framesDecoded: number }[]> {
+  const out = [];
+  for (const { consumer, peerId } of state.consumers.values()) {
+    const ssrc = consumer.rtpParameters.encodings?.[0]?.ssrc;
+    const report = await consumer.getStats();
+    for (const s of report.values()) {
+      // The recv PeerConnection also reports mediasoup's probator stream (0 frames): match by SSRC.
+      if (s.type === 'inbound-rtp' && s.ssrc === ssrc) {
+        out.push({ peerId, kind: consumer.kind, bytesReceived: s.bytesReceived ?? 0, packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0 });
+      }
+    }
+  }
+  return out;
+}
+
+const verbatim = { state, inboundStats } as Record<string, unknown>;
+(window as unknown as { verbatim: unknown }).verbatim = verbatim;
+
+main().catch((e: unknown) => {
+  state.phase = 'error';
+  const err = e as SignalingError;
+  showError(err.code ?? 'CLIENT_ERROR', err.message ?? String(e));
+});
