@@ -47,12 +47,14 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
     const lite = await PGlite.create(dir);
     db = new Kysely<Database>({ dialect: new PGliteDialect(lite) });
   }
-  await migrate(db);
+  // Kysely finds its migration tables by introspecting every schema: name ours, or a
+  // database with several Verbatim schemas (tests, staging) would confuse them.
+  await migrate(db, opts.url ? (opts.schema ?? 'public') : undefined);
   return db;
 }
 
-export async function migrate(db: Kysely<any>): Promise<void> {
-  const migrator = new Migrator({ db, provider: migrationProvider });
+export async function migrate(db: Kysely<any>, schema?: string): Promise<void> {
+  const migrator = new Migrator({ db, provider: migrationProvider, ...(schema ? { migrationTableSchema: schema } : {}) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');

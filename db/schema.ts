@@ -29,7 +29,60 @@ export interface ConsentEventsTable {
   created_at: Timestamp;
 }
 
+export type SessionStatus = 'recording' | 'sealed' | 'processing' | 'done' | 'failed';
+
+export interface RecordingSessionsTable {
+  id: string;
+  room_id: string;
+  started_at: ColumnType<Date, Date | string, Date | string>;
+  ended_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  end_reason: string | null;
+  status: SessionStatus;
+  manifest_path: string | null;
+  manifest_sha256: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface SessionParticipantsTable {
+  session_id: string;
+  participant_id: string;
+  name: string;
+  consent_decision: string;
+  consent_method: string | null;
+}
+
+export interface TracksTable {
+  session_id: string;
+  track_id: string;
+  participant_id: string;
+  kind: 'audio' | 'video';
+  codec: JSONColumnType<Record<string, unknown>, string, string>;
+}
+
+export interface TrackSegmentsTable {
+  session_id: string;
+  track_id: string;
+  segment: number;
+  file: string;
+  ssrc: number;
+  bytes: number;
+  sha256: string;
+  rtp_packets: number;
+  rtcp_packets: number;
+  started_at: ColumnType<Date, Date | string, Date | string>;
+  ended_at: ColumnType<Date, Date | string, Date | string>;
+  end_reason: string;
+  truncated: boolean;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
+  recording_sessions: RecordingSessionsTable;
+  session_participants: SessionParticipantsTable;
+  tracks: TracksTable;
+  track_segments: TrackSegmentsTable;
 }

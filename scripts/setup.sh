@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up behind `npm start`, `npm test` and `npm run bench`:
 #   1. Debian packages (installed when root, else the exact apt-get line is printed)
-#   2. `npm ci` when node_modules is missing or older than package-lock.json
+#   2. npm install (locked) when node_modules is missing or older than package-lock.json
 #   3. native builds cached outside node_modules (mediasoup worker), recorded in
 #      .cache/toolchain.json for the services to read.
 # A second run with nothing to do takes about a second.
@@ -41,9 +41,12 @@ worker_bin_hint="${VERBATIM_CACHE_DIR:-$HOME/.cache/verbatim}/mediasoup-worker/p
 lock_sum=$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)
 stamp=node_modules/.verbatim-install-stamp
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
-  log "installing npm dependencies (npm ci)"
-  MEDIASOUP_WORKER_BIN="${MEDIASOUP_WORKER_BIN:-$worker_bin_hint}" npm ci --no-audit --no-fund >&2
-  echo "$lock_sum" > "$stamp"
+  log "installing npm dependencies (npm install from package-lock.json)"
+  # Not `npm ci`: it insists on every platform's optional binaries being resolvable
+  # (msgpackr-extract for darwin/win32), and registries that mirror only Linux
+  # packages lack them. `npm install` follows the same lockfile and skips them.
+  MEDIASOUP_WORKER_BIN="${MEDIASOUP_WORKER_BIN:-$worker_bin_hint}" npm install --no-audit --no-fund >&2
+  cat package.json package-lock.json | sha256sum | cut -d' ' -f1 > "$stamp"
 fi
 
 worker_bin=$(bash scripts/build-mediasoup-worker.sh | tail -n 1)

@@ -1,5 +1,6 @@
 import type { Migration, MigrationProvider } from 'kysely/migration';
 import * as m0001 from './0001-rooms.ts';
+import * as m0002 from './0002-recording-sessions.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -8,6 +9,7 @@ import * as m0001 from './0001-rooms.ts';
  */
 const migrations: Record<string, Migration> = {
   '0001-rooms': m0001,
+  '0002-recording-sessions': m0002,
 };
 
 export const migrationProvider: MigrationProvider = {

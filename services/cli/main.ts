@@ -1,20 +1,31 @@
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
+import { runRecordingCommand } from '../recorder/src/inspect-cli.ts';
 import { startSfu } from '../sfu/src/main.ts';
 
 /**
  * `verbatim <command>`: the single entry point behind the npm scripts.
- *   start   every service on embedded defaults (or the configured backends)
+ *   start       every service on embedded defaults (or the configured backends)
+ *   recording   inspect a track segment file or verify a session directory
  */
 async function main(argv: string[]): Promise<number> {
-  const [command = 'help'] = argv;
+  const [command = 'help', ...rest] = argv;
   switch (command) {
     case 'start':
       return start();
+    case 'recording':
+      return runRecordingCommand(rest, (s) => process.stdout.write(s));
     case 'help':
     case '--help':
-      process.stdout.write('usage: verbatim start\n');
+      process.stdout.write(
+        [
+          'usage: verbatim start',
+          '       verbatim recording inspect <file.vrtp> [--header | --packets] [--json]',
+          '       verbatim recording verify <session dir> [--json]',
+          '',
+        ].join('\n'),
+      );
       return 0;
     default:
       process.stderr.write(`unknown command "${command}"; try: verbatim help\n`);

@@ -24,6 +24,7 @@ export const configSpec = {
   DATA_DIR: { schema: z.string().min(1), default: './data', doc: 'Root of every embedded-default state: PGlite, recordings, artifacts, secrets.' },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.' },
   DATABASE_URL: { schema: optionalString, default: undefined, doc: 'Postgres URL (postgres://user@host:5432/db). Unset: embedded PGlite in DATA_DIR/pglite.' },
+  DATABASE_SCHEMA: { schema: optionalString, default: undefined, doc: 'Postgres schema for Verbatim tables (default: public).' },
   REDIS_URL: { schema: optionalString, default: undefined, doc: 'Redis URL for job queues. Unset: a private redis-server child process.' },
   SFU_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the SFU HTTP/WebSocket server binds.' },
   SFU_PORT: { schema: int(0, 65535), default: 8080, doc: 'SFU HTTP/WebSocket port (0 = pick a free one).' },
@@ -40,11 +41,25 @@ export const configSpec = {
   SFU_MAX_MESSAGE_BYTES: { schema: int(1024, 10_000_000), default: 65_536, doc: 'Largest signaling message accepted.' },
   SFU_TOKEN_TTL_MIN: { schema: int(1, 10_080), default: 60, doc: 'Default join token lifetime in minutes.' },
   SFU_MIN_FD_LIMIT: { schema: int(0, 10_000_000), default: 4096, doc: 'Start-up warns when the open-file limit (ulimit -n) is below this.' },
+  RECORDER_URL: { schema: optionalString, default: undefined, doc: 'Recorder control API the SFU taps recorded rooms to (http://host:port). Unset: recording is unavailable and recorded rooms show it.' },
+  RECORDER_SECRET: { schema: optionalString, default: undefined, doc: 'Bearer secret between SFU and recorder (min 16 chars). Unset: generated into DATA_DIR/secrets.json.' },
+  RECORDER_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder control API binds.' },
+  RECORDER_PORT: { schema: int(0, 65535), default: 8090, doc: 'Recorder control API port.' },
+  RECORDER_RTP_IP: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder receives RTP/RTCP on (told to the SFU).' },
+  RECORDER_MIN_PORT: { schema: int(1024, 65535), default: 30000, doc: 'Lowest recorder UDP port (each track takes an RTP + RTCP pair).' },
+  RECORDER_MAX_PORT: { schema: int(1024, 65535), default: 39999, doc: 'Highest recorder UDP port.' },
+  RECORDER_WORKERS: { schema: int(1, 64), default: 1, doc: 'Recorder worker processes (each owns a share of the tracks and ports).' },
+  RECORDINGS_DIR: { schema: optionalString, default: undefined, doc: 'Where raw RTP recordings go (local NVMe). Default DATA_DIR/recordings.' },
+  RECORDER_FSYNC_INTERVAL_MS: { schema: int(10, 60_000), default: 1000, doc: 'fsync period of open track files: the most a crash can lose.' },
+  RECORDER_MIN_FREE_MB: { schema: int(0, 10_000_000), default: 1024, doc: 'Below this much free disk new tracks are refused with DISK_FULL.' },
+  RECORDER_MAX_PACKET_BYTES: { schema: int(64, 65_535), default: 1500, doc: 'Datagrams larger than this (MTU) are dropped and counted.' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
 } as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
 
 type Spec = typeof configSpec;
-export type Config = { -readonly [K in keyof Spec]: z.output<Spec[K]['schema']> };
+type RawConfig = { -readonly [K in keyof Spec]: z.output<Spec[K]['schema']> };
+/** Settings whose default derives from another (RECORDINGS_DIR from DATA_DIR) are always set after loading. */
+export type Config = Omit<RawConfig, 'RECORDINGS_DIR'> & { RECORDINGS_DIR: string };
 export type ConfigKey = keyof Spec;
 
 export interface LoadConfigOptions {
@@ -87,7 +102,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (problems.length === 0 && cfg.SFU_RTC_MIN_PORT > cfg.SFU_RTC_MAX_PORT) {
     problems.push(`SFU_RTC_MIN_PORT=${cfg.SFU_RTC_MIN_PORT}: must not exceed SFU_RTC_MAX_PORT=${cfg.SFU_RTC_MAX_PORT}`);
   }
-  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET'] as const) {
+  if (problems.length === 0 && cfg.RECORDER_MIN_PORT + 1 > cfg.RECORDER_MAX_PORT) {
+    problems.push(`RECORDER_MIN_PORT=${cfg.RECORDER_MIN_PORT}: must be below RECORDER_MAX_PORT=${cfg.RECORDER_MAX_PORT}`);
+  }
+  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET'] as const) {
     const v = cfg[key];
     if (v !== undefined && v.length < 16) problems.push(`${key}: must be at least 16 characters`);
   }
@@ -98,6 +116,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     });
   }
   cfg.DATA_DIR = path.resolve(cfg.DATA_DIR);
+  cfg.RECORDINGS_DIR = path.resolve(cfg.RECORDINGS_DIR ?? path.join(cfg.DATA_DIR, 'recordings'));
   if (cfg.SFU_WORKERS === 0) cfg.SFU_WORKERS = Math.max(1, os.availableParallelism());
   cfg.MEDIASOUP_WORKER_BIN ??= readToolchain().mediasoupWorkerBin;
   return cfg;

@@ -42,3 +42,66 @@ export const TrackHeaderSchema = z.object({
   consent: ConsentRefSchema,
 });
 export type TrackHeader = z.output<typeof TrackHeaderSchema>;
+
+export const SegmentEntrySchema = z.object({
+  segment: z.number().int().nonnegative(),
+  file: z.string().regex(/^[A-Za-z0-9_.@-]+\.vrtp$/),
+  ssrc: z.number().int().min(0).max(0xffffffff),
+  startedAt: z.string(),
+  startedAtUs: z.number().int(),
+  endedAt: z.string(),
+  /** Why the segment ended: track stopped, SSRC change, recorder restart, disk full... */
+  endReason: z.string(),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  rtpPackets: z.number().int().nonnegative(),
+  rtcpPackets: z.number().int().nonnegative(),
+  firstArrivalUs: z.number().int().nullable(),
+  lastArrivalUs: z.number().int().nullable(),
+  truncated: z.boolean(),
+  truncatedReason: z.string().optional(),
+});
+export type SegmentEntry = z.output<typeof SegmentEntrySchema>;
+
+export const SESSION_MANIFEST_VERSION = 1 as const;
+
+export const SessionManifestSchema = z.object({
+  format: z.literal('verbatim-session'),
+  version: z.literal(SESSION_MANIFEST_VERSION),
+  room: z.string(),
+  session: z.string(),
+  startedAt: z.string(),
+  endedAt: z.string().nullable(),
+  endReason: z.string().nullable(),
+  participants: z.array(
+    z.object({
+      id: z.string(),
+      name: z.string(),
+      consent: ConsentRefSchema.extend({ at: z.string().optional() }),
+    }),
+  ),
+  tracks: z.array(
+    z.object({
+      track: z.string(),
+      participant: z.string(),
+      kind: z.enum(['audio', 'video']),
+      codec: CodecSchema,
+      headerExtensions: z.array(HeaderExtensionSchema).default([]),
+      segments: z.array(SegmentEntrySchema),
+    }),
+  ),
+  /** Spans in which a track was being recorded but nothing could be captured (recorder down...). */
+  gaps: z.array(z.object({ track: z.string(), from: z.string(), to: z.string(), reason: z.string() })),
+  events: z.array(
+    z.object({
+      at: z.string(),
+      type: z.string(),
+      participant: z.string().optional(),
+      track: z.string().optional(),
+      details: z.record(z.string(), z.unknown()).default({}),
+    }),
+  ),
+  /** Datagrams dropped at the recorder's ports, by reason. */
+  dropped: z.record(z.string(), z.number().int().nonnegative()).default({}),
+});
+export type SessionManifest = z.output<typeof SessionManifestSchema>;

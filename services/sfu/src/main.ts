@@ -21,9 +21,9 @@ export interface RunningSfu {
 export async function startSfu(config: Config, logger: Logger, opts: { db?: Db } = {}): Promise<RunningSfu> {
   const warning = fdLimitWarning(config.SFU_MIN_FD_LIMIT);
   if (warning) logger.warn(warning);
-  const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET });
+  const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const ownDb = !opts.db;
-  const db = opts.db ?? (await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite') }));
+  const db = opts.db ?? (await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }));
   const sfu = new Sfu({ config, db, logger: logger.child({ service: 'sfu' }), registry: createRegistry('sfu'), secrets });
   try {
     await sfu.start();

@@ -17,7 +17,7 @@ export interface SfuDeps {
   db: Db;
   logger: Logger;
   registry: Registry;
-  secrets: { apiSecret: string; tokenSecret: string };
+  secrets: { apiSecret: string; tokenSecret: string; recorderSecret: string };
 }
 
 /**

@@ -1,0 +1,41 @@
+import { z } from 'zod';
+import { StartTrackRequestSchema } from './recorder-control.ts';
+import { SegmentEntrySchema } from './recording.ts';
+
+/**
+ * Messages between the recorder supervisor and its worker processes (process.send IPC),
+ * validated on receipt. A worker owns sockets and open files; the supervisor owns
+ * sessions, manifests, the database and the queue.
+ */
+export const IPC_VERSION = 1 as const;
+
+export const ToWorkerSchema = z.discriminatedUnion('t', [
+  z.object({
+    t: z.literal('start'),
+    v: z.literal(IPC_VERSION),
+    req: StartTrackRequestSchema,
+    dir: z.string(),
+    segment: z.number().int().nonnegative(),
+  }),
+  z.object({ t: z.literal('stop'), v: z.literal(IPC_VERSION), track: z.string(), session: z.string(), reason: z.string() }),
+  z.object({ t: z.literal('stats'), v: z.literal(IPC_VERSION) }),
+]);
+export type ToWorker = z.output<typeof ToWorkerSchema>;
+
+export const ToSupervisorSchema = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('ready'), v: z.literal(IPC_VERSION) }),
+  z.object({ t: z.literal('started'), v: z.literal(IPC_VERSION), session: z.string(), track: z.string(), segment: z.number().int(), rtpPort: z.number().int(), rtcpPort: z.number().int() }),
+  z.object({ t: z.literal('startFailed'), v: z.literal(IPC_VERSION), session: z.string(), track: z.string(), code: z.string(), message: z.string() }),
+  /** A segment was sealed: track stopped, SSRC changed, or a write failed (truncated). */
+  z.object({ t: z.literal('sealed'), v: z.literal(IPC_VERSION), session: z.string(), track: z.string(), entry: SegmentEntrySchema, trackOpen: z.boolean() }),
+  z.object({
+    t: z.literal('stats'),
+    v: z.literal(IPC_VERSION),
+    tracks: z.number().int(),
+    received: z.number().int(),
+    stored: z.number().int(),
+    dropped: z.record(z.string(), z.number().int()),
+    perTrackDropped: z.record(z.string(), z.record(z.string(), z.number().int())),
+  }),
+]);
+export type ToSupervisor = z.output<typeof ToSupervisorSchema>;

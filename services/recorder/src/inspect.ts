@@ -1,0 +1,591 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { SessionManifestSchema, type SegmentEntry, type SessionManifest, type TrackHeader } from '../../lib/contracts/recording.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import { RecordType, parseRecording, type ParsedFile } from './recording-format.ts';
+
+/**
+ * Read-only tools over recordings for operators and tests: what is in one track
+ * segment file (`inspectFile`) and whether a session directory is intact against its
+ * manifest (`verifySessionDir`). Pure: no console, no process.exit; the CLI prints.
+ */
+
+// ---------------------------------------------------------------- RTP / RTCP parsing
+
+export interface RtpInfo {
+  version: number;
+  marker: boolean;
+  payloadType: number;
+  sequence: number;
+  timestamp: number;
+  ssrc: number;
+  csrcCount: number;
+  /** One-byte (0xBEDE) / two-byte (0x100x) header extension profile, if any. */
+  extensionProfile?: number;
+  extensionBytes: number;
+  paddingBytes: number;
+  payloadBytes: number;
+}
+
+/** Parses an RTP fixed header, CSRCs, extension and padding; null when malformed. */
+export function parseRtp(b: Buffer): RtpInfo | null {
+  if (b.length < 12) return null;
+  const version = b[0]! >> 6;
+  if (version !== 2) return null;
+  const hasPadding = (b[0]! & 0x20) !== 0;
+  const hasExtension = (b[0]! & 0x10) !== 0;
+  const csrcCount = b[0]! & 0x0f;
+  let off = 12 + 4 * csrcCount;
+  if (off > b.length) return null;
+  let extensionProfile: number | undefined;
+  let extensionBytes = 0;
+  if (hasExtension) {
+    if (off + 4 > b.length) return null;
+    extensionProfile = b.readUInt16BE(off);
+    extensionBytes = 4 + 4 * b.readUInt16BE(off + 2);
+    off += extensionBytes;
+    if (off > b.length) return null;
+  }
+  let paddingBytes = 0;
+  if (hasPadding) {
+    // The last byte counts the padding including itself (RFC 3550 §5.1); 0 is invalid.
+    paddingBytes = b[b.length - 1]!;
+    if (paddingBytes === 0 || off + paddingBytes > b.length) return null;
+  }
+  return {
+    version,
+    marker: (b[1]! & 0x80) !== 0,
+    payloadType: b[1]! & 0x7f,
+    sequence: b.readUInt16BE(2),
+    timestamp: b.readUInt32BE(4),
+    ssrc: b.readUInt32BE(8),
+    csrcCount,
+    ...(extensionProfile !== undefined ? { extensionProfile } : {}),
+    extensionBytes,
+    paddingBytes,
+    payloadBytes: b.length - off - paddingBytes,
+  };
+}
+
+const RTCP_TYPE_NAMES: Record<number, string> = { 192: 'FIR', 195: 'IJ', 200: 'SR', 201: 'RR', 202: 'SDES', 203: 'BYE', 204: 'APP', 205: 'RTPFB', 206: 'PSFB', 207: 'XR' };
+
+/** Seconds between the NTP epoch (1900) and the Unix epoch (1970). */
+const NTP_UNIX_OFFSET = 2_208_988_800;
+
+export interface RtcpInfo {
+  packetType: number;
+  name: string;
+  /** Report count / FMT field. */
+  count: number;
+  length: number;
+  ssrc?: number;
+  /** Sender report fields (PT 200). */
+  sr?: { ntpSeconds: number; ntpFraction: number; ntpTime: string; rtpTimestamp: number; packetCount: number; octetCount: number };
+}
+
+/** Walks a (possibly compound) RTCP datagram; stops at the first malformed sub-packet. */
+export function parseRtcp(b: Buffer): { packets: RtcpInfo[]; malformed: boolean } {
+  const packets: RtcpInfo[] = [];
+  let off = 0;
+  while (off < b.length) {
+    if (b.length - off < 4 || b[off]! >> 6 !== 2) return { packets, malformed: true };
+    const packetType = b[off + 1]!;
+    const length = (b.readUInt16BE(off + 2) + 1) * 4;
+    if (off + length > b.length) return { packets, malformed: true };
+    const info: RtcpInfo = { packetType, name: RTCP_TYPE_NAMES[packetType] ?? `PT${packetType}`, count: b[off]! & 0x1f, length };
+    if (length >= 8) info.ssrc = b.readUInt32BE(off + 4);
+    if (packetType === 200 && length >= 28) {
+      const ntpSeconds = b.readUInt32BE(off + 8);
+      const ntpFraction = b.readUInt32BE(off + 12);
+      const unixMs = (ntpSeconds - NTP_UNIX_OFFSET) * 1000 + Math.floor((ntpFraction / 0x1_0000_0000) * 1000);
+      info.sr = {
+        ntpSeconds,
+        ntpFraction,
+        ntpTime: Number.isFinite(unixMs) && unixMs >= 0 ? new Date(unixMs).toISOString() : '',
+        rtpTimestamp: b.readUInt32BE(off + 16),
+        packetCount: b.readUInt32BE(off + 20),
+        octetCount: b.readUInt32BE(off + 24),
+      };
+    }
+    packets.push(info);
+    off += length;
+  }
+  return { packets, malformed: false };
+}
+
+// ---------------------------------------------------------------- stream statistics
+
+export interface StreamStats {
+  ssrc: number;
+  packets: number;
+  payloadTypes: number[];
+  /** First and last packet in arrival (file) order, not numeric order. */
+  firstSequence: number;
+  lastSequence: number;
+  firstTimestamp: number;
+  lastTimestamp: number;
+  /** Sequence numbers never seen between the lowest and highest (16-bit wrap unrolled). */
+  sequenceGaps: number;
+  duplicates: number;
+  /** Packets that arrived after a higher sequence number had already arrived. */
+  outOfOrder: number;
+  /** Highest minus lowest RTP timestamp after unwrapping 32-bit wraps packet by packet. */
+  timestampSpan: number;
+  firstArrivalUs: number;
+  lastArrivalUs: number;
+  payloadBytes: number;
+}
+
+/** Sequence/timestamp bookkeeping for one SSRC. */
+class StreamTracker {
+  private highestSeq = 0;
+  private readonly seen = new Set<number>();
+  private minSeq = 0;
+  private prevTs = 0;
+  private minTs = 0;
+  private maxTs = 0;
+  private readonly pts = new Set<number>();
+  stats: StreamStats;
+
+  constructor(p: RtpInfo, arrivalUs: number) {
+    // Extended values start well above zero so a reorder right before a wrap stays positive.
+    const ext = 0x1_0000_0000 + p.sequence;
+    this.highestSeq = this.minSeq = ext;
+    this.seen.add(ext);
+    this.prevTs = this.minTs = this.maxTs = 0x1_0000_0000_0000 + p.timestamp;
+    this.pts.add(p.payloadType);
+    this.stats = {
+      ssrc: p.ssrc,
+      packets: 1,
+      payloadTypes: [],
+      firstSequence: p.sequence,
+      lastSequence: p.sequence,
+      firstTimestamp: p.timestamp,
+      lastTimestamp: p.timestamp,
+      sequenceGaps: 0,
+      duplicates: 0,
+      outOfOrder: 0,
+      timestampSpan: 0,
+      firstArrivalUs: arrivalUs,
+      lastArrivalUs: arrivalUs,
+      payloadBytes: p.payloadBytes,
+    };
+  }
+
+  add(p: RtpInfo, arrivalUs: number): void {
+    const s = this.stats;
+    s.packets++;
+    s.lastSequence = p.sequence;
+    s.lastTimestamp = p.timestamp;
+    s.lastArrivalUs = arrivalUs;
+    s.payloadBytes += p.payloadBytes;
+    this.pts.add(p.payloadType);
+    // Signed 16-bit distance from the highest sequence so far: a wrap is a small step forward.
+    const dSeq = (((p.sequence - (this.highestSeq & 0xffff)) << 16) >> 16);
+    const ext = this.highestSeq + dSeq;
+    if (this.seen.has(ext)) s.duplicates++;
+    else {
+      this.seen.add(ext);
+      if (ext < this.highestSeq) s.outOfOrder++;
+    }
+    if (ext > this.highestSeq) this.highestSeq = ext;
+    if (ext < this.minSeq) this.minSeq = ext;
+    // Timestamps unwrap against the previous packet (signed 32-bit step), so reordering near a wrap is fine.
+    const dTs = (p.timestamp - (this.prevTs % 0x1_0000_0000)) | 0;
+    this.prevTs += dTs;
+    if (this.prevTs < this.minTs) this.minTs = this.prevTs;
+    if (this.prevTs > this.maxTs) this.maxTs = this.prevTs;
+  }
+
+  finish(): StreamStats {
+    this.stats.sequenceGaps = this.highestSeq - this.minSeq + 1 - this.seen.size;
+    this.stats.timestampSpan = this.maxTs - this.minTs;
+    this.stats.payloadTypes = [...this.pts].sort((a, b) => a - b);
+    return this.stats;
+  }
+}
+
+// ---------------------------------------------------------------- inspectFile
+
+export interface PacketLine {
+  index: number;
+  type: 'RTP' | 'RTCP';
+  arrivalUs: number;
+  length: number;
+  /** RTP */
+  seq?: number;
+  ts?: number;
+  pt?: number;
+  ssrc?: number;
+  marker?: boolean;
+  payloadLength?: number;
+  /** RTCP (compound packets list every sub-packet) */
+  rtcp?: RtcpInfo[];
+  malformed?: boolean;
+}
+
+export interface InspectResult {
+  file: string;
+  bytes: number;
+  headerBytes: number;
+  header: TrackHeader;
+  records: { rtp: number; rtcp: number };
+  rtp: {
+    /** Stats of the header's SSRC (or the first SSRC seen if the header's never appears). */
+    ssrc: number | null;
+    payloadTypes: number[];
+    ssrcs: number[];
+    firstSequence: number | null;
+    lastSequence: number | null;
+    firstTimestamp: number | null;
+    lastTimestamp: number | null;
+    /** Last minus first RTP arrival time, all SSRCs. */
+    durationSeconds: number;
+    /** RTP timestamp span of the main stream divided by the codec clock rate. */
+    rtpTimestampSpanSeconds: number;
+    sequenceGaps: number;
+    duplicates: number;
+    outOfOrder: number;
+    payloadBytes: number;
+    /** RTP records too short or inconsistent to parse. */
+    malformed: number;
+    streams: StreamStats[];
+  };
+  rtcp: { types: Record<string, number>; malformed: number };
+  firstArrivalUs: number | null;
+  lastArrivalUs: number | null;
+  tornBytes: number;
+  stopReason: ParsedFile['stopReason'] | null;
+  packets?: PacketLine[];
+}
+
+export interface InspectOptions {
+  packets?: boolean;
+}
+
+/** Reads and parses a file; fs and header-schema failures become VerbatimErrors with a hint. */
+function readRecording(file: string): { buf: Buffer; parsed: ParsedFile } {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new VerbatimError('BAD_REQUEST', `cannot read ${file}: ${code}`, { hint: code === 'ENOENT' ? 'Check the path; sealed segments end in .vrtp.' : 'Check permissions on the file.', cause: err });
+  }
+  try {
+    return { buf, parsed: parseRecording(buf, file) };
+  } catch (err) {
+    if (err instanceof VerbatimError) throw err;
+    // The header CRC held but its JSON is not a valid track header (schema or syntax).
+    throw new VerbatimError('BAD_REQUEST', `${file} has an invalid track header: ${(err as Error).message}`, { hint: 'The file was written by an incompatible or broken recorder.', cause: err });
+  }
+}
+
+export function inspectFile(file: string, opts: InspectOptions = {}): InspectResult {
+  const { buf, parsed } = readRecording(file);
+  return inspectParsed(file, buf.length, parsed, opts);
+}
+
+export function inspectParsed(file: string, bytes: number, parsed: ParsedFile, opts: InspectOptions = {}): InspectResult {
+  const { header } = parsed;
+  const streams = new Map<number, StreamTracker>();
+  const allPts = new Set<number>();
+  const rtcpTypes: Record<string, number> = {};
+  let rtpCount = 0;
+  let rtcpCount = 0;
+  let rtpMalformed = 0;
+  let rtcpMalformed = 0;
+  let firstRtpUs: number | null = null;
+  let lastRtpUs: number | null = null;
+  const packets: PacketLine[] | undefined = opts.packets ? [] : undefined;
+
+  parsed.records.forEach((rec, index) => {
+    const line: PacketLine = { index, type: rec.type === RecordType.RTP ? 'RTP' : 'RTCP', arrivalUs: rec.arrivalUs, length: rec.data.length };
+    if (rec.type === RecordType.RTP) {
+      rtpCount++;
+      if (firstRtpUs === null) firstRtpUs = rec.arrivalUs;
+      lastRtpUs = rec.arrivalUs;
+      const p = parseRtp(rec.data);
+      if (!p) {
+        rtpMalformed++;
+        line.malformed = true;
+      } else {
+        allPts.add(p.payloadType);
+        const t = streams.get(p.ssrc);
+        if (t) t.add(p, rec.arrivalUs);
+        else streams.set(p.ssrc, new StreamTracker(p, rec.arrivalUs));
+        Object.assign(line, { seq: p.sequence, ts: p.timestamp, pt: p.payloadType, ssrc: p.ssrc, marker: p.marker, payloadLength: p.payloadBytes });
+      }
+    } else {
+      rtcpCount++;
+      const r = parseRtcp(rec.data);
+      if (r.malformed) {
+        rtcpMalformed++;
+        line.malformed = true;
+      }
+      for (const sub of r.packets) rtcpTypes[sub.name] = (rtcpTypes[sub.name] ?? 0) + 1;
+      line.rtcp = r.packets;
+    }
+    packets?.push(line);
+  });
+
+  const stats = [...streams.values()].map((t) => t.finish());
+  const main = stats.find((s) => s.ssrc === header.ssrc) ?? stats[0];
+  const sum = (k: 'sequenceGaps' | 'duplicates' | 'outOfOrder' | 'payloadBytes') => stats.reduce((n, s) => n + s[k], 0);
+  const first = parsed.records[0];
+  const last = parsed.records.at(-1);
+  return {
+    file,
+    bytes,
+    headerBytes: parsed.headerBytes,
+    header,
+    records: { rtp: rtpCount, rtcp: rtcpCount },
+    rtp: {
+      ssrc: main?.ssrc ?? null,
+      payloadTypes: [...allPts].sort((a, b) => a - b),
+      ssrcs: [...streams.keys()].sort((a, b) => a - b),
+      firstSequence: main?.firstSequence ?? null,
+      lastSequence: main?.lastSequence ?? null,
+      firstTimestamp: main?.firstTimestamp ?? null,
+      lastTimestamp: main?.lastTimestamp ?? null,
+      durationSeconds: firstRtpUs !== null && lastRtpUs !== null ? (lastRtpUs - firstRtpUs) / 1e6 : 0,
+      rtpTimestampSpanSeconds: main ? main.timestampSpan / header.codec.clockRate : 0,
+      sequenceGaps: sum('sequenceGaps'),
+      duplicates: sum('duplicates'),
+      outOfOrder: sum('outOfOrder'),
+      payloadBytes: sum('payloadBytes'),
+      malformed: rtpMalformed,
+      streams: stats,
+    },
+    rtcp: { types: rtcpTypes, malformed: rtcpMalformed },
+    firstArrivalUs: first?.arrivalUs ?? null,
+    lastArrivalUs: last?.arrivalUs ?? null,
+    tornBytes: parsed.tornBytes,
+    stopReason: parsed.stopReason ?? null,
+    ...(packets ? { packets } : {}),
+  };
+}
+
+// ---------------------------------------------------------------- verifySessionDir
+
+/** Stable problem codes: scripts and alerting match on these, not on messages. */
+export type VerifyCode =
+  | 'NOT_A_DIRECTORY'
+  | 'MANIFEST_MISSING'
+  | 'MANIFEST_UNREADABLE'
+  | 'MANIFEST_SCHEMA'
+  | 'DUPLICATE_ENTRY'
+  | 'FILE_MISSING'
+  | 'SIZE_MISMATCH'
+  | 'SHA256_MISMATCH'
+  | 'BAD_HEADER'
+  | 'HEADER_MISMATCH'
+  | 'CRC_MISMATCH'
+  | 'TORN_TAIL'
+  | 'BAD_RECORD'
+  | 'COUNT_MISMATCH'
+  | 'ARRIVAL_MISMATCH'
+  | 'PART_FILE'
+  | 'UNLISTED_FILE';
+
+export interface VerifyProblem {
+  file?: string;
+  code: VerifyCode;
+  message: string;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  dir: string;
+  problems: VerifyProblem[];
+  checked: { manifest: boolean; tracks: number; segments: number; filesRead: number; bytes: number; rtpPackets: number; rtcpPackets: number };
+}
+
+const MANIFEST = 'manifest.json';
+/** The recorder's crash journal (recording-session.ts), and its name once manifest.json replaced it. */
+const JOURNAL = 'session.json';
+const RETIRED_JOURNAL = '.session.json.done';
+
+const STOP_CODES: Record<NonNullable<ParsedFile['stopReason']>, VerifyCode> = {
+  'crc-mismatch': 'CRC_MISMATCH',
+  'truncated-record': 'TORN_TAIL',
+  'bad-type': 'BAD_RECORD',
+};
+
+export function verifySessionDir(dir: string): VerifyResult {
+  const problems: VerifyProblem[] = [];
+  const checked: VerifyResult['checked'] = { manifest: false, tracks: 0, segments: 0, filesRead: 0, bytes: 0, rtpPackets: 0, rtcpPackets: 0 };
+  const done = (): VerifyResult => ({ ok: problems.length === 0, dir, problems, checked });
+
+  let entries: string[];
+  try {
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    entries = readdirSync(dir).sort();
+  } catch (err) {
+    problems.push({ code: 'NOT_A_DIRECTORY', message: `cannot read session directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+    return done();
+  }
+
+  const manifest = loadManifest(dir, entries, problems);
+  const listed = new Set<string>();
+
+  if (manifest) {
+    checked.manifest = true;
+    checked.tracks = manifest.tracks.length;
+    for (const track of manifest.tracks) {
+      for (const seg of track.segments) {
+        checked.segments++;
+        if (listed.has(seg.file)) {
+          problems.push({ file: seg.file, code: 'DUPLICATE_ENTRY', message: 'listed more than once in the manifest' });
+          continue;
+        }
+        listed.add(seg.file);
+        verifySegment(dir, manifest, track, seg, problems, checked);
+      }
+    }
+  } else {
+    // Without a usable manifest, still check every sealed file is internally sound.
+    for (const name of entries.filter((e) => e.endsWith('.vrtp'))) {
+      listed.add(name);
+      const parsed = readForVerify(path.join(dir, name), name, problems, checked);
+      if (!parsed || !checkTail(name, parsed, false, problems)) continue;
+      for (const r of parsed.records) {
+        if (r.type === RecordType.RTP) checked.rtpPackets++;
+        else checked.rtcpPackets++;
+      }
+    }
+  }
+
+  for (const name of entries) {
+    if (name === MANIFEST || name === RETIRED_JOURNAL || listed.has(name)) continue;
+    if (name === JOURNAL) {
+      // Without a manifest this is already said by MANIFEST_MISSING; beside one it is stale.
+      if (manifest) problems.push({ file: name, code: 'UNLISTED_FILE', message: 'stale recorder journal beside a sealed manifest' });
+    } else if (name.endsWith('.part')) {
+      problems.push({ file: name, code: 'PART_FILE', message: 'unsealed leftover from a recorder crash (not in the manifest); recover or remove it' });
+    } else {
+      problems.push({ file: name, code: 'UNLISTED_FILE', message: 'present in the session directory but not listed in the manifest' });
+    }
+  }
+  return done();
+}
+
+function loadManifest(dir: string, entries: string[], problems: VerifyProblem[]): SessionManifest | null {
+  if (!entries.includes(MANIFEST)) {
+    const why = entries.includes(JOURNAL) ? ` (${JOURNAL} journal present: the session is still recording or was interrupted and needs recovery)` : '';
+    problems.push({ file: MANIFEST, code: 'MANIFEST_MISSING', message: `no manifest.json in the session directory${why}` });
+    return null;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path.join(dir, MANIFEST), 'utf8'));
+  } catch (err) {
+    problems.push({ file: MANIFEST, code: 'MANIFEST_UNREADABLE', message: `not valid JSON: ${(err as Error).message}` });
+    return null;
+  }
+  const r = SessionManifestSchema.safeParse(raw);
+  if (!r.success) {
+    for (const issue of r.error.issues) {
+      problems.push({ file: MANIFEST, code: 'MANIFEST_SCHEMA', message: `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}` });
+    }
+    return null;
+  }
+  return r.data;
+}
+
+function readForVerify(full: string, name: string, problems: VerifyProblem[], checked: VerifyResult['checked']): ParsedFile | null {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(full);
+  } catch (err) {
+    problems.push({ file: name, code: 'FILE_MISSING', message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+    return null;
+  }
+  checked.filesRead++;
+  checked.bytes += buf.length;
+  try {
+    return parseRecording(buf, name);
+  } catch (err) {
+    problems.push({ file: name, code: 'BAD_HEADER', message: (err as Error).message });
+    return null;
+  }
+}
+
+function checkTail(name: string, parsed: ParsedFile, truncated: boolean, problems: VerifyProblem[]): boolean {
+  if (!parsed.stopReason && parsed.tornBytes === 0) return true;
+  const code = parsed.stopReason ? STOP_CODES[parsed.stopReason] : 'TORN_TAIL';
+  // A sealed file never has a torn tail: even a truncated one is cut back to its last record.
+  const why = truncated ? ' (marked truncated, but a sealed file should end at its last complete record)' : '';
+  problems.push({ file: name, code, message: `records stop after ${parsed.records.length} with ${parsed.tornBytes} unreadable bytes (${parsed.stopReason ?? 'torn tail'})${why}` });
+  return false;
+}
+
+function verifySegment(dir: string, manifest: SessionManifest, track: SessionManifest['tracks'][number], seg: SegmentEntry, problems: VerifyProblem[], checked: VerifyResult['checked']): void {
+  const name = seg.file;
+  const full = path.join(dir, name);
+  let buf: Buffer;
+  try {
+    buf = readFileSync(full);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    problems.push({ file: name, code: 'FILE_MISSING', message: code === 'ENOENT' ? 'listed in the manifest but not on disk' : `cannot read: ${code ?? (err as Error).message}` });
+    return;
+  }
+  checked.filesRead++;
+  checked.bytes += buf.length;
+
+  if (buf.length !== seg.bytes) {
+    // A different size already implies a different hash; one problem says it.
+    problems.push({ file: name, code: 'SIZE_MISMATCH', message: `${buf.length} bytes on disk, manifest says ${seg.bytes}` });
+  } else {
+    const sha = createHash('sha256').update(buf).digest('hex');
+    if (sha !== seg.sha256) problems.push({ file: name, code: 'SHA256_MISMATCH', message: `sha256 ${sha} on disk, manifest says ${seg.sha256}` });
+  }
+
+  let parsed: ParsedFile;
+  try {
+    parsed = parseRecording(buf, name);
+  } catch (err) {
+    problems.push({ file: name, code: 'BAD_HEADER', message: (err as Error).message });
+    return;
+  }
+
+  const h = parsed.header;
+  const mismatches: string[] = [];
+  const cmp = (what: string, inFile: unknown, inManifest: unknown) => {
+    if (inFile !== inManifest) mismatches.push(`${what} ${JSON.stringify(inFile)} in file vs ${JSON.stringify(inManifest)} in manifest`);
+  };
+  cmp('room', h.room, manifest.room);
+  cmp('session', h.session, manifest.session);
+  cmp('track', h.track, track.track);
+  cmp('segment', h.segment, seg.segment);
+  cmp('ssrc', h.ssrc, seg.ssrc);
+  cmp('kind', h.kind, track.kind);
+  cmp('participant', h.participant.id, track.participant);
+  cmp('codec', h.codec.mimeType, track.codec.mimeType);
+  cmp('clockRate', h.codec.clockRate, track.codec.clockRate);
+  if (mismatches.length) problems.push({ file: name, code: 'HEADER_MISMATCH', message: mismatches.join('; ') });
+
+  // Counts only mean something if the whole file was readable; a stop is reported once, above.
+  if (!checkTail(name, parsed, seg.truncated, problems)) return;
+  let rtp = 0;
+  let rtcp = 0;
+  for (const r of parsed.records) {
+    if (r.type === RecordType.RTP) rtp++;
+    else rtcp++;
+  }
+  checked.rtpPackets += rtp;
+  checked.rtcpPackets += rtcp;
+  if (rtp !== seg.rtpPackets || rtcp !== seg.rtcpPackets) {
+    problems.push({ file: name, code: 'COUNT_MISMATCH', message: `${rtp} RTP / ${rtcp} RTCP records in file, manifest says ${seg.rtpPackets} / ${seg.rtcpPackets}` });
+  }
+  // A truncated segment's arrival bounds may include packets that were staged but never written.
+  if (!seg.truncated) {
+    const first = parsed.records[0]?.arrivalUs ?? null;
+    const last = parsed.records.at(-1)?.arrivalUs ?? null;
+    if (first !== seg.firstArrivalUs || last !== seg.lastArrivalUs) {
+      problems.push({ file: name, code: 'ARRIVAL_MISMATCH', message: `arrivals ${first}..${last} µs in file, manifest says ${seg.firstArrivalUs}..${seg.lastArrivalUs}` });
+    }
+  }
+}

@@ -1,0 +1,90 @@
+import { IPC_VERSION, ToWorkerSchema, type ToSupervisor } from '../../lib/contracts/recorder-ipc.ts';
+import type { DropReason } from './packet-classifier.ts';
+import { TrackRecorder, bindPortPair } from './track-recorder.ts';
+
+/**
+ * A recorder worker process: owns the UDP sockets and open segment files of the tracks
+ * the supervisor assigns to it, within its own slice of the port range. Started by
+ * the supervisor with RECORDER_WORKER_* variables; exits when the supervisor goes away.
+ */
+const ip = process.env.RECORDER_WORKER_IP ?? '127.0.0.1';
+const minPort = Number(process.env.RECORDER_WORKER_MIN_PORT);
+const maxPort = Number(process.env.RECORDER_WORKER_MAX_PORT);
+const maxPacketBytes = Number(process.env.RECORDER_WORKER_MAX_PACKET_BYTES ?? 1500);
+const fsyncIntervalMs = Number(process.env.RECORDER_WORKER_FSYNC_MS ?? 1000);
+
+const tracks = new Map<string, TrackRecorder>();
+const taken = new Set<number>();
+const ports = new Map<string, number>();
+const dropped: Partial<Record<DropReason, number>> = {};
+
+function send(m: ToSupervisor): void {
+  process.send?.(m);
+}
+
+process.on('message', async (raw) => {
+  const parsed = ToWorkerSchema.safeParse(raw);
+  if (!parsed.success) return;
+  const m = parsed.data;
+  if (m.t === 'stats') return sendStats();
+  if (m.t === 'stop') {
+    const key = `${m.session}/${m.track}`;
+    const rec = tracks.get(key);
+    if (!rec) return;
+    tracks.delete(key);
+    const entry = rec.stop(m.reason);
+    taken.delete(ports.get(key)!);
+    ports.delete(key);
+    if (entry) send({ t: 'sealed', v: IPC_VERSION, session: m.session, track: m.track, entry, trackOpen: false });
+    return;
+  }
+  const { req } = m;
+  const key = `${req.session}/${req.track}`;
+  try {
+    if (tracks.has(key)) throw Object.assign(new Error(`track ${req.track} is already recording`), { code: 'TRACK_EXISTS' });
+    const pair = await bindPortPair(ip, minPort, maxPort, taken);
+    const rec = new TrackRecorder(req, pair.rtp, pair.rtcp, {
+      dir: m.dir,
+      segment: m.segment,
+      maxPacketBytes,
+      fsyncIntervalMs,
+      onDrop: (reason) => (dropped[reason] = (dropped[reason] ?? 0) + 1),
+      onSealed: (entry, trackOpen) => {
+        send({ t: 'sealed', v: IPC_VERSION, session: req.session, track: req.track, entry, trackOpen });
+        if (!trackOpen && tracks.get(key) === rec) {
+          tracks.delete(key);
+          taken.delete(pair.rtpPort);
+          ports.delete(key);
+        }
+      },
+    });
+    tracks.set(key, rec);
+    ports.set(key, pair.rtpPort);
+    send({ t: 'started', v: IPC_VERSION, session: req.session, track: req.track, segment: m.segment, rtpPort: pair.rtpPort, rtcpPort: pair.rtcpPort });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    send({ t: 'startFailed', v: IPC_VERSION, session: req.session, track: req.track, code: e.code === 'ENOSPC' ? 'DISK_FULL' : (e.code ?? 'INTERNAL'), message: e.message });
+  }
+});
+
+function sendStats(): void {
+  let received = 0;
+  let stored = 0;
+  const perTrackDropped: Record<string, Record<string, number>> = {};
+  for (const [key, t] of tracks) {
+    received += t.received;
+    stored += t.stored;
+    perTrackDropped[key] = t.dropped as Record<string, number>;
+  }
+  send({ t: 'stats', v: IPC_VERSION, tracks: tracks.size, received, stored, dropped: dropped as Record<string, number>, perTrackDropped });
+}
+
+// The supervisor is gone (crash or kill -9): seal what we have and leave. The files
+// stay consistent either way; sealing just saves the supervisor a recovery step.
+process.on('disconnect', () => {
+  for (const rec of tracks.values()) rec.stop('recorder-restart');
+  process.exit(0);
+});
+
+
+send({ t: 'ready', v: IPC_VERSION });

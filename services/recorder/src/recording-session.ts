@@ -1,0 +1,221 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { StartTrackRequest, TimelineEvent } from '../../lib/contracts/recorder-control.ts';
+import { SESSION_MANIFEST_VERSION, SessionManifestSchema, type SegmentEntry, type SessionManifest } from '../../lib/contracts/recording.ts';
+import { RecordType, parseRecording } from './recording-format.ts';
+
+type Participant = SessionManifest['participants'][number];
+type Track = SessionManifest['tracks'][number];
+
+/**
+ * One recording session on disk: `<RECORDINGS_DIR>/<room>/<session>/`. Its state is
+ * journaled to session.json on every change (never on the packet path), so a recorder
+ * killed with -9 restarts, recovers the session, seals the orphaned segment files and
+ * carries on. When the session ends, manifest.json replaces the journal.
+ */
+export class RecordingSession {
+  readonly participants = new Map<string, Participant>();
+  readonly tracks = new Map<string, Track>();
+  readonly events: SessionManifest['events'] = [];
+  /** Tracks that currently have a worker recording them. */
+  readonly openTracks = new Set<string>();
+  endedAt: string | null = null;
+  endReason: string | null = null;
+
+  constructor(
+    readonly dir: string,
+    readonly room: string,
+    readonly id: string,
+    readonly startedAt: string,
+  ) {}
+
+  static journalPath(dir: string): string {
+    return path.join(dir, 'session.json');
+  }
+
+  addTrack(req: StartTrackRequest): number {
+    const p = this.participants.get(req.participant.id);
+    this.participants.set(req.participant.id, {
+      id: req.participant.id,
+      name: req.participant.name,
+      consent: p?.consent.decision === 'granted' ? p.consent : { ...req.consent, at: new Date().toISOString() },
+    });
+    let t = this.tracks.get(req.track);
+    if (!t) {
+      t = { track: req.track, participant: req.participant.id, kind: req.kind, codec: req.codec, headerExtensions: req.headerExtensions, segments: [] };
+      this.tracks.set(req.track, t);
+    }
+    this.openTracks.add(req.track);
+    return this.nextSegment(req.track);
+  }
+
+  nextSegment(track: string): number {
+    const t = this.tracks.get(track);
+    const used = t ? t.segments.map((s) => s.segment) : [];
+    // Files on disk count too: a segment being written has no entry yet.
+    for (const f of safeReaddir(this.dir)) {
+      const m = new RegExp(`^${escapeRe(track)}-(\\d+)\\.vrtp(\\.part)?$`).exec(f);
+      if (m) used.push(Number(m[1]));
+    }
+    return used.length === 0 ? 0 : Math.max(...used) + 1;
+  }
+
+  addSegment(track: string, entry: SegmentEntry, trackOpen: boolean): void {
+    const t = this.tracks.get(track);
+    if (!t) return;
+    if (!t.segments.some((s) => s.segment === entry.segment)) t.segments.push(entry);
+    t.segments.sort((a, b) => a.segment - b.segment);
+    if (!trackOpen) this.openTracks.delete(track);
+  }
+
+  addEvents(events: TimelineEvent[]): void {
+    for (const e of events) {
+      this.events.push(e);
+      if (e.type === 'participant-joined' && e.participant && !this.participants.has(e.participant)) {
+        const name = typeof e.details.name === 'string' ? e.details.name : e.participant;
+        this.participants.set(e.participant, { id: e.participant, name, consent: { decision: 'not-required' } });
+      }
+      if (e.type === 'consent' && e.participant) {
+        const p = this.participants.get(e.participant);
+        const decision = e.details.decision === 'granted' ? 'granted' : 'declined';
+        const method = e.details.method as 'click' | 'announcement' | 'pre-accepted' | undefined;
+        if (p) p.consent = { decision, ...(method ? { method } : {}), at: e.at };
+      }
+    }
+  }
+
+  /** The manifest as of now; gaps are where a track's recording broke off and resumed. */
+  manifest(dropped: Record<string, number> = {}): SessionManifest {
+    const gaps: SessionManifest['gaps'] = [];
+    for (const t of this.tracks.values()) {
+      for (let i = 1; i < t.segments.length; i++) {
+        const prev = t.segments[i - 1]!;
+        const next = t.segments[i]!;
+        if (prev.endReason === 'ssrc-change') continue;
+        const from = prev.lastArrivalUs !== null ? new Date(prev.lastArrivalUs / 1000).toISOString() : prev.endedAt;
+        gaps.push({ track: t.track, from, to: next.startedAt, reason: prev.endReason });
+      }
+    }
+    return SessionManifestSchema.parse({
+      format: 'verbatim-session',
+      version: SESSION_MANIFEST_VERSION,
+      room: this.room,
+      session: this.id,
+      startedAt: this.startedAt,
+      endedAt: this.endedAt,
+      endReason: this.endReason,
+      participants: [...this.participants.values()],
+      tracks: [...this.tracks.values()],
+      gaps,
+      events: [...this.events].sort((a, b) => a.at.localeCompare(b.at)),
+      dropped,
+    });
+  }
+
+  saveJournal(): void {
+    writeAtomic(RecordingSession.journalPath(this.dir), JSON.stringify(this.manifest(), null, 2));
+  }
+
+  /** Writes manifest.json (final) and removes the journal; returns path and SHA-256. */
+  writeManifest(dropped: Record<string, number>): { path: string; sha256: string } {
+    const json = JSON.stringify(this.manifest(dropped), null, 2);
+    const file = path.join(this.dir, 'manifest.json');
+    writeAtomic(file, json);
+    try {
+      renameSync(RecordingSession.journalPath(this.dir), path.join(this.dir, '.session.json.done'));
+    } catch {
+      // no journal
+    }
+    return { path: file, sha256: createHash('sha256').update(json).digest('hex') };
+  }
+
+  /**
+   * Reloads a session from its journal after a crash. Segment files the journal does
+   * not know (sealed by a worker as it died, or still .part) are checked, cut back to
+   * their last complete record, sealed and added with end reason "recorder-crash".
+   */
+  static recover(dir: string): RecordingSession {
+    const m = SessionManifestSchema.parse(JSON.parse(readFileSync(RecordingSession.journalPath(dir), 'utf8')));
+    const s = new RecordingSession(dir, m.room, m.session, m.startedAt);
+    for (const p of m.participants) s.participants.set(p.id, p);
+    for (const t of m.tracks) s.tracks.set(t.track, t);
+    s.events.push(...m.events);
+    for (const f of safeReaddir(dir)) {
+      const match = /^(.*)-(\d+)\.vrtp(\.part)?$/.exec(f);
+      if (!match) continue;
+      const [, track, seg, part] = match;
+      const t = s.tracks.get(track!);
+      if (!t || t.segments.some((x) => x.segment === Number(seg))) continue;
+      const entry = sealOrphan(path.join(dir, f), Number(seg), !!part);
+      if (entry) t.segments.push(entry);
+      t.segments.sort((a, b) => a.segment - b.segment);
+    }
+    s.events.push({ at: new Date().toISOString(), type: 'recorder-restarted', details: {} });
+    s.saveJournal();
+    return s;
+  }
+}
+
+function sealOrphan(file: string, segment: number, isPart: boolean): SegmentEntry | undefined {
+  const buf = readFileSync(file);
+  let parsed;
+  try {
+    parsed = parseRecording(buf, file);
+  } catch {
+    return undefined; // header never made it to disk: nothing recorded in it
+  }
+  const validBytes = buf.length - parsed.tornBytes;
+  if (parsed.tornBytes > 0) truncateSync(file, validBytes);
+  const finalPath = isPart ? file.slice(0, -'.part'.length) : file;
+  if (isPart) renameSync(file, finalPath);
+  const rtp = parsed.records.filter((r) => r.type === RecordType.RTP);
+  const last = parsed.records.at(-1);
+  return {
+    segment,
+    file: path.basename(finalPath),
+    ssrc: parsed.header.ssrc,
+    startedAt: parsed.header.startedAt,
+    startedAtUs: parsed.header.startedAtUs,
+    endedAt: last ? new Date(last.arrivalUs / 1000).toISOString() : parsed.header.startedAt,
+    endReason: 'recorder-crash',
+    bytes: validBytes,
+    sha256: createHash('sha256').update(buf.subarray(0, validBytes)).digest('hex'),
+    rtpPackets: rtp.length,
+    rtcpPackets: parsed.records.length - rtp.length,
+    firstArrivalUs: parsed.records[0]?.arrivalUs ?? null,
+    lastArrivalUs: last?.arrivalUs ?? null,
+    truncated: parsed.tornBytes > 0,
+    ...(parsed.tornBytes > 0 ? { truncatedReason: `torn tail of ${parsed.tornBytes} bytes after a crash` } : {}),
+  };
+}
+
+/** Sessions with a journal but no manifest: interrupted by a crash. */
+export function findUnfinishedSessions(recordingsDir: string): string[] {
+  const out: string[] = [];
+  for (const room of safeReaddir(recordingsDir)) {
+    for (const session of safeReaddir(path.join(recordingsDir, room))) {
+      const dir = path.join(recordingsDir, room, session);
+      if (existsSync(RecordingSession.journalPath(dir)) && !existsSync(path.join(dir, 'manifest.json'))) out.push(dir);
+    }
+  }
+  return out;
+}
+
+function writeAtomic(file: string, data: string): void {
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, file);
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

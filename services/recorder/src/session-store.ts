@@ -1,0 +1,64 @@
+import type { Db } from '../../../db/database.ts';
+import type { SessionManifest } from '../../lib/contracts/recording.ts';
+
+/**
+ * Registers sealed sessions in the database: the session row (status "sealed") is what
+ * the transcode reconciler re-enqueues from if the queue loses the job.
+ */
+export class SessionStore {
+  constructor(private readonly db: Db) {}
+
+  async markRecording(room: string, session: string, startedAt: string): Promise<void> {
+    await this.db
+      .insertInto('recording_sessions')
+      .values({ id: session, room_id: room, started_at: startedAt, status: 'recording' })
+      .onConflict((oc) => oc.column('id').doNothing())
+      .execute();
+  }
+
+  /** Idempotent: a retried finalize after a crash rewrites the same rows. */
+  async registerSealed(m: SessionManifest, manifestPath: string, manifestSha256: string): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .insertInto('recording_sessions')
+        .values({ id: m.session, room_id: m.room, started_at: m.startedAt, ended_at: m.endedAt, end_reason: m.endReason, status: 'sealed', manifest_path: manifestPath, manifest_sha256: manifestSha256 })
+        .onConflict((oc) =>
+          oc.column('id').doUpdateSet({ ended_at: m.endedAt, end_reason: m.endReason, status: 'sealed', manifest_path: manifestPath, manifest_sha256: manifestSha256, updated_at: new Date() }),
+        )
+        .execute();
+      await tx.deleteFrom('track_segments').where('session_id', '=', m.session).execute();
+      await tx.deleteFrom('tracks').where('session_id', '=', m.session).execute();
+      await tx.deleteFrom('session_participants').where('session_id', '=', m.session).execute();
+      if (m.participants.length > 0) {
+        await tx
+          .insertInto('session_participants')
+          .values(m.participants.map((p) => ({ session_id: m.session, participant_id: p.id, name: p.name, consent_decision: p.consent.decision, consent_method: p.consent.method ?? null })))
+          .execute();
+      }
+      if (m.tracks.length > 0) {
+        await tx
+          .insertInto('tracks')
+          .values(m.tracks.map((t) => ({ session_id: m.session, track_id: t.track, participant_id: t.participant, kind: t.kind, codec: JSON.stringify(t.codec) })))
+          .execute();
+      }
+      const segs = m.tracks.flatMap((t) =>
+        t.segments.map((s) => ({
+          session_id: m.session,
+          track_id: t.track,
+          segment: s.segment,
+          file: s.file,
+          ssrc: s.ssrc,
+          bytes: s.bytes,
+          sha256: s.sha256,
+          rtp_packets: s.rtpPackets,
+          rtcp_packets: s.rtcpPackets,
+          started_at: s.startedAt,
+          ended_at: s.endedAt,
+          end_reason: s.endReason,
+          truncated: s.truncated,
+        })),
+      );
+      if (segs.length > 0) await tx.insertInto('track_segments').values(segs).execute();
+    });
+  }
+}

@@ -1,0 +1,298 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, statfsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Queue } from 'bullmq';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Db } from '../../../db/database.ts';
+import type { Config } from '../../lib/config.ts';
+import { SESSION_FINALIZE_JOB, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
+import { IPC_VERSION, ToSupervisorSchema, type ToSupervisor, type ToWorker } from '../../lib/contracts/recorder-ipc.ts';
+import { RECORDER_CONTROL_VERSION, type RecorderHealth, type StartTrackRequest, type StartTrackResponse, type TimelineEvent } from '../../lib/contracts/recorder-control.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/logger.ts';
+import { redisConnection } from '../../lib/redis.ts';
+import { RecordingSession, findUnfinishedSessions } from './recording-session.ts';
+import { SessionStore } from './session-store.ts';
+
+const workerEntry = fileURLToPath(new URL('./recorder-worker.ts', import.meta.url));
+
+interface WorkerHandle {
+  index: number;
+  child: ChildProcess;
+  tracks: number;
+  ready: Promise<void>;
+}
+
+export interface SupervisorDeps {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  registry: Registry;
+  redisUrl: string;
+  queuePrefix?: string;
+}
+
+/**
+ * The recorder's main process: hands tracks to worker processes (each with its own
+ * slice of the UDP port range), keeps each session's journal, and on session end
+ * writes the manifest, registers the session in the database and queues
+ * `session.finalize`. Packets never pass through this process.
+ */
+export class RecorderSupervisor {
+  readonly instanceId = randomBytes(8).toString('hex');
+  private readonly workers: WorkerHandle[] = [];
+  private readonly sessions = new Map<string, RecordingSession>();
+  private readonly pending = new Map<string, { resolve: (m: ToSupervisor) => void }>();
+  private readonly dropped: Record<string, number> = {};
+  private readonly queue: Queue;
+  private readonly store: SessionStore;
+  private readonly metrics;
+  /** Set when a write hit ENOSPC: no new tracks until free space is back above the threshold. */
+  private diskFull = false;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly deps: SupervisorDeps) {
+    this.store = new SessionStore(deps.db);
+    this.queue = new Queue(TRANSCODE_QUEUE, { connection: redisConnection(deps.redisUrl), ...(deps.queuePrefix ? { prefix: deps.queuePrefix } : {}) });
+    const registers = [deps.registry];
+    this.metrics = {
+      tracks: new Gauge({ name: 'verbatim_recorder_tracks', help: 'Tracks being recorded', registers }),
+      dropped: new Counter({ name: 'verbatim_recorder_dropped_packets_total', help: 'Datagrams dropped at recorder ports', labelNames: ['reason'], registers }),
+      stored: new Gauge({ name: 'verbatim_recorder_stored_packets', help: 'Packets stored by live tracks', registers }),
+      refused: new Counter({ name: 'verbatim_recorder_refused_tracks_total', help: 'Track starts refused', labelNames: ['code'], registers }),
+      sessionsSealed: new Counter({ name: 'verbatim_recorder_sessions_sealed_total', help: 'Sessions sealed and queued', registers }),
+      freeBytes: new Gauge({ name: 'verbatim_recorder_free_bytes', help: 'Free bytes on the recordings filesystem', registers }),
+    };
+  }
+
+  get config(): Config {
+    return this.deps.config;
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.config.RECORDINGS_DIR, { recursive: true });
+    for (const dir of findUnfinishedSessions(this.config.RECORDINGS_DIR)) {
+      const s = RecordingSession.recover(dir);
+      this.sessions.set(s.id, s);
+      this.deps.logger.warn({ room: s.room, session: s.id }, 'recovered an interrupted recording session');
+    }
+    const n = this.config.RECORDER_WORKERS;
+    const span = Math.floor((this.config.RECORDER_MAX_PORT - this.config.RECORDER_MIN_PORT + 1) / n);
+    for (let i = 0; i < n; i++) this.spawnWorker(i, this.config.RECORDER_MIN_PORT + i * span, this.config.RECORDER_MIN_PORT + (i + 1) * span - 1);
+    await Promise.all(this.workers.map((w) => w.ready));
+    this.statsTimer = setInterval(() => this.broadcast({ t: 'stats', v: IPC_VERSION }), 1000);
+    this.statsTimer.unref();
+  }
+
+  private spawnWorker(index: number, minPort: number, maxPort: number): void {
+    const child = fork(workerEntry, [], {
+      execArgv: ['--import', 'tsx'],
+      env: {
+        ...process.env,
+        RECORDER_WORKER_IP: this.config.RECORDER_RTP_IP,
+        RECORDER_WORKER_MIN_PORT: String(minPort),
+        RECORDER_WORKER_MAX_PORT: String(maxPort),
+        RECORDER_WORKER_MAX_PACKET_BYTES: String(this.config.RECORDER_MAX_PACKET_BYTES),
+        RECORDER_WORKER_FSYNC_MS: String(this.config.RECORDER_FSYNC_INTERVAL_MS),
+      },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let readyResolve!: () => void;
+    const handle: WorkerHandle = { index, child, tracks: 0, ready: new Promise((r) => (readyResolve = r)) };
+    this.workers[index] = handle;
+    child.on('message', (raw) => {
+      const parsed = ToSupervisorSchema.safeParse(raw);
+      if (!parsed.success) return this.deps.logger.error({ issues: parsed.error.issues }, 'bad IPC message from recorder worker');
+      const m = parsed.data;
+      if (m.t === 'ready') return readyResolve();
+      this.onWorkerMessage(handle, m);
+    });
+    child.on('exit', (code, signal) => {
+      if (this.closed) return;
+      this.deps.logger.error({ worker: index, code, signal }, 'recorder worker exited; restarting it');
+      // Its tracks are gone: their files stay readable; the SFU re-attaches on health change.
+      for (const s of this.sessions.values()) s.openTracks.clear();
+      this.spawnWorker(index, minPort, maxPort);
+    });
+  }
+
+  private onWorkerMessage(w: WorkerHandle, m: ToSupervisor): void {
+    switch (m.t) {
+      case 'started':
+      case 'startFailed':
+        this.pending.get(`${m.session}/${m.track}`)?.resolve(m);
+        return;
+      case 'sealed': {
+        const s = this.sessions.get(m.session);
+        if (!m.trackOpen) w.tracks = Math.max(0, w.tracks - 1);
+        if (m.entry.truncated && m.entry.truncatedReason === 'ENOSPC') {
+          this.diskFull = true;
+          this.metrics.refused.inc({ code: 'DISK_FULL' }, 0);
+          this.deps.logger.error({ session: m.session, track: m.track }, 'disk full while recording: segment closed and marked truncated');
+          s?.addEvents([{ at: new Date().toISOString(), type: 'track-failed', track: m.track, details: { code: 'DISK_FULL' } }]);
+        }
+        s?.addSegment(m.track, m.entry, m.trackOpen);
+        s?.saveJournal();
+        this.pending.get(`sealed:${m.session}/${m.track}`)?.resolve(m);
+        return;
+      }
+      case 'stats': {
+        for (const [reason, n] of Object.entries(m.dropped)) {
+          const key = `${w.index}:${reason}`;
+          const prev = this.workerDropped.get(key) ?? 0;
+          if (n > prev) {
+            this.metrics.dropped.inc({ reason }, n - prev);
+            this.dropped[reason] = (this.dropped[reason] ?? 0) + (n - prev);
+            this.workerDropped.set(key, n);
+          }
+        }
+        this.lastStats.set(w.index, m);
+        this.metrics.tracks.set([...this.lastStats.values()].reduce((a, s) => a + s.tracks, 0));
+        this.metrics.stored.set([...this.lastStats.values()].reduce((a, s) => a + s.stored, 0));
+        return;
+      }
+    }
+  }
+  private readonly workerDropped = new Map<string, number>();
+  private readonly lastStats = new Map<number, Extract<ToSupervisor, { t: 'stats' }>>();
+
+  /** Drop counters as last reported by the workers (refreshed every second). */
+  async droppedCounts(): Promise<Record<string, number>> {
+    await this.refreshStats();
+    return { ...this.dropped };
+  }
+
+  private async refreshStats(): Promise<void> {
+    const before = new Map(this.lastStats);
+    this.broadcast({ t: 'stats', v: IPC_VERSION });
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline && this.workers.some((w) => this.lastStats.get(w.index) === before.get(w.index))) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  private broadcast(m: ToWorker): void {
+    for (const w of this.workers) if (w.child.connected) w.child.send(m);
+  }
+
+  freeBytes(): number {
+    const s = statfsSync(this.config.RECORDINGS_DIR);
+    const free = s.bavail * s.bsize;
+    this.metrics.freeBytes.set(free);
+    return free;
+  }
+
+  health(): RecorderHealth {
+    const free = this.freeBytes();
+    const min = this.config.RECORDER_MIN_FREE_MB * 1024 * 1024;
+    const accepting = free >= min && !this.closed;
+    // After a real ENOSPC, wait for clearly more room than the threshold (hysteresis),
+    // or tracks would flap between refused and failing.
+    if (this.diskFull && free >= Math.max(2 * min, min + 64 * 1024 * 1024)) this.diskFull = false;
+    return { v: RECORDER_CONTROL_VERSION, ok: !this.closed, instanceId: this.instanceId, acceptingTracks: accepting && !this.diskFull, freeBytes: free, tracks: this.workers.reduce((a, w) => a + w.tracks, 0) };
+  }
+
+  private session(req: { room: string; session: string }): RecordingSession {
+    let s = this.sessions.get(req.session);
+    if (s && s.room !== req.room) throw new VerbatimError('BAD_REQUEST', `session ${req.session} belongs to room ${s.room}`, { hint: 'Session ids are unique per room.' });
+    if (!s) {
+      const dir = path.join(this.config.RECORDINGS_DIR, req.room, req.session);
+      mkdirSync(dir, { recursive: true });
+      s = new RecordingSession(dir, req.room, req.session, new Date().toISOString());
+      s.addEvents([{ at: s.startedAt, type: 'session-started', details: {} }]);
+      this.sessions.set(req.session, s);
+      s.saveJournal();
+      this.store.markRecording(req.room, req.session, s.startedAt).catch((err: unknown) => this.deps.logger.error({ err, session: req.session }, 'failed to register recording session'));
+    }
+    if (s.endedAt) throw new VerbatimError('ROOM_CLOSED', `recording session ${req.session} has ended`, { hint: 'Start a new session id.' });
+    return s;
+  }
+
+  async startTrack(req: StartTrackRequest): Promise<StartTrackResponse> {
+    const log = this.deps.logger.child({ room: req.room, session: req.session, track: req.track });
+    const health = this.health();
+    if (!health.acceptingTracks) {
+      this.metrics.refused.inc({ code: 'DISK_FULL' });
+      log.error({ freeBytes: health.freeBytes }, 'refusing new track: disk full');
+      throw new VerbatimError('DISK_FULL', `recorder disk has ${Math.round(health.freeBytes / 1e6)} MB free, below RECORDER_MIN_FREE_MB=${this.config.RECORDER_MIN_FREE_MB}`, {
+        hint: 'Free space on the recordings disk (or move old sessions to storage); recording resumes for new tracks by itself.',
+      });
+    }
+    const s = this.session(req);
+    if (s.openTracks.has(req.track)) await this.stopTrack(req.session, req.track, 'restarted');
+    const segment = s.addTrack(req);
+    const w = [...this.workers].sort((a, b) => a.tracks - b.tracks)[0]!;
+    const key = `${req.session}/${req.track}`;
+    const reply = await new Promise<ToSupervisor>((resolve) => {
+      this.pending.set(key, { resolve });
+      w.child.send({ t: 'start', v: IPC_VERSION, req, dir: s.dir, segment } satisfies ToWorker);
+    }).finally(() => this.pending.delete(key));
+    if (reply.t === 'startFailed') {
+      s.openTracks.delete(req.track);
+      this.metrics.refused.inc({ code: reply.code });
+      throw new VerbatimError(reply.code === 'DISK_FULL' ? 'DISK_FULL' : 'RECORDER_UNAVAILABLE', `recorder could not start track ${req.track}: ${reply.message}`, { hint: 'Check the recorder logs and port range.' });
+    }
+    if (reply.t !== 'started') throw new Error('unexpected worker reply');
+    w.tracks++;
+    s.saveJournal();
+    log.info({ rtpPort: reply.rtpPort, segment }, 'track recording');
+    return { v: RECORDER_CONTROL_VERSION, ip: this.config.RECORDER_RTP_IP, rtpPort: reply.rtpPort, rtcpPort: reply.rtcpPort, segment };
+  }
+
+  async stopTrack(sessionId: string, track: string, reason = 'stopped'): Promise<void> {
+    const s = this.sessions.get(sessionId);
+    if (!s || !s.openTracks.has(track)) return;
+    const key = `sealed:${sessionId}/${track}`;
+    const sealed = new Promise<ToSupervisor>((resolve) => this.pending.set(key, { resolve }));
+    this.broadcast({ t: 'stop', v: IPC_VERSION, session: sessionId, track, reason });
+    await Promise.race([sealed, new Promise((r) => setTimeout(r, 5000))]);
+    this.pending.delete(key);
+    s.openTracks.delete(track);
+  }
+
+  addEvents(room: string, sessionId: string, events: TimelineEvent[]): void {
+    const s = this.session({ room, session: sessionId });
+    s.addEvents(events);
+    s.saveJournal();
+  }
+
+  /** Seals every track, writes the manifest, registers the session, queues session.finalize. */
+  async endSession(room: string, sessionId: string, reason: string): Promise<{ manifestPath: string }> {
+    const s = this.sessions.get(sessionId);
+    if (!s || s.room !== room) throw new VerbatimError('ROOM_NOT_FOUND', `no open recording session ${sessionId} in room ${room}`, { hint: 'It may have ended already.' });
+    for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'session-ended');
+    s.endedAt = new Date().toISOString();
+    s.endReason = reason;
+    s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
+    const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
+    const manifest = s.manifest();
+    await this.store.registerSealed(manifest, manifestPath, sha256);
+    const payload: SessionFinalizePayload = { v: 1, room, session: sessionId, manifestPath, manifestSha256: sha256 };
+    await this.queue.add(SESSION_FINALIZE_JOB, payload, { jobId: finalizeJobId(sessionId), attempts: 5, backoff: { type: 'exponential', delay: 5000 }, removeOnComplete: 1000 });
+    this.sessions.delete(sessionId);
+    this.metrics.sessionsSealed.inc();
+    this.deps.logger.info({ room, session: sessionId, manifestPath }, 'session sealed and queued for transcoding');
+    return { manifestPath };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.statsTimer);
+    for (const s of this.sessions.values()) for (const t of [...s.openTracks]) this.broadcast({ t: 'stop', v: IPC_VERSION, session: s.id, track: t, reason: 'recorder-shutdown' });
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.child.exitCode !== null) return resolve();
+            w.child.once('exit', () => resolve());
+            w.child.disconnect();
+          }),
+      ),
+    );
+    await this.queue.close();
+  }
+}
