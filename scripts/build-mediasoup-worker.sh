@@ -25,7 +25,7 @@ SUPPORT_DIR="$SCRIPT_DIR/mediasoup-worker"
 MEDIASOUP_DIR="$REPO_ROOT/node_modules/mediasoup"
 
 [[ -f "$MEDIASOUP_DIR/package.json" && -d "$MEDIASOUP_DIR/worker" ]] \
-  || die "mediasoup is not installed in $MEDIASOUP_DIR (run npm run setup first)"
+  || die "mediasoup is not installed in $MEDIASOUP_DIR (run npm ci first)"
 
 # --- Cache key -------------------------------------------------------------
 # Plain grep/sed rather than node/python so the cached fast path stays well
