@@ -99,6 +99,8 @@ export async function startTestRecorder(overrides: Record<string, string> = {}):
       process.kill(-rec.child.pid!, 'SIGKILL');
     },
     async restart() {
+      // Same control port, so the SFU finds it again at RECORDER_URL.
+      env.RECORDER_PORT = new URL(rec.url).port;
       await spawnIt();
     },
   };

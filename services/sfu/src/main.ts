@@ -38,7 +38,7 @@ export async function startSfu(config: Config, logger: Logger, opts: { db?: Db }
       db,
       close() {
         closing ??= (async () => {
-          sfu.close();
+          await sfu.close();
           await http.close();
           if (ownDb) await db.destroy();
         })();
@@ -46,7 +46,7 @@ export async function startSfu(config: Config, logger: Logger, opts: { db?: Db }
       },
     };
   } catch (err) {
-    sfu.close();
+    await sfu.close();
     if (ownDb) await db.destroy();
     throw err;
   }

@@ -70,6 +70,10 @@ export class Room extends EventEmitter<RoomEvents> {
     return this.closedFlag;
   }
 
+  get transportListenIp(): string {
+    return this.transportConfig.listenIp;
+  }
+
   addPeer(peer: Peer): void {
     this.assertOpen();
     this.peers.set(peer.id, peer);

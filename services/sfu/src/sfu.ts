@@ -11,6 +11,8 @@ import { Room, mediaCodecs } from './room.ts';
 import { RoomStore, type StoredRoom } from './room-store.ts';
 import { createSfuMetrics, type SfuMetrics } from './sfu-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
+import { RecorderClient } from './recorder-client.ts';
+import { RecordingTap } from './recording-tap.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -34,15 +36,19 @@ export class Sfu {
   private readonly reclaim = new Map<string, { consent: ConsentState; expiresAt: number }>();
   private drainingFlag = false;
   private closed = false;
+  readonly recorder: RecorderClient | undefined;
+  readonly taps = new Map<string, RecordingTap>();
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
     this.metrics = createSfuMetrics(deps.registry);
     this.pool = new WorkerPool({ size: deps.config.SFU_WORKERS, workerBin: deps.config.MEDIASOUP_WORKER_BIN, logger: deps.logger, metrics: this.metrics });
+    if (deps.config.RECORDER_URL) this.recorder = new RecorderClient(deps.config.RECORDER_URL, deps.secrets.recorderSecret, deps.logger.child({ component: 'recorder-client' }));
   }
 
   async start(): Promise<void> {
     await this.pool.start();
+    this.recorder?.start();
   }
 
   get config(): Config {
@@ -124,8 +130,16 @@ export class Sfu {
     });
     room.once('close', () => {
       if (this.rooms.get(id) === room) this.rooms.delete(id);
+      this.taps.delete(id);
       this.metrics.rooms.dec();
     });
+    if (this.recorder) this.taps.set(id, new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' })));
+    else {
+      // No recorder configured: a recorded room says so instead of pretending.
+      const noRecorder = () => room.recording && room.setRecordingFailure({ code: 'RECORDER_UNAVAILABLE', message: 'no recorder is configured for this SFU (RECORDER_URL)' });
+      room.on('recordingChanged', noRecorder);
+      noRecorder();
+    }
     room.logger.info({ workerPid: worker.pid }, 'room opened');
     return room;
   }
@@ -232,9 +246,12 @@ export class Sfu {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // End recording sessions first so the recorder seals them while media still flows.
+    await Promise.all([...this.taps.values()].map((t) => t.close()));
+    this.recorder?.stop();
     for (const room of [...this.rooms.values()]) room.close('ROOM_CLOSED', 'the SFU is shutting down');
     this.pool.close();
   }
