@@ -42,8 +42,35 @@ export interface RecordingSessionsTable {
   manifest_sha256: string | null;
   error_code: string | null;
   error_message: string | null;
+  progress: ColumnType<number, number | undefined, number>;
+  /** done | skipped | MODEL_MISSING ... (why there is no transcript). */
+  transcript_status: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface ArtifactsTable {
+  session_id: string;
+  key: string;
+  kind: string;
+  participant_id: string | null;
+  content_type: string;
+  bytes: number;
+  sha256: string;
+  storage: string;
+  duration_seconds: number | null;
+  created_at: Timestamp;
+}
+
+export interface TranscriptSegmentsTable {
+  session_id: string;
+  seq: number;
+  participant_id: string;
+  speaker: string;
+  start_seconds: number;
+  end_seconds: number;
+  text: string;
+  language: string;
 }
 
 export interface SessionParticipantsTable {
@@ -85,4 +112,6 @@ export interface Database {
   session_participants: SessionParticipantsTable;
   tracks: TracksTable;
   track_segments: TrackSegmentsTable;
+  artifacts: ArtifactsTable;
+  transcript_segments: TranscriptSegmentsTable;
 }

@@ -1,6 +1,7 @@
 import type { Migration, MigrationProvider } from 'kysely/migration';
 import * as m0001 from './0001-rooms.ts';
 import * as m0002 from './0002-recording-sessions.ts';
+import * as m0003 from './0003-artifacts-transcripts.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -10,6 +11,7 @@ import * as m0002 from './0002-recording-sessions.ts';
 const migrations: Record<string, Migration> = {
   '0001-rooms': m0001,
   '0002-recording-sessions': m0002,
+  '0003-artifacts-transcripts': m0003,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -53,13 +53,26 @@ export const configSpec = {
   RECORDER_FSYNC_INTERVAL_MS: { schema: int(10, 60_000), default: 1000, doc: 'fsync period of open track files: the most a crash can lose.' },
   RECORDER_MIN_FREE_MB: { schema: int(0, 10_000_000), default: 1024, doc: 'Below this much free disk new tracks are refused with DISK_FULL.' },
   RECORDER_MAX_PACKET_BYTES: { schema: int(64, 65_535), default: 1500, doc: 'Datagrams larger than this (MTU) are dropped and counted.' },
+  WHISPER_MODEL: { schema: z.string().min(1), default: 'base.en', doc: 'Whisper model: a known name (tiny.en, base.en, small.en, ...) looked up in WHISPER_MODELS_DIR, or a path to a ggml .bin file.' },
+  WHISPER_MODELS_DIR: { schema: optionalString, default: undefined, doc: 'Where named Whisper models live (default DATA_DIR/models).' },
+  WHISPER_THREADS: { schema: int(1, 256), default: 2, doc: 'CPU threads per transcription job.' },
+  WHISPER_CLI_BIN: { schema: optionalString, default: undefined, doc: 'whisper-cli binary (set by npm scripts to the cached offline build).' },
+  TRANSCODE_CONCURRENCY: { schema: int(1, 64), default: 1, doc: 'Jobs one transcode worker process runs at once.' },
+  STORAGE_BACKEND: { schema: z.enum(['local', 's3']), default: 'local', doc: 'Where artifacts go: a local directory or an S3 bucket.' },
+  STORAGE_DIR: { schema: optionalString, default: undefined, doc: 'Local artifact directory (default DATA_DIR/artifacts).' },
+  S3_ENDPOINT: { schema: optionalString, default: undefined, doc: 'S3 endpoint URL (MinIO, Ceph, AWS...).' },
+  S3_REGION: { schema: z.string().min(1), default: 'us-east-1', doc: 'S3 region.' },
+  S3_BUCKET: { schema: optionalString, default: undefined, doc: 'S3 bucket for artifacts.' },
+  S3_ACCESS_KEY_ID: { schema: optionalString, default: undefined, doc: 'S3 access key id.' },
+  S3_SECRET_ACCESS_KEY: { schema: optionalString, default: undefined, doc: 'S3 secret access key.' },
+  S3_FORCE_PATH_STYLE: { schema: bool, default: true, doc: 'Path-style S3 URLs (needed by most self-hosted S3).' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
 } as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
 
 type Spec = typeof configSpec;
 type RawConfig = { -readonly [K in keyof Spec]: z.output<Spec[K]['schema']> };
 /** Settings whose default derives from another (RECORDINGS_DIR from DATA_DIR) are always set after loading. */
-export type Config = Omit<RawConfig, 'RECORDINGS_DIR'> & { RECORDINGS_DIR: string };
+export type Config = Omit<RawConfig, 'RECORDINGS_DIR' | 'WHISPER_MODELS_DIR' | 'STORAGE_DIR'> & { RECORDINGS_DIR: string; WHISPER_MODELS_DIR: string; STORAGE_DIR: string };
 export type ConfigKey = keyof Spec;
 
 export interface LoadConfigOptions {
@@ -118,7 +131,11 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   cfg.DATA_DIR = path.resolve(cfg.DATA_DIR);
   cfg.RECORDINGS_DIR = path.resolve(cfg.RECORDINGS_DIR ?? path.join(cfg.DATA_DIR, 'recordings'));
   if (cfg.SFU_WORKERS === 0) cfg.SFU_WORKERS = Math.max(1, os.availableParallelism());
-  cfg.MEDIASOUP_WORKER_BIN ??= readToolchain().mediasoupWorkerBin;
+  const toolchain = readToolchain();
+  cfg.MEDIASOUP_WORKER_BIN ??= toolchain.mediasoupWorkerBin;
+  cfg.WHISPER_CLI_BIN ??= toolchain.whisperCliBin;
+  cfg.WHISPER_MODELS_DIR = path.resolve(cfg.WHISPER_MODELS_DIR ?? path.join(cfg.DATA_DIR, 'models'));
+  cfg.STORAGE_DIR = path.resolve(cfg.STORAGE_DIR ?? path.join(cfg.DATA_DIR, 'artifacts'));
   return cfg;
 }
 

@@ -9,6 +9,7 @@ const toolchainFile = fileURLToPath(new URL('../../.cache/toolchain.json', impor
 
 export interface Toolchain {
   mediasoupWorkerBin?: string;
+  whisperCliBin?: string;
 }
 
 export function readToolchain(): Toolchain {

@@ -18,7 +18,8 @@ export const ToWorkerSchema = z.discriminatedUnion('t', [
     segment: z.number().int().nonnegative(),
   }),
   z.object({ t: z.literal('stop'), v: z.literal(IPC_VERSION), track: z.string(), session: z.string(), reason: z.string() }),
-  z.object({ t: z.literal('stats'), v: z.literal(IPC_VERSION) }),
+  /** resetLag: start a new event-loop lag window after answering (GET /v1/stats?resetLag=1). */
+  z.object({ t: z.literal('stats'), v: z.literal(IPC_VERSION), resetLag: z.boolean().optional() }),
 ]);
 export type ToWorker = z.output<typeof ToWorkerSchema>;
 
@@ -36,6 +37,14 @@ export const ToSupervisorSchema = z.discriminatedUnion('t', [
     stored: z.number().int(),
     dropped: z.record(z.string(), z.number().int()),
     perTrackDropped: z.record(z.string(), z.record(z.string(), z.number().int())),
+    /** Worker process resources: CPU time since it started (process.cpuUsage) and RSS. */
+    cpu: z.object({ userUs: z.number(), systemUs: z.number() }).optional(),
+    rssBytes: z.number().optional(),
+    /**
+     * Worker event-loop delay (perf_hooks.monitorEventLoopDelay) since the worker
+     * started or the last resetLag, in ms: how late packets get handled.
+     */
+    lag: z.object({ p50Ms: z.number(), p99Ms: z.number(), maxMs: z.number(), meanMs: z.number(), windowMs: z.number() }).optional(),
   }),
 ]);
 export type ToSupervisor = z.output<typeof ToSupervisorSchema>;

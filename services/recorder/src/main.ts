@@ -60,6 +60,7 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
       return supervisor.endSession(b.room, (req.params as { session: string }).session, b.reason);
     });
     api.get('/v1/dropped', async () => ({ dropped: await supervisor.droppedCounts() }));
+    api.get('/v1/stats', async (req) => supervisor.stats({ resetLag: ['1', 'true'].includes(String((req.query as { resetLag?: string }).resetLag)) }));
   });
   await app.listen({ host: config.RECORDER_HOST, port: config.RECORDER_PORT });
   const addr = app.server.address() as AddressInfo;

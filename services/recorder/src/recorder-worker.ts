@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { IPC_VERSION, ToWorkerSchema, type ToSupervisor } from '../../lib/contracts/recorder-ipc.ts';
 import type { DropReason } from './packet-classifier.ts';
 import { TrackRecorder, bindPortPair } from './track-recorder.ts';
@@ -17,6 +18,12 @@ const tracks = new Map<string, TrackRecorder>();
 const taken = new Set<number>();
 const ports = new Map<string, number>();
 const dropped: Partial<Record<DropReason, number>> = {};
+// Event-loop delay: how late this worker gets to its sockets (reported in 'stats').
+// Samples include the sampling interval itself, which is subtracted when reported.
+const LAG_RESOLUTION_MS = 10;
+const loopDelay = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+loopDelay.enable();
+let lagWindowStart = performance.now();
 
 function send(m: ToSupervisor): void {
   process.send?.(m);
@@ -26,7 +33,7 @@ process.on('message', async (raw) => {
   const parsed = ToWorkerSchema.safeParse(raw);
   if (!parsed.success) return;
   const m = parsed.data;
-  if (m.t === 'stats') return sendStats();
+  if (m.t === 'stats') return sendStats(m.resetLag === true);
   if (m.t === 'stop') {
     const key = `${m.session}/${m.track}`;
     const rec = tracks.get(key);
@@ -67,7 +74,7 @@ process.on('message', async (raw) => {
   }
 });
 
-function sendStats(): void {
+function sendStats(resetLag: boolean): void {
   let received = 0;
   let stored = 0;
   const perTrackDropped: Record<string, Record<string, number>> = {};
@@ -76,7 +83,14 @@ function sendStats(): void {
     stored += t.stored;
     perTrackDropped[key] = t.dropped as Record<string, number>;
   }
-  send({ t: 'stats', v: IPC_VERSION, tracks: tracks.size, received, stored, dropped: dropped as Record<string, number>, perTrackDropped });
+  const ms = (ns: number) => (Number.isFinite(ns) && loopDelay.count > 0 ? Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS) : 0);
+  const lag = { p50Ms: ms(loopDelay.percentile(50)), p99Ms: ms(loopDelay.percentile(99)), maxMs: ms(loopDelay.max), meanMs: ms(loopDelay.mean), windowMs: performance.now() - lagWindowStart };
+  const cpu = process.cpuUsage();
+  send({ t: 'stats', v: IPC_VERSION, tracks: tracks.size, received, stored, dropped: dropped as Record<string, number>, perTrackDropped, cpu: { userUs: cpu.user, systemUs: cpu.system }, rssBytes: process.memoryUsage.rss(), lag });
+  if (resetLag) {
+    loopDelay.reset();
+    lagWindowStart = performance.now();
+  }
 }
 
 // The supervisor is gone (crash or kill -9): seal what we have and leave. The files

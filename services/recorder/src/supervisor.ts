@@ -25,6 +25,24 @@ interface WorkerHandle {
   ready: Promise<void>;
 }
 
+type WorkerStatsMessage = Extract<ToSupervisor, { t: 'stats' }>;
+
+/** GET /v1/stats: per-process CPU (µs since start), RSS and worker event-loop lag. */
+export interface RecorderStats {
+  supervisor: { pid: number; cpu: { userUs: number; systemUs: number }; rssBytes: number };
+  workers: {
+    index: number;
+    pid: number | null;
+    tracks: number;
+    received: number;
+    stored: number;
+    dropped: Record<string, number>;
+    cpu: NonNullable<WorkerStatsMessage['cpu']> | null;
+    rssBytes: number | null;
+    lag: NonNullable<WorkerStatsMessage['lag']> | null;
+  }[];
+}
+
 export interface SupervisorDeps {
   config: Config;
   db: Db;
@@ -165,9 +183,35 @@ export class RecorderSupervisor {
     return { ...this.dropped };
   }
 
-  private async refreshStats(): Promise<void> {
+  /**
+   * Per-process resources and event-loop lag (GET /v1/stats). Worker lag percentiles
+   * cover the time since the worker started or the last call with resetLag.
+   */
+  async stats(opts: { resetLag?: boolean } = {}): Promise<RecorderStats> {
+    await this.refreshStats(opts.resetLag === true);
+    const cpu = process.cpuUsage();
+    return {
+      supervisor: { pid: process.pid, cpu: { userUs: cpu.user, systemUs: cpu.system }, rssBytes: process.memoryUsage.rss() },
+      workers: this.workers.map((w) => {
+        const s = this.lastStats.get(w.index);
+        return {
+          index: w.index,
+          pid: w.child.pid ?? null,
+          tracks: s?.tracks ?? 0,
+          received: s?.received ?? 0,
+          stored: s?.stored ?? 0,
+          dropped: { ...(s?.dropped ?? {}) },
+          cpu: s?.cpu ?? null,
+          rssBytes: s?.rssBytes ?? null,
+          lag: s?.lag ?? null,
+        };
+      }),
+    };
+  }
+
+  private async refreshStats(resetLag = false): Promise<void> {
     const before = new Map(this.lastStats);
-    this.broadcast({ t: 'stats', v: IPC_VERSION });
+    this.broadcast({ t: 'stats', v: IPC_VERSION, ...(resetLag ? { resetLag } : {}) });
     const deadline = Date.now() + 2000;
     while (Date.now() < deadline && this.workers.some((w) => this.lastStats.get(w.index) === before.get(w.index))) {
       await new Promise((r) => setTimeout(r, 10));

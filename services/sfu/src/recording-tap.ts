@@ -119,7 +119,7 @@ export class RecordingTap {
     if (this.session) return;
     this.session = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(3).toString('hex')}`;
     this.logger.info({ session: this.session, by }, 'recording session started');
-    this.event({ type: 'recording-on', details: { by } });
+    this.event({ type: 'recording-on', details: { by, transcribe: this.room.flags.transcribe, language: this.room.flags.language } });
     for (const peer of this.room.peers.values()) {
       this.event({ type: 'participant-joined', participant: peer.id, at: peer.joinedAt.toISOString(), details: { name: peer.name } });
       for (const producer of peer.producers.values()) {

@@ -70,7 +70,12 @@ describe('meeting page in headless Chromium', () => {
     const dialog = page.getByRole('dialog', { name: 'This meeting is recorded' });
     await expect.poll(() => dialog.isVisible(), { timeout: 20_000 }).toBe(true);
     await page.getByRole('button', { name: 'Do not record me' }).click();
-    await expect.poll(() => page.locator('#recording-banner').textContent(), { timeout: 20_000 }).toContain('You are not recorded');
+    // The decline is logged as a consent event.
+    await expect
+      .poll(async () => (await sfu.running.db.selectFrom('consent_events').select(['participant_id', 'decision', 'method']).where('room_id', '=', 'consent-room').execute()), { timeout: 10_000 })
+      .toEqual([{ participant_id: 'carol', decision: 'declined', method: 'click' }]);
+    // This SFU has no recorder: the room says so rather than pretending to record.
+    await expect.poll(() => page.locator('#recording-banner').textContent(), { timeout: 20_000 }).toContain('RECORDER_UNAVAILABLE');
 
     const bad = await (await browser.newContext()).newPage();
     await bad.goto(`${sfu.url}/meet?token=forged.token`);

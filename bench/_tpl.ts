@@ -1,0 +1,2 @@
+import { ensureTemplates } from './lib/udp-blast.ts';
+console.log(await ensureTemplates());

@@ -1,0 +1,190 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { RecorderStats } from '../../services/recorder/src/supervisor.ts';
+import { repoRoot } from './results.ts';
+import { killNow, onCleanup, terminate } from './children.ts';
+
+export const BENCH_RECORDER_SECRET = 'bench-recorder-secret-0123456789';
+export const BENCH_DATABASE_URL = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const BENCH_REDIS_URL = process.env.BENCH_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export type { RecorderStats };
+
+export interface BenchRecorder {
+  url: string;
+  pid: number;
+  dataDir: string;
+  api<T = any>(method: string, p: string, body?: unknown): Promise<T>;
+  stats(resetLag?: boolean): Promise<RecorderStats>;
+  /** Supervisor + worker pids. */
+  pids(): Promise<number[]>;
+  stop(): Promise<void>;
+}
+
+export async function postgresReachable(url = BENCH_DATABASE_URL): Promise<boolean> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
+  try {
+    await c.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** Drops a private Postgres schema (bench clean-up). */
+export async function dropSchema(schema: string, url = BENCH_DATABASE_URL): Promise<void> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  try {
+    await c.connect();
+    await c.query(`drop schema if exists "${schema}" cascade`);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** Deletes every Redis key under a private queue prefix. */
+export async function dropRedisPrefix(prefix: string, url = BENCH_REDIS_URL): Promise<void> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await r.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await r.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    r.disconnect();
+  }
+}
+
+/**
+ * The recorder as its own process (services/recorder/src/process.ts, like `npm run
+ * recorder`) in its own process group, on Redis with a private queue prefix and
+ * Postgres in a private schema when reachable (else its embedded PGlite), data in a
+ * temp dir. Everything is removed again by stop() or the bench's clean-up.
+ */
+export async function startBenchRecorder(env: Record<string, string> = {}): Promise<BenchRecorder> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-bench-rec-'));
+  const queuePrefix = `vb${randomBytes(4).toString('hex')}`;
+  const schema = `bench_${randomBytes(5).toString('hex')}`;
+  const usePg = await postgresReachable();
+  const childEnv: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    DATA_DIR: dataDir,
+    RECORDER_HOST: '127.0.0.1',
+    RECORDER_PORT: '0',
+    RECORDER_SECRET: BENCH_RECORDER_SECRET,
+    RECORDER_MIN_FREE_MB: '1',
+    RECORDER_WORKERS: '1',
+    REDIS_URL: BENCH_REDIS_URL,
+    VERBATIM_QUEUE_PREFIX: queuePrefix,
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+    ...(usePg ? { DATABASE_URL: BENCH_DATABASE_URL, DATABASE_SCHEMA: schema } : {}),
+    ...env,
+  };
+  const entry = path.join(repoRoot, 'services', 'recorder', 'src', 'process.ts');
+  const child: ChildProcess = fork(entry, [], { execArgv: ['--import', 'tsx'], env: childEnv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true, cwd: repoRoot });
+  const cleanupFiles = async () => {
+    rmSync(dataDir, { recursive: true, force: true });
+    await dropRedisPrefix(queuePrefix).catch(() => {});
+    if (usePg) await dropSchema(schema).catch(() => {});
+  };
+  const release = onCleanup(
+    `recorder ${child.pid}`,
+    async () => {
+      await terminate(child, { group: true, graceMs: 8000 });
+      await cleanupFiles();
+    },
+    () => {
+      killNow(child, true);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    child.on('message', (m: any) => m?.t === 'listening' && resolve(m.url));
+    child.once('exit', (code) => reject(new Error(`recorder exited early with ${code}`)));
+  });
+  const api = async <T>(method: string, p: string, body?: unknown): Promise<T> => {
+    const res = await fetch(`${url}${p}`, {
+      method,
+      headers: { authorization: `Bearer ${BENCH_RECORDER_SECRET}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`recorder ${method} ${p}: ${res.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+  const rec: BenchRecorder = {
+    url,
+    pid: child.pid!,
+    dataDir,
+    api,
+    stats: (resetLag = false) => api<RecorderStats>('GET', `/v1/stats${resetLag ? '?resetLag=1' : ''}`),
+    async pids() {
+      const s = await rec.stats();
+      return [s.supervisor.pid, ...s.workers.map((w) => w.pid).filter((p): p is number => p !== null)];
+    },
+    stop: release,
+  };
+  return rec;
+}
+
+let trackSeq = 0;
+
+export interface RecorderTrack {
+  track: string;
+  kind: 'audio' | 'video';
+  ssrc: number;
+  payloadType: number;
+  rtpPort: number;
+  rtcpPort: number;
+}
+
+/** POST /v1/tracks for one track of the given kind (Opus PT 111 / VP8 PT 96). */
+export async function startTrack(rec: BenchRecorder, room: string, session: string, kind: 'audio' | 'video'): Promise<RecorderTrack> {
+  const n = ++trackSeq;
+  const track = `${kind[0]}${n}`;
+  const ssrc = (0x10000000 + n * 7919) >>> 0;
+  const payloadType = kind === 'audio' ? 111 : 96;
+  const codec = kind === 'audio' ? { mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType, parameters: {} } : { mimeType: 'video/VP8', clockRate: 90000, payloadType, parameters: {} };
+  const res = await rec.api<{ rtpPort: number; rtcpPort: number }>('POST', '/v1/tracks', {
+    v: 1,
+    room,
+    session,
+    track,
+    participant: { id: `p${Math.ceil(n / 2)}`, name: `Participant ${Math.ceil(n / 2)}` },
+    kind,
+    codec,
+    ssrc,
+    headerExtensions: [],
+    consent: { decision: 'granted', method: 'pre-accepted' },
+  });
+  return { track, kind, ssrc, payloadType, rtpPort: res.rtpPort, rtcpPort: res.rtcpPort };
+}
+
+/** Starts many tracks with a few requests in flight at once. */
+export async function startTracks(rec: BenchRecorder, room: string, session: string, kinds: ('audio' | 'video')[], concurrency = 8): Promise<RecorderTrack[]> {
+  const out: RecorderTrack[] = new Array(kinds.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, kinds.length) }, async () => {
+      while (next < kinds.length) {
+        const i = next++;
+        out[i] = await startTrack(rec, room, session, kinds[i]!);
+      }
+    }),
+  );
+  return out;
+}
+
+export async function endSession(rec: BenchRecorder, room: string, session: string): Promise<void> {
+  await rec.api('POST', `/v1/sessions/${session}/end`, { v: 1, room, reason: 'bench' });
+}

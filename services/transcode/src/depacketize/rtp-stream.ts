@@ -1,0 +1,156 @@
+import { RecordType, parseRecording } from '../../../recorder/src/recording-format.ts';
+import { parseRtp } from '../../../recorder/src/inspect.ts';
+import type { TrackHeader } from '../../../lib/contracts/recording.ts';
+import { VerbatimError } from '../../../lib/errors.ts';
+
+export interface RtpPacket {
+  /** Extended (wrap-free) sequence number. */
+  seq: number;
+  /** Extended (wrap-free) RTP timestamp. */
+  ts: number;
+  marker: boolean;
+  payload: Buffer;
+  arrivalUs: number;
+}
+
+export interface SenderReport {
+  /** Wall clock of the report in µs since the Unix epoch (from NTP). */
+  wallUs: number;
+  /** Extended RTP timestamp matching that wall clock. */
+  rtpTs: number;
+  arrivalUs: number;
+}
+
+export interface TrackPackets {
+  header: TrackHeader;
+  packets: RtpPacket[];
+  senderReports: SenderReport[];
+  /** Records the reader skipped: duplicates, late beyond the window, unparsable. */
+  dropped: { duplicate: number; late: number; malformed: number };
+}
+
+const NTP_UNIX_OFFSET = 2_208_988_800;
+/** Packets may arrive this many positions out of order and still be put back in place. */
+const REORDER_WINDOW = 128;
+
+/**
+ * Reads one recorder segment and returns its RTP in sequence order: sequence and
+ * timestamp wraparound unwrapped, duplicates dropped, reordering within a window
+ * repaired; RTCP sender reports kept for the NTP ↔ RTP mapping (A/V sync).
+ */
+export function readTrackPackets(buf: Buffer, file: string): TrackPackets {
+  let parsed;
+  try {
+    parsed = parseRecording(buf, file);
+  } catch (err) {
+    throw new VerbatimError('BAD_REQUEST', `corrupt recording ${file}: ${(err as Error).message}`, { hint: 'Run `verbatim recording verify` on the session directory.', cause: err });
+  }
+  const { header } = parsed;
+  const out: RtpPacket[] = [];
+  const senderReports: SenderReport[] = [];
+  const dropped = { duplicate: 0, late: 0, malformed: 0 };
+  const seen = new Set<number>();
+  let lastSeq: number | undefined;
+  let lastTs: number | undefined;
+  let maxSeq = -Infinity;
+  const pending: RtpPacket[] = [];
+
+  for (const r of parsed.records) {
+    if (r.type === RecordType.RTCP) {
+      collectSenderReports(r.data, header.ssrc, r.arrivalUs, senderReports);
+      continue;
+    }
+    const info = parseRtp(r.data);
+    if (!info || info.ssrc !== header.ssrc || info.payloadType !== header.codec.payloadType) {
+      dropped.malformed++;
+      continue;
+    }
+    const seq = (lastSeq = unwrap(info.sequence, lastSeq, 0x1_0000));
+    const ts = (lastTs = unwrap(info.timestamp, lastTs, 0x1_0000_0000));
+    if (seen.has(seq)) {
+      dropped.duplicate++;
+      continue;
+    }
+    if (seq < maxSeq - REORDER_WINDOW) {
+      dropped.late++;
+      continue;
+    }
+    seen.add(seq);
+    maxSeq = Math.max(maxSeq, seq);
+    const start = r.data.length - info.paddingBytes - info.payloadBytes;
+    pending.push({ seq, ts, marker: info.marker, payload: r.data.subarray(start, start + info.payloadBytes), arrivalUs: r.arrivalUs });
+  }
+  pending.sort((a, b) => a.seq - b.seq);
+  out.push(...pending);
+  // Sender report RTP timestamps are unwrapped against the nearest packet.
+  for (const sr of senderReports) {
+    const near = nearestByArrival(out, sr.arrivalUs);
+    if (near) sr.rtpTs = unwrapNear(sr.rtpTs, near.ts, 0x1_0000_0000);
+  }
+  return { header, packets: out, senderReports, dropped };
+}
+
+/** Unwraps a wrapping counter against the previous extended value. */
+function unwrap(v: number, prev: number | undefined, mod: number): number {
+  if (prev === undefined) return v + mod; // start one cycle up so early reordering cannot go negative
+  return unwrapNear(v, prev, mod);
+}
+
+function unwrapNear(v: number, ref: number, mod: number): number {
+  const base = ref - (ref % mod);
+  let c = base + v;
+  if (c - ref > mod / 2) c -= mod;
+  else if (ref - c > mod / 2) c += mod;
+  return c;
+}
+
+function nearestByArrival(pkts: RtpPacket[], at: number): RtpPacket | undefined {
+  let best: RtpPacket | undefined;
+  for (const p of pkts) if (!best || Math.abs(p.arrivalUs - at) < Math.abs(best.arrivalUs - at)) best = p;
+  return best;
+}
+
+function collectSenderReports(b: Buffer, ssrc: number, arrivalUs: number, out: SenderReport[]): void {
+  let off = 0;
+  while (off + 4 <= b.length) {
+    const pt = b[off + 1]!;
+    const len = (b.readUInt16BE(off + 2) + 1) * 4;
+    if (off + len > b.length) break;
+    if (pt === 200 && len >= 28 && b.readUInt32BE(off + 4) === ssrc) {
+      const sec = b.readUInt32BE(off + 8) - NTP_UNIX_OFFSET;
+      const frac = b.readUInt32BE(off + 12) / 0x1_0000_0000;
+      out.push({ wallUs: Math.round((sec + frac) * 1e6), rtpTs: b.readUInt32BE(off + 16), arrivalUs });
+    }
+    off += len;
+  }
+}
+
+/**
+ * Offset from the senders' NTP clock to the wall clock, over all tracks of a session.
+ * mediasoup stamps sender reports with its own monotonic clock, not the wall clock:
+ * its NTP times agree across all tracks (which is what A/V sync needs), and the
+ * median of (arrival − NTP) over every report places that clock on the wall clock.
+ */
+export function ntpToWallOffsetUs(tracks: TrackPackets[]): number {
+  const d = tracks.flatMap((t) => t.senderReports.map((sr) => sr.arrivalUs - sr.wallUs)).sort((a, b) => a - b);
+  if (d.length === 0) return 0;
+  const median = d[Math.floor(d.length / 2)]!;
+  return Math.abs(median) < 10_000_000 ? 0 : median; // a sender already on wall-clock NTP
+}
+
+/**
+ * Maps RTP timestamps of a track to wall-clock µs. With sender reports, the sender's
+ * own NTP ↔ RTP pairing (the median offset over all reports, robust to one bad SR),
+ * shifted by the session's NTP→wall offset; without, the arrival of the first packet.
+ */
+export function wallClockMapper(t: TrackPackets, ntpOffsetUs = 0): { toWallUs: (ts: number) => number; source: 'rtcp-sr' | 'arrival' } {
+  const rate = t.header.codec.clockRate;
+  if (t.senderReports.length > 0) {
+    const offsets = t.senderReports.map((sr) => sr.wallUs + ntpOffsetUs - (sr.rtpTs / rate) * 1e6).sort((a, b) => a - b);
+    const offset = offsets[Math.floor(offsets.length / 2)]!;
+    return { toWallUs: (ts) => offset + (ts / rate) * 1e6, source: 'rtcp-sr' };
+  }
+  const first = t.packets[0];
+  const base = first ? first.arrivalUs - (first.ts / rate) * 1e6 : 0;
+  return { toWallUs: (ts) => base + (ts / rate) * 1e6, source: 'arrival' };
+}

@@ -1,0 +1,227 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Config } from '../../../lib/config.ts';
+import { VerbatimError } from '../../../lib/errors.ts';
+import type { TranscribeInput, TranscribeOptions, Transcriber, TranscriptSegment } from './transcriber.ts';
+import { detectSpeech, readWav16kMono, wavHeader, type VadOptions } from './vad.ts';
+import { resolveWhisperModel } from './whisper-models.ts';
+
+/**
+ * Whisper through the whisper-cli binary scripts/build-whisper.sh builds. Run as a
+ * child process (argument array, never a shell) so a crash, a hang or an abort costs
+ * one process, not the worker; the input WAV is only ever read.
+ */
+
+const SAMPLE_RATE = 16000;
+
+export interface WhisperCppOptions {
+  /** whisper-cli binary (WHISPER_CLI_BIN). */
+  cliBin: string;
+  /** WHISPER_MODEL: a known name or a path. */
+  model: string;
+  /** WHISPER_MODELS_DIR. */
+  modelsDir: string;
+  /** WHISPER_THREADS (default 2). */
+  threads?: number;
+  /** Beam size; 1 = greedy (default: whisper-cli's 5). */
+  beamSize?: number;
+  /** Candidates when sampling at temperature > 0 (default: whisper-cli's 5). */
+  bestOf?: number;
+  /** -nf: no temperature fallback, fully deterministic (default false). */
+  noFallback?: boolean;
+  /** Per whisper-cli run; default 120 s + 10x the clip's duration. */
+  timeoutMs?: number | ((clipSeconds: number) => number);
+  /** Scratch directory for span WAVs and JSON (default os.tmpdir()). */
+  tmpDir?: string;
+  vad?: VadOptions;
+}
+
+/** Options from the service configuration. */
+export function whisperCppOptionsFromConfig(cfg: Config): WhisperCppOptions {
+  if (!cfg.WHISPER_CLI_BIN) {
+    throw new VerbatimError('TRANSCRIBE_FAILED', 'whisper-cli is not available (WHISPER_CLI_BIN is unset)', {
+      hint: 'Run `npm run setup` (builds whisper-cli offline and records it in .cache/toolchain.json), or set WHISPER_CLI_BIN.',
+    });
+  }
+  return { cliBin: cfg.WHISPER_CLI_BIN, model: cfg.WHISPER_MODEL, modelsDir: cfg.WHISPER_MODELS_DIR, threads: cfg.WHISPER_THREADS };
+}
+
+export class WhisperCppTranscriber implements Transcriber {
+  constructor(private readonly opts: WhisperCppOptions) {}
+
+  /** VAD first, then one whisper-cli run per speech span, sequentially. */
+  async transcribe(input: TranscribeInput, runOpts: TranscribeOptions = {}): Promise<TranscriptSegment[]> {
+    const { signal } = runOpts;
+    signal?.throwIfAborted();
+    const model = await resolveWhisperModel({ model: this.opts.model, modelsDir: this.opts.modelsDir });
+    const wav = await readWav16kMono(input.wavPath);
+    const spans = detectSpeech(wav.data, { ...this.opts.vad, sampleRate: SAMPLE_RATE });
+    if (spans.length === 0) return [];
+    const offset = input.offsetSeconds ?? 0;
+    const totalSamples = wav.data.length / 2;
+    return withTmpDir(this.opts.tmpDir, async (dir) => {
+      const out: TranscriptSegment[] = [];
+      for (const [i, span] of spans.entries()) {
+        signal?.throwIfAborted();
+        const from = Math.max(0, Math.floor(span.start * SAMPLE_RATE));
+        const to = Math.min(totalSamples, Math.ceil(span.end * SAMPLE_RATE));
+        if (to <= from) continue;
+        const clip = path.join(dir, `span-${i}.wav`);
+        const data = wav.data.subarray(from * 2, to * 2);
+        await writeFile(clip, Buffer.concat([wavHeader(data.length, SAMPLE_RATE), data]));
+        const segs = await runWhisperCli(this.opts, model.path, clip, (to - from) / SAMPLE_RATE, input.language, path.join(dir, `span-${i}`), signal);
+        for (const s of segs) out.push(shift(s, offset + from / SAMPLE_RATE));
+        await rm(clip, { force: true });
+      }
+      return out;
+    });
+  }
+}
+
+export function createWhisperCppTranscriber(opts: WhisperCppOptions): Transcriber {
+  return new WhisperCppTranscriber(opts);
+}
+
+/** The whole file in one whisper-cli run, no VAD (benchmarks compare against it). */
+export async function transcribeWithoutVad(opts: WhisperCppOptions, input: TranscribeInput, runOpts: TranscribeOptions = {}): Promise<TranscriptSegment[]> {
+  runOpts.signal?.throwIfAborted();
+  const model = await resolveWhisperModel({ model: opts.model, modelsDir: opts.modelsDir });
+  const wav = await readWav16kMono(input.wavPath); // validates the format; whisper-cli reads the file itself
+  const seconds = wav.data.length / 2 / SAMPLE_RATE;
+  return withTmpDir(opts.tmpDir, async (dir) => {
+    const segs = await runWhisperCli(opts, model.path, input.wavPath, seconds, input.language, path.join(dir, 'whole'), runOpts.signal);
+    return segs.map((s) => shift(s, input.offsetSeconds ?? 0));
+  });
+}
+
+function shift(s: TranscriptSegment, by: number): TranscriptSegment {
+  return { start: round3(s.start + by), end: round3(s.end + by), text: s.text };
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+async function withTmpDir<T>(base: string | undefined, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(path.join(base ?? os.tmpdir(), 'verbatim-whisper-'));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const STDERR_TAIL = 4000;
+
+/**
+ * One whisper-cli run over a clip; segments relative to the clip, clamped to its
+ * duration (Whisper timestamps can run past the audio to the end of its 30 s window).
+ */
+export async function runWhisperCli(
+  opts: WhisperCppOptions,
+  modelPath: string,
+  clipPath: string,
+  clipSeconds: number,
+  language: string,
+  outBase: string,
+  signal?: AbortSignal,
+): Promise<TranscriptSegment[]> {
+  const args = ['-m', modelPath, '-f', clipPath, '-l', language, '-t', String(opts.threads ?? 2), '-oj', '-of', outBase, '-np'];
+  if (opts.beamSize !== undefined) args.push('-bs', String(opts.beamSize));
+  if (opts.bestOf !== undefined) args.push('-bo', String(opts.bestOf));
+  if (opts.noFallback) args.push('-nf');
+  const timeoutMs = typeof opts.timeoutMs === 'function' ? opts.timeoutMs(clipSeconds) : (opts.timeoutMs ?? 120_000 + clipSeconds * 10_000);
+
+  const { code, stderr, timedOut, aborted, spawnError } = await new Promise<{ code: number | null; stderr: string; timedOut: boolean; aborted: boolean; spawnError?: Error }>((resolve) => {
+    let tail = '';
+    let timedOut = false;
+    let aborted = false;
+    let spawnError: Error | undefined;
+    const child = spawn(opts.cliBin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      tail = (tail + chunk).slice(-STDERR_TAIL);
+    });
+    const kill = () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, timeoutMs);
+    const onAbort = () => {
+      aborted = true;
+      kill();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    child.on('error', (err) => {
+      spawnError = err;
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      resolve({ code, stderr: tail, timedOut, aborted, ...(spawnError ? { spawnError } : {}) });
+    });
+  });
+
+  if (aborted) throw signal?.reason ?? new DOMException('This operation was aborted', 'AbortError');
+  const tail = stderr.trim().split('\n').slice(-15).join('\n');
+  if (spawnError) {
+    throw new VerbatimError('TRANSCRIBE_FAILED', `cannot run whisper-cli ${opts.cliBin}: ${spawnError.message}`, {
+      hint: 'Run `npm run setup` to build whisper-cli, or point WHISPER_CLI_BIN at a working binary.',
+      cause: spawnError,
+    });
+  }
+  if (timedOut) {
+    throw new VerbatimError('TRANSCRIBE_FAILED', `whisper-cli timed out after ${Math.round(timeoutMs / 1000)} s on ${clipSeconds.toFixed(1)} s of audio`, {
+      hint: 'Use a smaller WHISPER_MODEL or more WHISPER_THREADS, or give the host more CPU.',
+      details: { stderrTail: tail },
+    });
+  }
+  if (code !== 0) {
+    throw new VerbatimError('TRANSCRIBE_FAILED', `whisper-cli exited with ${code}: ${tail.split('\n').at(-1) ?? ''}`, {
+      hint: 'See details.stderrTail; a model that does not load points at a damaged or incompatible WHISPER_MODEL file.',
+      details: { exitCode: code, stderrTail: tail },
+    });
+  }
+
+  let raw: string;
+  try {
+    raw = await readFile(`${outBase}.json`, 'utf8');
+  } catch (err) {
+    throw new VerbatimError('TRANSCRIBE_FAILED', 'whisper-cli wrote no JSON output', { details: { stderrTail: tail }, cause: err });
+  }
+  return parseWhisperJson(raw, clipSeconds);
+}
+
+/**
+ * whisper-cli escapes only quotes and backslashes, so a control character inside a
+ * token would make the JSON invalid: blank them (they are never wanted in text).
+ */
+export function parseWhisperJson(raw: string, clipSeconds: number): TranscriptSegment[] {
+  let doc: unknown;
+  try {
+    // eslint-disable-next-line no-control-regex
+    doc = JSON.parse(raw.replace(/[\u0000-\u001f]/g, ' '));
+  } catch (err) {
+    throw new VerbatimError('TRANSCRIBE_FAILED', 'whisper-cli wrote unparsable JSON', { cause: err, details: { head: raw.slice(0, 500) } });
+  }
+  const items = (doc as { transcription?: unknown }).transcription;
+  if (!Array.isArray(items)) throw new VerbatimError('TRANSCRIBE_FAILED', 'whisper-cli JSON has no transcription array');
+  const out: TranscriptSegment[] = [];
+  for (const item of items as Array<{ offsets?: { from?: unknown; to?: unknown }; text?: unknown }>) {
+    const from = Number(item.offsets?.from);
+    const to = Number(item.offsets?.to);
+    const text = typeof item.text === 'string' ? item.text.replace(/\s+/g, ' ').trim() : '';
+    if (!text || !Number.isFinite(from) || !Number.isFinite(to)) continue;
+    const start = Math.min(from / 1000, clipSeconds);
+    const end = Math.min(Math.max(to / 1000, start), clipSeconds);
+    if (start >= clipSeconds) continue; // a timestamp past the audio: hallucinated
+    out.push({ start, end, text });
+  }
+  return out;
+}
+
