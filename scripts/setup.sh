@@ -2,7 +2,7 @@
 # One idempotent set-up behind `npm start`, `npm test` and `npm run bench`:
 #   1. Debian packages (installed when root, else the exact apt-get line is printed)
 #   2. npm install (locked) when node_modules is missing or older than package-lock.json
-#   3. native builds cached outside node_modules (mediasoup worker), recorded in
+#   3. native builds cached outside node_modules (mediasoup worker, whisper-cli), recorded in
 #      .cache/toolchain.json for the services to read.
 # A second run with nothing to do takes about a second.
 set -euo pipefail
@@ -12,6 +12,8 @@ APT_PACKAGES=(
   # mediasoup worker, built offline from the npm tarball
   meson ninja-build pkg-config g++ make python3 libuv1-dev libssl-dev libsrtp2-dev libusrsctp-dev libabsl-dev
   flatbuffers-compiler libflatbuffers-dev
+  # whisper-cli, built offline from the whisper.cpp sources in nodejs-whisper
+  cmake
   # media tools, browser for tests and the demo, embedded queue backend
   ffmpeg chromium espeak-ng sox redis-server
 )
@@ -52,7 +54,10 @@ fi
 worker_bin=$(bash scripts/build-mediasoup-worker.sh | tail -n 1)
 [ -x "$worker_bin" ] || { log "mediasoup worker build did not produce a binary"; exit 1; }
 
+whisper_bin=$(bash scripts/build-whisper.sh | tail -n 1)
+[ -x "$whisper_bin" ] || { log "whisper-cli build did not produce a binary"; exit 1; }
+
 mkdir -p .cache
 tmp=$(mktemp .cache/toolchain.json.XXXXXX)
-printf '{\n  "mediasoupWorkerBin": "%s"\n}\n' "$worker_bin" > "$tmp"
+printf '{\n  "mediasoupWorkerBin": "%s",\n  "whisperCliBin": "%s"\n}\n' "$worker_bin" "$whisper_bin" > "$tmp"
 mv "$tmp" .cache/toolchain.json

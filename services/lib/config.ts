@@ -58,6 +58,7 @@ export const configSpec = {
   WHISPER_THREADS: { schema: int(1, 256), default: 2, doc: 'CPU threads per transcription job.' },
   WHISPER_CLI_BIN: { schema: optionalString, default: undefined, doc: 'whisper-cli binary (set by npm scripts to the cached offline build).' },
   TRANSCODE_CONCURRENCY: { schema: int(1, 64), default: 1, doc: 'Jobs one transcode worker process runs at once.' },
+  TRANSCODE_LOCK_MS: { schema: int(1000, 3_600_000), default: 60_000, doc: 'Job lock of a transcode worker: a crashed worker\'s job is taken over after this long.' },
   STORAGE_BACKEND: { schema: z.enum(['local', 's3']), default: 'local', doc: 'Where artifacts go: a local directory or an S3 bucket.' },
   STORAGE_DIR: { schema: optionalString, default: undefined, doc: 'Local artifact directory (default DATA_DIR/artifacts).' },
   S3_ENDPOINT: { schema: optionalString, default: undefined, doc: 'S3 endpoint URL (MinIO, Ceph, AWS...).' },

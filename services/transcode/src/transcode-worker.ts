@@ -9,6 +9,8 @@ export interface TranscodeWorkerOptions extends FinalizeDeps {
   redisUrl: string;
   queuePrefix?: string;
   concurrency: number;
+  /** Lock on a running job; a crashed worker's job is picked up once it expires. */
+  lockMs?: number;
   /** How often the database reconciler looks for sealed sessions without a job. */
   reconcileEveryMs?: number;
 }
@@ -34,7 +36,7 @@ export class TranscodeWorker {
         if (job.name !== SESSION_FINALIZE_JOB) throw new Error(`unknown job ${job.name}`);
         return processFinalizeJob(job, opts);
       },
-      { connection, ...prefix, concurrency: opts.concurrency, lockDuration: 60_000, stalledInterval: 15_000, maxStalledCount: 3 },
+      { connection, ...prefix, concurrency: opts.concurrency, lockDuration: opts.lockMs ?? 60_000, stalledInterval: Math.max(1000, Math.floor((opts.lockMs ?? 60_000) / 2)), maxStalledCount: 3 },
     );
     this.worker.on('failed', (job, err) => opts.logger.error({ job: job?.id, err: err.message, attempts: job?.attemptsMade }, 'finalize job failed'));
   }

@@ -1,2 +1,0 @@
-import { ensureTemplates } from './lib/udp-blast.ts';
-console.log(await ensureTemplates());

@@ -1,0 +1,48 @@
+/**
+ * Bench dispatcher: `npm run bench -- <suite> [--quick]` (tsx bench/run.ts <suite> [--quick]).
+ * Each suite writes bench/results/<suite>.json:
+ *   { suite, machine: { cpus, model, node, kernel, ... }, metrics: { <name>: { value, unit, goal, pass } }, ... }
+ * (pass is null for report-only metrics) and prints a table. A goal not met is
+ * reported as FAIL in the table and the JSON; the exit code is 0 once the suite ran,
+ * 1 when it crashed, 2 for usage errors.
+ */
+import { runCleanups } from './lib/children.ts';
+import { formatTable, writeResult, type SuiteResult } from './lib/results.ts';
+
+type Suite = { describe: string; run: (opts: { quick: boolean }) => Promise<SuiteResult> };
+
+const suites: Record<string, Suite> = {
+  recorder: {
+    describe: 'recorder vs ffmpeg CPU, max packets/s per worker, memory per track, SFU tap overhead',
+    run: async (opts) => (await import('./recorder.ts')).runRecorderBench(opts),
+  },
+};
+
+function usage(): string {
+  return ['usage: npm run bench -- <suite> [--quick]', '', 'suites:', ...Object.entries(suites).map(([name, s]) => `  ${name.padEnd(12)} ${s.describe}`)].join('\n');
+}
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const unknownFlags = args.filter((a) => a.startsWith('-') && a !== '--quick');
+const names = args.filter((a) => !a.startsWith('-'));
+const suite = names.length === 1 ? suites[names[0]!] : undefined;
+if (!suite || unknownFlags.length > 0) {
+  if (names.length === 1 && !suite) process.stderr.write(`unknown suite: ${names[0]}\n\n`);
+  if (unknownFlags.length > 0) process.stderr.write(`unknown option: ${unknownFlags.join(' ')}\n\n`);
+  process.stderr.write(`${usage()}\n`);
+  process.exit(2);
+}
+
+let code = 0;
+try {
+  const result = await suite.run({ quick });
+  const file = writeResult(result);
+  process.stdout.write(`\n${formatTable(result)}\n\n${quick ? '(quick run: smaller N, shorter steps) ' : ''}took ${result.durationS} s; wrote ${file}\n`);
+} catch (err) {
+  process.stderr.write(`bench ${names[0]} failed: ${(err as Error).stack ?? err}\n`);
+  code = 1;
+} finally {
+  await runCleanups();
+}
+process.exit(code);

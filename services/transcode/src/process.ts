@@ -1,0 +1,46 @@
+import os from 'node:os';
+import path from 'node:path';
+import { openDatabase } from '../../../db/database.ts';
+import { loadConfig } from '../../lib/config.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import { createLogger } from '../../lib/logger.ts';
+import { FluentFfmpegRunner } from './media/ffmpeg-runner.ts';
+import { LocalArtifactStorage } from './storage/artifact-storage.ts';
+import { transcriberFromConfig } from './transcriber-factory.ts';
+import { TranscodeWorker } from './transcode-worker.ts';
+
+/**
+ * A transcode worker process (`npm run worker:transcode`). Start more of them, on this
+ * or other hosts, against the same Redis and database to scale out.
+ */
+const config = loadConfig();
+const logger = createLogger({ level: config.LOG_LEVEL, name: 'verbatim-transcode' });
+if (!config.REDIS_URL) {
+  throw new VerbatimError('CONFIG_INVALID', 'REDIS_URL is required for a standalone transcode worker', { hint: 'Point it at the Redis the recorder queues to (npm start runs everything together on embedded defaults).' });
+}
+if (config.STORAGE_BACKEND !== 'local') {
+  throw new VerbatimError('CONFIG_INVALID', `STORAGE_BACKEND=${config.STORAGE_BACKEND} is not implemented yet`, { hint: 'Use STORAGE_BACKEND=local.' });
+}
+const db = await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite-recorder'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) });
+const worker = new TranscodeWorker({
+  db,
+  storage: new LocalArtifactStorage(config.STORAGE_DIR),
+  ffmpeg: new FluentFfmpegRunner(),
+  workDir: path.join(config.DATA_DIR, 'transcode-work', os.hostname()),
+  logger,
+  transcriber: transcriberFromConfig(config),
+  redisUrl: config.REDIS_URL,
+  ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}),
+  concurrency: config.TRANSCODE_CONCURRENCY,
+  lockMs: config.TRANSCODE_LOCK_MS,
+});
+await worker.start();
+logger.info({ concurrency: config.TRANSCODE_CONCURRENCY }, 'transcode worker ready');
+process.send?.({ t: 'ready' });
+const stop = async () => {
+  await worker.close();
+  await db.destroy();
+  process.exit(0);
+};
+process.once('SIGINT', () => void stop());
+process.once('SIGTERM', () => void stop());

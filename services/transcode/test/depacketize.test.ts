@@ -1,0 +1,71 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ffprobe } from '../../lib/testing/media-fixtures.ts';
+import { encodeFileHeader } from '../../recorder/src/recording-format.ts';
+import { sampleHeader } from '../../recorder/src/test-fixtures.ts';
+import { rtpOpusToOgg, opusPacketSamples } from '../src/depacketize/ogg-opus.ts';
+import { readTrackPackets } from '../src/depacketize/rtp-stream.ts';
+import { FluentFfmpegRunner } from '../src/media/ffmpeg-runner.ts';
+import { syntheticSession, syntheticTrack } from './synthetic-session.ts';
+import { CorruptInputError, runSessionPipeline } from '../src/session-pipeline.ts';
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-depkt-'));
+
+describe('Opus depacketizer', () => {
+  it('counts samples per packet from the TOC byte', () => {
+    expect(opusPacketSamples(Buffer.from([0xfc, 0xff, 0xfe]))).toBe(960);
+    expect(opusPacketSamples(Buffer.from([0x78]))).toBe(960); // hybrid FB 20 ms (config 15)
+  });
+
+  it('5% loss, DTX silences, duplicates, reordering and wraparound: duration still equals the wall-clock span ±100 ms', async () => {
+    const track = syntheticTrack({ seconds: 12, lossPct: 5, dtx: [[3, 4.5], [8, 9.2]], seed: 42 }, tmp);
+    const header = sampleHeader({ ssrc: track.ssrc, startedAtUs: track.t0, track: 'syn' });
+    const file = Buffer.concat([encodeFileHeader(header), ...track.records]);
+    const parsed = readTrackPackets(file, 'syn');
+    expect(parsed.dropped.duplicate).toBeGreaterThan(0);
+    // last packet may have been lost: fill to the end of the track's span
+    const lastTs = parsed.packets.at(-1)!.ts;
+    const ogg = rtpOpusToOgg(parsed.packets, { channels: 2, serial: 1 });
+    const out = path.join(tmp, 'syn.ogg');
+    writeFileSync(out, ogg.data);
+    const probe = ffprobe(out);
+    const expectedSpan = (lastTs - parsed.packets[0]!.ts) / 48000 + 0.02;
+    expect(Math.abs(Number(probe.format.duration) - expectedSpan)).toBeLessThan(0.1);
+    expect(Math.abs(expectedSpan - track.wallSpan)).toBeLessThan(0.1);
+    expect(ogg.filledSamples / 48000).toBeGreaterThan(2.7); // both DTX pauses (1.5 + 1.2 s) + losses
+    // ffmpeg decodes it fully without errors
+    const decoded = execFileSync('ffmpeg', ['-v', 'error', '-i', out, '-f', 'null', '-'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(decoded).toBe('');
+  });
+});
+
+describe('session pipeline input checks', () => {
+  it('a clean synthetic session builds', async () => {
+    const manifest = syntheticSession(tmp, () => {});
+    const out = mkdtempSync(path.join(tmp, 'out-'));
+    const res = await runSessionPipeline(manifest, out, new FluentFfmpegRunner());
+    expect(res.files.map((f) => f.kind).sort()).toEqual(['composite', 'participant-av', 'participant-wav', 'track']);
+  });
+
+  it('corrupt input fails with a stable code: flipped byte, missing segment, bad manifest', async () => {
+    const out = mkdtempSync(path.join(tmp, 'out-'));
+    const flipped = syntheticSession(tmp, (dir) => {
+      const f = path.join(dir, 'a-0.vrtp');
+      const b = readFileSync(f);
+      b[200]! ^= 0xff;
+      writeFileSync(f, b);
+    });
+    await expect(runSessionPipeline(flipped, out, new FluentFfmpegRunner())).rejects.toMatchObject({ errorCode: 'CORRUPT_RECORDING' });
+    const missing = syntheticSession(tmp, (_dir, m) => (m.tracks[0]!.segments[0]!.file = 'gone-0.vrtp'));
+    await expect(runSessionPipeline(missing, out, new FluentFfmpegRunner())).rejects.toMatchObject({ errorCode: 'MISSING_SEGMENT' });
+    const badDir = mkdtempSync(path.join(tmp, 'bad-'));
+    mkdirSync(badDir, { recursive: true });
+    writeFileSync(path.join(badDir, 'manifest.json'), '{"format":"something-else"}');
+    const err = await runSessionPipeline(path.join(badDir, 'manifest.json'), out, new FluentFfmpegRunner()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CorruptInputError);
+    expect((err as CorruptInputError).errorCode).toBe('CORRUPT_MANIFEST');
+  });
+});

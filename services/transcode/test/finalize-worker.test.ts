@@ -1,0 +1,142 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type Db } from '../../../db/database.ts';
+import { SessionManifestSchema } from '../../lib/contracts/recording.ts';
+import { loadConfig } from '../../lib/config.ts';
+import { createLogger } from '../../lib/logger.ts';
+import { TEST_DATABASE_URL, testBackends } from '../../lib/testing/databases.ts';
+import { SessionStore } from '../../recorder/src/session-store.ts';
+import { FluentFfmpegRunner } from '../src/media/ffmpeg-runner.ts';
+import { runSessionPipeline } from '../src/session-pipeline.ts';
+import { LocalArtifactStorage } from '../src/storage/artifact-storage.ts';
+import { transcriberFromConfig } from '../src/transcriber-factory.ts';
+import { TranscodeWorker } from '../src/transcode-worker.ts';
+import { syntheticSession } from './synthetic-session.ts';
+
+const REDIS = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-fw-'));
+const pgAvailable = (await testBackends()).find((b) => b.name === 'postgres')!.available;
+const schema = `w_${randomBytes(5).toString('hex')}`;
+let db: Db;
+beforeAll(async () => {
+  // Postgres when present (the worker process below shares it); else an in-process PGlite.
+  db = pgAvailable ? await openDatabase({ url: TEST_DATABASE_URL, schema }) : await openDatabase({ pgliteDir: path.join(tmp, 'db') });
+});
+afterAll(async () => {
+  await db?.destroy();
+});
+
+async function seal(manifestPath: string): Promise<string> {
+  const json = readFileSync(manifestPath, 'utf8');
+  const m = SessionManifestSchema.parse(JSON.parse(json));
+  await new SessionStore(db).registerSealed(m, manifestPath, createHash('sha256').update(json).digest('hex'));
+  return m.session;
+}
+const status = async (id: string) => db.selectFrom('recording_sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+
+function inProcessWorker(prefix: string, opts: { modelsDir?: string } = {}) {
+  const config = loadConfig({ env: {}, overrides: { DATA_DIR: tmp, ...(opts.modelsDir ? { WHISPER_MODELS_DIR: opts.modelsDir } : {}) } });
+  return new TranscodeWorker({
+    db,
+    storage: new LocalArtifactStorage(path.join(tmp, `store-${prefix}`)),
+    ffmpeg: new FluentFfmpegRunner(),
+    workDir: path.join(tmp, `work-${prefix}`),
+    logger: createLogger({ level: 'silent' }),
+    transcriber: transcriberFromConfig(config),
+    redisUrl: REDIS,
+    queuePrefix: prefix,
+    concurrency: 2,
+  });
+}
+
+describe('session.finalize worker', () => {
+  it('corrupt input fails once with its code on the session; other sessions are unaffected; the reconciler enqueues from the database', async () => {
+    const good = await seal(syntheticSession(tmp, () => {}, { session: 'good-1' }));
+    const bad = await seal(
+      syntheticSession(tmp, (dir) => {
+        const f = path.join(dir, 'a-0.vrtp');
+        const b = readFileSync(f);
+        b[300]! ^= 0x55;
+        writeFileSync(f, b);
+      }, { session: 'bad-1' }),
+    );
+    const prefix = `fw${randomBytes(3).toString('hex')}`;
+    const worker = inProcessWorker(prefix);
+    try {
+      // No job was ever queued (as if Redis lost it): start() reconciles from the database.
+      await worker.start();
+      await expect.poll(async () => (await status(good)).status, { timeout: 60_000 }).toBe('done');
+      await expect.poll(async () => (await status(bad)).status, { timeout: 60_000 }).toBe('failed');
+      expect(await status(bad)).toMatchObject({ error_code: 'CORRUPT_RECORDING' });
+      const job = await worker.queue.getJob('finalize.bad-1');
+      expect(job!.attemptsMade).toBe(1); // UnrecoverableError: no retries
+      expect(job!.failedReason).toMatch(/^CORRUPT_RECORDING/);
+      const arts = await db.selectFrom('artifacts').select('kind').where('session_id', '=', good).execute();
+      expect(arts.map((a) => a.kind).sort()).toEqual(['composite', 'participant-av', 'participant-wav', 'track']);
+      expect(await worker.reconcile()).toBe(0);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('a missing Whisper model puts the session in MODEL_MISSING with the fix, media still stored', async () => {
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'nomodel-1', transcribe: true }));
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`, { modelsDir: path.join(tmp, 'no-models-here') });
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('failed');
+      const row = await status(id);
+      expect(row.error_code).toBe('MODEL_MISSING');
+      expect(row.transcript_status).toBe('MODEL_MISSING');
+      expect(row.error_message).toMatch(/ggml-base\.en\.bin/);
+      expect((await db.selectFrom('artifacts').select('key').where('session_id', '=', id).execute()).length).toBeGreaterThan(0);
+      expect(await db.selectFrom('transcript_segments').select('seq').where('session_id', '=', id).execute()).toEqual([]);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it.skipIf(!pgAvailable)('a worker killed mid-job: another worker finishes it with byte-identical artifacts and no duplicate rows', async () => {
+    const manifest = syntheticSession(tmp, () => {}, { session: 'killed-1', seconds: 40 });
+    const id = await seal(manifest);
+    const prefix = `fw${randomBytes(3).toString('hex')}`;
+    const storeDir = path.join(tmp, 'store-kill');
+    const entry = fileURLToPath(new URL('../src/process.ts', import.meta.url));
+    const start = (): Promise<ChildProcess> =>
+      new Promise((resolve, reject) => {
+        const child = fork(entry, [], {
+          execArgv: ['--import', 'tsx'],
+          env: { ...process.env, DATA_DIR: path.join(tmp, 'killdata'), DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL: REDIS, VERBATIM_QUEUE_PREFIX: prefix, STORAGE_DIR: storeDir, TRANSCODE_LOCK_MS: '4000', LOG_LEVEL: 'warn' },
+          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        });
+        child.on('message', (m: any) => m?.t === 'ready' && resolve(child));
+        child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
+      });
+    const first = await start();
+    await expect.poll(async () => (await status(id)).progress, { timeout: 60_000, interval: 100 }).toBeGreaterThan(0);
+    first.kill('SIGKILL');
+    expect((await status(id)).status).toBe('processing');
+    const second = await start();
+    try {
+      await expect.poll(async () => (await status(id)).status, { timeout: 120_000, interval: 500 }).toBe('done');
+      const rows = await db.selectFrom('artifacts').selectAll().where('session_id', '=', id).execute();
+      expect(new Set(rows.map((r) => r.key)).size).toBe(rows.length);
+      // The same session built again from scratch gives the same bytes.
+      const ref = await runSessionPipeline(manifest, path.join(tmp, 'ref-kill'), new FluentFfmpegRunner());
+      for (const f of ref.files) {
+        const rel = path.relative(path.join(tmp, 'ref-kill'), f.path).split(path.sep).join('/');
+        const row = rows.find((r) => r.key === `sessions/r/killed-1/${rel}`)!;
+        expect(row, rel).toBeDefined();
+        expect(row.sha256, rel).toBe(createHash('sha256').update(readFileSync(f.path)).digest('hex'));
+      }
+      expect(readdirSync(path.join(storeDir, 'sessions/r/killed-1')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    } finally {
+      second.kill('SIGTERM');
+    }
+  });
+});
