@@ -9,16 +9,20 @@
  *
  * Load comes from bench/tools/udp-blast.c replaying real Opus / VP8 RTP captured from
  * ffmpeg (bench/lib/udp-blast.ts), with per-track SSRC, payload type, sequence numbers
- * and timestamps.
+ * and timestamps. Two recorder processes (one worker each) run side by side: M for
+ * memory and max packets/s (fresh for the RSS baseline; its tracks are reused), C for
+ * the CPU comparison and as the SFU's RECORDER_URL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import dgram from 'node:dgram';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
-import { CpuMeter, diffCounters, rssBytes, sumDefined, udpCounters } from './lib/proc.ts';
-import { BENCH_DATABASE_URL, BENCH_RECORDER_SECRET, dropSchema, endSession, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderTrack } from './lib/recorder-proc.ts';
+import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
+import { BENCH_DATABASE_URL, BENCH_RECORDER_SECRET, dropSchema, endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
 import { ensureBlaster, ensureTemplates, freeUdpPort, freeUdpPortPairs, startBlast, type BlastTrack, type TemplateInfo } from './lib/udp-blast.ts';
 
@@ -34,10 +38,9 @@ interface Plan {
   /** Metric 3: tracks at 1 packet/s each, seconds of traffic before measuring. */
   memTracks: number;
   memTrafficS: number;
-  /** Metric 4: publishers (audio + video each), seconds measured per phase, warm-up per phase. */
+  /** Metric 4: publishers (audio + video each), seconds measured per phase. */
   sfuPublishers: number;
   sfuSeconds: number;
-  sfuWarmS: number;
 }
 
 const FULL: Plan = {
@@ -48,32 +51,41 @@ const FULL: Plan = {
   ppsStepS: 30,
   ppsRefine: true,
   memTracks: 1000,
-  memTrafficS: 8,
+  memTrafficS: 6,
   sfuPublishers: 10,
   sfuSeconds: 20,
-  sfuWarmS: 4,
 };
 
 const QUICK: Plan = {
   cpuTracks: 20,
-  cpuSeconds: 4,
-  cpuWarmS: 2.5,
-  ppsSteps: [50_000, 150_000],
-  ppsStepS: 5,
+  cpuSeconds: 3,
+  cpuWarmS: 2,
+  ppsSteps: [50_000, 100_000],
+  ppsStepS: 3,
   ppsRefine: false,
   memTracks: 200,
-  memTrafficS: 3,
+  memTrafficS: 2,
   sfuPublishers: 10,
-  sfuSeconds: 4,
-  sfuWarmS: 2.5,
+  sfuSeconds: 3,
 };
 
 const LAG_GOAL_MS = 100;
+/** Tracks per recording session (a room of 25 participants with audio + video). */
+const TRACKS_PER_SESSION = 50;
 const log = (msg: string) => process.stderr.write(`[bench recorder] ${msg}\n`);
 
-/** Track i of a participant mix: audio, video (alternating 720p/360p VP8), audio, ... */
+/** Track i of the participant mix: audio, video, audio, video... (video alternates 720p / 360p VP8). */
 const kindOf = (i: number): 'audio' | 'video' => (i % 2 === 0 ? 'audio' : 'video');
 const templateOf = (i: number): string => (i % 2 === 0 ? 'opus48k' : i % 4 === 1 ? 'vp8hi' : 'vp8lo');
+const kinds = (from: number, count: number) => Array.from({ length: count }, (_, i) => kindOf(from + i));
+
+interface Ctx {
+  templates: Record<string, TemplateInfo>;
+  work: string;
+  plan: Plan;
+  /** Source port of every replay toward a recorder (tracks pin their first sender). */
+  srcPort: number;
+}
 
 export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteResult> {
   const plan = opts.quick ? QUICK : FULL;
@@ -85,24 +97,28 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
 
   ensureBlaster();
   const templates = await ensureTemplates();
-  const srcPort = await freeUdpPort();
   log(`templates: ${Object.values(templates).map((t) => `${t.name} ${round(t.pps, 1)} pps ${Math.round(t.meanBytes)} B`).join(', ')}`);
+  const ctx: Ctx = { templates, work, plan, srcPort: await freeUdpPort() };
 
-  // The recorder (separate process, one worker) and the SFU (in this process, one
-  // mediasoup worker) start side by side; the SFU idles until metric 4.
+  // Recorders M and C (separate processes, one worker each) and the SFU (in this
+  // process, one mediasoup worker, taps into C) start side by side.
   const t0 = Date.now();
-  const recPort = await freeTcpPort();
-  const [rec, sfu] = await Promise.all([
-    startBenchRecorder({ RECORDER_PORT: String(recPort), RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '29999', RECORDER_WORKERS: '1' }),
-    startBenchSfu(`http://127.0.0.1:${recPort}`),
+  const cPort = await freeTcpPort();
+  const recorderEnv = { RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '29999', RECORDER_WORKERS: '1' };
+  const [recM, recC, sfu] = await Promise.all([
+    startBenchRecorder({ ...recorderEnv, RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '25999' }),
+    startBenchRecorder({ ...recorderEnv, RECORDER_PORT: String(cPort), RECORDER_MIN_PORT: '26000', RECORDER_MAX_PORT: '29999' }),
+    startBenchSfu(`http://127.0.0.1:${cPort}`),
   ]);
-  log(`recorder ${rec.url} and SFU ${sfu.url} up in ${Date.now() - t0} ms`);
+  log(`recorders ${recM.url} ${recC.url} and SFU ${sfu.url} up in ${Date.now() - t0} ms`);
 
   const metrics: Record<string, Metric> = {};
-  const details: Record<string, unknown> = { plan, templates: Object.fromEntries(Object.entries(templates).map(([k, t]) => [k, { pps: round(t.pps, 1), meanBytes: Math.round(t.meanBytes), loopS: t.loopS }])) };
-  const ctx = { rec, templates, work, srcPort, plan };
+  const details: Record<string, unknown> = {
+    plan,
+    templates: Object.fromEntries(Object.entries(templates).map(([k, t]) => [k, { pps: round(t.pps, 1), meanBytes: Math.round(t.meanBytes), loopS: t.loopS }])),
+  };
 
-  // Each measurement is independent: one failing is reported, the others still run.
+  // Each measurement stands alone: one that crashes is reported, the others still run.
   const attempt = async (name: string, fn: () => Promise<void>) => {
     const t = Date.now();
     try {
@@ -114,43 +130,51 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
     log(`${name} took ${round((Date.now() - t) / 1000, 1)} s`);
   };
 
+  let memTracks: RecorderTrack[] = [];
   await attempt('memory', async () => {
-    const r = await measureMemory(ctx);
-    details.memory = r;
-    metrics.memory_per_track_mb = atMost(round(r.perTrackMb, 4), 0.2, 'MB', `RSS (supervisor + worker) ${round(r.beforeMb, 1)} → ${round(r.afterMb, 1)} MB for ${r.tracks} tracks at 1 pps; worker ${round(r.workerDeltaMb, 1)} MB, supervisor ${round(r.supervisorDeltaMb, 1)} MB`);
+    const r = await measureMemory(ctx, recM);
+    memTracks = r.trackList;
+    const { trackList: _, ...rest } = r;
+    details.memory = rest;
+    metrics.memory_per_track_mb = atMost(
+      round(r.perTrackMb, 4),
+      0.2,
+      'MB',
+      `RSS of supervisor + worker ${round(r.beforeMb, 1)} → ${round(r.afterMb, 1)} MB with ${r.tracks} tracks at 1 pps (worker ${round(r.workerDeltaMb, 1)} MB, supervisor ${round(r.supervisorDeltaMb, 1)} MB)`,
+    );
   });
 
   await attempt('cpu', async () => {
     const f = await measureFfmpegCpu(ctx);
-    const r = await measureRecorderCpu(ctx);
+    const r = await measureRecorderCpu(ctx, recC);
     details.cpu = { ffmpeg: f, recorder: r };
-    const ratio = f.cpuPerTrackMin / r.cpuPerTrackMin;
     metrics.cpu_ratio_vs_ffmpeg = atLeast(
-      round(ratio, 2),
+      round(f.cpuPerTrackMin / r.cpuPerTrackMin, 2),
       10,
       'x',
-      `${plan.cpuTracks} tracks × ${plan.cpuSeconds} s: ffmpeg ${round(f.cpuPerTrackMin, 4)} CPU-s/track-min (${f.alive}/${plan.cpuTracks} alive), recorder ${round(r.cpuPerTrackMin, 4)} CPU-s/track-min (supervisor ${round(r.supervisorCpuS, 2)} s, worker ${round(r.workerCpuS, 2)} s, stored ${r.stored}/${r.sent} packets)`,
+      `${plan.cpuTracks} tracks × ${plan.cpuSeconds} s at ${Math.round(r.pps)} pps: ffmpeg ${round(f.cpuS, 2)} CPU-s (${f.alive}/${plan.cpuTracks} alive, ${f.emptyOutputs} empty outputs), recorder ${round(r.cpuS, 2)} CPU-s (supervisor ${round(r.supervisorCpuS, 2)}, worker ${round(r.workerCpuS, 2)}; stored ${r.stored}/${r.sent})`,
     );
     metrics.ffmpeg_cpu_s_per_track_min = reportOnly(round(f.cpuPerTrackMin, 4), 'CPU-s/track-min');
     metrics.recorder_cpu_s_per_track_min = reportOnly(round(r.cpuPerTrackMin, 4), 'CPU-s/track-min');
   });
 
   await attempt('sfu-tap', async () => {
-    const r = await measureSfuTap(ctx, sfu);
+    const r = await measureSfuTap(ctx, sfu, recC);
     details.sfuTap = r;
     metrics.sfu_tap_overhead_pct = atMost(
       round(r.overheadPct, 1),
       5,
       '%',
-      `mediasoup worker ${round(r.offPct, 2)}% CPU without, ${round(r.onPct, 2)}% with the tap (${plan.sfuPublishers} ingest publishers, ${round(r.ppsIn)} pps in, ${round(r.recorderPps)} pps to the recorder)`,
+      `mediasoup worker ${round(r.off.pct, 2)}% of a core without, ${round(r.on.pct, 2)}% with the tap (${plan.sfuPublishers} ingest publishers, ${Math.round(r.ppsIn)} pps in, ${Math.round(r.on.recorderPps)} pps stored by the recorder)`,
     );
-    metrics.sfu_worker_cpu_pct_recording_off = reportOnly(round(r.offPct, 2), '% of a core');
-    metrics.sfu_worker_cpu_pct_recording_on = reportOnly(round(r.onPct, 2), '% of a core');
+    metrics.sfu_worker_cpu_pct_recording_off = reportOnly(round(r.off.pct, 2), '% of a core');
+    metrics.sfu_worker_cpu_pct_recording_on = reportOnly(round(r.on.pct, 2), '% of a core');
   });
   await sfu.close();
+  await recC.stop();
 
   await attempt('max-pps', async () => {
-    const r = await measureMaxPps(ctx);
+    const r = await measureMaxPps(ctx, recM, memTracks);
     details.maxPps = r;
     const best = r.best;
     const failed = r.steps.find((s) => !s.pass);
@@ -159,90 +183,72 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
       150_000,
       'packets/s',
       best
-        ? `highest passing step: target ${best.targetPps} pps, ${best.tracks} tracks, ${best.sent} sent = ${best.stored} stored${failed ? `; next step ${failed.targetPps} pps failed: ${failed.reason}` : '; no step failed (generator or step list is the limit)'}`
-        : `no step passed; first: ${failed?.reason ?? 'n/a'}`,
+        ? `highest passing step: target ${best.targetPps} pps over ${best.tracks} tracks, ${best.sent} sent = ${best.stored} stored${failed ? `; ${failed.targetPps} pps failed: ${failed.reason}` : '; every step passed (the step list is the limit)'}`
+        : `no step passed; ${failed?.targetPps} pps: ${failed?.reason ?? 'n/a'}`,
     );
     const at = best ?? r.steps[0];
     metrics.lag_p99_ms = atMost(at ? round(at.lagP99Ms, 1) : NaN, LAG_GOAL_MS, 'ms', at ? `worker event-loop delay p99 at ${Math.round(at.achievedPps)} pps (max ${round(at.lagMaxMs, 1)} ms)` : undefined);
   });
 
-  await rec.stop();
+  await recM.stop();
+  details.loadAvgAtEnd = os.loadavg().map((x) => round(x, 2));
   return { suite: 'recorder', machine, startedAt, durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
 }
 
-// ---------------------------------------------------------------------------------------
-interface Ctx {
-  rec: BenchRecorder;
-  templates: Record<string, TemplateInfo>;
-  work: string;
-  srcPort: number;
-  plan: Plan;
+// ---- helpers ---------------------------------------------------------------------------------
+
+function blastTracks(tracks: RecorderTrack[], pps?: number): BlastTrack[] {
+  return tracks.map((t, i) => ({ port: t.rtpPort, ssrc: t.ssrc, payloadType: t.payloadType, template: templateOf(i), ...(pps ? { pps } : {}) }));
 }
 
-let sessionSeq = 0;
-const newSession = () => `bench-${Date.now().toString(36)}-${++sessionSeq}`;
-
-function blastTracks(tracks: RecorderTrack[], templateFor: (i: number) => string, pps?: number): BlastTrack[] {
-  return tracks.map((t, i) => ({ port: t.rtpPort, ssrc: t.ssrc, payloadType: t.payloadType, template: templateFor(i), ...(pps ? { pps } : {}) }));
-}
+const storedOf = (s: RecorderStats) => s.workers.reduce((a, w) => a + w.stored, 0);
 
 /** Waits until the worker's stored count stops moving (its sockets are drained). */
-async function settle(rec: BenchRecorder): Promise<void> {
-  let last = -1;
+async function settle(rec: BenchRecorder): Promise<RecorderStats> {
+  let last = await rec.stats();
   for (let i = 0; i < 25; i++) {
+    await sleep(200);
     const s = await rec.stats();
-    const stored = s.workers.reduce((a, w) => a + w.stored, 0);
-    if (stored === last) return;
-    last = stored;
-    await sleep(250);
+    if (storedOf(s) === storedOf(last)) return s;
+    last = s;
   }
+  return last;
 }
 
 async function freeTcpPort(): Promise<number> {
-  const net = await import('node:net');
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
     srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
+      const port = (srv.address() as net.AddressInfo).port;
       srv.close(() => resolve(port));
     });
   });
 }
 
-// ---- 3. memory per track ---------------------------------------------------------------
-async function measureMemory(ctx: Ctx) {
-  const { rec, plan } = ctx;
-  const pids = await rec.pids();
-  const [sup, worker] = [pids[0]!, pids[1]!];
-  await sleep(1000);
-  const sample = () => ({ sup: rssBytes(sup) ?? 0, worker: rssBytes(worker) ?? 0 });
+// ---- 3. memory per track -----------------------------------------------------------------------
+async function measureMemory(ctx: Ctx, rec: BenchRecorder) {
+  const { plan } = ctx;
+  const [sup, worker] = (await rec.pids()) as [number, number];
   const median = async (n: number) => {
     const xs: { sup: number; worker: number }[] = [];
     for (let i = 0; i < n; i++) {
-      xs.push(sample());
-      await sleep(200);
+      if (i) await sleep(150);
+      xs.push({ sup: rssBytes(sup) ?? NaN, worker: rssBytes(worker) ?? NaN });
     }
     const med = (a: number[]) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
     return { sup: med(xs.map((x) => x.sup)), worker: med(xs.map((x) => x.worker)) };
   };
   const before = await median(5);
-  const room = 'bench-mem';
-  const session = newSession();
   const t = Date.now();
-  const tracks = await startTracks(rec, room, session, Array.from({ length: plan.memTracks }, (_, i) => kindOf(i)));
+  const tracks = await startTracks(rec, 'bench-mem', kinds(0, plan.memTracks), { perSession: TRACKS_PER_SESSION });
   const registerS = (Date.now() - t) / 1000;
   log(`memory: ${tracks.length} tracks registered in ${round(registerS, 1)} s`);
-  const blast = startBlast(ctx.templates, blastTracks(tracks, templateOf, 1), plan.memTrafficS + 2, { workDir: ctx.work, srcPort: ctx.srcPort });
+  const blast = startBlast(ctx.templates, blastTracks(tracks, 1), plan.memTrafficS + 1, { workDir: ctx.work, srcPort: ctx.srcPort });
   await sleep(plan.memTrafficS * 1000);
-  const after = await median(8);
+  const after = await median(6);
   const sent = (await blast.done).sent;
-  await settle(rec);
-  const stats = await rec.stats();
-  const stored = stats.workers.reduce((a, w) => a + w.stored, 0);
-  const t2 = Date.now();
-  await endSession(rec, room, session);
-  const endS = (Date.now() - t2) / 1000;
+  const stats = await settle(rec);
   const MB = 1e6;
   const delta = after.sup + after.worker - (before.sup + before.worker);
   return {
@@ -253,21 +259,20 @@ async function measureMemory(ctx: Ctx) {
     workerDeltaMb: (after.worker - before.worker) / MB,
     perTrackMb: delta / MB / tracks.length,
     sent,
-    stored,
+    stored: storedOf(stats),
     registerS: round(registerS, 2),
-    endSessionS: round(endS, 2),
+    trackList: tracks,
   };
 }
 
-// ---- 1. CPU: ffmpeg -c copy per track vs the recorder ------------------------------------
+// ---- 1. CPU: ffmpeg -c copy per track vs the recorder ------------------------------------------
 function sdpFor(kind: 'audio' | 'video', port: number): string {
   const media = kind === 'audio' ? [`m=audio ${port} RTP/AVP 111`, 'a=rtpmap:111 opus/48000/2'] : [`m=video ${port} RTP/AVP 96`, 'a=rtpmap:96 VP8/90000'];
   return ['v=0', 'o=- 0 0 IN IP4 127.0.0.1', 's=verbatim-bench', 'c=IN IP4 127.0.0.1', 't=0 0', ...media, ''].join('\n');
 }
 
 /** True once something holds the UDP port (ffmpeg bound its SDP port). */
-async function portTaken(port: number): Promise<boolean> {
-  const dgram = await import('node:dgram');
+function portTaken(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     s.once('error', () => {
@@ -278,20 +283,24 @@ async function portTaken(port: number): Promise<boolean> {
   });
 }
 
+function fileSize(f: string): number {
+  try {
+    return statSync(f).size;
+  } catch {
+    return 0;
+  }
+}
+
 async function measureFfmpegCpu(ctx: Ctx) {
   const { plan } = ctx;
   const n = plan.cpuTracks;
   const dir = path.join(ctx.work, 'ffmpeg');
-  rmSync(dir, { recursive: true, force: true });
-  const { mkdirSync } = await import('node:fs');
   mkdirSync(dir, { recursive: true });
   const ports = await freeUdpPortPairs(n, 10_000, 19_999);
   const children: ChildProcess[] = [];
-  const release = onCleanup(
+  const stopAll = onCleanup(
     'ffmpeg recorders',
-    async () => {
-      await Promise.all(children.map((c) => terminate(c, { graceMs: 3000 })));
-    },
+    async () => void (await Promise.all(children.map((c) => terminate(c, { graceMs: 4000 })))),
     () => children.forEach((c) => killNow(c)),
   );
   const outputs: string[] = [];
@@ -309,77 +318,84 @@ async function measureFfmpegCpu(ctx: Ctx) {
       c.stderr!.on('data', (d) => (stderrs[i] = (stderrs[i]! + d).slice(-2000)));
       children.push(c);
     }
-    // Every ffmpeg must be listening before the replay starts.
+    // Every ffmpeg listens before the replay starts.
     const deadline = Date.now() + 20_000;
     for (const p of ports) while (!(await portTaken(p)) && Date.now() < deadline) await sleep(50);
-    const tracks = ports.map((port, i) => ({ port, ssrc: 0x20000000 + i, payloadType: kindOf(i) === 'audio' ? 111 : 96, template: templateOf(i) }));
-    const blast = startBlast(ctx.templates, tracks, plan.cpuWarmS + plan.cpuSeconds + 1, { workDir: ctx.work, seed: 7 });
+    const tracks: BlastTrack[] = ports.map((port, i) => ({ port, ssrc: 0x20000000 + i, payloadType: kindOf(i) === 'audio' ? 111 : 96, template: templateOf(i) }));
+    // The replay outlasts the measurement: ffmpeg only finalizes its file promptly on SIGTERM while packets arrive.
+    const blast = startBlast(ctx.templates, tracks, plan.cpuWarmS + plan.cpuSeconds + 5, { workDir: ctx.work, seed: 7 });
     await sleep(plan.cpuWarmS * 1000);
     const meter = new CpuMeter(children.map((c) => c.pid!));
     const c0 = meter.read();
-    const w0 = Date.now();
+    const w0 = performance.now();
     await sleep(plan.cpuSeconds * 1000);
     const c1 = meter.read();
-    const wallS = (Date.now() - w0) / 1000;
+    const wallS = (performance.now() - w0) / 1000;
     const aliveCount = children.filter(alive).length;
-    const b = await blast.done;
-    await release();
-    const bytes = outputs.reduce((a, f) => a + (safeSize(f) ?? 0), 0);
-    const empty = outputs.filter((f) => !safeSize(f)).length;
-    if (aliveCount < n) log(`ffmpeg: ${n - aliveCount} of ${n} exited early; first error: ${stderrs.find((s, i) => s && !alive(children[i]!))}`);
+    await stopAll();
+    const b = await blast.stop();
+    const empty = outputs.filter((f) => fileSize(f) === 0).length;
+    if (aliveCount < n) log(`ffmpeg: ${n - aliveCount} of ${n} exited early: ${stderrs.find((_s, i) => !alive(children[i]!))}`);
     const cpuS = c1 - c0;
-    return { tracks: n, cpuS: round(cpuS, 3), wallS: round(wallS, 2), cpuPerTrackMin: cpuS / (n * (wallS / 60)), alive: aliveCount, outputBytes: bytes, emptyOutputs: empty, sent: b.sent, pps: round(b.pps) };
+    return {
+      tracks: n,
+      cpuS: round(cpuS, 3),
+      wallS: round(wallS, 2),
+      cpuPerTrackMin: cpuS / (n * (wallS / 60)),
+      alive: aliveCount,
+      outputBytes: outputs.reduce((a, f) => a + fileSize(f), 0),
+      emptyOutputs: empty,
+      pps: round(b.pps),
+    };
   } finally {
-    await release();
+    await stopAll();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function safeSize(f: string): number | undefined {
-  try {
-    return statSync(f).size;
-  } catch {
-    return undefined;
-  }
-}
-
-async function measureRecorderCpu(ctx: Ctx) {
-  const { rec, plan } = ctx;
+async function measureRecorderCpu(ctx: Ctx, rec: BenchRecorder) {
+  const { plan } = ctx;
   const n = plan.cpuTracks;
-  const room = 'bench-cpu';
-  const session = newSession();
-  const tracks = await startTracks(rec, room, session, Array.from({ length: n }, (_, i) => kindOf(i)));
+  const tracks = await startTracks(rec, 'bench-cpu', kinds(0, n), { perSession: n });
   const s0 = await rec.stats();
-  const pids = [s0.supervisor.pid, ...s0.workers.map((w) => w.pid!)];
-  const blast = startBlast(ctx.templates, blastTracks(tracks, templateOf), plan.cpuWarmS + plan.cpuSeconds + 1, { workDir: ctx.work, seed: 7, srcPort: ctx.srcPort });
+  const sup = new CpuMeter([s0.supervisor.pid]);
+  const wk = new CpuMeter(s0.workers.map((w) => w.pid!));
+  const blast = startBlast(ctx.templates, blastTracks(tracks), plan.cpuWarmS + plan.cpuSeconds + 5, { workDir: ctx.work, seed: 7, srcPort: ctx.srcPort });
   await sleep(plan.cpuWarmS * 1000);
-  const sup = new CpuMeter([pids[0]!]);
-  const wk = new CpuMeter(pids.slice(1));
   const [a0, b0] = [sup.read(), wk.read()];
-  const w0 = Date.now();
+  const w0 = performance.now();
   await sleep(plan.cpuSeconds * 1000);
   const [a1, b1] = [sup.read(), wk.read()];
-  const wallS = (Date.now() - w0) / 1000;
-  const b = await blast.done;
-  await settle(rec);
-  const s1 = await rec.stats();
-  const stored = s1.workers.reduce((a, w) => a + w.stored, 0) - s0.workers.reduce((a, w) => a + w.stored, 0);
-  await endSession(rec, room, session);
+  const wallS = (performance.now() - w0) / 1000;
+  const b = await blast.stop();
+  const s1 = await settle(rec);
+  await endSessions(rec, tracks);
   const cpuS = a1 - a0 + (b1 - b0);
-  return { tracks: n, supervisorCpuS: a1 - a0, workerCpuS: b1 - b0, cpuS: round(cpuS, 3), wallS: round(wallS, 2), cpuPerTrackMin: cpuS / (n * (wallS / 60)), sent: b.sent, stored, pps: round(b.pps) };
+  return {
+    tracks: n,
+    supervisorCpuS: round(a1 - a0, 3),
+    workerCpuS: round(b1 - b0, 3),
+    cpuS: round(cpuS, 3),
+    wallS: round(wallS, 2),
+    cpuPerTrackMin: cpuS / (n * (wallS / 60)),
+    sent: b.sent,
+    stored: storedOf(s1) - storedOf(s0),
+    pps: round(b.pps),
+  };
 }
 
-// ---- 4. SFU recording tap overhead --------------------------------------------------------
+// ---- 4. SFU recording tap overhead ------------------------------------------------------------
 interface BenchSfu {
   url: string;
+  workerPids: number[];
   admin<T = any>(method: string, p: string, body?: unknown): Promise<T>;
   close(): Promise<void>;
 }
 
 /**
  * The SFU the way services/lib/testing/sfu-harness.ts starts it (in this process, one
- * mediasoup worker), tapping recorded rooms into the bench recorder at recorderUrl;
- * its database is Postgres in a private schema when reachable, else PGlite.
+ * mediasoup worker), tapping recorded rooms into the recorder at recorderUrl; its
+ * database is Postgres in a private schema when reachable, else PGlite in a temp dir.
  */
 async function startBenchSfu(recorderUrl: string): Promise<BenchSfu> {
   const { startTestSfu } = await import('../services/lib/testing/sfu-harness.ts');
@@ -395,7 +411,7 @@ async function startBenchSfu(recorderUrl: string): Promise<BenchSfu> {
     },
   });
   const workerPids = sfu.running.sfu.pool.pids();
-  const release = onCleanup(
+  const close = onCleanup(
     'sfu',
     async () => {
       await sfu.close();
@@ -413,17 +429,18 @@ async function startBenchSfu(recorderUrl: string): Promise<BenchSfu> {
   );
   return {
     url: sfu.url,
+    workerPids,
     async admin<T = any>(method: string, p: string, body?: unknown): Promise<T> {
       const r = await sfu.admin(method, p, body);
       if (r.status >= 300) throw new Error(`SFU ${method} ${p}: ${r.status} ${JSON.stringify(r.body)}`);
       return r.body as T;
     },
-    close: release,
+    close,
   };
 }
 
-async function measureSfuTap(ctx: Ctx, sfu: BenchSfu) {
-  const { plan, rec } = ctx;
+async function measureSfuTap(ctx: Ctx, sfu: BenchSfu, rec: BenchRecorder) {
+  const { plan } = ctx;
   const room = `bench-tap-${randomBytes(3).toString('hex')}`;
   await sfu.admin('POST', '/rooms', { id: room });
   const tracks: BlastTrack[] = [];
@@ -442,59 +459,54 @@ async function measureSfuTap(ctx: Ctx, sfu: BenchSfu) {
   const workers = (await sfu.admin<{ workers: { pid: number }[] }>('GET', '/workers')).workers;
   if (workers.length !== 1) throw new Error(`expected one mediasoup worker, got ${workers.length}`);
   const meter = new CpuMeter([workers[0]!.pid]);
-  const srcPort = await freeUdpPort();
-  const blast = startBlast(ctx.templates, tracks, 3600, { workDir: ctx.work, srcPort, seed: 99 });
-  const stored = async () => (await rec.stats()).workers.reduce((a, w) => a + w.stored, 0);
-  const phase = async () => {
-    await sleep(plan.sfuWarmS * 1000);
+  const blast = startBlast(ctx.templates, tracks, 3600, { workDir: ctx.work, srcPort: await freeUdpPort(), seed: 99 });
+  const measure = async () => {
     const c0 = meter.read();
-    const r0 = await stored();
-    const t0 = Date.now();
+    const r0 = storedOf(await rec.stats());
+    const t0 = performance.now();
     await sleep(plan.sfuSeconds * 1000);
     const c1 = meter.read();
-    const wallS = (Date.now() - t0) / 1000;
-    const r1 = await stored();
-    return { cpuS: c1 - c0, wallS, pct: ((c1 - c0) / wallS) * 100, recorderPps: (r1 - r0) / wallS };
+    const wallS = (performance.now() - t0) / 1000;
+    const r1 = storedOf(await rec.stats());
+    return { cpuS: round(c1 - c0, 3), wallS: round(wallS, 2), pct: ((c1 - c0) / wallS) * 100, recorderPps: (r1 - r0) / wallS };
   };
   try {
-    const off = await phase();
+    await sleep(1000);
+    const off = await measure();
     await sfu.admin('PUT', `/rooms/${room}/recording`, { enabled: true });
-    // The tap is attached once the recorder holds a track per producer (video starts at its next keyframe, ≤ 2 s).
+    // Steady state: the recorder holds a track per producer and stores about what comes in
+    // (video flows from its next keyframe, at most 2 s).
+    const inPps = tracks.reduce((a, t) => a + ctx.templates[t.template]!.pps, 0);
     const deadline = Date.now() + 15_000;
-    while ((await rec.stats()).workers.reduce((a, w) => a + w.tracks, 0) < tracks.length && Date.now() < deadline) await sleep(100);
-    const on = await phase();
+    let prev = storedOf(await rec.stats());
+    for (;;) {
+      await sleep(500);
+      const s = await rec.stats();
+      const rate = (storedOf(s) - prev) / 0.5;
+      prev = storedOf(s);
+      const attached = s.workers.reduce((a, w) => a + w.tracks, 0) >= tracks.length;
+      if ((attached && rate >= 0.9 * inPps) || Date.now() > deadline) break;
+    }
+    await sleep(500);
+    const on = await measure();
     const b = await blast.stop();
-    const roomStats = await sfu.admin<{ peers: { producers: { stats: { packetCount?: number }[] }[] }[] }>('GET', `/rooms/${room}/stats`);
-    const producerPackets = roomStats.peers.flatMap((p) => p.producers).reduce((a, p) => a + (p.stats[0]?.packetCount ?? 0), 0);
     await sfu.admin('PUT', `/rooms/${room}/recording`, { enabled: false }).catch(() => {});
     return {
       publishers: plan.sfuPublishers,
       producers: tracks.length,
-      ppsIn: b.pps,
-      producerPackets,
+      workerPid: workers[0]!.pid,
+      ppsIn: round(b.pps),
       sent: b.sent,
-      off: { cpuS: round(off.cpuS, 3), wallS: round(off.wallS, 2), pct: round(off.pct, 2), recorderPps: round(off.recorderPps) },
-      on: { cpuS: round(on.cpuS, 3), wallS: round(on.wallS, 2), pct: round(on.pct, 2), recorderPps: round(on.recorderPps) },
-      offPct: off.pct,
-      onPct: on.pct,
-      recorderPps: on.recorderPps,
+      off: { ...off, pct: round(off.pct, 2), recorderPps: round(off.recorderPps) },
+      on: { ...on, pct: round(on.pct, 2), recorderPps: round(on.recorderPps) },
       overheadPct: ((on.pct - off.pct) / off.pct) * 100,
     };
   } finally {
-    if (alive0(blast)) await blast.stop().catch(() => undefined);
+    await blast.stop().catch(() => undefined);
   }
 }
 
-function alive0(b: { pid: number }): boolean {
-  try {
-    process.kill(b.pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-// ---- 2. max packets/s with zero loss --------------------------------------------------------
+// ---- 2. max packets/s with zero loss ------------------------------------------------------------
 interface PpsStep {
   targetPps: number;
   tracks: number;
@@ -510,48 +522,51 @@ interface PpsStep {
   lagP99Ms: number;
   lagMaxMs: number;
   workerCpuPct: number;
+  worker: ProcSample;
   pass: boolean;
   reason: string;
 }
 
-async function measureMaxPps(ctx: Ctx) {
-  const { rec, plan } = ctx;
-  const room = 'bench-pps';
-  const session = newSession();
-  const tracks: RecorderTrack[] = [];
+async function measureMaxPps(ctx: Ctx, rec: BenchRecorder, reuse: RecorderTrack[]) {
+  const { plan } = ctx;
+  // The memory bench's tracks (same kind order) are reused; more are added per step.
+  const tracks: RecorderTrack[] = [...reuse];
   const nominal = (count: number) => Array.from({ length: count }, (_, i) => ctx.templates[templateOf(i)]!.pps).reduce((a, x) => a + x, 0);
   const steps: PpsStep[] = [];
   const workerPid = (await rec.pids())[1]!;
 
   const runStep = async (target: number): Promise<PpsStep> => {
-    let count = tracks.length;
+    let count = 0;
     while (nominal(count) < target) count += 2;
     if (count > tracks.length) {
       const t = Date.now();
-      tracks.push(...(await startTracks(rec, room, session, Array.from({ length: count - tracks.length }, (_, i) => kindOf(tracks.length + i)))));
+      tracks.push(...(await startTracks(rec, 'bench-pps', kinds(tracks.length, count - tracks.length), { perSession: TRACKS_PER_SESSION })));
       log(`max-pps: ${tracks.length} tracks registered (+${round((Date.now() - t) / 1000, 1)} s)`);
+      await sleep(300);
     }
-    await sleep(500);
+    const active = tracks.slice(0, count);
     const s0 = await rec.stats(true);
     const u0 = udpCounters();
     const cpu = new CpuMeter([workerPid]);
     const c0 = cpu.read();
-    const blast = startBlast(ctx.templates, blastTracks(tracks, templateOf), plan.ppsStepS, { workDir: ctx.work, srcPort: ctx.srcPort, seed: target });
+    const sampler = sampleProcess(workerPid);
+    const blast = startBlast(ctx.templates, blastTracks(active), plan.ppsStepS, { workDir: ctx.work, srcPort: ctx.srcPort, seed: target });
     const b = await blast.done;
     const c1 = cpu.read();
-    await settle(rec);
-    const s1 = await rec.stats();
+    const worker = sampler.stop();
+    const s1 = await settle(rec);
     const u = diffCounters(udpCounters(), u0);
-    const sum = (s: typeof s0, f: (w: (typeof s0.workers)[number]) => number) => s.workers.reduce((a, w) => a + f(w), 0);
-    const dropSum = (w: (typeof s0.workers)[number]) => Object.values(w.dropped).reduce((a, x) => a + x, 0);
+    type W = RecorderStats['workers'][number];
+    const sum = (s: RecorderStats, f: (w: W) => number) => s.workers.reduce((a, w) => a + f(w), 0);
+    const dropSum = (w: W) => Object.values(w.dropped).reduce((a, x) => a + x, 0);
     const stored = sum(s1, (w) => w.stored) - sum(s0, (w) => w.stored);
     const received = sum(s1, (w) => w.received) - sum(s0, (w) => w.received);
     const dropped = sum(s1, dropSum) - sum(s0, dropSum);
     const lag = s1.workers[0]?.lag;
     const step: PpsStep = {
       targetPps: target,
-      tracks: tracks.length,
-      nominalPps: Math.round(nominal(tracks.length)),
+      tracks: active.length,
+      nominalPps: Math.round(nominal(active.length)),
       sent: b.sent,
       achievedPps: b.pps,
       generatorErrors: b.errors,
@@ -562,19 +577,21 @@ async function measureMaxPps(ctx: Ctx) {
       kernelRcvbufErrors: u.RcvbufErrors ?? 0,
       lagP99Ms: lag?.p99Ms ?? NaN,
       lagMaxMs: lag?.maxMs ?? NaN,
-      workerCpuPct: round(((c1 - c0) / plan.ppsStepS) * 100, 1),
+      workerCpuPct: round(((c1 - c0) / b.elapsed_s) * 100, 1),
+      worker,
       pass: false,
       reason: '',
     };
     const reasons: string[] = [];
     if (b.errors > 0) reasons.push(`generator send errors ${b.errors}`);
     if (b.pps < 0.95 * target) reasons.push(`generator reached only ${Math.round(b.pps)} pps`);
-    if (stored !== b.sent) reasons.push(`lost ${b.sent - stored} of ${b.sent} (${round(((b.sent - stored) / b.sent) * 100, 3)}%; worker received ${received}, kernel RcvbufErrors +${step.kernelRcvbufErrors})`);
+    if (stored !== b.sent) reasons.push(`lost ${b.sent - stored} of ${b.sent} (${round(((b.sent - stored) / b.sent) * 100, 3)}%; worker received ${received}; host UDP RcvbufErrors +${step.kernelRcvbufErrors})`);
     if (dropped > 0) reasons.push(`recorder dropped ${dropped}`);
-    if (!(step.lagP99Ms <= LAG_GOAL_MS)) reasons.push(`lag p99 ${round(step.lagP99Ms, 1)} ms > ${LAG_GOAL_MS}`);
+    if (!(step.lagP99Ms <= LAG_GOAL_MS)) reasons.push(`lag p99 ${round(step.lagP99Ms, 1)} ms > ${LAG_GOAL_MS} ms`);
     step.pass = reasons.length === 0;
-    step.reason = step.pass ? 'ok' : reasons.join('; ');
-    log(`max-pps: target ${target}: sent ${b.sent} (${Math.round(b.pps)} pps) stored ${stored} lag p99 ${round(step.lagP99Ms, 1)} ms worker CPU ${step.workerCpuPct}% → ${step.pass ? 'PASS' : `FAIL (${step.reason})`}`);
+    const why = `worker CPU ${step.workerCpuPct}%, states ${JSON.stringify(worker.states)}, host dirty ≤ ${worker.maxDirtyMb} MB, I/O stall ${worker.ioStallPct ?? 'n/a'}%`;
+    step.reason = step.pass ? `ok (${why})` : `${reasons.join('; ')} (${why})`;
+    log(`max-pps: ${target} pps target, ${active.length} tracks: sent ${b.sent} (${Math.round(b.pps)} pps), stored ${stored}, lag p99 ${round(step.lagP99Ms, 1)} ms → ${step.pass ? 'PASS' : 'FAIL'}: ${step.reason}`);
     steps.push(step);
     return step;
   };
@@ -599,4 +616,3 @@ async function measureMaxPps(ctx: Ctx) {
   }
   return { steps, best };
 }
-

@@ -88,3 +88,78 @@ export function udpCounters(): Record<string, number> {
 export function diffCounters(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - (before[k] ?? 0)]));
 }
+
+/** Process state letter from /proc/<pid>/stat (R running, S sleeping, D disk wait...). */
+export function procState(pid: number): string | undefined {
+  try {
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))[0];
+  } catch {
+    return undefined;
+  }
+}
+
+function meminfoKb(text: string, key: string): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** Total stall µs from /proc/pressure/io ("some" line); undefined without PSI. */
+export function ioPressureSomeUs(): number | undefined {
+  try {
+    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/io', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ProcSample {
+  samples: number;
+  /** Share of samples in each state, e.g. { R: 0.6, S: 0.3, D: 0.1 }. */
+  states: Record<string, number>;
+  maxDirtyMb: number;
+  maxWritebackMb: number;
+  /** Host-wide I/O pressure: share of wall time some task stalled on I/O. */
+  ioStallPct: number | null;
+}
+
+/**
+ * Samples a process's scheduler state and the host's dirty page cache every
+ * intervalMs: tells CPU-bound (R) from blocked on disk writeback (D) from idle (S).
+ */
+export function sampleProcess(pid: number, intervalMs = 100): { stop(): ProcSample } {
+  const states: Record<string, number> = {};
+  let n = 0;
+  let maxDirty = 0;
+  let maxWb = 0;
+  const io0 = ioPressureSomeUs();
+  const t0 = performance.now();
+  const timer = setInterval(() => {
+    const st = procState(pid);
+    if (st) {
+      states[st] = (states[st] ?? 0) + 1;
+      n++;
+    }
+    try {
+      const mi = readFileSync('/proc/meminfo', 'utf8');
+      maxDirty = Math.max(maxDirty, meminfoKb(mi, 'Dirty'));
+      maxWb = Math.max(maxWb, meminfoKb(mi, 'Writeback'));
+    } catch {
+      // no /proc/meminfo
+    }
+  }, intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      const io1 = ioPressureSomeUs();
+      const wallUs = (performance.now() - t0) * 1000;
+      return {
+        samples: n,
+        states: Object.fromEntries(Object.entries(states).map(([k, v]) => [k, Math.round((v / Math.max(1, n)) * 1000) / 1000])),
+        maxDirtyMb: Math.round(maxDirty / 1024),
+        maxWritebackMb: Math.round(maxWb / 1024),
+        ioStallPct: io0 !== undefined && io1 !== undefined ? Math.round(((io1 - io0) / wallUs) * 1000) / 10 : null,
+      };
+    },
+  };
+}

@@ -138,8 +138,11 @@ export async function startBenchRecorder(env: Record<string, string> = {}): Prom
 }
 
 let trackSeq = 0;
+let sessionSeq = 0;
 
 export interface RecorderTrack {
+  room: string;
+  session: string;
   track: string;
   kind: 'audio' | 'video';
   ssrc: number;
@@ -155,36 +158,51 @@ export async function startTrack(rec: BenchRecorder, room: string, session: stri
   const ssrc = (0x10000000 + n * 7919) >>> 0;
   const payloadType = kind === 'audio' ? 111 : 96;
   const codec = kind === 'audio' ? { mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType, parameters: {} } : { mimeType: 'video/VP8', clockRate: 90000, payloadType, parameters: {} };
+  const participant = `p${Math.ceil(n / 2)}`;
   const res = await rec.api<{ rtpPort: number; rtcpPort: number }>('POST', '/v1/tracks', {
     v: 1,
     room,
     session,
     track,
-    participant: { id: `p${Math.ceil(n / 2)}`, name: `Participant ${Math.ceil(n / 2)}` },
+    participant: { id: participant, name: `Participant ${participant}` },
     kind,
     codec,
     ssrc,
     headerExtensions: [],
     consent: { decision: 'granted', method: 'pre-accepted' },
   });
-  return { track, kind, ssrc, payloadType, rtpPort: res.rtpPort, rtcpPort: res.rtcpPort };
+  return { room, session, track, kind, ssrc, payloadType, rtpPort: res.rtpPort, rtcpPort: res.rtcpPort };
 }
 
-/** Starts many tracks with a few requests in flight at once. */
-export async function startTracks(rec: BenchRecorder, room: string, session: string, kinds: ('audio' | 'video')[], concurrency = 8): Promise<RecorderTrack[]> {
+/**
+ * Starts many tracks, a few requests in flight at once, spread over sessions of at
+ * most `perSession` tracks (rooms of a realistic size: the recorder rewrites a
+ * session's journal on every track start).
+ */
+export async function startTracks(rec: BenchRecorder, roomPrefix: string, kinds: ('audio' | 'video')[], opts: { perSession?: number; concurrency?: number } = {}): Promise<RecorderTrack[]> {
+  const perSession = opts.perSession ?? 50;
+  const sessions = Array.from({ length: Math.ceil(kinds.length / perSession) }, () => {
+    const k = ++sessionSeq;
+    return { room: `${roomPrefix}-${k}`, session: `bench-${Date.now().toString(36)}-${k}` };
+  });
   const out: RecorderTrack[] = new Array(kinds.length);
   let next = 0;
+  const concurrency = opts.concurrency ?? 8;
   await Promise.all(
     Array.from({ length: Math.min(concurrency, kinds.length) }, async () => {
       while (next < kinds.length) {
         const i = next++;
-        out[i] = await startTrack(rec, room, session, kinds[i]!);
+        const s = sessions[Math.floor(i / perSession)]!;
+        out[i] = await startTrack(rec, s.room, s.session, kinds[i]!);
       }
     }),
   );
   return out;
 }
 
-export async function endSession(rec: BenchRecorder, room: string, session: string): Promise<void> {
-  await rec.api('POST', `/v1/sessions/${session}/end`, { v: 1, room, reason: 'bench' });
+/** Ends every session these tracks belong to (seals their tracks, writes manifests). */
+export async function endSessions(rec: BenchRecorder, tracks: RecorderTrack[]): Promise<void> {
+  const seen = new Map<string, string>();
+  for (const t of tracks) seen.set(t.session, t.room);
+  for (const [session, room] of seen) await rec.api('POST', `/v1/sessions/${session}/end`, { v: 1, room, reason: 'bench' });
 }

@@ -62,3 +62,49 @@ export function audioOnsets(file: string, noiseDb = -40, minSilence = 0.3): numb
   const r = spawnSync('ffmpeg', ['-v', 'info', '-nostats', '-i', file, '-af', `silencedetect=n=${noiseDb}dB:d=${minSilence}`, '-f', 'null', '-'], { encoding: 'utf8' });
   return [...r.stderr.matchAll(/silence_end: ([0-9.]+)/g)].map((m) => Number(m[1]));
 }
+
+/**
+ * A/V sync clip: black video with a white flash for the first 100 ms of every second,
+ * and a 1 kHz beep for the first 100 ms of every second (as separate y4m + wav for
+ * Chromium's fake devices, which loop them).
+ */
+export function syncClip(seconds = 10): { video: string; audio: string } {
+  const video = cached(`sync-${seconds}s.y4m`, (out) => {
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `color=c=black:s=320x240:r=30:d=${seconds}`, '-vf', "drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.1)'", '-pix_fmt', 'yuv420p', '-f', 'yuv4mpegpipe', out]);
+  });
+  const audio = cached(`sync-${seconds}s.wav`, (out) => {
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `sine=frequency=1000:sample_rate=48000:duration=${seconds}`, '-af', "volume=enable='gte(mod(t,1),0.1)':volume=0", '-ac', '1', out]);
+  });
+  return { video, audio };
+}
+
+/** Presentation times (s) where the picture turns bright (flash onsets). */
+export function flashOnsets(file: string): number[] {
+  const r = spawnSync('ffmpeg', ['-v', 'info', '-nostats', '-i', file, '-an', '-vf', 'signalstats,metadata=print:key=lavfi.signalstats.YAVG', '-f', 'null', '-'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const out: number[] = [];
+  let t = 0;
+  let bright = false;
+  for (const line of r.stderr.split('\n')) {
+    const pts = /pts_time:([0-9.]+)/.exec(line);
+    if (pts) t = Number(pts[1]);
+    const y = /YAVG=([0-9.]+)/.exec(line);
+    if (y) {
+      const now = Number(y[1]) > 128;
+      if (now && !bright) out.push(t);
+      bright = now;
+    }
+  }
+  return out;
+}
+
+/** Median of (beep onset − nearest preceding-or-following flash onset), seconds. */
+export function avOffset(flashes: number[], beeps: number[]): { offset: number; pairs: number } {
+  const d: number[] = [];
+  for (const b of beeps) {
+    let best: number | undefined;
+    for (const f of flashes) if (best === undefined || Math.abs(b - f) < Math.abs(b - best)) best = f;
+    if (best !== undefined && Math.abs(b - best) < 0.5) d.push(b - best);
+  }
+  d.sort((a, b) => a - b);
+  return { offset: d.length ? d[Math.floor(d.length / 2)]! : Number.NaN, pairs: d.length };
+}

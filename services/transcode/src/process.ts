@@ -5,7 +5,7 @@ import { loadConfig } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { FluentFfmpegRunner } from './media/ffmpeg-runner.ts';
-import { LocalArtifactStorage } from './storage/artifact-storage.ts';
+import { storageFromConfig } from './storage/storage-from-config.ts';
 import { transcriberFromConfig } from './transcriber-factory.ts';
 import { TranscodeWorker } from './transcode-worker.ts';
 
@@ -18,13 +18,11 @@ const logger = createLogger({ level: config.LOG_LEVEL, name: 'verbatim-transcode
 if (!config.REDIS_URL) {
   throw new VerbatimError('CONFIG_INVALID', 'REDIS_URL is required for a standalone transcode worker', { hint: 'Point it at the Redis the recorder queues to (npm start runs everything together on embedded defaults).' });
 }
-if (config.STORAGE_BACKEND !== 'local') {
-  throw new VerbatimError('CONFIG_INVALID', `STORAGE_BACKEND=${config.STORAGE_BACKEND} is not implemented yet`, { hint: 'Use STORAGE_BACKEND=local.' });
-}
+const storage = storageFromConfig(config);
 const db = await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite-recorder'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) });
 const worker = new TranscodeWorker({
   db,
-  storage: new LocalArtifactStorage(config.STORAGE_DIR),
+  storage,
   ffmpeg: new FluentFfmpegRunner(),
   workDir: path.join(config.DATA_DIR, 'transcode-work', os.hostname()),
   logger,

@@ -77,7 +77,9 @@ export function rtpOpusToOgg(packets: RtpPacket[], opts: { channels: number; ser
   opusHead.write('OpusHead', 0, 'latin1');
   opusHead[8] = 1;
   opusHead[9] = opts.channels;
-  opusHead.writeUInt16LE(0, 10); // pre-skip: RTP Opus carries no encoder delay information
+  // pre-skip 0: RTP Opus does not signal the encoder's lookahead, and measured against
+  // what the publisher captured, dropping 312 samples moved audio the wrong way.
+  opusHead.writeUInt16LE(0, 10);
   opusHead.writeUInt32LE(48000, 12);
   page([opusHead], 0n, 0x02);
   const vendor = Buffer.from('verbatim', 'latin1');

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { VerbatimError } from '../../../lib/errors.ts';
 
 export interface StoredArtifact {
@@ -18,6 +19,13 @@ export interface ArtifactStorage {
   locate(key: string): Promise<string>;
   exists(key: string): Promise<boolean>;
   delete(key: string): Promise<void>;
+  /** The artifact's bytes as a stream; rejects with BAD_REQUEST when no artifact is stored under the key. */
+  getStream(key: string): Promise<Readable>;
+}
+
+/** The error `getStream` rejects with for a key that holds no artifact (errors.ts has no generic not-found code). */
+export function artifactNotFound(key: string): VerbatimError {
+  return new VerbatimError('BAD_REQUEST', `no artifact stored under "${key}"`, { hint: 'Check the key; exists() tells whether an artifact is stored.' });
 }
 
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._@-]*(\/[A-Za-z0-9][A-Za-z0-9._@-]*)*$/;
@@ -64,12 +72,27 @@ export class LocalArtifactStorage implements ArtifactStorage {
 
   async exists(key: string): Promise<boolean> {
     return stat(this.pathOf(key)).then(
-      () => true,
+      (st) => st.isFile(),
       () => false,
     );
   }
 
   async delete(key: string): Promise<void> {
     await rm(this.pathOf(key), { force: true });
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    const file = this.pathOf(key);
+    // Open first so a missing artifact rejects here instead of erroring the stream later.
+    const handle = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw artifactNotFound(key);
+      throw err;
+    });
+    if (!(await handle.stat()).isFile()) {
+      // A key that is only a prefix of other keys (a directory here) holds no artifact, as in S3.
+      await handle.close();
+      throw artifactNotFound(key);
+    }
+    return handle.createReadStream();
   }
 }

@@ -1,0 +1,191 @@
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  S3Client,
+  S3ServiceException,
+  type PutObjectCommandInput,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { VerbatimError } from '../../../lib/errors.ts';
+import { artifactNotFound, sha256File, validateKey, type ArtifactStorage, type StoredArtifact } from './artifact-storage.ts';
+
+/** Object metadata key the artifact's SHA-256 (hex) is recorded under: the `x-amz-meta-sha256` header. */
+export const SHA256_METADATA_KEY = 'sha256';
+
+export interface S3ObjectLockOptions {
+  mode: 'GOVERNANCE' | 'COMPLIANCE';
+  /** Retention end for this key; undefined leaves the object without a retention period. */
+  retainUntil: (key: string) => Date | undefined;
+}
+
+export interface S3ArtifactStorageOptions {
+  bucket: string;
+  region: string;
+  /** Custom endpoint (MinIO, Ceph, ...). Unset: AWS. */
+  endpoint?: string;
+  /** Static credentials. Unset: the AWS SDK's default provider chain (env, profile, instance role). */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  forcePathStyle?: boolean;
+  /** Use this client instead of building one (its config then wins over the fields above). */
+  client?: S3Client;
+  /** Multipart part size in bytes (default 8 MiB, minimum 5 MiB). Files no larger than one part go up in a single PUT. */
+  partSize?: number;
+  /** Parts uploaded concurrently (default 2). */
+  queueSize?: number;
+  /** Lifetime of the presigned URLs `locate` returns, seconds (default 3600). */
+  presignExpiresSeconds?: number;
+  /**
+   * Ask the server to verify a SHA-256 of every request body (x-amz-checksum-sha256; for multipart uploads a
+   * per-part checksum, so S3's resulting object checksum is a composite, not the file's SHA-256). Default off
+   * for compatibility with older S3-compatible servers; always on when `objectLock` is set, because S3 refuses
+   * Object Lock uploads without a Content-MD5 or x-amz-checksum-* header.
+   */
+  serverChecksums?: boolean;
+  /**
+   * S3 Object Lock: every upload carries ObjectLockMode + ObjectLockRetainUntilDate. The bucket must have been
+   * created with Object Lock enabled. Not exercised by the test suite: s3rver has no Object Lock support.
+   */
+  objectLock?: S3ObjectLockOptions;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Artifacts in an S3 bucket. `put` computes the file's SHA-256 locally first (it must be known before the
+ * upload starts, since it is sent as `x-amz-meta-sha256` with the PUT / CreateMultipartUpload), uploads with
+ * lib-storage (multipart above one part), then HEADs the object and fails unless its length and recorded
+ * SHA-256 match. That check proves the server kept the whole object under our metadata; it does not re-read
+ * the bytes — content integrity in transit rests on TCP/TLS and, with `serverChecksums`, on the server.
+ */
+export class S3ArtifactStorage implements ArtifactStorage {
+  readonly name = 's3';
+  readonly bucket: string;
+  private readonly client: S3Client;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  private readonly presignExpiresSeconds: number;
+  private readonly serverChecksums: boolean;
+  private readonly objectLock: S3ObjectLockOptions | undefined;
+
+  constructor(opts: S3ArtifactStorageOptions) {
+    this.bucket = opts.bucket;
+    this.partSize = opts.partSize ?? 8 * MiB;
+    this.queueSize = opts.queueSize ?? 2;
+    this.presignExpiresSeconds = opts.presignExpiresSeconds ?? 3600;
+    this.objectLock = opts.objectLock;
+    this.serverChecksums = opts.serverChecksums === true || opts.objectLock !== undefined;
+    if (opts.client) {
+      this.client = opts.client;
+    } else {
+      const cfg: S3ClientConfig = {
+        region: opts.region,
+        forcePathStyle: opts.forcePathStyle ?? false,
+        // Since SDK 3.729 the default (WHEN_SUPPORTED) adds CRC32 checksums to every upload, which many
+        // S3-compatible servers reject or mishandle. Against a custom endpoint only send checksums when an
+        // operation requires them (or `serverChecksums` asks for SHA-256); against AWS keep the SDK default.
+        ...(opts.endpoint
+          ? { endpoint: opts.endpoint, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' }
+          : {}),
+        ...(opts.credentials ? { credentials: opts.credentials } : {}),
+      };
+      this.client = new S3Client(cfg);
+    }
+  }
+
+  async put(key: string, file: string, contentType: string): Promise<StoredArtifact> {
+    validateKey(key);
+    const { sha256, bytes } = await sha256File(file);
+    const retainUntil = this.objectLock?.retainUntil(key);
+    const params: PutObjectCommandInput = {
+      Bucket: this.bucket,
+      Key: key,
+      Body: createReadStream(file),
+      ContentLength: bytes,
+      ContentType: contentType,
+      Metadata: { [SHA256_METADATA_KEY]: sha256 },
+      ...(this.serverChecksums ? { ChecksumAlgorithm: 'SHA256' as const } : {}),
+      ...(this.objectLock && retainUntil ? { ObjectLockMode: this.objectLock.mode, ObjectLockRetainUntilDate: retainUntil } : {}),
+    };
+    try {
+      await new Upload({ client: this.client, params, partSize: this.partSize, queueSize: this.queueSize }).done();
+    } catch (err) {
+      throw storageError(`uploading ${key} to s3://${this.bucket} failed`, err);
+    }
+    const head = await this.head(key);
+    if (!head) throw storageError(`s3://${this.bucket}/${key} is missing right after its upload`);
+    const storedSha = head.Metadata?.[SHA256_METADATA_KEY];
+    if (head.ContentLength !== bytes || storedSha !== sha256) {
+      throw storageError(
+        `s3://${this.bucket}/${key} does not match what was uploaded: ${head.ContentLength ?? '?'} bytes, sha256 ${storedSha ?? 'missing'}; expected ${bytes} bytes, sha256 ${sha256}`,
+      );
+    }
+    return { key, bytes, sha256 };
+  }
+
+  /** A presigned GET URL (valid presignExpiresSeconds), playable by a browser that can reach the endpoint. */
+  async locate(key: string): Promise<string> {
+    validateKey(key);
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: this.presignExpiresSeconds });
+  }
+
+  async exists(key: string): Promise<boolean> {
+    validateKey(key);
+    return (await this.head(key)) !== undefined;
+  }
+
+  async delete(key: string): Promise<void> {
+    validateKey(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (err) {
+      throw storageError(`deleting s3://${this.bucket}/${key} failed`, err);
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    validateKey(key);
+    let body: unknown;
+    try {
+      body = (await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))).Body;
+    } catch (err) {
+      if (isNotFound(err)) throw artifactNotFound(key);
+      throw storageError(`reading s3://${this.bucket}/${key} failed`, err);
+    }
+    if (!(body instanceof Readable)) throw storageError(`reading s3://${this.bucket}/${key}: response body is not a Node stream`);
+    return body;
+  }
+
+  /** Closes the client's sockets. */
+  destroy(): void {
+    this.client.destroy();
+  }
+
+  private async head(key: string) {
+    try {
+      return await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw storageError(`HEAD s3://${this.bucket}/${key} failed`, err);
+    }
+  }
+}
+
+function isNotFound(err: unknown): boolean {
+  if (err instanceof S3ServiceException) {
+    return err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey';
+  }
+  return false;
+}
+
+function storageError(message: string, cause?: unknown): VerbatimError {
+  const detail = cause instanceof Error ? `: ${cause.name}: ${cause.message}` : '';
+  return new VerbatimError('INTERNAL', `${message}${detail}`, {
+    hint: 'Check S3_ENDPOINT, S3_BUCKET, the credentials and that the bucket exists and is reachable.',
+    ...(cause !== undefined ? { cause } : {}),
+  });
+}
