@@ -17,6 +17,7 @@ import { LocalArtifactStorage } from '../src/storage/artifact-storage.ts';
 import { transcriberFromConfig } from '../src/transcriber-factory.ts';
 import { TranscodeWorker } from '../src/transcode-worker.ts';
 import { syntheticSession } from './synthetic-session.ts';
+import { TEST_PHRASE, fixedPhraseModelPath } from '../src/testing/ggml-test-model.ts';
 
 const REDIS = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-fw-'));
@@ -39,8 +40,8 @@ async function seal(manifestPath: string): Promise<string> {
 }
 const status = async (id: string) => db.selectFrom('recording_sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
-function inProcessWorker(prefix: string, opts: { modelsDir?: string } = {}) {
-  const config = loadConfig({ env: {}, overrides: { DATA_DIR: tmp, ...(opts.modelsDir ? { WHISPER_MODELS_DIR: opts.modelsDir } : {}) } });
+function inProcessWorker(prefix: string, opts: { modelsDir?: string; model?: string } = {}) {
+  const config = loadConfig({ env: {}, overrides: { DATA_DIR: tmp, ...(opts.modelsDir ? { WHISPER_MODELS_DIR: opts.modelsDir } : {}), ...(opts.model ? { WHISPER_MODEL: opts.model } : {}) } });
   return new TranscodeWorker({
     db,
     storage: new LocalArtifactStorage(path.join(tmp, `store-${prefix}`)),
@@ -96,6 +97,36 @@ describe('session.finalize worker', () => {
       expect(row.error_message).toMatch(/ggml-base\.en\.bin/);
       expect((await db.selectFrom('artifacts').select('key').where('session_id', '=', id).execute()).length).toBeGreaterThan(0);
       expect(await db.selectFrom('transcript_segments').select('seq').where('session_id', '=', id).execute()).toEqual([]);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('transcribes each participant through VAD and whisper-cli onto the session timeline (generated model)', async () => {
+    // 2 s of tone then 3 s of silence, twice: VAD must find two speech spans.
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'asr-1', transcribe: true, seconds: 8, silences: [[2, 5]] }));
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`, { model: fixedPhraseModelPath() });
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 120_000 }).toBe('done');
+      expect((await status(id)).transcript_status).toBe('done');
+      const segs = await db.selectFrom('transcript_segments').selectAll().where('session_id', '=', id).orderBy('seq').execute();
+      expect(segs.map((x) => [x.speaker, x.participant_id, x.text])).toEqual([
+        ['P', 'p', TEST_PHRASE],
+        ['P', 'p', TEST_PHRASE],
+      ]);
+      // Spans on the session timeline: speech at 0–2 s and 5–8 s (VAD pads by ~0.2 s).
+      expect(segs[0]!.start_seconds).toBeLessThan(0.3);
+      expect(segs[0]!.end_seconds).toBeGreaterThan(1.7);
+      expect(segs[0]!.end_seconds).toBeLessThan(2.5);
+      expect(segs[1]!.start_seconds).toBeGreaterThan(4.6);
+      expect(segs[1]!.start_seconds).toBeLessThan(5.3);
+      const kinds = (await db.selectFrom('artifacts').select('kind').where('session_id', '=', id).execute()).map((a) => a.kind);
+      expect(kinds).toEqual(expect.arrayContaining(['transcript-json', 'transcript-vtt', 'transcript-txt']));
+      // The text search index sees it.
+      const { sql } = await import('kysely');
+      const hits = await sql<{ n: number }>`select count(*)::int as n from transcript_segments where session_id = ${id} and tsv @@ websearch_to_tsquery('english', 'verbatim phrase')`.execute(db);
+      expect(hits.rows[0]!.n).toBe(2);
     } finally {
       await worker.close();
     }

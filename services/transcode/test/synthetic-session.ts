@@ -67,7 +67,7 @@ export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [n
   // a few duplicates and swaps, as networks do
   for (let k = 5; k < list.length - 1; k += 97) [list[k], list[k + 1]] = [list[k + 1]!, list[k]!];
   for (let k = 11; k < list.length; k += 131) list.splice(k, 0, list[k]!);
-  // each DTX pause still consumes sequence numbers? No: DTX sends nothing and seq continues; timestamps jump.
+  // DTX sends nothing: sequence numbers run on, timestamps jump.
   let seq = seq0;
   const seqOf = new Map<number, number>();
   for (const { i } of [...new Map(list.map((x) => [x.i, x])).values()].sort((a, b) => a.i - b.i)) seqOf.set(i, seq++);
@@ -76,9 +76,9 @@ export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [n
   return { records, ssrc, lost, wallSpan, t0, packets: packets.length };
 }
 
-export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean } = {}): string {
+export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][] } = {}): string {
   const dir = mkdtempSync(path.join(root, 'sess-'));
-  const track = syntheticTrack({ seconds: opts.seconds ?? 2, lossPct: 0, dtx: [], seed: 1 }, root);
+  const track = syntheticTrack({ seconds: opts.seconds ?? 2, lossPct: 0, dtx: opts.silences ?? [], seed: 1 }, root);
   const header = sampleHeader({ ssrc: track.ssrc, startedAtUs: track.t0, track: 'a', session: opts.session ?? 's', room: 'r' });
   const bytes = Buffer.concat([encodeFileHeader(header), ...track.records]);
   writeFileSync(path.join(dir, 'a-0.vrtp'), bytes);
