@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { StartTrackRequest, TimelineEvent } from '../../lib/contracts/recorder-control.ts';
 import { SESSION_MANIFEST_VERSION, SessionManifestSchema, type SegmentEntry, type SessionManifest } from '../../lib/contracts/recording.ts';
@@ -202,9 +202,16 @@ export function findUnfinishedSessions(recordingsDir: string): string[] {
   return out;
 }
 
+/** tmp + fsync + rename: a crash leaves the old or the new file, never half of one. */
 function writeAtomic(file: string, data: string): void {
   const tmp = `${file}.tmp`;
-  writeFileSync(tmp, data);
+  const fd = openSync(tmp, 'w');
+  try {
+    writeFileSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(tmp, file);
 }
 

@@ -148,7 +148,6 @@ export class RecorderSupervisor {
         if (!m.trackOpen) w.tracks = Math.max(0, w.tracks - 1);
         if (m.entry.truncated && m.entry.truncatedReason === 'ENOSPC') {
           this.diskFull = true;
-          this.metrics.refused.inc({ code: 'DISK_FULL' }, 0);
           this.deps.logger.error({ session: m.session, track: m.track }, 'disk full while recording: segment closed and marked truncated');
           s?.addEvents([{ at: new Date().toISOString(), type: 'track-failed', track: m.track, details: { code: 'DISK_FULL' } }]);
         }
