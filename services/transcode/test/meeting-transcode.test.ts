@@ -11,6 +11,7 @@ import { audioOnsets, fakeCameraY4m, ffprobe, silenceWav, toneWav } from '../../
 import { TEST_RECORDER_SECRET, startTestRecorder, type TestRecorder } from '../../lib/testing/recorder-harness.ts';
 import { startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
 import { FluentFfmpegRunner } from '../src/media/ffmpeg-runner.ts';
+import { runSessionPipeline } from '../src/session-pipeline.ts';
 import { LocalArtifactStorage } from '../src/storage/artifact-storage.ts';
 import { TranscodeWorker } from '../src/transcode-worker.ts';
 
@@ -98,15 +99,18 @@ describe('transcode: a recorded two-person meeting with a late joiner', () => {
         expect(p.streams.map((s) => s.codec_name).sort()).toEqual(['opus', 'vp8']);
       }
 
-      // The late joiner's tone starts in the mix where its first packet reached the
-      // recorder, counted from the first recorded sample of the meeting (composite t = 0).
+      // Where the late joiner belongs: its offset on the session clock (RTCP sender
+      // reports), which must agree with when its packets reached the recorder...
+      const plan = await runSessionPipeline(path.join(sessionDir, 'manifest.json'), mkdtempSync(path.join(os.tmpdir(), 'verbatim-plan-')), new FluentFfmpegRunner());
+      const lateOffset = plan.pieces.find((p) => p.participant === 'late' && p.kind === 'audio')!.offset;
       const lateAudio = manifest.tracks.find((t) => t.participant === 'late' && t.kind === 'audio')!.segments[0]!;
-      const origin = Math.min(...segs.map((s) => s.firstArrivalUs!));
-      const expectedOffset = (lateAudio.firstArrivalUs! - origin) / 1e6;
-      expect(expectedOffset).toBeGreaterThan(10);
+      const arrivalOffset = (lateAudio.firstArrivalUs! - Math.min(...segs.map((s) => s.firstArrivalUs!))) / 1e6;
+      expect(arrivalOffset).toBeGreaterThan(10);
+      expect(Math.abs(lateOffset - arrivalOffset), `clock offset ${lateOffset}s vs arrival offset ${arrivalOffset}s`).toBeLessThan(0.25);
+      // ...and the composite really starts its audio there (measured in the encoded mix).
       const onsets = audioOnsets(local(composite.key));
       expect(onsets.length).toBeGreaterThan(0);
-      expect(Math.abs(onsets[0]! - expectedOffset), `tone onset ${onsets[0]}s vs producer offset ${expectedOffset}s`).toBeLessThan(0.1);
+      expect(Math.abs(onsets[0]! - lateOffset), `tone onset ${onsets[0]}s vs late joiner offset ${lateOffset}s`).toBeLessThan(0.1);
 
       // Idempotent: run the same job again → byte-identical artifacts, no duplicate rows.
       const before = new Map(artifacts.map((a) => [a.key, a.sha256]));
