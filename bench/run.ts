@@ -16,6 +16,14 @@ const suites: Record<string, Suite> = {
     describe: 'recorder vs ffmpeg CPU, max packets/s per worker, memory per track, SFU tap overhead',
     run: async (opts) => (await import('./recorder.ts')).runRecorderBench(opts),
   },
+  transcode: {
+    describe: 'audio post-processing (depacketize, gap fill, AAC, 16 kHz WAV) x realtime per core; A/V mux x realtime',
+    run: async (opts) => (await import('./transcode.ts')).runTranscodeBench(opts),
+  },
+  transcribe: {
+    describe: 'VAD work ratio, whisper-cli wrapper overhead, end-to-end latency from meeting end to transcript',
+    run: async (opts) => (await import('./transcribe.ts')).runTranscribeBench(opts),
+  },
 };
 
 function usage(): string {

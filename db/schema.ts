@@ -105,6 +105,32 @@ export interface TrackSegmentsTable {
   truncated: boolean;
 }
 
+export type AuditActorType = 'user' | 'api_key' | 'service' | 'anonymous';
+
+/** The hash-chained audit trail (append-only; see services/audit). */
+export interface AuditLogTable {
+  seq: number;
+  at: ColumnType<Date, string, never>;
+  actor_type: AuditActorType | null;
+  actor_id: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  details: JSONColumnType<Record<string, unknown>, string, never>;
+  client_address: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+/** Signed heads of the audit chain (also exported outside the database). */
+export interface AuditCheckpointsTable {
+  seq: number;
+  head_hash: string | null;
+  at: ColumnType<Date | null, string | null, never>;
+  signature: string | null;
+  storage_key: string | null;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -114,4 +140,6 @@ export interface Database {
   track_segments: TrackSegmentsTable;
   artifacts: ArtifactsTable;
   transcript_segments: TranscriptSegmentsTable;
+  audit_log: AuditLogTable;
+  audit_checkpoints: AuditCheckpointsTable;
 }

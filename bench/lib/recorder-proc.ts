@@ -19,23 +19,33 @@ export interface BenchRecorder {
   url: string;
   pid: number;
   dataDir: string;
+  database: 'postgres' | 'pglite';
   api<T = any>(method: string, p: string, body?: unknown): Promise<T>;
   stats(resetLag?: boolean): Promise<RecorderStats>;
   /** Supervisor + worker pids. */
   pids(): Promise<number[]>;
+  /** SIGTERM (the recorder seals its tracks), SIGKILL after a grace period; removes its data. */
   stop(): Promise<void>;
+  /** SIGKILL at once (nothing to keep), then the same clean-up. */
+  kill(): Promise<void>;
 }
 
-export async function postgresReachable(url = BENCH_DATABASE_URL): Promise<boolean> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
-  try {
-    await c.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await c.end().catch(() => {});
-  }
+let pgReachable: Promise<boolean> | undefined;
+/** Whether the bench Postgres answers (checked once per run, generous timeout for a loaded machine). */
+export function postgresReachable(url = BENCH_DATABASE_URL): Promise<boolean> {
+  pgReachable ??= (async () => {
+    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+    try {
+      await c.connect();
+      await c.query('select 1');
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await c.end().catch(() => {});
+    }
+  })();
+  return pgReachable;
 }
 
 /** Drops a private Postgres schema (bench clean-up). */
@@ -126,6 +136,7 @@ export async function startBenchRecorder(env: Record<string, string> = {}): Prom
     url,
     pid: child.pid!,
     dataDir,
+    database: usePg ? 'postgres' : 'pglite',
     api,
     stats: (resetLag = false) => api<RecorderStats>('GET', `/v1/stats${resetLag ? '?resetLag=1' : ''}`),
     async pids() {
@@ -133,6 +144,10 @@ export async function startBenchRecorder(env: Record<string, string> = {}): Prom
       return [s.supervisor.pid, ...s.workers.map((w) => w.pid).filter((p): p is number => p !== null)];
     },
     stop: release,
+    async kill() {
+      killNow(child, true);
+      await release();
+    },
   };
   return rec;
 }

@@ -161,6 +161,8 @@ export interface BlastResult {
   pps: number;
   late_max_us: number;
   late_mean_us: number;
+  /** The generator's own CPU seconds (user + system, which includes loopback delivery). */
+  cpu_s: number;
   perTrack?: Map<number, number>;
 }
 

@@ -2,6 +2,7 @@ import type { Migration, MigrationProvider } from 'kysely/migration';
 import * as m0001 from './0001-rooms.ts';
 import * as m0002 from './0002-recording-sessions.ts';
 import * as m0003 from './0003-artifacts-transcripts.ts';
+import * as m0004 from './0004-audit-log.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -12,6 +13,7 @@ const migrations: Record<string, Migration> = {
   '0001-rooms': m0001,
   '0002-recording-sessions': m0002,
   '0003-artifacts-transcripts': m0003,
+  '0004-audit-log': m0004,
 };
 
 export const migrationProvider: MigrationProvider = {

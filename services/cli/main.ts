@@ -1,3 +1,4 @@
+import { runAuditCommand } from '../audit/src/audit-cli.ts';
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
@@ -8,6 +9,7 @@ import { startSfu } from '../sfu/src/main.ts';
  * `verbatim <command>`: the single entry point behind the npm scripts.
  *   start       every service on embedded defaults (or the configured backends)
  *   recording   inspect a track segment file or verify a session directory
+ *   audit       verify the hash-chained audit trail against its signed checkpoints
  */
 async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv;
@@ -16,6 +18,8 @@ async function main(argv: string[]): Promise<number> {
       return start();
     case 'recording':
       return runRecordingCommand(rest, (s) => process.stdout.write(s));
+    case 'audit':
+      return runAuditCommand(rest, (s) => process.stdout.write(s));
     case 'help':
     case '--help':
       process.stdout.write(
@@ -23,6 +27,7 @@ async function main(argv: string[]): Promise<number> {
           'usage: verbatim start',
           '       verbatim recording inspect <file.vrtp> [--header | --packets] [--json]',
           '       verbatim recording verify <session dir> [--json]',
+          '       verbatim audit verify [--json]',
           '',
         ].join('\n'),
       );

@@ -67,6 +67,8 @@ export const configSpec = {
   S3_ACCESS_KEY_ID: { schema: optionalString, default: undefined, doc: 'S3 access key id.' },
   S3_SECRET_ACCESS_KEY: { schema: optionalString, default: undefined, doc: 'S3 secret access key.' },
   S3_FORCE_PATH_STYLE: { schema: bool, default: true, doc: 'Path-style S3 URLs (needed by most self-hosted S3).' },
+  AUDIT_CHECKPOINT_SECRET: { schema: optionalString, default: undefined, doc: 'HMAC key that signs audit-chain checkpoints (min 16 chars). Unset: checkpoints are compared but signatures not verified.' },
+  AUDIT_CHECKPOINT_DIR: { schema: optionalString, default: undefined, doc: 'Where signed audit checkpoints are exported (default DATA_DIR/audit-checkpoints).' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
 } as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
 
@@ -119,7 +121,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (problems.length === 0 && cfg.RECORDER_MIN_PORT + 1 > cfg.RECORDER_MAX_PORT) {
     problems.push(`RECORDER_MIN_PORT=${cfg.RECORDER_MIN_PORT}: must be below RECORDER_MAX_PORT=${cfg.RECORDER_MAX_PORT}`);
   }
-  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET'] as const) {
+  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET'] as const) {
     const v = cfg[key];
     if (v !== undefined && v.length < 16) problems.push(`${key}: must be at least 16 characters`);
   }
