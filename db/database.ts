@@ -64,3 +64,12 @@ export async function migrate(db: Kysely<any>, schema?: string): Promise<void> {
     });
   }
 }
+
+/**
+ * The database the configuration names: Postgres (DATABASE_URL, DATABASE_SCHEMA) or the
+ * embedded PGlite in DATA_DIR/pglite. PGlite is one process's database: services that
+ * run as separate processes need DATABASE_URL; `npm start` runs them in one process.
+ */
+export function openConfiguredDatabase(config: { DATABASE_URL?: string | undefined; DATABASE_SCHEMA?: string | undefined; DATA_DIR: string }): Promise<Db> {
+  return openDatabase({ url: config.DATABASE_URL, pgliteDir: `${config.DATA_DIR}/pglite`, ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) });
+}

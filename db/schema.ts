@@ -131,6 +131,29 @@ export interface AuditCheckpointsTable {
   storage_key: string | null;
 }
 
+export type UserRole = 'admin' | 'compliance_officer' | 'auditor';
+
+/** Users of the compliance API (migration 0005). */
+export interface UsersTable {
+  id: string;
+  name: string;
+  role: UserRole;
+  created_at: Timestamp;
+  disabled_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** API keys `vb_<prefix>_<secret>`: the prefix for lookup, an scrypt hash of the whole key. */
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  prefix: string;
+  hash: string;
+  created_at: Timestamp;
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -142,4 +165,6 @@ export interface Database {
   transcript_segments: TranscriptSegmentsTable;
   audit_log: AuditLogTable;
   audit_checkpoints: AuditCheckpointsTable;
+  users: UsersTable;
+  api_keys: ApiKeysTable;
 }

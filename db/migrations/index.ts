@@ -3,6 +3,7 @@ import * as m0001 from './0001-rooms.ts';
 import * as m0002 from './0002-recording-sessions.ts';
 import * as m0003 from './0003-artifacts-transcripts.ts';
 import * as m0004 from './0004-audit-log.ts';
+import * as m0005 from './0005-rbac.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -14,6 +15,7 @@ const migrations: Record<string, Migration> = {
   '0002-recording-sessions': m0002,
   '0003-artifacts-transcripts': m0003,
   '0004-audit-log': m0004,
+  '0005-rbac': m0005,
 };
 
 export const migrationProvider: MigrationProvider = {

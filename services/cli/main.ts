@@ -3,7 +3,7 @@ import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
 import { runRecordingCommand } from '../recorder/src/inspect-cli.ts';
-import { startSfu } from '../sfu/src/main.ts';
+import { startStack } from './start.ts';
 
 /**
  * `verbatim <command>`: the single entry point behind the npm scripts.
@@ -41,18 +41,23 @@ async function main(argv: string[]): Promise<number> {
 async function start(): Promise<number> {
   const config = loadConfig();
   const logger = createLogger({ level: config.LOG_LEVEL });
-  const running = await startSfu(config, logger);
-  const room = (await running.sfu.store.get('demo')) ?? (await running.sfu.createRoom({ id: 'demo', name: 'Demo meeting', flags: { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true } })).room;
-  const { token } = running.sfu.mintToken(room.id, `guest-${Date.now().toString(36)}`, 'Guest', 24 * 60);
-  const base = config.SFU_PUBLIC_URL ?? running.url;
+  const stack = await startStack(config, logger);
+  const { sfu } = stack;
+  const room =
+    (await sfu.sfu.store.get('demo')) ??
+    (await sfu.sfu.createRoom({ id: 'demo', name: 'Demo meeting', flags: { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true } })).room;
+  const { token } = sfu.sfu.mintToken(room.id, `guest-${Date.now().toString(36)}`, 'Guest', 24 * 60);
+  const base = config.SFU_PUBLIC_URL ?? sfu.url;
   process.stdout.write(
     [
       '',
       'Verbatim is running.',
       `  Meeting page : ${base}/meet?token=${encodeURIComponent(token)}`,
-      `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${running.apiSecret})`,
+      `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${sfu.apiSecret})`,
+      `  Recorder     : ${stack.recorder.url}  (recordings in ${config.RECORDINGS_DIR})`,
       `  Metrics      : ${base}/metrics`,
       `  Data dir     : ${config.DATA_DIR}`,
+      ...(stack.modelMissing ? [`  Note         : ${stack.modelMissing}`] : []),
       'Press Ctrl-C to stop.',
       '',
     ].join('\n'),
@@ -65,7 +70,7 @@ async function start(): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
-  await running.close();
+  await stack.stop();
   return 0;
 }
 

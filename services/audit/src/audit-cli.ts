@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { openDatabase, type Db } from '../../../db/database.ts';
+import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { AuditLog, HmacCheckpointSigner, LocalDirectoryCheckpointSink, type Checkpoint, type VerifyResult } from './audit-log.ts';
@@ -37,7 +37,7 @@ export async function runAuditCommand(args: string[], out: (s: string) => void, 
   const json = rest.includes('--json');
   const env = deps.env ?? process.env;
   const config = deps.config ?? loadConfig({ env });
-  const db = deps.db ?? (await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite-recorder'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }));
+  const db = deps.db ?? (await openConfiguredDatabase(config));
   try {
     const secret = config.AUDIT_CHECKPOINT_SECRET;
     const signer = secret ? new HmacCheckpointSigner(secret) : undefined;

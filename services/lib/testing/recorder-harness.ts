@@ -74,7 +74,7 @@ export async function startTestRecorder(overrides: Record<string, string> = {}):
     queuePrefix,
     redisUrl,
     async openDb() {
-      return usePg ? openDatabase({ url: TEST_DATABASE_URL, schema }) : openDatabase({ pgliteDir: path.join(dataDir, 'pglite-recorder') });
+      return usePg ? openDatabase({ url: TEST_DATABASE_URL, schema }) : openDatabase({ pgliteDir: path.join(dataDir, 'pglite') });
     },
     finalizeQueue() {
       return new Queue(TRANSCODE_QUEUE, { connection: redisConnection(redisUrl), prefix: queuePrefix });

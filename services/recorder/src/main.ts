@@ -1,9 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import Fastify from 'fastify';
 import type { ZodType } from 'zod';
-import { openDatabase, type Db } from '../../../db/database.ts';
+import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
 import { EndSessionRequestSchema, SessionEventsRequestSchema, StartTrackRequestSchema } from '../../lib/contracts/recorder-control.ts';
 import { VerbatimError, toVerbatimError } from '../../lib/errors.ts';
@@ -22,7 +21,7 @@ export interface RunningRecorder {
 export async function startRecorder(config: Config, logger: Logger, opts: { db?: Db; redisUrl: string; queuePrefix?: string }): Promise<RunningRecorder> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const ownDb = !opts.db;
-  const db = opts.db ?? (await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite-recorder'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }));
+  const db = opts.db ?? (await openConfiguredDatabase(config));
   const registry = createRegistry('recorder');
   const log = logger.child({ service: 'recorder' });
   const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}) });

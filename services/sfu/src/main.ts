@@ -1,5 +1,4 @@
-import path from 'node:path';
-import { openDatabase, type Db } from '../../../db/database.ts';
+import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
 import { fdLimitWarning } from '../../lib/fd-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -23,7 +22,7 @@ export async function startSfu(config: Config, logger: Logger, opts: { db?: Db }
   if (warning) logger.warn(warning);
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const ownDb = !opts.db;
-  const db = opts.db ?? (await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }));
+  const db = opts.db ?? (await openConfiguredDatabase(config));
   const sfu = new Sfu({ config, db, logger: logger.child({ service: 'sfu' }), registry: createRegistry('sfu'), secrets });
   try {
     await sfu.start();

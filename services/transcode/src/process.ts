@@ -1,6 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
-import { openDatabase } from '../../../db/database.ts';
+import { openConfiguredDatabase } from '../../../db/database.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/logger.ts';
@@ -19,7 +19,7 @@ if (!config.REDIS_URL) {
   throw new VerbatimError('CONFIG_INVALID', 'REDIS_URL is required for a standalone transcode worker', { hint: 'Point it at the Redis the recorder queues to (npm start runs everything together on embedded defaults).' });
 }
 const storage = storageFromConfig(config);
-const db = await openDatabase({ url: config.DATABASE_URL, pgliteDir: path.join(config.DATA_DIR, 'pglite-recorder'), ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) });
+const db = await openConfiguredDatabase(config);
 const worker = new TranscodeWorker({
   db,
   storage,

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../lib/errors.ts';
+import { annexBToIvf, rtpH264ToAnnexB } from './depacketize/h264-annexb.ts';
 import { rtpOpusToOgg } from './depacketize/ogg-opus.ts';
 import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type TrackPackets } from './depacketize/rtp-stream.ts';
 import { rtpVp8ToIvf } from './depacketize/vp8-ivf.ts';
@@ -101,6 +102,18 @@ export async function runSessionPipeline(manifestPath: string, outDir: string, f
       const file = path.join(outDir, PIECE_DIR, `${p.name}.ogg`);
       writeAtomic(file, ogg.data);
       pieces.push({ participant: p.participant, kind: 'audio', file, offset, duration: ogg.samples / 48000 });
+    } else if (p.t.header.codec.mimeType.toLowerCase() === 'video/h264') {
+      // H.264: Annex B access units with their RTP timing (IVF, fourcc H264) → Matroska, stream copy.
+      const h264 = rtpH264ToAnnexB(p.t.packets);
+      if (h264.frames === 0) continue;
+      const ivfH264 = path.join(outDir, PIECE_DIR, `${p.name}.h264.ivf`);
+      writeAtomic(ivfH264, annexBToIvf(h264));
+      const file = path.join(outDir, PIECE_DIR, `${p.name}.mkv`);
+      await ffmpeg.run({ inputs: [{ path: ivfH264 }], outputOptions: ['-map', '0:v', '-c', 'copy', ...BITEXACT, '-f', 'matroska'], output: `${file}.tmp` });
+      renameSync(`${file}.tmp`, file);
+      unlinkSync(ivfH264);
+      const h264Offset = round3((wallClockMapper(p.t, ntpOffset).toWallUs(h264.firstTs!) - originUs) / 1e6);
+      pieces.push({ participant: p.participant, kind: 'video', file, offset: h264Offset, duration: (h264.lastTs! - h264.firstTs!) / 90000 });
     } else {
       const ivf = rtpVp8ToIvf(p.t.packets);
       if (ivf.frames === 0) continue;

@@ -1,0 +1,204 @@
+import { createHash, randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Database, UserRole } from '../../../db/schema.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+
+/**
+ * API keys and roles of the compliance API.
+ *
+ * A key is `vb_<prefix>_<secret>`: an 8-character lowercase hex prefix (stored in clear,
+ * unique, to find the row) and a 43-character base64url secret (256 bits). The database
+ * holds only `scrypt$<salt>$<hash>` of the whole key; the plain key is shown once, when
+ * it is created. Verification hashes before it tells a revoked or expired key apart, so
+ * whoever knows only a prefix learns nothing about the key's state.
+ */
+
+export const ROLES = ['admin', 'compliance_officer', 'auditor'] as const satisfies readonly UserRole[];
+export type Role = UserRole;
+
+export const PERMISSIONS = [
+  // admin
+  'rooms.manage',
+  'retention.manage',
+  'users.manage',
+  'keys.manage',
+  // compliance_officer
+  'recordings.search',
+  'recordings.view',
+  'recordings.play',
+  'recordings.export',
+  'holds.manage',
+  // auditor
+  'audit.read',
+  'audit.verify',
+  'consent.read',
+  // compliance_officer and auditor: a session's metadata (participants, tracks, artifact hashes), no content
+  'sessions.metadata',
+] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+
+/** Roles → permissions. Roles are disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite policy. */
+export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
+  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'sessions.metadata'],
+  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata'],
+};
+
+export function can(role: Role, permission: Permission): boolean {
+  return ROLE_PERMISSIONS[role]?.includes(permission) ?? false;
+}
+
+export interface Principal {
+  userId: string;
+  userName: string;
+  role: Role;
+  keyId: string;
+  keyPrefix: string;
+}
+
+/** Throws FORBIDDEN unless the principal's role grants the permission. */
+export function authorize(p: Principal, permission: Permission): void {
+  if (!can(p.role, permission)) {
+    const roles = ROLES.filter((r) => can(r, permission));
+    throw new VerbatimError('FORBIDDEN', `role ${p.role} lacks permission ${permission}`, {
+      hint: `This needs a key of role ${roles.join(' or ')}; ask an admin for one.`,
+      details: { permission, role: p.role },
+    });
+  }
+}
+
+const KEY_RE = /^vb_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$/;
+const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
+
+function scryptAsync(secret: string, salt: Buffer, keylen: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(secret, salt, keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p }, (err, key) => (err ? reject(err) : resolve(key)));
+  });
+}
+
+export async function hashApiKey(key: string): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await scryptAsync(key, salt, SCRYPT.keylen);
+  return `scrypt$${salt.toString('base64url')}$${hash.toString('base64url')}`;
+}
+
+export async function checkApiKeyHash(key: string, stored: string): Promise<boolean> {
+  const [scheme, salt, hash] = stored.split('$');
+  if (scheme !== 'scrypt' || !salt || !hash) return false;
+  const expected = Buffer.from(hash, 'base64url');
+  if (expected.length < 16) return false;
+  const actual = await scryptAsync(key, Buffer.from(salt, 'base64url'), expected.length);
+  return timingSafeEqual(actual, expected);
+}
+
+/** Splits `vb_<prefix>_<secret>`; null when it is not shaped like a Verbatim key. */
+export function parseApiKey(key: string): { prefix: string } | null {
+  const m = KEY_RE.exec(key);
+  return m ? { prefix: m[1]! } : null;
+}
+
+export interface CreatedKey {
+  user: { id: string; name: string; role: Role };
+  key: { id: string; prefix: string; expiresAt: string | null };
+  /** The plain key: shown once, never stored. */
+  apiKey: string;
+}
+
+type Db = Kysely<Database>;
+
+/** Creates a user with the given role and one API key for it. */
+export async function createUserWithKey(db: Db, opts: { name: string; role: Role; expiresAt?: Date | null }): Promise<CreatedKey> {
+  if (!(ROLES as readonly string[]).includes(opts.role)) throw new VerbatimError('BAD_REQUEST', `unknown role ${String(opts.role)}`, { hint: `Roles: ${ROLES.join(', ')}.` });
+  const userId = `usr_${randomUUID()}`;
+  return db.transaction().execute(async (trx) => {
+    await trx.insertInto('users').values({ id: userId, name: opts.name, role: opts.role }).execute();
+    const key = await createApiKey(trx, userId, { expiresAt: opts.expiresAt ?? null });
+    return { user: { id: userId, name: opts.name, role: opts.role }, ...key };
+  });
+}
+
+/** Adds an API key to an existing user. */
+export async function createApiKey(db: Db, userId: string, opts: { expiresAt?: Date | null } = {}): Promise<Omit<CreatedKey, 'user'>> {
+  for (let attempt = 0; ; attempt++) {
+    const prefix = randomBytes(4).toString('hex');
+    const apiKey = `vb_${prefix}_${randomBytes(32).toString('base64url')}`;
+    const id = `key_${randomUUID()}`;
+    const expiresAt = opts.expiresAt ?? null;
+    const taken = await db.selectFrom('api_keys').select('id').where('prefix', '=', prefix).executeTakeFirst();
+    if (taken) {
+      if (attempt > 5) throw new VerbatimError('INTERNAL', 'could not find a free API key prefix');
+      continue;
+    }
+    await db.insertInto('api_keys').values({ id, user_id: userId, prefix, hash: await hashApiKey(apiKey), expires_at: expiresAt }).execute();
+    return { key: { id, prefix, expiresAt: expiresAt ? expiresAt.toISOString() : null }, apiKey };
+  }
+}
+
+export async function revokeApiKey(db: Db, keyId: string, at: Date = new Date()): Promise<boolean> {
+  const r = await db.updateTable('api_keys').set({ revoked_at: at }).where('id', '=', keyId).where('revoked_at', 'is', null).executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
+/** Why a key was refused; all are UNAUTHORIZED, told apart in the message and details.reason. */
+export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'forged' | 'revoked' | 'expired' | 'disabled';
+
+function unauthorized(reason: AuthFailure, message: string, prefix?: string): VerbatimError {
+  return new VerbatimError('UNAUTHORIZED', message, {
+    hint: reason === 'expired' || reason === 'revoked' || reason === 'disabled' ? 'Ask an admin for a new API key.' : 'Send "Authorization: Bearer vb_<prefix>_<secret>" with a key an admin created (POST /api/v1/keys).',
+    details: { reason, ...(prefix ? { keyPrefix: prefix } : {}) },
+  });
+}
+
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+/**
+ * Verifies API keys against the database. A verified key's digest is remembered (keyed
+ * by row and stored hash), so repeated requests skip scrypt; revocation, expiry and
+ * disabling are read from the database on every request.
+ */
+export class ApiKeyVerifier {
+  private readonly verified = new Map<string, string>();
+  constructor(
+    private readonly db: Db,
+    private readonly opts: { now?: () => Date; cacheSize?: number } = {},
+  ) {}
+
+  /** Authorization header → principal, or UNAUTHORIZED. */
+  async fromHeader(header: string | undefined): Promise<Principal> {
+    if (!header) throw unauthorized('missing', 'this API needs "Authorization: Bearer <API key>"');
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) throw unauthorized('malformed', 'Authorization header is not "Bearer <API key>"');
+    return this.verify(m[1]!);
+  }
+
+  async verify(key: string): Promise<Principal> {
+    const parsed = parseApiKey(key);
+    if (!parsed) throw unauthorized('malformed', 'API key is malformed (expected vb_<8 hex>_<43 base64url>)');
+    const row = await this.db
+      .selectFrom('api_keys')
+      .innerJoin('users', 'users.id', 'api_keys.user_id')
+      .select(['api_keys.id as keyId', 'api_keys.prefix', 'api_keys.hash', 'api_keys.expires_at', 'api_keys.revoked_at', 'api_keys.last_used_at', 'users.id as userId', 'users.name', 'users.role', 'users.disabled_at'])
+      .where('api_keys.prefix', '=', parsed.prefix)
+      .executeTakeFirst();
+    if (!row) throw unauthorized('unknown', `unknown API key ${parsed.prefix}`, parsed.prefix);
+    const digest = createHash('sha256').update(key).digest('hex');
+    const cacheKey = `${row.keyId}:${row.hash}`;
+    const cached = this.verified.get(cacheKey);
+    const ok = cached !== undefined ? timingSafeEqual(Buffer.from(cached, 'hex'), Buffer.from(digest, 'hex')) : await checkApiKeyHash(key, row.hash);
+    if (!ok) throw unauthorized('forged', `API key ${parsed.prefix} does not match its stored hash`, parsed.prefix);
+    if (cached === undefined) {
+      if (this.verified.size >= (this.opts.cacheSize ?? 10_000)) this.verified.delete(this.verified.keys().next().value!);
+      this.verified.set(cacheKey, digest);
+    }
+    const now = this.opts.now?.() ?? new Date();
+    if (row.revoked_at) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
+    if (row.expires_at && new Date(row.expires_at).getTime() <= now.getTime()) {
+      throw unauthorized('expired', `API key ${parsed.prefix} expired at ${new Date(row.expires_at).toISOString()}`, parsed.prefix);
+    }
+    if (row.disabled_at) throw unauthorized('disabled', `the user of API key ${parsed.prefix} is disabled`, parsed.prefix);
+    if (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS) {
+      await this.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.keyId).execute();
+    }
+    return { userId: row.userId, userName: row.name, role: row.role, keyId: row.keyId, keyPrefix: row.prefix };
+  }
+}

@@ -1,0 +1,111 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../../db/database.ts';
+import { launchChromium } from '../lib/testing/browser.ts';
+import { fakeCameraY4m, speechWav } from '../lib/testing/media-fixtures.ts';
+
+/** All descendants of a pid, from /proc. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+const alive = (pid: number) => existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+
+function launch(dataDir: string): { child: ChildProcess; ready: Promise<string> } {
+  const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'start'], {
+    env: { ...process.env, DATA_DIR: dataDir, SFU_PORT: '0', RECORDER_PORT: '0', RECORDER_MIN_FREE_MB: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  const ready = new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /Meeting page : (\S+)/.exec(out);
+      if (m && out.includes('Press Ctrl-C')) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`npm start exited early (${code}): ${out}`)));
+  });
+  return { child, ready };
+}
+
+const browsers: { close(): Promise<void> }[] = [];
+afterAll(async () => {
+  for (const b of browsers) await b.close();
+});
+
+describe('npm start on embedded defaults', () => {
+  it('prints a join link that works, records, and stops cleanly on SIGINT with nothing left running', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-start-'));
+    const { child, ready } = launch(dataDir);
+    const link = await ready;
+    expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/meet\?token=/);
+    const browser = await launchChromium({ video: fakeCameraY4m(), audio: speechWav() });
+    browsers.push(browser);
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(link);
+    await page.waitForFunction(() => (window as any).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
+    await page.click('#toggle-recording');
+    await expect.poll(() => page.locator('#recording-banner').textContent(), { timeout: 10_000 }).toContain('being recorded');
+    await new Promise((r) => setTimeout(r, 3000));
+    await page.click('#leave');
+    // The session is sealed, queued and transcoded inside the same launcher.
+    const artifacts = path.join(dataDir, 'artifacts', 'sessions', 'demo');
+    await expect.poll(() => existsSync(artifacts) && readdirSync(artifacts).some((s) => existsSync(path.join(artifacts, s, 'composite.mp4'))), { timeout: 90_000, interval: 500 }).toBe(true);
+
+    const procs = descendants(child.pid!);
+    expect(procs.length).toBeGreaterThan(3); // mediasoup workers, recorder worker, redis guard + redis-server
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    await expect.poll(() => procs.filter(alive), { timeout: 10_000 }).toEqual([]);
+
+    // Data dir consistent: no open segment files, the database reopens with the session done.
+    const recordings = path.join(dataDir, 'recordings', 'demo');
+    for (const s of readdirSync(recordings)) {
+      expect(readdirSync(path.join(recordings, s)).filter((f) => f.endsWith('.part'))).toEqual([]);
+      expect(existsSync(path.join(recordings, s, 'manifest.json'))).toBe(true);
+    }
+    const db = await openDatabase({ pgliteDir: path.join(dataDir, 'pglite') });
+    try {
+      const rows = await db.selectFrom('recording_sessions').select(['status', 'room_id']).execute();
+      expect(rows).toEqual([{ status: 'done', room_id: 'demo' }]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('kill -9 of the launcher leaves no redis-server, recorder or media workers behind', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-start-'));
+    const { child, ready } = launch(dataDir);
+    await ready;
+    const procs = descendants(child.pid!);
+    // tsx runs the launcher as its own child: kill the whole launcher, not just the wrapper.
+    const launcher = procs.find((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('services/cli/main.ts'))!;
+    const inner = descendants(launcher);
+    expect(inner.some((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('redis-server'))).toBe(true);
+    process.kill(launcher, 'SIGKILL');
+    await expect.poll(() => inner.filter(alive), { timeout: 15_000 }).toEqual([]);
+    child.kill('SIGKILL');
+  });
+});

@@ -1,0 +1,84 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { openConfiguredDatabase, type Db } from '../../db/database.ts';
+import type { Config } from '../lib/config.ts';
+import type { Logger } from '../lib/logger.ts';
+import { startEmbeddedRedis } from '../lib/redis.ts';
+import { startRecorder, type RunningRecorder } from '../recorder/src/main.ts';
+import { startSfu, type RunningSfu } from '../sfu/src/main.ts';
+import { FluentFfmpegRunner } from '../transcode/src/media/ffmpeg-runner.ts';
+import { storageFromConfig } from '../transcode/src/storage/storage-from-config.ts';
+import { transcriberFromConfig } from '../transcode/src/transcriber-factory.ts';
+import { TranscodeWorker } from '../transcode/src/transcode-worker.ts';
+import { modelLocation } from '../transcode/src/transcriber/whisper-models.ts';
+
+export interface RunningStack {
+  sfu: RunningSfu;
+  recorder: RunningRecorder;
+  transcode: TranscodeWorker;
+  db: Db;
+  redisUrl: string;
+  modelMissing: string | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * Every service in one launcher on embedded defaults: one PGlite database, a private
+ * redis-server child (dies with us, even on kill -9), local storage and recordings under
+ * DATA_DIR. The recorder's and the SFU's media still run in their own worker processes.
+ * With DATABASE_URL / REDIS_URL set, the same launcher uses those instead.
+ */
+export async function startStack(config: Config, logger: Logger): Promise<RunningStack> {
+  const redis = config.REDIS_URL ? undefined : await startEmbeddedRedis(config.DATA_DIR);
+  const redisUrl = config.REDIS_URL ?? redis!.url;
+  const db = await openConfiguredDatabase(config);
+  const started: { stop(): Promise<void> }[] = [];
+  try {
+    const recorder = await startRecorder({ ...config, RECORDER_PORT: config.RECORDER_PORT }, logger, { db, redisUrl });
+    started.push({ stop: () => recorder.close() });
+    const sfu = await startSfu({ ...config, RECORDER_URL: config.RECORDER_URL ?? recorder.url }, logger, { db });
+    started.push({ stop: () => sfu.close() });
+    const transcode = new TranscodeWorker({
+      db,
+      storage: storageFromConfig(config),
+      ffmpeg: new FluentFfmpegRunner(),
+      workDir: path.join(config.DATA_DIR, 'transcode-work'),
+      logger: logger.child({ service: 'transcode' }),
+      transcriber: transcriberFromConfig(config),
+      redisUrl,
+      concurrency: config.TRANSCODE_CONCURRENCY,
+      lockMs: config.TRANSCODE_LOCK_MS,
+    });
+    await transcode.start();
+    const model = modelLocation({ model: config.WHISPER_MODEL, modelsDir: config.WHISPER_MODELS_DIR });
+    const modelMissing = existsSync(model.path)
+      ? undefined
+      : `No Whisper model at ${model.path}: recordings are processed, but transcripts of rooms with "transcribe" wait (MODEL_MISSING) until you add one. See "Whisper model" in README.md.`;
+    let stopping: Promise<void> | undefined;
+    return {
+      sfu,
+      recorder,
+      transcode,
+      db,
+      redisUrl,
+      modelMissing,
+      stop() {
+        // Order matters: the SFU ends recording sessions, the recorder seals and queues
+        // them, then the queue consumer and the stores go.
+        stopping ??= (async () => {
+          await sfu.close();
+          await transcode.close();
+          await recorder.close();
+          await db.destroy();
+          await redis?.stop();
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    for (const s of started.reverse()) await s.stop().catch(() => {});
+    await db.destroy().catch(() => {});
+    await redis?.stop();
+    throw err;
+  }
+}
