@@ -1,0 +1,429 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Db } from '../../../db/database.ts';
+import type { UserRole } from '../../../db/schema.ts';
+import { createLogger } from '../../lib/logger.ts';
+import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
+import { AuditLog } from './audit-log.ts';
+import { createUserWithKey, revokeApiKey } from './auth.ts';
+import { startAuditServer, type AuditServer } from './http-server.ts';
+
+const backends = await testBackends();
+afterAll(async () => {
+  for (const b of backends) await b.cleanup();
+});
+
+const ROLES: UserRole[] = ['admin', 'compliance_officer', 'auditor'];
+type KeyState = 'valid' | 'none' | 'expired' | 'revoked' | 'forged' | 'garbage';
+const STATES: KeyState[] = ['valid', 'none', 'expired', 'revoked', 'forged', 'garbage'];
+/** What each refused key state says in details.reason (all UNAUTHORIZED). */
+const REASON: Record<Exclude<KeyState, 'valid'>, string> = { none: 'missing', expired: 'expired', revoked: 'revoked', forged: 'forged', garbage: 'malformed' };
+
+interface Endpoint {
+  name: string;
+  method: 'GET' | 'POST';
+  path: string;
+  body?: unknown;
+  roles: UserRole[];
+  action: string;
+  okStatus: number;
+}
+const ENDPOINTS: Endpoint[] = [
+  { name: 'create key', method: 'POST', path: '/api/v1/keys', body: { name: 'matrix user', role: 'auditor' }, roles: ['admin'], action: 'key.create', okStatus: 201 },
+  { name: 'search', method: 'GET', path: '/api/v1/search?q=budget', roles: ['compliance_officer'], action: 'search', okStatus: 200 },
+  { name: 'session', method: 'GET', path: '/api/v1/sessions/s1', roles: ['compliance_officer', 'auditor'], action: 'session.view', okStatus: 200 },
+  { name: 'transcript', method: 'GET', path: '/api/v1/sessions/s1/transcript', roles: ['compliance_officer'], action: 'transcript.view', okStatus: 200 },
+  { name: 'consent', method: 'GET', path: '/api/v1/consent', roles: ['auditor'], action: 'consent.view', okStatus: 200 },
+  { name: 'audit read', method: 'GET', path: '/api/v1/audit?from_seq=1&limit=5', roles: ['auditor'], action: 'audit.read', okStatus: 200 },
+  { name: 'audit verify', method: 'POST', path: '/api/v1/audit/verify', body: {}, roles: ['auditor'], action: 'audit.verify', okStatus: 200 },
+];
+
+const WIDGETS = 25;
+
+async function seed(db: Db): Promise<void> {
+  await db
+    .insertInto('rooms')
+    .values(['board', 'sales', 'eng'].map((id) => ({ id, name: id, flags: JSON.stringify({}), secret_hash: 'scrypt$x$y' })))
+    .execute();
+  const sessions = [
+    { id: 's1', room_id: 'board', started_at: '2024-03-01T10:00:00Z', status: 'done' as const },
+    { id: 's2', room_id: 'sales', started_at: '2024-04-15T14:00:00Z', status: 'done' as const },
+    { id: 's3', room_id: 'board', started_at: '2024-05-20T09:00:00Z', status: 'done' as const },
+    { id: 's4', room_id: 'eng', started_at: '2024-06-01T08:00:00Z', status: 'done' as const },
+  ];
+  await db.insertInto('recording_sessions').values(sessions.map((s) => ({ ...s, ended_at: s.started_at, transcript_status: 'done' }))).execute();
+  const seg = (session_id: string, seq: number, participant_id: string, speaker: string, start: number, end: number, text: string) => ({
+    session_id,
+    seq,
+    participant_id,
+    speaker,
+    start_seconds: start,
+    end_seconds: end,
+    text,
+    language: 'en',
+  });
+  await db
+    .insertInto('transcript_segments')
+    .values([
+      seg('s1', 0, 'p-alice', 'Alice', 0, 5, 'Good morning everyone, let us review the quarterly budget.'),
+      seg('s1', 1, 'p-bob', 'Bob', 5, 12, 'The Zanzibar acquisition is confidential until the announcement.'),
+      seg('s1', 2, 'p-alice', 'Alice', 12, 20, 'We need to finalize the merger agreement before Friday.'),
+      seg('s2', 0, 'p-carol', 'Carol', 0, 6, 'Quarterly budget numbers look strong for the sales team.'),
+      seg('s2', 1, 'p-dave', 'Dave', 6, 14, 'Has anyone seen the merger draft? The agreement is late.'),
+      seg('s2', 2, 'p-carol', 'Carol', 100, 110, '<script>alert(1)</script> pricing update & "quotes"'),
+      seg('s2', 3, 'p-dave', 'Dave', 120, 125, 'Budget, budget, budget: the budget overrun again.'),
+      seg('s3', 0, 'p-alice', 'Alice', 30, 40, 'The budget for the quarterly review was approved.'),
+      ...Array.from({ length: WIDGETS }, (_, i) => seg('s4', i, 'p-erin', 'Erin', i * 10, i * 10 + 5, `Widget number ${i} was discussed at length.`)),
+    ])
+    .execute();
+  await db
+    .insertInto('session_participants')
+    .values([
+      { session_id: 's1', participant_id: 'p-alice', name: 'Alice', consent_decision: 'granted', consent_method: 'click' },
+      { session_id: 's1', participant_id: 'p-bob', name: 'Bob', consent_decision: 'granted', consent_method: 'announcement' },
+    ])
+    .execute();
+  await db.insertInto('tracks').values({ session_id: 's1', track_id: 't-alice-audio', participant_id: 'p-alice', kind: 'audio', codec: JSON.stringify({ mimeType: 'audio/opus' }) }).execute();
+  await db
+    .insertInto('track_segments')
+    .values({
+      session_id: 's1',
+      track_id: 't-alice-audio',
+      segment: 0,
+      file: 'board/s1/t-alice-audio-0.vrtp',
+      ssrc: 1234,
+      bytes: 4096,
+      sha256: 'b'.repeat(64),
+      rtp_packets: 10,
+      rtcp_packets: 1,
+      started_at: '2024-03-01T10:00:00Z',
+      ended_at: '2024-03-01T10:00:20Z',
+      end_reason: 'stop',
+      truncated: false,
+    })
+    .execute();
+  await db
+    .insertInto('artifacts')
+    .values({ session_id: 's1', key: 'board/s1/composite.webm', kind: 'composite', participant_id: null, content_type: 'video/webm', bytes: 123456, sha256: 'a'.repeat(64), storage: 'local', duration_seconds: 20 })
+    .execute();
+  await db
+    .insertInto('consent_events')
+    .values([
+      { room_id: 'board', session_id: 's1', participant_id: 'p-alice', participant_name: 'Alice', policy: 'required', decision: 'granted', method: 'click', client_info: JSON.stringify({ ua: 'x' }) },
+      { room_id: 'board', session_id: 's1', participant_id: 'p-bob', participant_name: 'Bob', policy: 'required', decision: 'declined', method: 'click', client_info: JSON.stringify({}) },
+      { room_id: 'sales', session_id: 's2', participant_id: 'p-carol', participant_name: 'Carol', policy: 'notify', decision: 'granted', method: 'announcement', client_info: JSON.stringify({}) },
+    ])
+    .execute();
+}
+
+describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) => {
+  const skip = !backend.available;
+  let db: Db;
+  let server: AuditServer;
+  /** keys[role][state] → Authorization header value (undefined: none sent). */
+  const keys = {} as Record<UserRole, Record<KeyState, string | undefined>>;
+  const userIds = {} as Record<UserRole, string>;
+
+  beforeAll(async () => {
+    if (skip) return;
+    db = await backend.open();
+    await seed(db);
+    for (const role of ROLES) {
+      const valid = await createUserWithKey(db, { name: `${role} user`, role });
+      userIds[role] = valid.user.id;
+      const expired = await createUserWithKey(db, { name: `${role} expired`, role, expiresAt: new Date(Date.now() - 60_000) });
+      const revoked = await createUserWithKey(db, { name: `${role} revoked`, role });
+      expect(await revokeApiKey(db, revoked.key.id)).toBe(true);
+      // Right prefix, wrong secret (same length and alphabet).
+      const secret = valid.apiKey.slice(12);
+      const forged = `vb_${valid.key.prefix}_${secret.startsWith('A') ? 'B' : 'A'}${secret.slice(1)}`;
+      keys[role] = {
+        valid: `Bearer ${valid.apiKey}`,
+        none: undefined,
+        expired: `Bearer ${expired.apiKey}`,
+        revoked: `Bearer ${revoked.apiKey}`,
+        forged: `Bearer ${forged}`,
+        garbage: 'Bearer not-a-key',
+      };
+    }
+    server = await startAuditServer({ db, host: '127.0.0.1', port: 0, logger: createLogger({ level: 'silent' }) });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await db?.destroy();
+  });
+
+  async function call(method: string, path: string, auth?: string, body?: unknown, raw?: string): Promise<{ status: number; json: any }> {
+    const headers: Record<string, string> = {};
+    if (auth !== undefined) headers.authorization = auth;
+    if (body !== undefined || raw !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(`${server.url}${path}`, { method, headers, ...(raw !== undefined ? { body: raw } : body !== undefined ? { body: JSON.stringify(body) } : {}) });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : null };
+  }
+  const as = (role: UserRole) => keys[role].valid!;
+  const search = async (qs: string) => {
+    const r = await call('GET', `/api/v1/search?${qs}`, as('compliance_officer'));
+    expect(r.status, JSON.stringify(r.json)).toBe(200);
+    return r.json as { total: number; page: number; pageSize: number; hits: { session: string; room: string; seq: number; speaker: string; participant: string; start: number; end: number; snippet: string; playUrl: string }[] };
+  };
+  const lastAudit = async () => (await db.selectFrom('audit_log').selectAll().orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow());
+  const auditCount = async () => Number((await db.selectFrom('audit_log').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+
+  const matrix = ENDPOINTS.flatMap((ep) =>
+    ROLES.flatMap((role) =>
+      STATES.map((state) => {
+        const status = state !== 'valid' ? 401 : ep.roles.includes(role) ? ep.okStatus : 403;
+        return { ep, role, state, status, code: status === 401 ? 'UNAUTHORIZED' : status === 403 ? 'FORBIDDEN' : null };
+      }),
+    ),
+  );
+
+  it.skipIf(skip)(`authorization matrix: ${ENDPOINTS.length} endpoints × ${ROLES.length} roles × ${STATES.length} key states, each request audited once`, async () => {
+    const failures: string[] = [];
+    for (const c of matrix) {
+      const label = `${c.ep.name} as ${c.role} with ${c.state} key`;
+      const before = await auditCount();
+      const r = await call(c.ep.method, c.ep.path, keys[c.role][c.state], c.ep.body);
+      if (r.status !== c.status) failures.push(`${label}: status ${r.status}, expected ${c.status} (${JSON.stringify(r.json).slice(0, 200)})`);
+      if (c.code && r.json?.error?.code !== c.code) failures.push(`${label}: code ${r.json?.error?.code}, expected ${c.code}`);
+      if (c.status === 401 && r.json?.error?.details?.reason !== REASON[c.state as Exclude<KeyState, 'valid'>]) {
+        failures.push(`${label}: reason ${r.json?.error?.details?.reason}, expected ${REASON[c.state as Exclude<KeyState, 'valid'>]}`);
+      }
+      if (c.status === 401 || c.status === 403) expect(typeof r.json.error.hint, label).toBe('string');
+      // Exactly one audit entry per request: the action on success, auth.denied otherwise.
+      const after = await auditCount();
+      if (after !== before + 1) failures.push(`${label}: ${after - before} audit entries, expected 1`);
+      const entry = await lastAudit();
+      const action = c.code ? 'auth.denied' : c.ep.action;
+      if (entry.action !== action) failures.push(`${label}: audited as ${entry.action}, expected ${action}`);
+      const actor = c.state === 'valid' ? userIds[c.role] : null;
+      if (entry.actor_id !== actor) failures.push(`${label}: audit actor ${entry.actor_id}, expected ${actor}`);
+      if (entry.client_address !== '127.0.0.1') failures.push(`${label}: audit client address ${entry.client_address}`);
+    }
+    expect(failures).toEqual([]);
+    // The refused keys' messages are told apart (one code, distinct messages).
+    const messages = new Set<string>();
+    for (const state of ['none', 'expired', 'revoked', 'forged', 'garbage'] as const) {
+      const r = await call('GET', '/api/v1/consent', keys.auditor[state]);
+      messages.add(r.json.error.message.replace(/[0-9a-f]{8}/g, 'X').replace(/\d{4}-.*Z/, 'T'));
+    }
+    expect(messages.size).toBe(5);
+  });
+
+  it.skipIf(skip)('search: a rare word names the right session, speaker and start, with a highlighted snippet and play link', async () => {
+    const r = await search('q=zanzibar');
+    expect(r.total).toBe(1);
+    expect(r.hits).toHaveLength(1);
+    const [hit] = r.hits;
+    expect(hit).toMatchObject({ session: 's1', room: 'board', speaker: 'Bob', participant: 'p-bob', start: 5, end: 12, playUrl: '/play/s1?t=5' });
+    expect(hit!.snippet).toContain('<mark>Zanzibar</mark>');
+    expect(hit!.snippet).not.toContain('<mark>confidential');
+
+    const none = await search(`q=${encodeURIComponent('zanzibarian xylophone')}`);
+    expect(none.hits).toEqual([]);
+  });
+
+  it.skipIf(skip)('search: a quoted phrase matches only adjacent words; ranking puts the densest segment first', async () => {
+    const phrase = await search(`q=${encodeURIComponent('"merger agreement"')}`);
+    expect(phrase.hits.map((h) => `${h.session}:${h.seq}`)).toEqual(['s1:2']);
+    expect(phrase.hits[0]!.snippet).toMatch(/<mark>merger<\/mark> <mark>agreement<\/mark>/);
+    const words = await search('q=merger+agreement');
+    expect(words.hits.map((h) => `${h.session}:${h.seq}`).sort()).toEqual(['s1:2', 's2:1']);
+
+    const budget = await search('q=budget');
+    expect(budget.total).toBe(4);
+    expect(`${budget.hits[0]!.session}:${budget.hits[0]!.seq}`).toBe('s2:3');
+  });
+
+  it.skipIf(skip)('search: room, participant, session and date-range filters', async () => {
+    const ids = (r: Awaited<ReturnType<typeof search>>) => r.hits.map((h) => `${h.session}:${h.seq}`).sort();
+    expect(ids(await search('q=budget&room=board'))).toEqual(['s1:0', 's3:0']);
+    expect(ids(await search('q=budget&participant=p-alice'))).toEqual(['s1:0', 's3:0']);
+    expect(ids(await search('q=budget&participant=p-dave'))).toEqual(['s2:3']);
+    expect(ids(await search('q=budget&session=s2'))).toEqual(['s2:0', 's2:3']);
+    expect(ids(await search('q=budget&from=2024-04-01&to=2024-04-30'))).toEqual(['s2:0', 's2:3']);
+    expect(ids(await search('q=budget&from=2024-05-01'))).toEqual(['s3:0']);
+    expect(ids(await search('q=budget&to=2024-03-01'))).toEqual(['s1:0']);
+    // By when the words were spoken (session start + offset): s3's segment is at 09:00:30.
+    expect(ids(await search(`q=budget&from=${encodeURIComponent('2024-05-20T09:00:29Z')}`))).toEqual(['s3:0']);
+    expect(ids(await search(`q=budget&from=${encodeURIComponent('2024-05-20T09:00:31Z')}`))).toEqual([]);
+    expect(ids(await search(`q=budget&to=${encodeURIComponent('2024-05-20T11:00:29+02:00')}&from=2024-05-01`))).toEqual([]);
+    expect(ids(await search(`q=budget&to=${encodeURIComponent('2024-05-20T11:00:30+02:00')}&from=2024-05-01`))).toEqual(['s3:0']);
+  });
+
+  it.skipIf(skip)('search: snippets escape transcript markup', async () => {
+    const r = await search('q=pricing');
+    expect(r.hits).toHaveLength(1);
+    expect(r.hits[0]!.snippet).toContain('<mark>pricing</mark>');
+    expect(r.hits[0]!.snippet).not.toMatch(/<(?!\/?mark>)/);
+  });
+
+  it.skipIf(skip)('search: pagination covers every hit once, in a stable order', async () => {
+    const seen: number[] = [];
+    for (let page = 1; page <= 4; page++) {
+      const r = await search(`q=widget&pageSize=10&page=${page}`);
+      expect(r.total).toBe(WIDGETS);
+      expect(r.page).toBe(page);
+      expect(r.pageSize).toBe(10);
+      expect(r.hits.length).toBe(page < 3 ? 10 : page === 3 ? 5 : 0);
+      for (const h of r.hits) {
+        expect(h.session).toBe('s4');
+        expect(h.snippet).toContain('<mark>Widget</mark>');
+        expect(h.start).toBe(h.seq * 10);
+        seen.push(h.seq);
+      }
+    }
+    expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: WIDGETS }, (_, i) => i));
+    expect((await search('q=widget')).hits).toHaveLength(20);
+  });
+
+  it.skipIf(skip)('session, transcript, consent and audit endpoints return what was stored', async () => {
+    const s = await call('GET', '/api/v1/sessions/s1', as('auditor'));
+    expect(s.status).toBe(200);
+    expect(s.json).toMatchObject({ session: 's1', room: 'board', status: 'done', transcriptStatus: 'done' });
+    expect(s.json.participants.map((p: { participant: string }) => p.participant)).toEqual(['p-alice', 'p-bob']);
+    expect(s.json.tracks[0]).toMatchObject({ track: 't-alice-audio', kind: 'audio', codec: { mimeType: 'audio/opus' } });
+    expect(s.json.tracks[0].segments[0]).toMatchObject({ segment: 0, bytes: 4096, sha256: 'b'.repeat(64) });
+    expect(s.json.artifacts).toEqual([expect.objectContaining({ key: 'board/s1/composite.webm', bytes: 123456, sha256: 'a'.repeat(64) })]);
+
+    const missing = await call('GET', '/api/v1/sessions/nope', as('auditor'));
+    expect(missing.status).toBe(404);
+    expect(missing.json.error.code).toBe('SESSION_NOT_FOUND');
+    expect((await lastAudit()).action).toBe('request.rejected');
+
+    const t = await call('GET', '/api/v1/sessions/s1/transcript', as('compliance_officer'));
+    expect(t.status).toBe(200);
+    expect(t.json.segments.map((g: { speaker: string; start: number }) => `${g.speaker}@${g.start}`)).toEqual(['Alice@0', 'Bob@5', 'Alice@12']);
+
+    const c = await call('GET', '/api/v1/consent?participant=p-bob', as('auditor'));
+    expect(c.status).toBe(200);
+    expect(c.json.events).toEqual([expect.objectContaining({ room: 'board', session: 's1', participant: 'p-bob', decision: 'declined', method: 'click' })]);
+    const room = await call('GET', '/api/v1/consent?room=board&limit=1', as('auditor'));
+    expect(room.json.events.map((e: { participant: string }) => e.participant)).toEqual(['p-alice']);
+    const next = await call('GET', `/api/v1/consent?room=board&after=${room.json.next}`, as('auditor'));
+    expect(next.json.events.map((e: { participant: string }) => e.participant)).toEqual(['p-bob']);
+
+    const a = await call('GET', '/api/v1/audit?from_seq=2&limit=3', as('auditor'));
+    expect(a.status).toBe(200);
+    expect(a.json.entries.map((e: { seq: number }) => e.seq)).toEqual([2, 3, 4]);
+    expect(a.json.nextFromSeq).toBe(5);
+  });
+
+  it.skipIf(skip)('a key created through the API works for its role only, and its secret never reaches the audit trail', async () => {
+    const r = await call('POST', '/api/v1/keys', as('admin'), { name: 'Olga Officer', role: 'compliance_officer', expiresAt: new Date(Date.now() + 86_400_000).toISOString() });
+    expect(r.status).toBe(201);
+    expect(r.json.apiKey).toMatch(/^vb_[0-9a-f]{8}_[A-Za-z0-9_-]{43}$/);
+    expect(r.json.user).toMatchObject({ name: 'Olga Officer', role: 'compliance_officer' });
+    const entry = await lastAudit();
+    expect(entry).toMatchObject({ action: 'key.create', actor_id: userIds.admin, target_type: 'api_key', target_id: r.json.key.id });
+    expect(JSON.stringify(entry)).not.toContain(r.json.apiKey.slice(12));
+    const stored = await db.selectFrom('api_keys').selectAll().where('id', '=', r.json.key.id).executeTakeFirstOrThrow();
+    expect(stored.hash).toMatch(/^scrypt\$/);
+    expect(stored.hash).not.toContain(r.json.apiKey.slice(12));
+
+    expect((await call('GET', '/api/v1/search?q=zanzibar', `Bearer ${r.json.apiKey}`)).status).toBe(200);
+    expect((await lastAudit()).actor_id).toBe(r.json.user.id);
+    const denied = await call('GET', '/api/v1/audit', `Bearer ${r.json.apiKey}`);
+    expect(denied.status).toBe(403);
+    expect(denied.json.error.code).toBe('FORBIDDEN');
+    // Revocation takes effect on the next request (the verified-key cache does not outlive it).
+    await revokeApiKey(db, r.json.key.id);
+    const revoked = await call('GET', '/api/v1/search?q=zanzibar', `Bearer ${r.json.apiKey}`);
+    expect(revoked.status).toBe(401);
+    expect(revoked.json.error.details.reason).toBe('revoked');
+  });
+
+  it.skipIf(skip)('every search and view is in the audit trail with its actor, and the chain still verifies', async () => {
+    await search(`q=${encodeURIComponent('"merger agreement"')}&room=board`);
+    await call('GET', '/api/v1/sessions/s2', as('compliance_officer'));
+    await call('GET', '/api/v1/sessions/s2/transcript', as('compliance_officer'));
+
+    const rows = await db.selectFrom('audit_log').selectAll().orderBy('seq').execute();
+    const details = (d: unknown) => (typeof d === 'string' ? JSON.parse(d) : d) as Record<string, any>;
+    const searches = rows.filter((r) => r.action === 'search');
+    expect(searches.length).toBeGreaterThan(20);
+    const officers = (await db.selectFrom('users').select('id').where('role', '=', 'compliance_officer').execute()).map((u) => u.id);
+    expect(searches.filter((r) => r.actor_id === userIds.compliance_officer).length).toBeGreaterThan(20);
+    for (const r of searches) {
+      expect(r.actor_type).toBe('user');
+      expect(officers).toContain(r.actor_id);
+      expect(r.client_address).toBe('127.0.0.1');
+      expect(typeof details(r.details).query).toBe('string');
+    }
+    const phrase = searches.at(-1)!;
+    expect(details(phrase.details)).toMatchObject({ query: '"merger agreement"', filters: { room: 'board' }, total: 1, sessions: ['s1'] });
+    expect(phrase).toMatchObject({ target_type: 'room', target_id: 'board' });
+    expect(searches.some((r) => details(r.details).query === 'zanzibar')).toBe(true);
+    expect(rows.find((r) => r.action === 'session.view' && r.target_id === 's2')).toMatchObject({ actor_id: userIds.compliance_officer, target_type: 'session' });
+    expect(rows.find((r) => r.action === 'transcript.view' && r.target_id === 's2')).toMatchObject({ actor_id: userIds.compliance_officer });
+    expect(rows.some((r) => r.action === 'session.view' && r.actor_id === userIds.auditor)).toBe(true);
+    expect(rows.some((r) => r.action === 'consent.view' && r.actor_id === userIds.auditor)).toBe(true);
+
+    expect((await new AuditLog(db).verify()).ok).toBe(true);
+    const v = await call('POST', '/api/v1/audit/verify', as('auditor'), {});
+    expect(v.status).toBe(200);
+    expect(v.json).toMatchObject({ ok: true, checked: rows.length });
+    expect(await lastAudit()).toMatchObject({ action: 'audit.verify', actor_id: userIds.auditor });
+  });
+
+  const BAD: [string, string, string, unknown?, string?][] = [
+    ['search without q', 'GET', '/api/v1/search'],
+    ['search with an empty q', 'GET', '/api/v1/search?q=%20'],
+    ['search with q twice', 'GET', '/api/v1/search?q=a&q=b'],
+    ['search with page 0', 'GET', '/api/v1/search?q=a&page=0'],
+    ['search with page abc', 'GET', '/api/v1/search?q=a&page=abc'],
+    ['search with pageSize 1000', 'GET', '/api/v1/search?q=a&pageSize=1000'],
+    ['search with a bad date', 'GET', '/api/v1/search?q=a&from=yesterday'],
+    ['search with from after to', 'GET', '/api/v1/search?q=a&from=2024-05-01&to=2024-04-01'],
+    ['search with an unknown parameter', 'GET', '/api/v1/search?q=a&sort=asc'],
+    ['search with a bad room id', 'GET', '/api/v1/search?q=a&room=%2Fetc'],
+    ['search with a NUL', 'GET', '/api/v1/search?q=a%00b'],
+    ['search with a 501-char q', 'GET', `/api/v1/search?q=${'a'.repeat(501)}`],
+    ['session with a bad id', 'GET', '/api/v1/sessions/bad%20id'],
+    ['session with a query', 'GET', '/api/v1/sessions/s1?x=1'],
+    ['consent with limit 5000', 'GET', '/api/v1/consent?limit=5000'],
+    ['audit from_seq 0', 'GET', '/api/v1/audit?from_seq=0'],
+    ['audit limit -1', 'GET', '/api/v1/audit?limit=-1'],
+    ['key with an unknown role', 'POST', '/api/v1/keys', { name: 'x', role: 'root' }],
+    ['key without a name', 'POST', '/api/v1/keys', { role: 'auditor' }],
+    ['key with an extra field', 'POST', '/api/v1/keys', { name: 'x', role: 'auditor', admin: true }],
+    ['key expiring in the past', 'POST', '/api/v1/keys', { name: 'x', role: 'auditor', expiresAt: '2020-01-01T00:00:00Z' }],
+    ['key with invalid JSON', 'POST', '/api/v1/keys', undefined, '{"name":'],
+    ['key with an array body', 'POST', '/api/v1/keys', ['x']],
+  ];
+  it.skipIf(skip).each(BAD)('%s → 400 BAD_REQUEST, audited as rejected', async (_name, method, path, body, raw) => {
+    const role: UserRole = path.startsWith('/api/v1/keys') ? 'admin' : path.startsWith('/api/v1/search') || path.startsWith('/api/v1/sessions') ? 'compliance_officer' : 'auditor';
+    const before = await auditCount();
+    const r = await call(method, path, as(role), body, raw);
+    expect(r.status, JSON.stringify(r.json)).toBe(400);
+    expect(r.json.error.code).toBe('BAD_REQUEST');
+    expect(r.json.error.hint).toBeTypeOf('string');
+    expect(await auditCount()).toBe(before + 1);
+    expect(await lastAudit()).toMatchObject({ action: 'request.rejected', actor_id: userIds[role] });
+  });
+
+  it.skipIf(skip)('an oversized body → 413 MESSAGE_TOO_LARGE (after authorisation: a wrong role still gets 403)', async () => {
+    const big = { name: 'x'.repeat(70 * 1024), role: 'auditor' };
+    const r = await call('POST', '/api/v1/keys', as('admin'), big);
+    expect(r.status).toBe(413);
+    expect(r.json.error.code).toBe('MESSAGE_TOO_LARGE');
+    expect(await lastAudit()).toMatchObject({ action: 'request.rejected', actor_id: userIds.admin });
+    const f = await call('POST', '/api/v1/keys', as('auditor'), big);
+    expect(f.status).toBe(403);
+    const anon = await call('POST', '/api/v1/keys', undefined, big);
+    expect(anon.status).toBe(401);
+  });
+
+  it.skipIf(skip)('serves the OpenAPI document at /docs/json and a page at /docs', async () => {
+    const doc = await call('GET', '/docs/json');
+    expect(doc.status).toBe(200);
+    expect(doc.json.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.json.paths).sort()).toEqual(['/api/v1/audit', '/api/v1/audit/verify', '/api/v1/consent', '/api/v1/keys', '/api/v1/search', '/api/v1/sessions/{id}', '/api/v1/sessions/{id}/transcript']);
+    const params = doc.json.paths['/api/v1/search'].get.parameters.map((p: { name: string }) => p.name);
+    expect(params).toEqual(['q', 'room', 'participant', 'session', 'from', 'to', 'page', 'pageSize']);
+    expect(doc.json.paths['/api/v1/keys'].post.requestBody.content['application/json'].schema.properties.role.enum).toEqual(['admin', 'compliance_officer', 'auditor']);
+    const page = await fetch(`${server.url}/docs`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('/api/v1/search');
+  });
+});
