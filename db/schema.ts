@@ -45,6 +45,9 @@ export interface RecordingSessionsTable {
   progress: ColumnType<number, number | undefined, number>;
   /** done | skipped | MODEL_MISSING ... (why there is no transcript). */
   transcript_status: string | null;
+  /** Retention policy the session was recorded under (migration 0006); NULL = the room's retentionPolicy flag. */
+  retention_policy: ColumnType<string | null, string | null | undefined, string | null>;
+  retention_tags: ColumnType<string[], string | undefined, string>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -154,6 +157,44 @@ export interface ApiKeysTable {
   last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export type RetentionKind = 'media' | 'transcript' | 'raw';
+
+/** Retention policies (migration 0006): days after a session ends, per kind; NULL = keep forever. */
+export interface RetentionPoliciesTable {
+  name: string;
+  scope: 'default' | 'room' | 'tag';
+  media_days: number | null;
+  transcript_days: number | null;
+  raw_days: number | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** Legal holds (migration 0006): released_at NULL = in force. */
+export interface LegalHoldsTable {
+  id: string;
+  case_id: string;
+  reason: string;
+  scope_type: 'session' | 'room' | 'participant' | 'query';
+  scope_value: string;
+  frozen_session_ids: ColumnType<string[], string | undefined, string>;
+  placed_by: string;
+  placed_at: Timestamp;
+  released_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  released_by: string | null;
+}
+
+/** What retention deleted (migration 0006). */
+export interface TombstonesTable {
+  id: Generated<number>;
+  session_id: string;
+  kind: RetentionKind;
+  item: string;
+  deleted_at: Timestamp;
+  reason: string;
+  policy: string | null;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -167,4 +208,7 @@ export interface Database {
   audit_checkpoints: AuditCheckpointsTable;
   users: UsersTable;
   api_keys: ApiKeysTable;
+  retention_policies: RetentionPoliciesTable;
+  legal_holds: LegalHoldsTable;
+  tombstones: TombstonesTable;
 }

@@ -4,6 +4,7 @@ import * as m0002 from './0002-recording-sessions.ts';
 import * as m0003 from './0003-artifacts-transcripts.ts';
 import * as m0004 from './0004-audit-log.ts';
 import * as m0005 from './0005-rbac.ts';
+import * as m0006 from './0006-retention-holds.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -16,6 +17,7 @@ const migrations: Record<string, Migration> = {
   '0003-artifacts-transcripts': m0003,
   '0004-audit-log': m0004,
   '0005-rbac': m0005,
+  '0006-retention-holds': m0006,
 };
 
 export const migrationProvider: MigrationProvider = {

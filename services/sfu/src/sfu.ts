@@ -125,7 +125,7 @@ export class Sfu {
     });
     room.on('consent', (peer, decision, method) => {
       this.store
-        .recordConsent({ roomId: id, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} })
+        .recordConsent({ roomId: id, sessionId: this.taps.get(id)?.sessionId ?? null, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} })
         .catch((err: unknown) => room.logger.error({ err, peer: peer.id }, 'failed to store consent event'));
     });
     room.once('close', () => {
