@@ -55,6 +55,10 @@ async function start(): Promise<number> {
       `  Meeting page : ${base}/meet?token=${encodeURIComponent(token)}`,
       `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${sfu.apiSecret})`,
       `  Recorder     : ${stack.recorder.url}  (recordings in ${config.RECORDINGS_DIR})`,
+      `  Compliance   : ${stack.audit.url}/api/v1  (OpenAPI at ${stack.audit.url}/docs)`,
+      stack.firstAdminKey
+        ? `  Admin key    : ${stack.firstAdminKey}  (shown once: keep it; it creates the other keys)`
+        : '  Admin key    : printed at the first start (POST /api/v1/keys with it creates more)',
       `  Metrics      : ${base}/metrics`,
       `  Data dir     : ${config.DATA_DIR}`,
       ...(stack.modelMissing ? [`  Note         : ${stack.modelMissing}`] : []),

@@ -32,21 +32,26 @@ function descendants(pid: number): number[] {
 }
 const alive = (pid: number) => existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
 
-function launch(dataDir: string): { child: ChildProcess; ready: Promise<string> } {
+function launch(dataDir: string): { child: ChildProcess; ready: Promise<string>; printed: Promise<string> } {
   const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'start'], {
-    env: { ...process.env, DATA_DIR: dataDir, SFU_PORT: '0', RECORDER_PORT: '0', RECORDER_MIN_FREE_MB: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '' },
+    env: { ...process.env, DATA_DIR: dataDir, SFU_PORT: '0', RECORDER_PORT: '0', AUDIT_PORT: '0', RECORDER_MIN_FREE_MB: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
+  let printedResolve!: (s: string) => void;
+  const printed = new Promise<string>((r) => (printedResolve = r));
   const ready = new Promise<string>((resolve, reject) => {
     child.stdout!.on('data', (d) => {
       out += d;
       const m = /Meeting page : (\S+)/.exec(out);
-      if (m && out.includes('Press Ctrl-C')) resolve(m[1]!);
+      if (m && out.includes('Press Ctrl-C')) {
+        printedResolve(out);
+        resolve(m[1]!);
+      }
     });
     child.once('exit', (code) => reject(new Error(`npm start exited early (${code}): ${out}`)));
   });
-  return { child, ready };
+  return { child, ready, printed };
 }
 
 const browsers: { close(): Promise<void> }[] = [];
@@ -57,9 +62,15 @@ afterAll(async () => {
 describe('npm start on embedded defaults', () => {
   it('prints a join link that works, records, and stops cleanly on SIGINT with nothing left running', async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-start-'));
-    const { child, ready } = launch(dataDir);
+    const { child, ready, printed } = launch(dataDir);
     const link = await ready;
     expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/meet\?token=/);
+    // The first admin key printed at start opens the compliance API.
+    const out = await printed;
+    const key = /Admin key    : (vb_\S+)/.exec(out)![1]!;
+    const compliance = /Compliance   : (\S+)\/api\/v1/.exec(out)![1]!;
+    expect((await fetch(`${compliance}/api/v1/audit?limit=1`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(403); // admin is not an auditor
+    expect((await fetch(`${compliance}/api/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Olga', role: 'compliance_officer' }) })).status).toBe(201);
     const browser = await launchChromium({ video: fakeCameraY4m(), audio: speechWav() });
     browsers.push(browser);
     const page = await (await browser.newContext()).newPage();

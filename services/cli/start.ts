@@ -11,11 +11,16 @@ import { storageFromConfig } from '../transcode/src/storage/storage-from-config.
 import { transcriberFromConfig } from '../transcode/src/transcriber-factory.ts';
 import { TranscodeWorker } from '../transcode/src/transcode-worker.ts';
 import { modelLocation } from '../transcode/src/transcriber/whisper-models.ts';
+import { createUserWithKey } from '../audit/src/auth.ts';
+import { startAuditServer, type AuditServer } from '../audit/src/http-server.ts';
 
 export interface RunningStack {
   sfu: RunningSfu;
   recorder: RunningRecorder;
   transcode: TranscodeWorker;
+  audit: AuditServer;
+  /** Set on the first start only: the first admin API key (shown once, never stored). */
+  firstAdminKey: string | undefined;
   db: Db;
   redisUrl: string;
   modelMissing: string | undefined;
@@ -50,6 +55,12 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
       lockMs: config.TRANSCODE_LOCK_MS,
     });
     await transcode.start();
+    started.push({ stop: () => transcode.close() });
+    const audit = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }) });
+    started.push({ stop: () => audit.close() });
+    // First start: an admin key for the compliance API, printed once.
+    const admins = await db.selectFrom('users').select('id').where('role', '=', 'admin').execute();
+    const firstAdminKey = admins.length === 0 ? (await createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
     const model = modelLocation({ model: config.WHISPER_MODEL, modelsDir: config.WHISPER_MODELS_DIR });
     const modelMissing = existsSync(model.path)
       ? undefined
@@ -59,6 +70,8 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
       sfu,
       recorder,
       transcode,
+      audit,
+      firstAdminKey,
       db,
       redisUrl,
       modelMissing,
@@ -67,6 +80,7 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
         // them, then the queue consumer and the stores go.
         stopping ??= (async () => {
           await sfu.close();
+          await audit.close();
           await transcode.close();
           await recorder.close();
           await db.destroy();

@@ -67,6 +67,8 @@ export const configSpec = {
   S3_ACCESS_KEY_ID: { schema: optionalString, default: undefined, doc: 'S3 access key id.' },
   S3_SECRET_ACCESS_KEY: { schema: optionalString, default: undefined, doc: 'S3 secret access key.' },
   S3_FORCE_PATH_STYLE: { schema: bool, default: true, doc: 'Path-style S3 URLs (needed by most self-hosted S3).' },
+  AUDIT_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the compliance API binds.' },
+  AUDIT_PORT: { schema: int(0, 65535), default: 8070, doc: 'Compliance API port (0 = pick a free one).' },
   AUDIT_CHECKPOINT_SECRET: { schema: optionalString, default: undefined, doc: 'HMAC key that signs audit-chain checkpoints (min 16 chars). Unset: checkpoints are compared but signatures not verified.' },
   AUDIT_CHECKPOINT_DIR: { schema: optionalString, default: undefined, doc: 'Where signed audit checkpoints are exported (default DATA_DIR/audit-checkpoints).' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
