@@ -161,9 +161,18 @@ describe('scheduleSweeper', () => {
 const backends = await testBackends();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-retention-'));
 const toClose: Db[] = [];
+const toCleanup: TestBackend[] = [...backends];
+/** A database of its own for each test (a PGlite directory or a Postgres schema). */
+async function fresh(name: TestBackend['name']): Promise<Db> {
+  const backend = (await testBackends()).find((b) => b.name === name)!;
+  toCleanup.push(backend);
+  const db = await backend.open();
+  toClose.push(db);
+  return db;
+}
 afterAll(async () => {
   for (const db of toClose) await db.destroy().catch(() => {});
-  for (const b of backends) await b.cleanup();
+  for (const b of toCleanup) await b.cleanup();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -206,8 +215,7 @@ async function seedSession(db: Db, storage: LocalArtifactStorage, recordingsDir:
 
 describe.each(backends)('retention sweeper and legal holds ($name)', (backend: TestBackend) => {
   it.skipIf(!backend.available)('deletes expired unheld content with tombstones and audit entries, keeps held sessions, dry-runs, re-applies after release', async () => {
-    const db = await backend.open();
-    toClose.push(db);
+    const db = await fresh(backend.name);
     const root = path.join(tmp, backend.name);
     const storage = new LocalArtifactStorage(path.join(root, 'artifacts'));
     const recordingsDir = path.join(root, 'recordings');
@@ -285,7 +293,10 @@ describe.each(backends)('retention sweeper and legal holds ($name)', (backend: T
     expect(res.deleted.map((d) => `${d.sessionId}|${d.kind}`).sort()).toEqual(listed);
     await gone('expired', s.expired);
     await gone('late-merger', late);
-    for (const id of ['heldSession', 'heldParticipant', 'heldQuery', 'recent'] as const) await untouched(id, s[id]);
+    await untouched('held-session', s.heldSession);
+    await untouched('held-participant', s.heldParticipant);
+    await untouched('held-query', s.heldQuery);
+    await untouched('recent', s.recent);
     // The board room's policy (media 365 days, transcripts forever, raw 30) outlasts the default (10/10/5): the longest wins.
     await untouched('board', s.board);
 
@@ -314,8 +325,8 @@ describe.each(backends)('retention sweeper and legal holds ($name)', (backend: T
     const after = await sweeper.sweep();
     expect(after.deleted.map((d) => `${d.sessionId}|${d.kind}`).sort()).toEqual(['held-session|media', 'held-session|raw', 'held-session|transcript']);
     await gone('held-session', s.heldSession);
-    await untouched('heldParticipant', s.heldParticipant);
-    await untouched('heldQuery', s.heldQuery);
+    await untouched('held-participant', s.heldParticipant);
+    await untouched('held-query', s.heldQuery);
 
     const actions = await auditActions();
     expect(actions.filter((a) => a === 'legal_hold.place')).toHaveLength(3);
@@ -327,8 +338,7 @@ describe.each(backends)('retention sweeper and legal holds ($name)', (backend: T
   });
 
   it.skipIf(!backend.available)('a hold placed after planning stops the deletion (re-check under the hold lock)', async () => {
-    const db = await backend.open();
-    toClose.push(db);
+    const db = await fresh(backend.name);
     const root = path.join(tmp, `${backend.name}-race`);
     const storage = new LocalArtifactStorage(path.join(root, 'artifacts'));
     const recordingsDir = path.join(root, 'recordings');
