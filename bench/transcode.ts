@@ -16,6 +16,7 @@
  *
  * The helpers that build segments and sealed sessions are exported for bench/transcribe.ts.
  */
+import { oggPackets } from '../services/transcode/src/depacketize/ogg-packets.ts';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -93,30 +94,6 @@ export function ffmpeg(args: string[]): Promise<void> {
 }
 
 // ---- codec bitstreams ---------------------------------------------------------------------------
-
-/** Packets of an Ogg stream (pages 0 and 1, the Opus headers, skipped). */
-export function oggPackets(buf: Buffer): Buffer[] {
-  const packets: Buffer[] = [];
-  let off = 0;
-  let partial: Buffer[] = [];
-  let pageNo = 0;
-  while (off + 27 <= buf.length && buf.toString('latin1', off, off + 4) === 'OggS') {
-    const nseg = buf[off + 26]!;
-    const lacing = buf.subarray(off + 27, off + 27 + nseg);
-    let p = off + 27 + nseg;
-    for (const l of lacing) {
-      partial.push(buf.subarray(p, p + l));
-      p += l;
-      if (l < 255) {
-        if (pageNo >= 2) packets.push(Buffer.concat(partial));
-        partial = [];
-      }
-    }
-    off = p;
-    pageNo++;
-  }
-  return packets;
-}
 
 /** Frames of an IVF file. */
 export function ivfFrames(buf: Buffer): Buffer[] {

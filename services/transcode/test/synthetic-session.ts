@@ -5,32 +5,13 @@ import path from 'node:path';
 import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { RecordType, encodeFileHeader, encodeRecord } from '../../recorder/src/recording-format.ts';
 import { sampleHeader } from '../../recorder/src/test-fixtures.ts';
+import { oggPackets } from '../src/depacketize/ogg-packets.ts';
 
 /** Real Opus packets: ffmpeg encodes a tone to Ogg Opus; we pull the packets back out of the Ogg pages. */
 function realOpusPackets(seconds: number, root: string): Buffer[] {
   const ogg = path.join(root, `tone-${seconds}.ogg`);
   execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`, '-ac', '2', '-c:a', 'libopus', '-frame_duration', '20', '-b:a', '32k', ogg]);
-  const buf = readFileSync(ogg);
-  const packets: Buffer[] = [];
-  let off = 0;
-  let partial: Buffer[] = [];
-  let pageNo = 0;
-  while (off < buf.length) {
-    const nseg = buf[off + 26]!;
-    const lacing = buf.subarray(off + 27, off + 27 + nseg);
-    let p = off + 27 + nseg;
-    for (const l of lacing) {
-      partial.push(buf.subarray(p, p + l));
-      p += l;
-      if (l < 255) {
-        if (pageNo >= 2) packets.push(Buffer.concat(partial));
-        partial = [];
-      }
-    }
-    off = p;
-    pageNo++;
-  }
-  return packets;
+  return oggPackets(readFileSync(ogg));
 }
 
 function rtp(seq: number, ts: number, ssrc: number, payload: Buffer): Buffer {
