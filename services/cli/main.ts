@@ -1,4 +1,5 @@
 import { runAuditCommand } from '../audit/src/audit-cli.ts';
+import { runExportCommand } from '../audit/src/export-cli.ts';
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
@@ -10,6 +11,7 @@ import { startStack } from './start.ts';
  *   start       every service on embedded defaults (or the configured backends)
  *   recording   inspect a track segment file or verify a session directory
  *   audit       verify the hash-chained audit trail against its signed checkpoints
+ *   export      write / verify an e-discovery archive (tar + manifest of SHA-256s)
  */
 async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv;
@@ -20,6 +22,8 @@ async function main(argv: string[]): Promise<number> {
       return runRecordingCommand(rest, (s) => process.stdout.write(s));
     case 'audit':
       return runAuditCommand(rest, (s) => process.stdout.write(s));
+    case 'export':
+      return runExportCommand(rest, (s) => process.stdout.write(s), { err: (s) => process.stderr.write(s) });
     case 'help':
     case '--help':
       process.stdout.write(
@@ -28,6 +32,8 @@ async function main(argv: string[]): Promise<number> {
           '       verbatim recording inspect <file.vrtp> [--header | --packets] [--json]',
           '       verbatim recording verify <session dir> [--json]',
           '       verbatim audit verify [--json]',
+          '       verbatim export create (--session <id>... | --hold <id>) --out <file.tar>',
+          '       verbatim export verify <archive.tar> [--json]',
           '',
         ].join('\n'),
       );
