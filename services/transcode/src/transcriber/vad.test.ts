@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { detectSpeech, detectSpeechInWav, parseWav, wavHeader, type SpeechSpan } from './vad.ts';
+import { sox, soxDuration, spokenClip } from '../testing/speech.ts';
 
 const SR = 16000;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-vad-test-'));
@@ -84,21 +85,6 @@ describe('detectSpeech on synthetic PCM', () => {
   });
 });
 
-function sox(args: string[]): void {
-  execFileSync('sox', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-function soxDuration(file: string): number {
-  return Number(execFileSync('soxi', ['-D', file], { encoding: 'utf8' }).trim());
-}
-
-/** espeak-ng utterance as 16 kHz mono s16 with its leading/trailing silence trimmed. */
-function spokenClip(text: string, out: string): number {
-  const raw = `${out}.raw.wav`;
-  execFileSync('espeak-ng', ['-w', raw, text]);
-  sox([raw, '-r', '16000', '-c', '1', '-b', '16', out, 'silence', '1', '0.01', '0.1%', 'reverse', 'silence', '1', '0.01', '0.1%', 'reverse']);
-  rmSync(raw);
-  return soxDuration(out);
-}
 
 describe('detectSpeech on real speech (espeak-ng + sox)', () => {
   it('finds two utterances at their known times within ±0.15 s', async () => {

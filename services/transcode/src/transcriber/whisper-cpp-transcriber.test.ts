@@ -10,6 +10,7 @@ import { fixedPhraseModelPath, randomWeightsModelPath, TEST_PHRASE, toHalf } fro
 import type { TranscriptSegment } from './transcriber.ts';
 import { parseWhisperJson, transcribeWithoutVad, WhisperCppTranscriber, type WhisperCppOptions } from './whisper-cpp-transcriber.ts';
 import { clearModelVerificationCache, KNOWN_MODEL_SHA1, resolveWhisperModel } from './whisper-models.ts';
+import { sox, soxDuration, spokenClip } from '../testing/speech.ts';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-whisper-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -23,20 +24,6 @@ function whisperCli(): string {
   return out.trim().split('\n').at(-1)!;
 }
 
-function sox(args: string[]): void {
-  execFileSync('sox', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-function soxDuration(file: string): number {
-  return Number(execFileSync('soxi', ['-D', file], { encoding: 'utf8' }).trim());
-}
-/** espeak-ng utterance, 16 kHz mono s16, leading/trailing silence trimmed; returns seconds. */
-function spokenClip(text: string, out: string): number {
-  const raw = `${out}.raw.wav`;
-  execFileSync('espeak-ng', ['-w', raw, text]);
-  sox([raw, '-r', '16000', '-c', '1', '-b', '16', out, 'silence', '1', '0.01', '0.1%', 'reverse', 'silence', '1', '0.01', '0.1%', 'reverse']);
-  rmSync(raw);
-  return soxDuration(out);
-}
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 let cliBin: string;
