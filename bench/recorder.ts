@@ -23,7 +23,7 @@ import path from 'node:path';
 import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
 import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
 import { BENCH_DATABASE_URL, BENCH_RECORDER_SECRET, dropSchema, endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
-import { atLeast, atMost, machineInfo, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
+import { atLeast, atMost, machineInfo, measurementRunner, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
 import { ensureBlaster, ensureTemplates, freeUdpPort, freeUdpPortPairs, startBlast, type BlastTrack, type TemplateInfo } from './lib/udp-blast.ts';
 
 interface Plan {
@@ -122,16 +122,7 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
   };
 
   // Each measurement stands alone: one that crashes is reported, the others still run.
-  const attempt = async (name: string, fn: () => Promise<void>) => {
-    const t = Date.now();
-    try {
-      await fn();
-    } catch (err) {
-      log(`${name} failed: ${(err as Error).stack ?? err}`);
-      details[`${name}Error`] = (err as Error).message;
-    }
-    log(`${name} took ${round((Date.now() - t) / 1000, 1)} s`);
-  };
+  const attempt = measurementRunner(details, log);
 
   let memTracks: RecorderTrack[] = [];
   await attempt('memory', async () => {

@@ -38,7 +38,7 @@ import { createWhisperCppTranscriber, transcribeWithoutVad, whisperCppOptionsFro
 import { TranscodeWorker } from '../services/transcode/src/transcode-worker.ts';
 import { killNow, onCleanup, sleep } from './lib/children.ts';
 import { BENCH_REDIS_URL, dropRedisPrefix } from './lib/recorder-proc.ts';
-import { atMost, cacheDir, machineInfo, round, type Metric, type SuiteResult } from './lib/results.ts';
+import { atMost, cacheDir, machineInfo, measurementRunner, round, type Metric, type SuiteResult } from './lib/results.ts';
 import { OPUS_CODEC, measure, median, opusPacketsOfWav, opusTrackRecords, writeSealedSession, type SessionTrackSpec } from './transcode.ts';
 
 const log = (msg: string) => process.stderr.write(`[bench transcribe] ${msg}\n`);
@@ -195,16 +195,7 @@ export async function runTranscribeBench(opts: { quick: boolean }): Promise<Suit
   onCleanup('transcribe work dir', async () => rmSync(work, { recursive: true, force: true }), () => rmSync(work, { recursive: true, force: true }));
   const metrics: Record<string, Metric> = {};
   const details: Record<string, unknown> = { plan, loadAvgAtStart: os.loadavg().map((x) => round(x, 2)) };
-  const attempt = async (name: string, fn: () => Promise<void>) => {
-    const t = Date.now();
-    try {
-      await fn();
-    } catch (err) {
-      log(`${name} failed: ${(err as Error).stack ?? err}`);
-      details[`${name}Error`] = (err as Error).message;
-    }
-    log(`${name} took ${round((Date.now() - t) / 1000, 1)} s`);
-  };
+  const attempt = measurementRunner(details, log);
 
   const config = loadConfig({ env: {}, overrides: { DATA_DIR: work } });
   const cliBin = config.WHISPER_CLI_BIN;

@@ -115,3 +115,20 @@ export function formatNumber(x: number): string {
   const abs = Math.abs(x);
   return x.toFixed(abs >= 100 ? 1 : abs >= 1 ? 2 : 4);
 }
+
+/**
+ * Runs each measurement on its own: one that throws is logged and recorded in
+ * `details` as `<name>Error`, and the suite goes on with the others.
+ */
+export function measurementRunner(details: Record<string, unknown>, log: (msg: string) => void) {
+  return async (name: string, fn: () => Promise<void>): Promise<void> => {
+    const t = Date.now();
+    try {
+      await fn();
+    } catch (err) {
+      log(`${name} failed: ${(err as Error).stack ?? err}`);
+      details[`${name}Error`] = (err as Error).message;
+    }
+    log(`${name} took ${round((Date.now() - t) / 1000, 1)} s`);
+  };
+}

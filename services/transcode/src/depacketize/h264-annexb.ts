@@ -1,4 +1,5 @@
 import type { RtpPacket } from './rtp-stream.ts';
+import { writeIvf } from './ivf.ts';
 
 /**
  * RTP H.264 (RFC 6184, packetization-mode 1) → Annex B elementary stream.
@@ -192,22 +193,12 @@ export function rtpH264ToAnnexB(packets: RtpPacket[]): AnnexBResult {
  * this needs no frame-rate guess. Width/height are left 0: ffmpeg reads them from the SPS.
  */
 export function annexBToIvf(r: Pick<AnnexBResult, 'data' | 'frameTimestamps' | 'frameSizes'>): Buffer {
-  const header = Buffer.alloc(32);
-  header.write('DKIF', 0, 'latin1');
-  header.writeUInt16LE(0, 4);
-  header.writeUInt16LE(32, 6);
-  header.write('H264', 8, 'latin1');
-  header.writeUInt32LE(90000, 16);
-  header.writeUInt32LE(1, 20);
-  header.writeUInt32LE(r.frameTimestamps.at(-1) ?? 0, 24);
-  const out: Buffer[] = [header];
   let off = 0;
-  r.frameSizes.forEach((size, k) => {
-    const fh = Buffer.alloc(12);
-    fh.writeUInt32LE(size, 0);
-    fh.writeBigUInt64LE(BigInt(r.frameTimestamps[k]!), 4);
-    out.push(fh, r.data.subarray(off, off + size));
+  const frames = r.frameSizes.map((size, k) => {
+    const data = r.data.subarray(off, off + size);
     off += size;
+    return { pts: r.frameTimestamps[k]!, data };
   });
-  return Buffer.concat(out);
+  // Width/height 0: ffmpeg takes them from the SPS.
+  return writeIvf('H264', 0, 0, frames);
 }

@@ -1,3 +1,4 @@
+import { writeIvf } from './ivf.ts';
 import type { RtpPacket } from './rtp-stream.ts';
 
 /**
@@ -82,24 +83,7 @@ export function rtpVp8ToIvf(packets: RtpPacket[]): IvfResult {
     needKey = false;
     frames.push({ ts, data, key });
   }
-  const header = Buffer.alloc(32);
-  header.write('DKIF', 0, 'latin1');
-  header.writeUInt16LE(0, 4);
-  header.writeUInt16LE(32, 6);
-  header.write('VP80', 8, 'latin1');
-  header.writeUInt16LE(width, 12);
-  header.writeUInt16LE(height, 14);
-  header.writeUInt32LE(90000, 16); // timebase denominator: RTP video clock
-  header.writeUInt32LE(1, 20);
   const first = frames[0]?.ts ?? 0;
-  // ffmpeg reads this field as the stream duration in timebase units, not a frame count.
-  header.writeUInt32LE(frames.length > 0 ? frames.at(-1)!.ts - first : 0, 24);
-  const out: Buffer[] = [header];
-  for (const f of frames) {
-    const fh = Buffer.alloc(12);
-    fh.writeUInt32LE(f.data.length, 0);
-    fh.writeBigUInt64LE(BigInt(f.ts - first), 4);
-    out.push(fh, f.data);
-  }
-  return { data: Buffer.concat(out), frames: frames.length, keyframes: frames.filter((f) => f.key).length, skippedFrames: skipped, firstTs: frames[0]?.ts ?? null, lastTs: frames.at(-1)?.ts ?? null, width, height };
+  const data = writeIvf('VP80', width, height, frames.map((f) => ({ pts: f.ts - first, data: f.data })));
+  return { data, frames: frames.length, keyframes: frames.filter((f) => f.key).length, skippedFrames: skipped, firstTs: frames[0]?.ts ?? null, lastTs: frames.at(-1)?.ts ?? null, width, height };
 }
