@@ -74,6 +74,10 @@ export interface TranscriptSegmentsTable {
   end_seconds: number;
   text: string;
   language: string;
+  /** Session start + start_seconds, kept by a trigger (migration 0008): never written directly. */
+  spoken_at: ColumnType<Date, never, never>;
+  /** The session's room, kept by the same trigger. */
+  room_id: ColumnType<string, never, never>;
 }
 
 export interface SessionParticipantsTable {
@@ -193,6 +197,36 @@ export interface TombstonesTable {
   deleted_at: Timestamp;
   reason: string;
   policy: string | null;
+  /** The erasure request that deleted it (migration 0007); NULL = retention. */
+  erasure_request: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** Signed-in browsers of the compliance console (migration 0007). */
+export interface ConsoleSessionsTable {
+  id: string;
+  key_id: string;
+  user_id: string;
+  created_at: Timestamp;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
+  ended_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  client_address: string | null;
+}
+
+export type ErasureStatus = 'pending' | 'completed' | 'restricted' | 'partial' | 'failed';
+
+/** GDPR Art. 17 erasure requests (migration 0007). */
+export interface ErasureRequestsTable {
+  id: string;
+  participant_id: string;
+  /** NULL = every session of the participant. */
+  session_id: string | null;
+  reason: string;
+  status: ErasureStatus;
+  holds: ColumnType<string[], string | undefined, string>;
+  outcome: ColumnType<unknown[], string | undefined, string>;
+  requested_by: string;
+  requested_at: Timestamp;
+  completed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface Database {
@@ -211,4 +245,6 @@ export interface Database {
   retention_policies: RetentionPoliciesTable;
   legal_holds: LegalHoldsTable;
   tombstones: TombstonesTable;
+  console_sessions: ConsoleSessionsTable;
+  erasure_requests: ErasureRequestsTable;
 }

@@ -5,6 +5,8 @@ import * as m0003 from './0003-artifacts-transcripts.ts';
 import * as m0004 from './0004-audit-log.ts';
 import * as m0005 from './0005-rbac.ts';
 import * as m0006 from './0006-retention-holds.ts';
+import * as m0007 from './0007-console-erasure.ts';
+import * as m0008 from './0008-search-time-index.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -18,6 +20,8 @@ const migrations: Record<string, Migration> = {
   '0004-audit-log': m0004,
   '0005-rbac': m0005,
   '0006-retention-holds': m0006,
+  '0007-console-erasure': m0007,
+  '0008-search-time-index': m0008,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,14 +1,17 @@
 import { runAuditCommand } from '../audit/src/audit-cli.ts';
 import { runExportCommand } from '../audit/src/export-cli.ts';
+import { runComplianceCommand } from '../audit/src/compliance-cli.ts';
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
 import { runRecordingCommand } from '../recorder/src/inspect-cli.ts';
+import { runDemoCommand } from './demo.ts';
 import { startStack } from './start.ts';
 
 /**
  * `verbatim <command>`: the single entry point behind the npm scripts.
  *   start       every service on embedded defaults (or the configured backends)
+ *   demo        a scripted recorded meeting (three headless participants), processed and searched
  *   recording   inspect a track segment file or verify a session directory
  *   audit       verify the hash-chained audit trail against its signed checkpoints
  *   export      write / verify an e-discovery archive (tar + manifest of SHA-256s)
@@ -18,21 +21,31 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'start':
       return start();
+    case 'demo':
+      return runDemoCommand(rest);
     case 'recording':
       return runRecordingCommand(rest, (s) => process.stdout.write(s));
     case 'audit':
       return runAuditCommand(rest, (s) => process.stdout.write(s));
     case 'export':
       return runExportCommand(rest, (s) => process.stdout.write(s), { err: (s) => process.stderr.write(s) });
+    case 'retention':
+    case 'erasure':
+    case 'holds':
+      return runComplianceCommand(command, rest, (s) => process.stdout.write(s));
     case 'help':
     case '--help':
       process.stdout.write(
         [
           'usage: verbatim start',
+          '       verbatim demo [--data-dir <dir>] [--keep]',
           '       verbatim recording inspect <file.vrtp> [--header | --packets] [--json]',
           '       verbatim recording verify <session dir> [--json]',
           '       verbatim audit verify [--json]',
           '       verbatim export create (--session <id>... | --hold <id>) --out <file.tar>',
+          '       verbatim retention sweep [--dry-run] [--json]',
+          '       verbatim erasure request --participant <id> [--session <id>] --reason <text> [--json] | erasure list',
+          '       verbatim holds list [--all] | holds place --case <id> --reason <r> --scope <s> --value <v> | holds release <id>',
           '       verbatim export verify <archive.tar> [--json]',
           '',
         ].join('\n'),
@@ -61,6 +74,7 @@ async function start(): Promise<number> {
       `  Meeting page : ${base}/meet?token=${encodeURIComponent(token)}`,
       `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${sfu.apiSecret})`,
       `  Recorder     : ${stack.recorder.url}  (recordings in ${config.RECORDINGS_DIR})`,
+      `  Console      : ${stack.audit.url}/console/  (sign in with an API key)`,
       `  Compliance   : ${stack.audit.url}/api/v1  (OpenAPI at ${stack.audit.url}/docs)`,
       stack.firstAdminKey
         ? `  Admin key    : ${stack.firstAdminKey}  (shown once: keep it; it creates the other keys)`

@@ -69,6 +69,12 @@ describe('npm start on embedded defaults', () => {
     const out = await printed;
     const key = /Admin key    : (vb_\S+)/.exec(out)![1]!;
     const compliance = /Compliance   : (\S+)\/api\/v1/.exec(out)![1]!;
+    // The printed console URL serves the sign-in page.
+    const consoleUrl = /Console      : (\S+)/.exec(out)![1]!;
+    expect(consoleUrl).toBe(`${compliance}/console/`);
+    const consolePage = await fetch(consoleUrl);
+    expect(consolePage.status).toBe(200);
+    expect(consolePage.headers.get('content-type')).toMatch(/text\/html/);
     expect((await fetch(`${compliance}/api/v1/audit?limit=1`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(403); // admin is not an auditor
     expect((await fetch(`${compliance}/api/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Olga', role: 'compliance_officer' }) })).status).toBe(201);
     const browser = await launchChromium({ video: fakeCameraY4m(), audio: speechWav() });

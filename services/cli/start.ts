@@ -12,7 +12,9 @@ import { transcriberFromConfig } from '../transcode/src/transcriber-factory.ts';
 import { TranscodeWorker } from '../transcode/src/transcode-worker.ts';
 import { modelLocation } from '../transcode/src/transcriber/whisper-models.ts';
 import { createUserWithKey } from '../audit/src/auth.ts';
-import { startAuditServer, type AuditServer } from '../audit/src/http-server.ts';
+import { auditServerOptionsFromConfig, startAuditServer, type AuditServer } from '../audit/src/http-server.ts';
+import { SweeperWorker } from '../audit/src/sweeper-worker.ts';
+import { objectLockRetention } from '../audit/src/object-lock.ts';
 
 export interface RunningStack {
   sfu: RunningSfu;
@@ -45,7 +47,7 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
     started.push({ stop: () => sfu.close() });
     const transcode = new TranscodeWorker({
       db,
-      storage: storageFromConfig(config),
+      storage: storageFromConfig(config, { retainUntil: objectLockRetention(db) }),
       ffmpeg: new FluentFfmpegRunner(),
       workDir: path.join(config.DATA_DIR, 'transcode-work'),
       logger: logger.child({ service: 'transcode' }),
@@ -56,8 +58,14 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
     });
     await transcode.start();
     started.push({ stop: () => transcode.close() });
-    const audit = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }) });
+    const audit = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }), ...auditServerOptionsFromConfig(config, db) });
     started.push({ stop: () => audit.close() });
+    const sweeper =
+      config.RETENTION_SWEEP_INTERVAL_MS > 0
+        ? new SweeperWorker({ db, storage: storageFromConfig(config), recordingsDir: config.RECORDINGS_DIR, redisUrl, everyMs: config.RETENTION_SWEEP_INTERVAL_MS, logger: logger.child({ service: 'retention' }) })
+        : undefined;
+    await sweeper?.start();
+    started.push({ stop: async () => sweeper?.close() });
     // First start: an admin key for the compliance API, printed once.
     const admins = await db.selectFrom('users').select('id').where('role', '=', 'admin').execute();
     const firstAdminKey = admins.length === 0 ? (await createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
@@ -81,6 +89,7 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
         stopping ??= (async () => {
           await sfu.close();
           await audit.close();
+          await sweeper?.close();
           await transcode.close();
           await recorder.close();
           await db.destroy();

@@ -71,6 +71,9 @@ export const configSpec = {
   AUDIT_PORT: { schema: int(0, 65535), default: 8070, doc: 'Compliance API port (0 = pick a free one).' },
   AUDIT_CHECKPOINT_SECRET: { schema: optionalString, default: undefined, doc: 'HMAC key that signs audit-chain checkpoints (min 16 chars). Unset: checkpoints are compared but signatures not verified.' },
   AUDIT_CHECKPOINT_DIR: { schema: optionalString, default: undefined, doc: 'Where signed audit checkpoints are exported (default DATA_DIR/audit-checkpoints).' },
+  AUDIT_FAILED_AUTH_PER_MIN: { schema: int(0, 100_000), default: 10, doc: 'Failed API-key/session guesses per client address per minute before the compliance API answers RATE_LIMITED (0 = no limit).' },
+  RETENTION_SWEEP_INTERVAL_MS: { schema: int(0, 2_147_483_647).refine((v) => v === 0 || v >= 1000, 'must be 0 (off) or at least 1000'), default: 3_600_000, doc: 'How often the retention sweeper runs (BullMQ job scheduler; 0 = never, minimum 1000).' },
+  S3_OBJECT_LOCK: { schema: z.enum(['off', 'GOVERNANCE', 'COMPLIANCE']), default: 'off', doc: 'The S3 bucket has Object Lock: uploads carry this retention mode until the retention policy expires, holds set the legal-hold flag. Untested against a real endpoint.' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
 } as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
 

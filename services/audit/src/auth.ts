@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database, UserRole } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
@@ -28,6 +28,7 @@ export const PERMISSIONS = [
   'recordings.play',
   'recordings.export',
   'holds.manage',
+  'erasure.manage',
   // auditor
   'audit.read',
   'audit.verify',
@@ -40,7 +41,7 @@ export type Permission = (typeof PERMISSIONS)[number];
 /** Roles → permissions. Roles are disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite policy. */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
   admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage'],
-  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'sessions.metadata'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata'],
   auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata'],
 };
 
@@ -54,6 +55,8 @@ export interface Principal {
   role: Role;
   keyId: string;
   keyPrefix: string;
+  /** Set when the request authenticated with a console session cookie instead of a Bearer key. */
+  sessionId?: string;
 }
 
 /** Throws FORBIDDEN unless the principal's role grants the permission. */
@@ -140,11 +143,19 @@ export async function revokeApiKey(db: Db, keyId: string, at: Date = new Date())
 }
 
 /** Why a key was refused; all are UNAUTHORIZED, told apart in the message and details.reason. */
-export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'forged' | 'revoked' | 'expired' | 'disabled';
+export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'forged' | 'revoked' | 'expired' | 'disabled' | 'session_invalid' | 'session_expired' | 'session_ended';
+
+/** Failures that are guesses at a credential (counted by the rate limiter); a stale real key is not one. */
+export const GUESS_FAILURES: ReadonlySet<string> = new Set<AuthFailure>(['malformed', 'unknown', 'forged', 'session_invalid']);
 
 function unauthorized(reason: AuthFailure, message: string, prefix?: string): VerbatimError {
   return new VerbatimError('UNAUTHORIZED', message, {
-    hint: reason === 'expired' || reason === 'revoked' || reason === 'disabled' ? 'Ask an admin for a new API key.' : 'Send "Authorization: Bearer vb_<prefix>_<secret>" with a key an admin created (POST /api/v1/keys).',
+    hint:
+      reason === 'expired' || reason === 'revoked' || reason === 'disabled'
+        ? 'Ask an admin for a new API key.'
+        : reason.startsWith('session_')
+          ? 'Sign in again (POST /api/v1/login with your API key).'
+          : 'Send "Authorization: Bearer vb_<prefix>_<secret>" with a key an admin created (POST /api/v1/keys).',
     details: { reason, ...(prefix ? { keyPrefix: prefix } : {}) },
   });
 }
@@ -190,6 +201,35 @@ export class ApiKeyVerifier {
       if (this.verified.size >= (this.opts.cacheSize ?? 10_000)) this.verified.delete(this.verified.keys().next().value!);
       this.verified.set(cacheKey, digest);
     }
+    return this.checkState(row);
+  }
+
+  /** The key's principal when the key (found by id, e.g. from a console session) is still usable. */
+  async byKeyId(keyId: string): Promise<Principal> {
+    const row = await this.keyRow().where('api_keys.id', '=', keyId).executeTakeFirst();
+    if (!row) throw unauthorized('revoked', 'the API key this session was opened with no longer exists');
+    return this.checkState(row);
+  }
+
+  private keyRow() {
+    return this.db
+      .selectFrom('api_keys')
+      .innerJoin('users', 'users.id', 'api_keys.user_id')
+      .select(['api_keys.id as keyId', 'api_keys.prefix', 'api_keys.hash', 'api_keys.expires_at', 'api_keys.revoked_at', 'api_keys.last_used_at', 'users.id as userId', 'users.name', 'users.role', 'users.disabled_at']);
+  }
+
+  private async checkState(row: {
+    keyId: string;
+    prefix: string;
+    expires_at: Date | null;
+    revoked_at: Date | null;
+    last_used_at: Date | null;
+    userId: string;
+    name: string;
+    role: Role;
+    disabled_at: Date | null;
+  }): Promise<Principal> {
+    const parsed = { prefix: row.prefix };
     const now = this.opts.now?.() ?? new Date();
     if (row.revoked_at) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
     if (row.expires_at && new Date(row.expires_at).getTime() <= now.getTime()) {
@@ -200,5 +240,126 @@ export class ApiKeyVerifier {
       await this.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.keyId).execute();
     }
     return { userId: row.userId, userName: row.name, role: row.role, keyId: row.keyId, keyPrefix: row.prefix };
+  }
+}
+
+// ---------------------------------------------------------------- console sessions (browser sign-in)
+
+export const SESSION_COOKIE = 'vb_session';
+/** Header a cookie-authenticated mutating request must carry: a cross-site form or <img> cannot set it. */
+export const CSRF_HEADER = 'x-verbatim-csrf';
+export const SESSION_TTL_MS = 8 * 3_600_000;
+
+/**
+ * Sessions of the browser console. The cookie is `<id>.<expiry ms>.<HMAC-SHA256(secret, id.expiry)>`:
+ * the MAC turns away forged or altered cookies without a database read; the console_sessions row
+ * ends the session at sign-out and ties it to its API key, whose revocation, expiry or disabled
+ * user ends the session as well (checked on every request, as for Bearer keys).
+ */
+export class ConsoleSessions {
+  private readonly secret: Buffer;
+  private readonly ttlMs: number;
+  constructor(
+    private readonly db: Db,
+    private readonly verifier: ApiKeyVerifier,
+    opts: { secret: string | Buffer; ttlMs?: number; now?: () => Date },
+  ) {
+    this.secret = Buffer.isBuffer(opts.secret) ? opts.secret : Buffer.from(opts.secret, 'utf8');
+    if (this.secret.length < 16) throw new VerbatimError('CONFIG_INVALID', 'console session secret is shorter than 16 bytes', { hint: 'Use a long random secret.' });
+    this.ttlMs = opts.ttlMs ?? SESSION_TTL_MS;
+    this.now = opts.now ?? (() => new Date());
+  }
+  private readonly now: () => Date;
+
+  private mac(id: string, exp: number): string {
+    return createHmac('sha256', this.secret).update(`v1.${id}.${exp}`).digest('base64url');
+  }
+
+  /** Opens a session for a verified key; returns the cookie value. */
+  async open(p: Principal, clientAddress: string | null): Promise<{ cookie: string; sessionId: string; expiresAt: Date }> {
+    const id = randomBytes(18).toString('base64url');
+    const expiresAt = new Date(this.now().getTime() + this.ttlMs);
+    await this.db.insertInto('console_sessions').values({ id, key_id: p.keyId, user_id: p.userId, expires_at: expiresAt, client_address: clientAddress }).execute();
+    const exp = expiresAt.getTime();
+    return { cookie: `${id}.${exp}.${this.mac(id, exp)}`, sessionId: id, expiresAt };
+  }
+
+  async verify(cookie: string): Promise<Principal> {
+    const m = /^([A-Za-z0-9_-]{24})\.(\d{13})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
+    if (!m) throw unauthorized('session_invalid', 'the session cookie is malformed');
+    const [, id, expText, mac] = m as unknown as [string, string, string, string];
+    const exp = Number(expText);
+    const expected = Buffer.from(this.mac(id, exp));
+    if (!timingSafeEqual(expected, Buffer.from(mac))) throw unauthorized('session_invalid', 'the session cookie does not carry a valid signature');
+    if (exp <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(exp).toISOString()}`);
+    const row = await this.db.selectFrom('console_sessions').select(['key_id', 'ended_at', 'expires_at']).where('id', '=', id).executeTakeFirst();
+    if (!row) throw unauthorized('session_invalid', 'unknown console session');
+    if (row.ended_at) throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    if (new Date(row.expires_at).getTime() <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(row.expires_at).toISOString()}`);
+    return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
+  }
+
+  async end(sessionId: string): Promise<boolean> {
+    const r = await this.db.updateTable('console_sessions').set({ ended_at: this.now() }).where('id', '=', sessionId).where('ended_at', 'is', null).executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+}
+
+/** The value of one cookie in a Cookie header. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------- rate limit of failed credentials
+
+/**
+ * Counts failed credential guesses per client address in a sliding window; at the limit every
+ * credentialed request from that address is refused until the oldest failure leaves the window
+ * (refusing only wrong guesses would tell a guesser which guess was right).
+ */
+export class FailedAuthLimiter {
+  private readonly failures = new Map<string, number[]>();
+  constructor(
+    private readonly opts: { limit: number; windowMs?: number; now?: () => Date },
+  ) {}
+
+  private window(): number {
+    return this.opts.windowMs ?? 60_000;
+  }
+
+  private recent(address: string, at: number): number[] {
+    const list = (this.failures.get(address) ?? []).filter((t) => t > at - this.window());
+    if (list.length === 0) this.failures.delete(address);
+    else this.failures.set(address, list);
+    return list;
+  }
+
+  /** Throws RATE_LIMITED (details.retryAfterSeconds) while the address is over the limit. */
+  check(address: string): void {
+    if (this.opts.limit <= 0) return;
+    const at = (this.opts.now?.() ?? new Date()).getTime();
+    const list = this.recent(address, at);
+    if (list.length >= this.opts.limit) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((list[list.length - this.opts.limit]! + this.window() - at) / 1000));
+      throw new VerbatimError('RATE_LIMITED', `too many failed sign-in attempts from ${address}`, {
+        hint: `Wait ${retryAfterSeconds} s, then retry with a valid API key.`,
+        details: { retryAfterSeconds, limit: this.opts.limit, windowSeconds: this.window() / 1000 },
+      });
+    }
+  }
+
+  record(address: string): void {
+    if (this.opts.limit <= 0) return;
+    const at = (this.opts.now?.() ?? new Date()).getTime();
+    const list = this.recent(address, at);
+    list.push(at);
+    this.failures.set(address, list);
+    // Bound memory under a spray from many addresses: forget the oldest address.
+    if (this.failures.size > 100_000) this.failures.delete(this.failures.keys().next().value!);
   }
 }

@@ -6,6 +6,11 @@ import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
 import { AuditLog } from './audit-log.ts';
 import { createUserWithKey, revokeApiKey } from './auth.ts';
 import { startAuditServer, type AuditServer } from './http-server.ts';
+import { LocalArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 const backends = await testBackends();
 afterAll(async () => {
@@ -20,24 +25,69 @@ const REASON: Record<Exclude<KeyState, 'valid'>, string> = { none: 'missing', ex
 
 interface Endpoint {
   name: string;
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   path: string;
   body?: unknown;
   roles: UserRole[];
   action: string;
   okStatus: number;
 }
+const SEEDED_HOLD = '00000000-0000-4000-8000-000000000001';
+const RELEASABLE_HOLD = '00000000-0000-4000-8000-000000000002';
 const ENDPOINTS: Endpoint[] = [
   { name: 'create key', method: 'POST', path: '/api/v1/keys', body: { name: 'matrix user', role: 'auditor' }, roles: ['admin'], action: 'key.create', okStatus: 201 },
   { name: 'search', method: 'GET', path: '/api/v1/search?q=budget', roles: ['compliance_officer'], action: 'search', okStatus: 200 },
+  { name: 'sessions', method: 'GET', path: '/api/v1/sessions?room=board', roles: ['compliance_officer', 'auditor'], action: 'session.list', okStatus: 200 },
   { name: 'session', method: 'GET', path: '/api/v1/sessions/s1', roles: ['compliance_officer', 'auditor'], action: 'session.view', okStatus: 200 },
   { name: 'transcript', method: 'GET', path: '/api/v1/sessions/s1/transcript', roles: ['compliance_officer'], action: 'transcript.view', okStatus: 200 },
   { name: 'consent', method: 'GET', path: '/api/v1/consent', roles: ['auditor'], action: 'consent.view', okStatus: 200 },
   { name: 'audit read', method: 'GET', path: '/api/v1/audit?from_seq=1&limit=5', roles: ['auditor'], action: 'audit.read', okStatus: 200 },
   { name: 'audit verify', method: 'POST', path: '/api/v1/audit/verify', body: {}, roles: ['auditor'], action: 'audit.verify', okStatus: 200 },
+  { name: 'me', method: 'GET', path: '/api/v1/me', roles: ROLES, action: 'me.view', okStatus: 200 },
+  { name: 'logout', method: 'POST', path: '/api/v1/logout', roles: ROLES, action: 'logout', okStatus: 200 },
+  { name: 'list policies', method: 'GET', path: '/api/v1/retention-policies', roles: ['admin'], action: 'retention_policy.list', okStatus: 200 },
+  { name: 'create policy', method: 'POST', path: '/api/v1/retention-policies', body: { name: 'matrix', scope: 'tag', mediaDays: 1, transcriptDays: 2, rawDays: null }, roles: ['admin'], action: 'retention_policy.create', okStatus: 201 },
+  { name: 'update policy', method: 'PUT', path: '/api/v1/retention-policies/seeded-room', body: { mediaDays: 30 }, roles: ['admin'], action: 'retention_policy.update', okStatus: 200 },
+  { name: 'delete policy', method: 'DELETE', path: '/api/v1/retention-policies/doomed', roles: ['admin'], action: 'retention_policy.delete', okStatus: 200 },
+  { name: 'room policy', method: 'PUT', path: '/api/v1/rooms/eng/retention-policy', body: { policy: 'seeded-room' }, roles: ['admin'], action: 'room.retention_policy', okStatus: 200 },
+  { name: 'list holds', method: 'GET', path: '/api/v1/legal-holds', roles: ['compliance_officer'], action: 'legal_hold.list', okStatus: 200 },
+  { name: 'view hold', method: 'GET', path: `/api/v1/legal-holds/${SEEDED_HOLD}`, roles: ['compliance_officer'], action: 'legal_hold.view', okStatus: 200 },
+  { name: 'place hold', method: 'POST', path: '/api/v1/legal-holds', body: { caseId: 'CASE-M', reason: 'matrix', scope: { type: 'session', value: 's4' } }, roles: ['compliance_officer'], action: 'legal_hold.place', okStatus: 201 },
+  { name: 'artifacts', method: 'GET', path: '/api/v1/sessions/s1/artifacts', roles: ['compliance_officer'], action: 'artifact.list', okStatus: 200 },
+  { name: 'media', method: 'GET', path: `/api/v1/sessions/s1/artifacts/${encodeURIComponent('board/s1/composite.webm')}/content`, roles: ['compliance_officer'], action: 'media.download', okStatus: 200 },
+  { name: 'erase', method: 'POST', path: '/api/v1/erasure-requests', body: { participant: 'p-nobody', reason: 'matrix' }, roles: ['compliance_officer'], action: 'erasure.request', okStatus: 201 },
+  { name: 'list erasures', method: 'GET', path: '/api/v1/erasure-requests', roles: ['compliance_officer'], action: 'erasure.list', okStatus: 200 },
+  { name: 'view erasure', method: 'GET', path: `/api/v1/erasure-requests/${SEEDED_HOLD}`, roles: ['compliance_officer'], action: 'erasure.view', okStatus: 200 },
+  { name: 'release hold', method: 'POST', path: `/api/v1/legal-holds/${RELEASABLE_HOLD}/release`, body: { reason: 'matrix' }, roles: ['compliance_officer'], action: 'legal_hold.release', okStatus: 200 },
+];
+
+const DOC_PATHS = [
+  '/api/v1/audit',
+  '/api/v1/audit/verify',
+  '/api/v1/consent',
+  '/api/v1/erasure-requests',
+  '/api/v1/erasure-requests/{id}',
+  '/api/v1/keys',
+  '/api/v1/legal-holds',
+  '/api/v1/legal-holds/{id}',
+  '/api/v1/legal-holds/{id}/release',
+  '/api/v1/login',
+  '/api/v1/logout',
+  '/api/v1/me',
+  '/api/v1/retention-policies',
+  '/api/v1/retention-policies/{name}',
+  '/api/v1/rooms/{id}/retention-policy',
+  '/api/v1/search',
+  '/api/v1/sessions',
+  '/api/v1/sessions/{id}',
+  '/api/v1/sessions/{id}/artifacts',
+  '/api/v1/sessions/{id}/artifacts/{artifactId}/content',
+  '/api/v1/sessions/{id}/transcript',
 ];
 
 const WIDGETS = 25;
+/** The bytes of the seeded s1 artifacts, stored for real in a local artifact directory. */
+const MEDIA = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7 + 3) & 0xff));
 
 async function seed(db: Db): Promise<void> {
   await db
@@ -103,8 +153,13 @@ async function seed(db: Db): Promise<void> {
     .execute();
   await db
     .insertInto('artifacts')
-    .values({ session_id: 's1', key: 'board/s1/composite.webm', kind: 'composite', participant_id: null, content_type: 'video/webm', bytes: 123456, sha256: 'a'.repeat(64), storage: 'local', duration_seconds: 20 })
+    .values([
+      { session_id: 's1', key: 'board/s1/composite.webm', kind: 'composite', participant_id: null, content_type: 'video/webm', bytes: 123456, sha256: 'a'.repeat(64), storage: 'local', duration_seconds: 20 },
+      { session_id: 's1', key: 'sessions/board/s1/composite.mp4', kind: 'composite', participant_id: null, content_type: 'video/mp4', bytes: MEDIA.length, sha256: createHash('sha256').update(MEDIA).digest('hex'), storage: 'local', duration_seconds: 20 },
+      { session_id: 's1', key: 'sessions/board/s1/tracks/t-alice-audio-0.ogg', kind: 'track', participant_id: 'p-alice', content_type: 'audio/ogg', bytes: 3, sha256: 'c'.repeat(64), storage: 'local', duration_seconds: null },
+    ])
     .execute();
+  await db.insertInto('tombstones').values({ session_id: 's1', kind: 'media', item: 'sessions/board/s1/participant-p-bob.mkv', reason: 'GDPR Art. 17 erasure', policy: null, erasure_request: 'er-1' }).execute();
   await db
     .insertInto('consent_events')
     .values([
@@ -113,6 +168,18 @@ async function seed(db: Db): Promise<void> {
       { room_id: 'sales', session_id: 's2', participant_id: 'p-carol', participant_name: 'Carol', policy: 'notify', decision: 'granted', method: 'announcement', client_info: JSON.stringify({}) },
     ])
     .execute();
+  await db
+    .insertInto('retention_policies')
+    .values([
+      { name: 'seeded-room', scope: 'room', media_days: 10, transcript_days: 10, raw_days: 1 },
+      { name: 'doomed', scope: 'default', media_days: null, transcript_days: null, raw_days: null },
+    ])
+    .execute();
+  await db
+    .insertInto('legal_holds')
+    .values([SEEDED_HOLD, RELEASABLE_HOLD].map((id) => ({ id, case_id: 'CASE-S', reason: 'seeded', scope_type: 'room' as const, scope_value: 'sales', placed_by: 'user:seed' })))
+    .execute();
+  await db.insertInto('erasure_requests').values({ id: SEEDED_HOLD, participant_id: 'p-gone', reason: 'seeded', status: 'completed', requested_by: 'user:seed' }).execute();
 }
 
 describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) => {
@@ -145,11 +212,20 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
         garbage: 'Bearer not-a-key',
       };
     }
-    server = await startAuditServer({ db, host: '127.0.0.1', port: 0, logger: createLogger({ level: 'silent' }) });
+    // The matrix sends ~100 forged/garbage keys from one address: no rate limit here (tested on its own below).
+    storageDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-audit-media-'));
+    writeFileSync(path.join(storageDir, 'x'), MEDIA);
+    const storage = new LocalArtifactStorage(storageDir);
+    await storage.put('sessions/board/s1/composite.mp4', path.join(storageDir, 'x'));
+    await storage.put('board/s1/composite.webm', path.join(storageDir, 'x'));
+    await storage.put('sessions/board/s1/tracks/t-alice-audio-0.ogg', path.join(storageDir, 'x'));
+    server = await startAuditServer({ db, host: '127.0.0.1', port: 0, logger: createLogger({ level: 'silent' }), failedAuthPerMinute: 0, storage, recordingsDir: path.join(storageDir, 'recordings') });
   });
+  let storageDir: string | undefined;
   afterAll(async () => {
     await server?.close();
     await db?.destroy();
+    if (storageDir) rmSync(storageDir, { recursive: true, force: true });
   });
 
   async function call(method: string, path: string, auth?: string, body?: unknown, raw?: string): Promise<{ status: number; json: any }> {
@@ -158,7 +234,7 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     if (body !== undefined || raw !== undefined) headers['content-type'] = 'application/json';
     const res = await fetch(`${server.url}${path}`, { method, headers, ...(raw !== undefined ? { body: raw } : body !== undefined ? { body: JSON.stringify(body) } : {}) });
     const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : null };
+    return { status: res.status, json: text && res.headers.get('content-type')?.startsWith('application/json') ? JSON.parse(text) : text || null };
   }
   const as = (role: UserRole) => keys[role].valid!;
   const search = async (qs: string) => {
@@ -284,7 +360,21 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     expect(s.json.participants.map((p: { participant: string }) => p.participant)).toEqual(['p-alice', 'p-bob']);
     expect(s.json.tracks[0]).toMatchObject({ track: 't-alice-audio', kind: 'audio', codec: { mimeType: 'audio/opus' } });
     expect(s.json.tracks[0].segments[0]).toMatchObject({ segment: 0, bytes: 4096, sha256: 'b'.repeat(64) });
-    expect(s.json.artifacts).toEqual([expect.objectContaining({ key: 'board/s1/composite.webm', bytes: 123456, sha256: 'a'.repeat(64) })]);
+    expect(s.json.artifacts[0]).toEqual(expect.objectContaining({ key: 'board/s1/composite.webm', bytes: 123456, sha256: 'a'.repeat(64) }));
+
+    // No manifest on disk for the seeded session: an empty timeline, not a failure.
+    expect(s.json.events).toEqual([]);
+
+    const list = await call('GET', '/api/v1/sessions?room=board', as('auditor'));
+    expect(list.status).toBe(200);
+    expect(list.json.sessions.map((x: { session: string }) => x.session)).toEqual(['s3', 's1']);
+    expect(list.json.sessions[1]).toMatchObject({ room: 'board', status: 'done', startedAt: '2024-03-01T10:00:00.000Z', participants: 2 });
+    const paged = await call('GET', '/api/v1/sessions?limit=1&from=2024-04-01T00:00:00Z', as('compliance_officer'));
+    expect(paged.json.sessions.map((x: { session: string }) => x.session)).toEqual(['s4']);
+    expect(paged.json.next).toBe(1);
+    const page2 = await call('GET', '/api/v1/sessions?limit=1&offset=1&from=2024-04-01T00:00:00Z', as('compliance_officer'));
+    expect(page2.json.sessions.map((x: { session: string }) => x.session)).toEqual(['s3']);
+    expect((await call('GET', '/api/v1/sessions?status=bogus', as('auditor'))).status).toBe(400);
 
     const missing = await call('GET', '/api/v1/sessions/nope', as('auditor'));
     expect(missing.status).toBe(404);
@@ -307,6 +397,10 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     expect(a.status).toBe(200);
     expect(a.json.entries.map((e: { seq: number }) => e.seq)).toEqual([2, 3, 4]);
     expect(a.json.nextFromSeq).toBe(5);
+    // headSeq = the newest entry: this very request's entry is appended before the response is sent.
+    const headBefore = Number((await lastAudit()).seq);
+    expect(a.json.headSeq).toBeGreaterThanOrEqual(5);
+    expect(a.json.headSeq).toBeLessThanOrEqual(headBefore);
   });
 
   it.skipIf(skip)('a key created through the API works for its role only, and its secret never reaches the audit trail', async () => {
@@ -414,11 +508,324 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     expect(anon.status).toBe(401);
   });
 
+  async function fetchWith(method: string, path: string, headers: Record<string, string>, body?: unknown, base = server.url): Promise<{ status: number; json: any; headers: Headers }> {
+    const h = { ...headers, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) };
+    const res = await fetch(`${base}${path}`, { method, headers: h, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : null, headers: res.headers };
+  }
+  const bareKey = (role: UserRole) => keys[role].valid!.slice('Bearer '.length);
+  const cookieOf = (res: { headers: Headers }) => {
+    const set = res.headers.get('set-cookie');
+    expect(set).toBeTruthy();
+    return set!.split(';')[0]!;
+  };
+
+  it.skipIf(skip)('GET /me names the caller, its role and permissions', async () => {
+    const r = await call('GET', '/api/v1/me', as('compliance_officer'));
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ user: { id: userIds.compliance_officer, name: 'compliance_officer user' }, role: 'compliance_officer', via: 'key' });
+    expect(r.json.permissions).toContain('recordings.play');
+    expect(r.json.permissions).not.toContain('keys.manage');
+    expect(await lastAudit()).toMatchObject({ action: 'me.view', actor_id: userIds.compliance_officer });
+  });
+
+  it.skipIf(skip)('login matrix: every role × key state in the body → a session only for a valid key, each attempt audited once', async () => {
+    const failures: string[] = [];
+    for (const role of ROLES) {
+      for (const state of STATES) {
+        const before = await auditCount();
+        const key = keys[role][state];
+        const r = await fetchWith('POST', '/api/v1/login', {}, key === undefined ? {} : { apiKey: key.slice('Bearer '.length) });
+        const expected = state === 'valid' ? 200 : state === 'none' ? 400 : 401;
+        const label = `login as ${role} with ${state} key`;
+        if (r.status !== expected) failures.push(`${label}: ${r.status}, expected ${expected}`);
+        if (state !== 'valid' && r.headers.get('set-cookie') !== null) failures.push(`${label}: got a cookie`);
+        if (expected === 401 && r.json?.error?.details?.reason !== REASON[state as Exclude<KeyState, 'valid'>]) failures.push(`${label}: reason ${r.json?.error?.details?.reason}`);
+        if ((await auditCount()) !== before + 1) failures.push(`${label}: not audited exactly once`);
+        const entry = await lastAudit();
+        const action = expected === 200 ? 'login' : expected === 401 ? 'login.failed' : 'request.rejected';
+        if (entry.action !== action) failures.push(`${label}: audited as ${entry.action}, expected ${action}`);
+        if (entry.actor_id !== (state === 'valid' ? userIds[role] : null)) failures.push(`${label}: actor ${entry.actor_id}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it.skipIf(skip)('cookie sign-in: login sets an HttpOnly SameSite=Strict session; GETs work with it, changes need the CSRF header; logout ends it', async () => {
+    const login = await fetchWith('POST', '/api/v1/login', {}, { apiKey: bareKey('compliance_officer') });
+    expect(login.status, JSON.stringify(login.json)).toBe(200);
+    expect(login.json).toMatchObject({ role: 'compliance_officer', user: { id: userIds.compliance_officer } });
+    const setCookie = login.headers.get('set-cookie')!;
+    expect(setCookie).toMatch(/^vb_session=[A-Za-z0-9_.-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=28800$/);
+    expect(await lastAudit()).toMatchObject({ action: 'login', actor_id: userIds.compliance_officer, client_address: '127.0.0.1' });
+    expect(JSON.stringify(await lastAudit())).not.toContain(cookieOf(login).split('=')[1]!.split('.')[2]!);
+    const cookie = { cookie: cookieOf(login) };
+
+    const me = await fetchWith('GET', '/api/v1/me', cookie);
+    expect(me.status).toBe(200);
+    expect(me.json).toMatchObject({ role: 'compliance_officer', via: 'session' });
+    expect((await fetchWith('GET', '/api/v1/search?q=zanzibar', cookie)).json.total).toBe(1);
+    expect(await lastAudit()).toMatchObject({ action: 'search', actor_id: userIds.compliance_officer });
+    // The session carries the key's role, no more.
+    expect((await fetchWith('GET', '/api/v1/audit', cookie)).status).toBe(403);
+
+    // A cross-site form can send the cookie but not a custom header.
+    const before = await auditCount();
+    const csrf = await fetchWith('POST', '/api/v1/logout', cookie);
+    expect(csrf.status).toBe(403);
+    expect(csrf.json.error).toMatchObject({ code: 'FORBIDDEN', details: { reason: 'csrf' } });
+    expect(await auditCount()).toBe(before + 1);
+    expect(await lastAudit()).toMatchObject({ action: 'auth.denied', actor_id: userIds.compliance_officer });
+    expect((await fetchWith('GET', '/api/v1/me', cookie)).status).toBe(200);
+
+    const out = await fetchWith('POST', '/api/v1/logout', { ...cookie, 'x-verbatim-csrf': '1' });
+    expect(out.status).toBe(200);
+    expect(out.json).toEqual({ ended: true });
+    expect(out.headers.get('set-cookie')).toMatch(/^vb_session=; .*Max-Age=0/);
+    expect(await lastAudit()).toMatchObject({ action: 'logout', actor_id: userIds.compliance_officer });
+    const after = await fetchWith('GET', '/api/v1/me', cookie);
+    expect(after.status).toBe(401);
+    expect(after.json.error.details.reason).toBe('session_ended');
+  });
+
+  it.skipIf(skip)('cookie sign-in: an admin session may change things with the CSRF header; forged cookies and revoked keys are refused', async () => {
+    const login = await fetchWith('POST', '/api/v1/login', {}, { apiKey: bareKey('admin') });
+    const cookie = cookieOf(login);
+    const created = await fetchWith('POST', '/api/v1/keys', { cookie, 'x-verbatim-csrf': '1' }, { name: 'via console', role: 'auditor' });
+    expect(created.status).toBe(201);
+    expect(await lastAudit()).toMatchObject({ action: 'key.create', actor_id: userIds.admin });
+
+    // Altered id, expiry or MAC → session_invalid.
+    const [id, exp, mac] = cookie.slice('vb_session='.length).split('.') as [string, string, string];
+    const flip = (s: string) => (s[0] === 'A' ? 'B' : 'A') + s.slice(1);
+    for (const bad of [`${flip(id)}.${exp}.${mac}`, `${id}.${Number(exp) + 3_600_000}.${mac}`, `${id}.${exp}.${flip(mac)}`, 'garbage']) {
+      const r = await fetchWith('GET', '/api/v1/me', { cookie: `vb_session=${bad}` });
+      expect(r.status, bad).toBe(401);
+      expect(r.json.error.details.reason).toBe('session_invalid');
+    }
+
+    // A session dies with its key.
+    const k = await call('POST', '/api/v1/keys', as('admin'), { name: 'short-lived', role: 'auditor' });
+    const l2 = await fetchWith('POST', '/api/v1/login', {}, { apiKey: k.json.apiKey });
+    expect((await fetchWith('GET', '/api/v1/me', { cookie: cookieOf(l2) })).status).toBe(200);
+    await revokeApiKey(db, k.json.key.id);
+    const r = await fetchWith('GET', '/api/v1/me', { cookie: cookieOf(l2) });
+    expect(r.status).toBe(401);
+    expect(r.json.error.details.reason).toBe('revoked');
+
+    // A failed sign-in is audited as such, anonymously.
+    const before = await auditCount();
+    const bad = await fetchWith('POST', '/api/v1/login', {}, { apiKey: keys.admin.forged!.slice('Bearer '.length) });
+    expect(bad.status).toBe(401);
+    expect(bad.json.error.details.reason).toBe('forged');
+    expect(bad.headers.get('set-cookie')).toBeNull();
+    expect(await auditCount()).toBe(before + 1);
+    expect(await lastAudit()).toMatchObject({ action: 'login.failed', actor_id: null, actor_type: 'anonymous', target_id: 'POST /api/v1/login' });
+    expect((await fetchWith('POST', '/api/v1/login', {}, { apiKey: 'x', extra: 1 })).status).toBe(400);
+  });
+
+  it.skipIf(skip)('rate limit: 10 failed key guesses a minute from one address → 429 RATE_LIMITED with Retry-After, even for a valid key, until the window passes', async () => {
+    let clock = Date.now();
+    const limited = await startAuditServer({ db, host: '127.0.0.1', port: 0, logger: createLogger({ level: 'silent' }), now: () => new Date(clock), sessionTtlMs: 3_600_000 });
+    try {
+      const base = limited.url;
+      const forged = keys.auditor.forged!;
+      // Expired/revoked keys are not guesses: they do not count.
+      for (let i = 0; i < 12; i++) expect((await fetchWith('GET', '/api/v1/me', { authorization: keys.auditor.expired! }, undefined, base)).status).toBe(401);
+      for (let i = 0; i < 6; i++) {
+        clock += 1000;
+        expect((await fetchWith('GET', '/api/v1/me', { authorization: forged }, undefined, base)).status).toBe(401);
+      }
+      for (let i = 0; i < 4; i++) {
+        clock += 1000;
+        expect((await fetchWith('POST', '/api/v1/login', {}, { apiKey: `vb_0000000${i}_${'A'.repeat(43)}` }, base)).status).toBe(401);
+      }
+      const before = await auditCount();
+      const r = await fetchWith('GET', '/api/v1/me', { authorization: keys.auditor.valid! }, undefined, base);
+      expect(r.status).toBe(429);
+      expect(r.json.error.code).toBe('RATE_LIMITED');
+      // The oldest counted failure was 9 s ago: 51 s to go.
+      expect(r.headers.get('retry-after')).toBe('51');
+      expect(await auditCount()).toBe(before + 1);
+      expect(await lastAudit()).toMatchObject({ action: 'auth.denied' });
+      const l = await fetchWith('POST', '/api/v1/login', {}, { apiKey: bareKey('auditor') }, base);
+      expect(l.status).toBe(429);
+      expect(await lastAudit()).toMatchObject({ action: 'login.failed' });
+      clock += 51_000;
+      expect((await fetchWith('GET', '/api/v1/me', { authorization: keys.auditor.valid! }, undefined, base)).status).toBe(200);
+
+      // The session's own expiry (1 h here) follows the same clock.
+      const s = await fetchWith('POST', '/api/v1/login', {}, { apiKey: bareKey('auditor') }, base);
+      expect(s.status).toBe(200);
+      expect(s.headers.get('set-cookie')).toContain('Max-Age=3600');
+      clock += 3_600_001;
+      const gone = await fetchWith('GET', '/api/v1/me', { cookie: cookieOf(s) }, undefined, base);
+      expect(gone.status).toBe(401);
+      expect(gone.json.error.details.reason).toBe('session_expired');
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it.skipIf(skip)('retention policies: create, update, assign to a room, delete; each change audited with before/after; bad input → 4xx with a code', async () => {
+    const admin = as('admin');
+    const created = await call('POST', '/api/v1/retention-policies', admin, { name: 'finance-7y', scope: 'room', mediaDays: 2555, transcriptDays: 2555, rawDays: 30 });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    expect(created.json).toMatchObject({ name: 'finance-7y', scope: 'room', mediaDays: 2555, transcriptDays: 2555, rawDays: 30, rooms: [] });
+    expect(await lastAudit()).toMatchObject({ action: 'retention_policy.create', actor_id: userIds.admin, target_type: 'retention_policy', target_id: 'finance-7y' });
+    const dup = await call('POST', '/api/v1/retention-policies', admin, { name: 'finance-7y', scope: 'default', mediaDays: 1, transcriptDays: 1, rawDays: 1 });
+    expect(dup.status).toBe(409);
+    expect(dup.json.error).toMatchObject({ code: 'CONFLICT', details: { policy: { name: 'finance-7y', mediaDays: 2555 } } });
+
+    const upd = await call('PUT', '/api/v1/retention-policies/finance-7y', admin, { rawDays: null });
+    expect(upd.status).toBe(200);
+    expect(upd.json).toMatchObject({ rawDays: null, mediaDays: 2555 });
+    const entry = await lastAudit();
+    expect(entry).toMatchObject({ action: 'retention_policy.update', target_id: 'finance-7y' });
+    expect(typeof entry.details === 'string' ? JSON.parse(entry.details) : entry.details).toMatchObject({ before: { rawDays: 30 }, after: { rawDays: null } });
+
+    const assign = await call('PUT', '/api/v1/rooms/board/retention-policy', admin, { policy: 'finance-7y' });
+    expect(assign.status).toBe(200);
+    expect(assign.json).toMatchObject({ room: 'board', retentionPolicy: 'finance-7y', previous: null });
+    const room = await db.selectFrom('rooms').select('flags').where('id', '=', 'board').executeTakeFirstOrThrow();
+    expect(typeof room.flags === 'string' ? JSON.parse(room.flags) : room.flags).toMatchObject({ retentionPolicy: 'finance-7y' });
+    expect(await lastAudit()).toMatchObject({ action: 'room.retention_policy', target_type: 'room', target_id: 'board' });
+    expect((await call('GET', '/api/v1/retention-policies', admin)).json.policies.find((p: { name: string }) => p.name === 'finance-7y').rooms).toEqual(['board']);
+
+    // A policy in use cannot be deleted or leave the 'room' scope; a room cannot name a non-room policy.
+    const inUse = await call('DELETE', '/api/v1/retention-policies/finance-7y', admin);
+    expect(inUse.status).toBe(409);
+    expect(inUse.json.error.details.rooms).toEqual(['board']);
+    expect((await call('PUT', '/api/v1/retention-policies/finance-7y', admin, { scope: 'tag' })).status).toBe(409);
+    const wrongScope = await call('PUT', '/api/v1/rooms/board/retention-policy', admin, { policy: 'matrix' });
+    expect(wrongScope.status).toBe(400);
+    expect((await call('PUT', '/api/v1/rooms/nope/retention-policy', admin, { policy: 'finance-7y' })).json.error.code).toBe('ROOM_NOT_FOUND');
+    expect((await call('PUT', '/api/v1/rooms/board/retention-policy', admin, { policy: 'nope' })).json.error.code).toBe('NOT_FOUND');
+    expect((await call('PUT', '/api/v1/rooms/board/retention-policy', admin, { policy: null })).json).toMatchObject({ retentionPolicy: null, previous: 'finance-7y' });
+    const del = await call('DELETE', '/api/v1/retention-policies/finance-7y', admin);
+    expect(del.status).toBe(200);
+    expect(await lastAudit()).toMatchObject({ action: 'retention_policy.delete', target_id: 'finance-7y' });
+    const gone = await call('DELETE', '/api/v1/retention-policies/finance-7y', admin);
+    expect(gone.status).toBe(404);
+    expect(gone.json.error.code).toBe('NOT_FOUND');
+    expect(await lastAudit()).toMatchObject({ action: 'request.rejected' });
+
+    for (const bad of [
+      { name: '../x', scope: 'room', mediaDays: 1, transcriptDays: 1, rawDays: 1 },
+      { name: 'x', scope: 'forever', mediaDays: 1, transcriptDays: 1, rawDays: 1 },
+      { name: 'x', scope: 'room', mediaDays: -1, transcriptDays: 1, rawDays: 1 },
+      { name: 'x', scope: 'room', mediaDays: 1.5, transcriptDays: 1, rawDays: 1 },
+      { name: 'x', scope: 'room', mediaDays: 1, transcriptDays: 1 },
+    ]) {
+      const r = await call('POST', '/api/v1/retention-policies', admin, bad);
+      expect(r.status, JSON.stringify(bad)).toBe(400);
+      expect(r.json.error.code).toBe('BAD_REQUEST');
+    }
+    expect((await call('PUT', '/api/v1/retention-policies/seeded-room', admin, {})).status).toBe(400);
+  });
+
+  it.skipIf(skip)('legal holds: place (a query hold freezes its sessions), list, view, release; a released hold answers with its state', async () => {
+    const officer = as('compliance_officer');
+    const placed = await call('POST', '/api/v1/legal-holds', officer, { caseId: 'SEC-2024-17', reason: 'Zanzibar inquiry', scope: { type: 'query', value: 'zanzibar' } });
+    expect(placed.status, JSON.stringify(placed.json)).toBe(201);
+    expect(placed.json).toMatchObject({ caseId: 'SEC-2024-17', reason: 'Zanzibar inquiry', scope: { type: 'query', value: 'zanzibar' }, frozenSessionIds: ['s1'], state: 'in_force', placedBy: `user:${userIds.compliance_officer}` });
+    const id = placed.json.id as string;
+    const before = await auditCount();
+    expect((await lastAudit()).action).toBe('legal_hold.place');
+    expect(await lastAudit()).toMatchObject({ actor_id: userIds.compliance_officer, target_type: 'legal_hold', target_id: id });
+    const d = (await lastAudit()).details as unknown;
+    expect(typeof d === 'string' ? JSON.parse(d) : d).toMatchObject({ caseId: 'SEC-2024-17', scopeType: 'query', frozenSessionIds: ['s1'], role: 'compliance_officer' });
+
+    const list = await call('GET', '/api/v1/legal-holds', officer);
+    expect(list.json.holds.map((h: { id: string }) => h.id)).toContain(id);
+    expect(await auditCount()).toBe(before + 1);
+    expect((await call('GET', `/api/v1/legal-holds/${id}`, officer)).json).toMatchObject({ id, state: 'in_force' });
+
+    const rel = await call('POST', `/api/v1/legal-holds/${id}/release`, officer, { reason: 'case closed' });
+    expect(rel.status).toBe(200);
+    expect(rel.json).toMatchObject({ id, state: 'released', releasedBy: `user:${userIds.compliance_officer}` });
+    expect(await lastAudit()).toMatchObject({ action: 'legal_hold.release', target_id: id });
+    expect((await call('GET', '/api/v1/legal-holds', officer)).json.holds.map((h: { id: string }) => h.id)).not.toContain(id);
+    expect((await call('GET', '/api/v1/legal-holds?includeReleased=true', officer)).json.holds.map((h: { id: string }) => h.id)).toContain(id);
+
+    const again = await call('POST', `/api/v1/legal-holds/${id}/release`, officer, {});
+    expect(again.status).toBe(409);
+    expect(again.json.error).toMatchObject({ code: 'CONFLICT', details: { hold: { id, state: 'released' } } });
+    const unknown = await call('GET', '/api/v1/legal-holds/00000000-0000-4000-8000-00000000ffff', officer);
+    expect(unknown.status).toBe(404);
+    for (const bad of [
+      { caseId: 'C', reason: 'r', scope: { type: 'planet', value: 'x' } },
+      { caseId: '', reason: 'r', scope: { type: 'room', value: 'x' } },
+      { caseId: 'C', reason: 'r', scope: { type: 'room', value: '  ' } },
+      { caseId: 'C', scope: { type: 'room', value: 'x' } },
+    ]) {
+      const r = await call('POST', '/api/v1/legal-holds', officer, bad);
+      expect(r.status, JSON.stringify(bad)).toBe(400);
+    }
+    expect((await call('GET', '/api/v1/legal-holds/not-a-uuid', officer)).status).toBe(400);
+  });
+
+  it.skipIf(skip)('media: artifacts listed with their state; content streamed whole or by Range (206) for <video> seeking, with the cookie too; erased → 410', async () => {
+    const officer = as('compliance_officer');
+    const list = await call('GET', '/api/v1/sessions/s1/artifacts', officer);
+    expect(list.status).toBe(200);
+    const mp4 = list.json.artifacts.find((a: { id: string }) => a.id === 'composite.mp4');
+    expect(mp4).toMatchObject({ kind: 'composite', participant: null, bytes: MEDIA.length, contentType: 'video/mp4', contentUrl: '/api/v1/sessions/s1/artifacts/composite.mp4/content' });
+    const track = list.json.artifacts.find((a: { id: string }) => a.id === 'tracks/t-alice-audio-0.ogg');
+    expect(track).toMatchObject({ participant: 'p-alice', contentUrl: '/api/v1/sessions/s1/artifacts/tracks%2Ft-alice-audio-0.ogg/content' });
+    expect(list.json.deleted).toEqual([expect.objectContaining({ item: 'sessions/board/s1/participant-p-bob.mkv', state: 'erased', erasureRequest: 'er-1' })]);
+    expect(await lastAudit()).toMatchObject({ action: 'artifact.list', target_id: 's1' });
+
+    const get = (url: string, headers: Record<string, string>) => fetch(`${server.url}${url}`, { headers });
+    const whole = await get(mp4.contentUrl, { authorization: officer });
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get('content-type')).toBe('video/mp4');
+    expect(whole.headers.get('accept-ranges')).toBe('bytes');
+    expect(whole.headers.get('content-length')).toBe(String(MEDIA.length));
+    const bytes = Buffer.from(await whole.arrayBuffer());
+    expect(createHash('sha256').update(bytes).digest('hex')).toBe(mp4.sha256);
+    expect(await lastAudit()).toMatchObject({ action: 'media.download', target_type: 'artifact', target_id: 'sessions/board/s1/composite.mp4', actor_id: userIds.compliance_officer });
+
+    const part = await get(mp4.contentUrl, { authorization: officer, range: 'bytes=1000-1099' });
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 1000-1099/${MEDIA.length}`);
+    expect(part.headers.get('content-length')).toBe('100');
+    expect(Buffer.from(await part.arrayBuffer()).equals(MEDIA.subarray(1000, 1100))).toBe(true);
+    const entry = await lastAudit();
+    expect(entry).toMatchObject({ action: 'media.stream' });
+    expect(typeof entry.details === 'string' ? JSON.parse(entry.details) : entry.details).toMatchObject({ range: '1000-1099', session: 's1' });
+    const tail = await get(mp4.contentUrl, { authorization: officer, range: 'bytes=-10' });
+    expect(tail.status).toBe(206);
+    expect(Buffer.from(await tail.arrayBuffer()).equals(MEDIA.subarray(MEDIA.length - 10))).toBe(true);
+    const open = await get(mp4.contentUrl, { authorization: officer, range: 'bytes=4990-' });
+    expect(open.headers.get('content-range')).toBe(`bytes 4990-4999/${MEDIA.length}`);
+    const beyond = await get(mp4.contentUrl, { authorization: officer, range: 'bytes=6000-' });
+    expect(beyond.status).toBe(416);
+    expect(beyond.headers.get('content-range')).toBe(`bytes */${MEDIA.length}`);
+    expect((await beyond.json()).error.code).toBe('RANGE_NOT_SATISFIABLE');
+
+    // A <video src> sends the cookie and no headers.
+    const login = await fetchWith('POST', '/api/v1/login', {}, { apiKey: bareKey('compliance_officer') });
+    const viaCookie = await get(mp4.contentUrl, { cookie: cookieOf(login), range: 'bytes=0-1' });
+    expect(viaCookie.status).toBe(206);
+    expect(Buffer.from(await viaCookie.arrayBuffer()).equals(MEDIA.subarray(0, 2))).toBe(true);
+    expect((await get(track.contentUrl, { authorization: officer })).status).toBe(200);
+
+    const erased = await call('GET', '/api/v1/sessions/s1/artifacts/participant-p-bob.mkv/content', officer);
+    expect(erased.status).toBe(410);
+    expect(erased.json.error).toMatchObject({ code: 'GONE', details: { state: 'erased', erasureRequest: 'er-1' } });
+    expect(await lastAudit()).toMatchObject({ action: 'request.rejected' });
+    expect((await call('GET', '/api/v1/sessions/s1/artifacts/nothing.mp4/content', officer)).status).toBe(404);
+    expect((await call('GET', '/api/v1/sessions/s1/artifacts/..%2Fs2%2Fcomposite.mp4/content', officer)).status).toBe(400);
+    expect((await call('GET', '/api/v1/sessions/s1/artifacts/composite.mp4/content', as('auditor'))).status).toBe(403);
+  });
+
   it.skipIf(skip)('serves the OpenAPI document at /docs/json and a page at /docs', async () => {
     const doc = await call('GET', '/docs/json');
     expect(doc.status).toBe(200);
     expect(doc.json.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.json.paths).sort()).toEqual(['/api/v1/audit', '/api/v1/audit/verify', '/api/v1/consent', '/api/v1/keys', '/api/v1/search', '/api/v1/sessions/{id}', '/api/v1/sessions/{id}/transcript']);
+    expect(Object.keys(doc.json.paths).sort()).toEqual(DOC_PATHS);
     const params = doc.json.paths['/api/v1/search'].get.parameters.map((p: { name: string }) => p.name);
     expect(params).toEqual(['q', 'room', 'participant', 'session', 'from', 'to', 'page', 'pageSize']);
     expect(doc.json.paths['/api/v1/keys'].post.requestBody.content['application/json'].schema.properties.role.enum).toEqual(['admin', 'compliance_officer', 'auditor']);

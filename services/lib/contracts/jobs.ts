@@ -16,3 +16,111 @@ export type SessionFinalizePayload = z.output<typeof SessionFinalizePayloadSchem
 
 /** Deterministic job id: enqueueing the same session twice is a no-op. */
 export const finalizeJobId = (session: string): string => `finalize.${session}`;
+
+/**
+ * The per-session flow (v1). `session.finalize` is the flow's root: it adds its stages as
+ * child jobs and waits for them (BullMQ parent/child), then registers the results:
+ *
+ *   session.finalize ─┬─ session.prepare                      depacketize every track onto one clock
+ *                     ├─ participant.mux × participants        A/V file + 16 kHz ASR WAV     (after prepare)
+ *                     ├─ session.composite                     room composite MP4        ┐ after the muxes,
+ *                     └─ participant.transcribe × participants (ASR queue)               ┘ at the same time
+ *
+ * Stage outputs go to artifact storage under deterministic keys, so a stage can run on any
+ * host; the results travel back as the children's return values.
+ */
+export const TRANSCODE_ASR_QUEUE = 'transcode-asr';
+export const SESSION_PREPARE_JOB = 'session.prepare';
+export const SESSION_COMPOSITE_JOB = 'session.composite';
+export const PARTICIPANT_MUX_JOB = 'participant.mux';
+export const PARTICIPANT_TRANSCRIBE_JOB = 'participant.transcribe';
+
+/** Where the root is: its stages are added once each, in this order. */
+export const FlowStepSchema = z.enum(['prepare', 'mux', 'outputs', 'register']);
+export type FlowStep = z.output<typeof FlowStepSchema>;
+export const SessionFlowRootSchema = SessionFinalizePayloadSchema.extend({
+  flowStep: FlowStepSchema.optional(),
+  /** Bumped when the flow fails for good, so a manual retry runs fresh stages (new child ids). */
+  flowRun: z.number().int().nonnegative().optional(),
+});
+
+/** Deterministic child ids (no ':' — BullMQ reserves it). */
+export const stageJobId = (session: string, stage: string, run = 0): string => `${finalizeJobId(session)}${run > 0 ? `.${run}` : ''}.${stage}`;
+
+/** One stored artifact, as the artifacts table wants it. */
+export const StageArtifactSchema = z.object({
+  key: z.string(),
+  kind: z.string(),
+  participant: z.string().nullable(),
+  contentType: z.string(),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  storage: z.string(),
+  durationSeconds: z.number().nullable(),
+});
+export type StageArtifact = z.output<typeof StageArtifactSchema>;
+
+/** A depacketized track piece, placed on the session timeline. */
+export const StagePieceSchema = z.object({
+  participant: z.string(),
+  kind: z.enum(['audio', 'video']),
+  key: z.string(),
+  sha256: z.string(),
+  offset: z.number(),
+  duration: z.number(),
+});
+
+export const SessionPrepareResultSchema = z.object({
+  v: z.literal(1),
+  durationSeconds: z.number().nonnegative(),
+  pieces: z.array(StagePieceSchema),
+  artifacts: z.array(StageArtifactSchema),
+  /** Sorted ids of the participants with media, and their display names. */
+  participants: z.array(z.object({ id: z.string(), name: z.string() })),
+  transcribe: z.boolean(),
+  language: z.string(),
+});
+export type SessionPrepareResult = z.output<typeof SessionPrepareResultSchema>;
+
+export const ParticipantMuxPayloadSchema = SessionFinalizePayloadSchema.extend({
+  participant: z.string(),
+  durationSeconds: z.number().nonnegative(),
+  /** This participant's pieces. */
+  pieces: z.array(StagePieceSchema),
+});
+export type ParticipantMuxPayload = z.output<typeof ParticipantMuxPayloadSchema>;
+export const ParticipantMuxResultSchema = z.object({
+  v: z.literal(1),
+  participant: z.string(),
+  artifacts: z.array(StageArtifactSchema),
+  /** The ASR WAV, when the participant has audio. */
+  wav: z.object({ key: z.string(), sha256: z.string() }).nullable(),
+});
+export type ParticipantMuxResult = z.output<typeof ParticipantMuxResultSchema>;
+
+export const SessionCompositePayloadSchema = SessionFinalizePayloadSchema.extend({
+  durationSeconds: z.number().nonnegative(),
+  pieces: z.array(StagePieceSchema),
+});
+export type SessionCompositePayload = z.output<typeof SessionCompositePayloadSchema>;
+export const SessionCompositeResultSchema = z.object({ v: z.literal(1), artifacts: z.array(StageArtifactSchema) });
+
+export const ParticipantTranscribePayloadSchema = z.object({
+  v: z.literal(1),
+  room: z.string(),
+  session: z.string(),
+  participant: z.string(),
+  speaker: z.string(),
+  language: z.string(),
+  wav: z.object({ key: z.string(), sha256: z.string() }),
+});
+export type ParticipantTranscribePayload = z.output<typeof ParticipantTranscribePayloadSchema>;
+export const ParticipantTranscribeResultSchema = z.object({
+  v: z.literal(1),
+  participant: z.string(),
+  /** 'done', or the model problem that kept the transcript from being made. */
+  status: z.enum(['done', 'MODEL_MISSING', 'MODEL_INVALID']),
+  error: z.object({ code: z.string(), message: z.string(), hint: z.string().optional() }).optional(),
+  segments: z.array(z.object({ speaker: z.string(), participant: z.string(), start: z.number(), end: z.number(), text: z.string() })),
+});
+export type ParticipantTranscribeResult = z.output<typeof ParticipantTranscribeResultSchema>;

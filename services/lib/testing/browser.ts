@@ -9,7 +9,7 @@ export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
  * Debian's headless Chromium with fake capture devices fed from files. Background
  * networking is off: this machine has no internet and Chromium would retry forever.
  */
-export async function launchChromium(opts: { video?: string; audio?: string } = {}): Promise<Browser> {
+export async function launchChromium(opts: { video?: string; audio?: string; handleSignals?: boolean } = {}): Promise<Browser> {
   const args = [
     '--headless',
     '--no-sandbox',
@@ -26,5 +26,7 @@ export async function launchChromium(opts: { video?: string; audio?: string } = 
     ...(opts.video ? [`--use-file-for-fake-video-capture=${opts.video}`] : []),
     ...(opts.audio ? [`--use-file-for-fake-audio-capture=${opts.audio}`] : []),
   ];
-  return chromium.launch({ executablePath: CHROMIUM_PATH, args, headless: true, env: { ...process.env, HOME: mkdtempSync(path.join(os.tmpdir(), 'verbatim-chromium-home-')) } });
+  // handleSignals: false leaves Ctrl-C to the caller (Playwright's own handler exits the process with 130).
+  const signals = opts.handleSignals === false ? { handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false } : {};
+  return chromium.launch({ executablePath: CHROMIUM_PATH, args, headless: true, ...signals, env: { ...process.env, HOME: mkdtempSync(path.join(os.tmpdir(), 'verbatim-chromium-home-')) } });
 }

@@ -97,14 +97,47 @@ export function flashOnsets(file: string): number[] {
   return out;
 }
 
-/** Median of (beep onset − nearest preceding-or-following flash onset), seconds. */
-export function avOffset(flashes: number[], beeps: number[]): { offset: number; pairs: number } {
-  const d: number[] = [];
+/** Each beep paired with its nearest flash (within 0.5 s): the flash time and beep − flash, seconds. */
+export function avPairs(flashes: number[], beeps: number[]): { flash: number; offset: number }[] {
+  const out: { flash: number; offset: number }[] = [];
   for (const b of beeps) {
     let best: number | undefined;
     for (const f of flashes) if (best === undefined || Math.abs(b - f) < Math.abs(b - best)) best = f;
-    if (best !== undefined && Math.abs(b - best) < 0.5) d.push(b - best);
+    if (best !== undefined && Math.abs(b - best) < 0.5) out.push({ flash: best, offset: b - best });
   }
-  d.sort((a, b) => a - b);
+  return out;
+}
+
+/** Median of (beep onset − nearest preceding-or-following flash onset), seconds. */
+export function avOffset(flashes: number[], beeps: number[]): { offset: number; pairs: number } {
+  const d = avPairs(flashes, beeps)
+    .map((p) => p.offset)
+    .sort((a, b) => a - b);
   return { offset: d.length ? d[Math.floor(d.length / 2)]! : Number.NaN, pairs: d.length };
+}
+
+/**
+ * Sync error of an output against a reference, flash by flash: pairs whose flashes are
+ * the same moment (within 0.5 s once each file's time 0 is put on a shared clock, e.g.
+ * the wall clock) and, for each, output offset − reference offset. Comparing whole-file
+ * medians instead is wrong for Chromium's fake devices: their audio and video clocks
+ * drift apart (~2.7 ms/s) and at 15 fps the frame that first shows a flash jumps by a
+ * frame period, so files covering different spans have different medians even when
+ * every shared flash is in sync.
+ */
+export function syncError(
+  reference: { flash: number; offset: number }[],
+  referenceStart: number,
+  output: { flash: number; offset: number }[],
+  outputStart: number,
+): { diffs: number[]; median: number } {
+  const diffs: number[] = [];
+  for (const r of reference) {
+    const at = referenceStart + r.flash;
+    let best: { flash: number; offset: number } | undefined;
+    for (const o of output) if (!best || Math.abs(outputStart + o.flash - at) < Math.abs(outputStart + best.flash - at)) best = o;
+    if (best && Math.abs(outputStart + best.flash - at) < 0.5) diffs.push(best.offset - r.offset);
+  }
+  const sorted = [...diffs].sort((a, b) => a - b);
+  return { diffs, median: sorted.length ? sorted[Math.floor(sorted.length / 2)]! : Number.NaN };
 }

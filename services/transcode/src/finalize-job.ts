@@ -6,7 +6,7 @@ import { SessionFinalizePayloadSchema } from '../../lib/contracts/jobs.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { FfmpegRunner } from './media/ffmpeg-runner.ts';
-import { CorruptInputError, runSessionPipeline, type PipelineResult } from './session-pipeline.ts';
+import { CorruptInputError, mapLimit, prepareSession, renderComposite, type PipelineResult } from './session-pipeline.ts';
 import type { ArtifactStorage } from './storage/artifact-storage.ts';
 import type { Transcriber } from './transcriber/transcriber.ts';
 import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from './transcript-formats.ts';
@@ -24,7 +24,9 @@ export interface FinalizeDeps {
 const CONTENT_TYPES: Record<string, string> = { '.mp4': 'video/mp4', '.mkv': 'video/x-matroska', '.wav': 'audio/wav', '.ogg': 'audio/ogg', '.ivf': 'video/x-ivf', '.json': 'application/json', '.vtt': 'text/vtt', '.txt': 'text/plain' };
 
 /**
- * The `session.finalize` job: sealed recording → artifacts in storage → rows in the
+ * The whole `session.finalize` work in one job (TranscodeWorker mode 'single', and a
+ * one-call way to process a session in-process); the default is the flow of
+ * session-flow.ts, which runs the same stages as child jobs. Sealed recording → artifacts in storage → rows in the
  * database. Every path is derived from the session id and every artifact row is
  * replaced as a whole, so a rerun (retry, crash, reconciler) yields the same bytes and
  * no duplicate rows. Corrupt input fails once, unretried, with its code on the session.
@@ -34,6 +36,12 @@ export async function processFinalizeJob(job: Job, deps: FinalizeDeps): Promise<
   if (!parsed.success) throw new UnrecoverableError(`BAD_PAYLOAD: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
   const p = parsed.data;
   const log = deps.logger.child({ job: job.id, room: p.room, session: p.session });
+  const failIfCorrupt = async (err: unknown): Promise<unknown> => {
+    if (!(err instanceof CorruptInputError)) return err;
+    log.error({ code: err.errorCode, err: err.message }, 'corrupt recording: failing without retry');
+    await setStatus({ status: 'failed', error_code: err.errorCode, error_message: err.message });
+    return new UnrecoverableError(`${err.errorCode}: ${err.message}`);
+  };
   const setStatus = (values: Record<string, unknown>) =>
     deps.db.updateTable('recording_sessions').set({ ...values, updated_at: new Date() }).where('id', '=', p.session).execute();
   const progress = async (pct: number, stage: string) => {
@@ -47,40 +55,32 @@ export async function processFinalizeJob(job: Job, deps: FinalizeDeps): Promise<
   mkdirSync(outDir, { recursive: true });
   let result: PipelineResult;
   try {
-    result = await runSessionPipeline(p.manifestPath, outDir, deps.ffmpeg, (pct, stage) => void progress(pct, stage));
+    result = await prepareSession(p.manifestPath, outDir, deps.ffmpeg, (pct, stage) => void progress(pct, stage));
   } catch (err) {
-    if (err instanceof CorruptInputError) {
-      log.error({ code: err.errorCode, err: err.message }, 'corrupt recording: failing without retry');
-      await setStatus({ status: 'failed', error_code: err.errorCode, error_message: err.message });
-      throw new UnrecoverableError(`${err.errorCode}: ${err.message}`);
-    }
-    throw err;
+    throw await failIfCorrupt(err);
   }
 
-  // Transcription: one per participant (speaker = participant, no diarization needed).
+  // The composite renders while the participants are transcribed: ASR only needs the WAVs.
   const recOn = result.manifest.events.find((e) => e.type === 'recording-on');
   const wantTranscript = recOn?.details.transcribe === true;
   const language = typeof recOn?.details.language === 'string' ? recOn.details.language : 'en';
-  const names = new Map(result.manifest.participants.map((x) => [x.id, x.name]));
-  const segments: SpeakerSegment[] = [];
-  let transcriptStatus = 'skipped';
-  let modelError: VerbatimError | undefined;
-  if (wantTranscript) {
-    try {
-      const transcriber = await deps.transcriber();
-      for (const f of result.files.filter((x) => x.kind === 'participant-wav')) {
-        const segs = await transcriber.transcribe({ wavPath: f.path, language, offsetSeconds: 0 });
-        for (const s of segs) segments.push({ speaker: names.get(f.participant!) ?? f.participant!, participant: f.participant!, start: s.start, end: s.end, text: s.text });
-      }
-      segments.sort((a, b) => a.start - b.start || a.participant.localeCompare(b.participant));
-      transcriptStatus = 'done';
-    } catch (err) {
-      if (err instanceof VerbatimError && (err.code === 'MODEL_MISSING' || err.code === 'MODEL_INVALID')) {
-        modelError = err;
-        transcriptStatus = err.code;
-      } else throw err;
-    }
+  await progress(55, 'composite+transcribe');
+  const composite = renderComposite(result, outDir, deps.ffmpeg).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  let asr: ParticipantsTranscript | undefined;
+  let asrError: unknown;
+  try {
+    asr = wantTranscript ? await transcribeParticipants(result, language, deps, log) : { segments: [], status: 'skipped' };
+  } catch (err) {
+    asrError = err;
   }
+  // Whatever ASR did, the composite is not left running behind the job.
+  const compositeError = await composite;
+  if (compositeError !== undefined) throw await failIfCorrupt(compositeError);
+  if (!asr) throw asrError;
+  const { segments, status: transcriptStatus, modelError } = asr;
   const files = [...result.files];
   if (transcriptStatus === 'done') {
     for (const [name, body] of [
@@ -140,4 +140,44 @@ export async function processFinalizeJob(job: Job, deps: FinalizeDeps): Promise<
   }
   log.info({ artifacts: rows.length, segments: segments.length }, 'session finalized');
   return { artifacts: rows.length, segments: segments.length };
+}
+
+interface ParticipantsTranscript {
+  segments: SpeakerSegment[];
+  status: string;
+  modelError?: VerbatimError;
+}
+
+/**
+ * One transcription per participant (speaker = participant, no diarization needed),
+ * several at once within the transcriber's thread budget: with 2 threads, two
+ * single-threaded whisper-cli runs get more done than one run on two threads.
+ */
+async function transcribeParticipants(result: PipelineResult, language: string, deps: FinalizeDeps, log: Logger): Promise<ParticipantsTranscript> {
+  const names = new Map(result.manifest.participants.map((x) => [x.id, x.name]));
+  let transcriber: Transcriber;
+  try {
+    transcriber = await deps.transcriber();
+  } catch (err) {
+    if (err instanceof VerbatimError && (err.code === 'MODEL_MISSING' || err.code === 'MODEL_INVALID')) return { segments: [], status: err.code, modelError: err };
+    throw err;
+  }
+  const wavs = result.files.filter((x) => x.kind === 'participant-wav');
+  const budget = Math.max(1, transcriber.threads ?? 2);
+  const lanes = Math.max(1, Math.min(wavs.length, budget));
+  const threads = Math.max(1, Math.floor(budget / lanes));
+  const ac = new AbortController();
+  const started = performance.now();
+  const perWav = await mapLimit(wavs, lanes, async (f) => {
+    try {
+      const segs = await transcriber.transcribe({ wavPath: f.path, language, offsetSeconds: 0 }, { signal: ac.signal, threads });
+      return segs.map((s) => ({ speaker: names.get(f.participant!) ?? f.participant!, participant: f.participant!, start: s.start, end: s.end, text: s.text }));
+    } catch (err) {
+      ac.abort(err); // one failure stops the others' whisper-cli runs
+      throw err;
+    }
+  });
+  const segments = perWav.flat().sort((a, b) => a.start - b.start || a.participant.localeCompare(b.participant));
+  log.info({ participants: wavs.length, lanes, threads, seconds: Math.round(performance.now() - started) / 1000 }, 'transcribed');
+  return { segments, status: 'done' };
 }

@@ -30,6 +30,8 @@ const worker = new TranscodeWorker({
   redisUrl: config.REDIS_URL,
   ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}),
   concurrency: config.TRANSCODE_CONCURRENCY,
+  // Two transcriptions at once split WHISPER_THREADS between them (one thread each by default).
+  asrConcurrency: Math.max(1, Math.min(2, config.WHISPER_THREADS)),
   lockMs: config.TRANSCODE_LOCK_MS,
 });
 await worker.start();

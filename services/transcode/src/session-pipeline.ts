@@ -45,6 +45,15 @@ const PIECE_DIR = 'tracks';
  * Deterministic: same input → same paths and bytes.
  */
 export async function runSessionPipeline(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
+  const result = await prepareSession(manifestPath, outDir, ffmpeg, progress);
+  progress(55, 'composite');
+  await renderComposite(result, outDir, ffmpeg);
+  progress(75, 'transcribe');
+  return result;
+}
+
+/** Steps 1–3: read and verify every segment, put all tracks on one clock, depacketize into codec files. */
+export async function depacketizeSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
   let manifest: SessionManifest;
   try {
     manifest = SessionManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
@@ -125,42 +134,80 @@ export async function runSessionPipeline(manifestPath: string, outDir: string, f
     files.push({ participant: p.participant, kind: 'track', path: pieces.at(-1)!.file });
   }
   progress(30, 'mux');
+  return { manifest, originUs, durationSeconds, pieces, files, syncSource };
+}
 
-  // 4. per participant: A/V file (first piece of each kind, stream copy) and the ASR WAV
-  const participants = [...new Set(pieces.map((p) => p.participant))].sort();
-  for (const who of participants) {
-    const mine = pieces.filter((p) => p.participant === who);
-    const a = mine.find((p) => p.kind === 'audio');
-    const v = mine.find((p) => p.kind === 'video');
-    const base = Math.min(...mine.map((p) => p.offset));
-    const inputs = [a, v].filter((x): x is MediaPiece => !!x);
-    const av = path.join(outDir, `participant-${who}.mkv`);
-    await ffmpeg.run({
-      inputs: inputs.map((p) => ({ path: p.file, options: ['-itsoffset', (p.offset - base).toFixed(3)] })),
-      outputOptions: [...inputs.flatMap((_, i) => ['-map', `${i}`]), '-c', 'copy', ...BITEXACT, '-f', 'matroska'],
-      output: `${av}.tmp`,
-    });
-    renameSync(`${av}.tmp`, av);
-    files.push({ participant: who, kind: 'participant-av', path: av });
+/**
+ * Everything before the composite: depacketize, one clock, per-participant A/V files and
+ * ASR WAVs. Transcription can start as soon as this returns, while the composite renders.
+ */
+export async function prepareSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
+  const r = await depacketizeSession(manifestPath, outDir, ffmpeg, progress);
+  // Two participants at a time: each ffmpeg run is single-threaded and mostly waits on I/O and demuxing.
+  const participants = [...new Set(r.pieces.map((p) => p.participant))].sort();
+  const perParticipant = await mapLimit(participants, PARTICIPANT_CONCURRENCY, (who) => muxParticipant(who, r.pieces, r.durationSeconds, outDir, ffmpeg));
+  r.files.push(...perParticipant.flat());
+  return r;
+}
 
-    const audio = mine.filter((p) => p.kind === 'audio');
-    if (audio.length > 0) {
-      const wav = path.join(outDir, `participant-${who}.16k.wav`);
-      const chains = audio.map((p, i) => `[${i}:a]aresample=48000,adelay=${Math.round(p.offset * 1000)}:all=1[a${i}]`);
-      const mix = audio.length > 1 ? `${audio.map((_, i) => `[a${i}]`).join('')}amix=inputs=${audio.length}:normalize=0[m]` : `[a0]anull[m]`;
-      await ffmpeg.run({
-        inputs: audio.map((p) => ({ path: p.file })),
-        filterComplex: `${chains.join(';')};${mix};[m]apad,atrim=0:${durationSeconds},aresample=16000,aformat=sample_fmts=s16:channel_layouts=mono[out]`,
-        outputOptions: ['-map', '[out]', '-c:a', 'pcm_s16le', ...BITEXACT, '-f', 'wav'],
-        output: `${wav}.tmp`,
-      });
-      renameSync(`${wav}.tmp`, wav);
-      files.push({ participant: who, kind: 'participant-wav', path: wav });
-    }
+/** Step 4, one participant: A/V file (first piece of each kind, stream copy) and the ASR WAV. */
+export async function muxParticipant(who: string, pieces: readonly MediaPiece[], durationSeconds: number, outDir: string, ffmpeg: FfmpegRunner): Promise<PipelineResult['files']> {
+  const out: PipelineResult['files'] = [];
+  const mine = pieces.filter((p) => p.participant === who);
+  const a = mine.find((p) => p.kind === 'audio');
+  const v = mine.find((p) => p.kind === 'video');
+  const base = Math.min(...mine.map((p) => p.offset));
+  const inputs = [a, v].filter((x): x is MediaPiece => !!x);
+  const av = path.join(outDir, `participant-${who}.mkv`);
+  await ffmpeg.run({
+    inputs: inputs.map((p) => ({ path: p.file, options: ['-itsoffset', (p.offset - base).toFixed(3)] })),
+    outputOptions: [...inputs.flatMap((_, i) => ['-map', `${i}`]), '-c', 'copy', ...BITEXACT, '-f', 'matroska'],
+    output: `${av}.tmp`,
+  });
+  renameSync(`${av}.tmp`, av);
+  out.push({ participant: who, kind: 'participant-av', path: av });
+
+  const audio = mine.filter((p) => p.kind === 'audio');
+  if (audio.length > 0) {
+    const wav = path.join(outDir, `participant-${who}.16k.wav`);
+    await ffmpeg.run({ inputs: audio.map((p) => ({ path: p.file })), filterComplex: asrWavFilter(audio, durationSeconds), outputOptions: ASR_WAV_OUTPUT, output: `${wav}.tmp` });
+    renameSync(`${wav}.tmp`, wav);
+    out.push({ participant: who, kind: 'participant-wav', path: wav });
   }
-  progress(55, 'composite');
+  return out;
+}
 
-  // 5. room composite: everyone's audio mixed, a video grid, on the session timeline
+/** ffmpeg processes of one session's per-participant stage that run at once. */
+const PARTICIPANT_CONCURRENCY = 2;
+
+/**
+ * The 16 kHz mono WAV for ASR, on the session timeline. Opus always decodes at 48 kHz, so
+ * there is one resampling (after the downmix, on one channel instead of two).
+ */
+export function asrWavFilter(audio: readonly Pick<MediaPiece, 'offset'>[], durationSeconds: number): string {
+  const chains = audio.map((p, i) => `[${i}:a]aformat=channel_layouts=mono,adelay=${Math.round(p.offset * 1000)}:all=1[a${i}]`);
+  const mix = audio.length > 1 ? `${audio.map((_, i) => `[a${i}]`).join('')}amix=inputs=${audio.length}:normalize=0[m]` : `[a0]anull[m]`;
+  return `${chains.join(';')};${mix};[m]apad,atrim=0:${durationSeconds},aresample=16000,aformat=sample_fmts=s16[out]`;
+}
+export const ASR_WAV_OUTPUT = ['-map', '[out]', '-c:a', 'pcm_s16le', ...BITEXACT, '-f', 'wav'];
+
+/**
+ * The composite's audio: everyone mixed into one mono channel (meeting voices are mono
+ * sources; a stereo mix would carry the same signal twice at twice the encode cost), AAC
+ * with ffmpeg's fast coder (about 3x cheaper than the default two-loop search, and as
+ * deterministic). Returns the filter chains (output label `aout`) and output options.
+ */
+export function compositeAudio(audio: readonly Pick<MediaPiece, 'offset'>[], durationSeconds: number, firstInput = 0): { filters: string[]; outputOptions: string[] } {
+  const filters = audio.map((p, i) => `[${firstInput + i}:a]aformat=channel_layouts=mono,adelay=${Math.round(p.offset * 1000)}:all=1[ca${i}]`);
+  filters.push(`${audio.map((_, i) => `[ca${i}]`).join('')}amix=inputs=${audio.length}:normalize=0:duration=longest,apad,atrim=0:${durationSeconds}[aout]`);
+  return { filters, outputOptions: ['-map', '[aout]', ...COMPOSITE_AAC] };
+}
+export const COMPOSITE_AAC = ['-c:a', 'aac', '-aac_coder', 'fast', '-b:a', '64k', '-ar', '48000', '-ac', '1'];
+
+/** Step 5, the room composite: everyone's audio mixed, a video grid, on the session timeline. */
+export async function renderComposite(r: Pick<PipelineResult, 'pieces' | 'durationSeconds' | 'files'>, outDir: string, ffmpeg: FfmpegRunner): Promise<string> {
+  const { pieces, durationSeconds } = r;
+  const participants = [...new Set(pieces.map((p) => p.participant))].sort();
   const composite = path.join(outDir, 'composite.mp4');
   const audio = pieces.filter((p) => p.kind === 'audio');
   const video = pieces.filter((p) => p.kind === 'video');
@@ -179,25 +226,39 @@ export async function runSessionPipeline(manifestPath: string, outDir: string, f
     last = `bg${i + 1}`;
   });
   parts.push(`[${last}]format=yuv420p[vout]`);
-  if (audio.length > 0) {
-    audio.forEach((p, i) => parts.push(`[${i}:a]aresample=48000,adelay=${Math.round(p.offset * 1000)}:all=1[ca${i}]`));
-    parts.push(`${audio.map((_, i) => `[ca${i}]`).join('')}amix=inputs=${audio.length}:normalize=0:duration=longest,apad,atrim=0:${durationSeconds}[aout]`);
-  }
+  const a = audio.length > 0 ? compositeAudio(audio, durationSeconds) : undefined;
+  if (a) parts.push(...a.filters);
   await ffmpeg.run({
     inputs: inputs.map((p) => ({ path: p.file })),
     filterComplex: parts.join(';'),
     outputOptions: [
       '-map', '[vout]',
-      ...(audio.length > 0 ? ['-map', '[aout]', '-c:a', 'aac', '-b:a', '96k', '-ar', '48000'] : []),
+      ...(a ? a.outputOptions : []),
       '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '28', '-threads', '1', '-r', '15',
       '-t', String(durationSeconds), '-movflags', '+faststart', ...BITEXACT, '-f', 'mp4',
     ],
     output: `${composite}.tmp`,
   });
   renameSync(`${composite}.tmp`, composite);
-  files.push({ kind: 'composite', path: composite });
-  progress(75, 'transcribe');
-  return { manifest, originUs, durationSeconds, pieces, files, syncSource };
+  // Replaced, not appended, so a re-render (e.g. after an erasure) lists it once.
+  const i = r.files.findIndex((f) => f.kind === 'composite' && f.path === composite);
+  if (i >= 0) r.files.splice(i, 1);
+  r.files.push({ kind: 'composite', path: composite });
+  return composite;
+}
+
+/** Runs fn over items with at most `limit` in flight; results in input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+  return out;
 }
 
 function writeAtomic(file: string, data: Buffer): void {

@@ -1,9 +1,10 @@
-import { Queue, Worker } from 'bullmq';
+import { FlowProducer, Queue, Worker, type Job } from 'bullmq';
 import type { Db } from '../../../db/database.ts';
-import { SESSION_FINALIZE_JOB, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
+import { PARTICIPANT_MUX_JOB, PARTICIPANT_TRANSCRIBE_JOB, SESSION_COMPOSITE_JOB, SESSION_FINALIZE_JOB, SESSION_PREPARE_JOB, TRANSCODE_ASR_QUEUE, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
 import { processFinalizeJob, type FinalizeDeps } from './finalize-job.ts';
+import { processCompositeJob, processFinalizeFlow, processMuxJob, processPrepareJob, processTranscribeJob } from './session-flow.ts';
 
 export interface TranscodeWorkerOptions extends FinalizeDeps {
   redisUrl: string;
@@ -13,6 +14,13 @@ export interface TranscodeWorkerOptions extends FinalizeDeps {
   lockMs?: number;
   /** How often the database reconciler looks for sealed sessions without a job. */
   reconcileEveryMs?: number;
+  /**
+   * 'flow' (default): session.finalize is the root of a BullMQ flow whose stages run as
+   * child jobs (session-flow.ts); 'single': the whole session in one job (finalize-job.ts).
+   */
+  mode?: 'flow' | 'single';
+  /** Transcription jobs this process runs at once (default 2); they share the transcriber's thread budget. */
+  asrConcurrency?: number;
 }
 
 /**
@@ -26,23 +34,49 @@ export class TranscodeWorker {
   readonly queue: Queue;
   private timer: NodeJS.Timeout | undefined;
 
+  readonly asrWorker: Worker | undefined;
+  private readonly flows: FlowProducer | undefined;
+
   constructor(private readonly opts: TranscodeWorkerOptions) {
     const connection = redisConnection(opts.redisUrl);
     const prefix = opts.queuePrefix ? { prefix: opts.queuePrefix } : {};
+    const lockDuration = opts.lockMs ?? 60_000;
+    const workerOpts = { connection, ...prefix, lockDuration, stalledInterval: Math.max(1000, Math.floor(lockDuration / 2)), maxStalledCount: 3 };
+    const asrConcurrency = opts.asrConcurrency ?? 2;
     this.queue = new Queue(TRANSCODE_QUEUE, { connection, ...prefix });
+    const flow = (opts.mode ?? 'flow') === 'flow';
+    this.flows = flow ? new FlowProducer({ connection, ...prefix }) : undefined;
+    const ctx = { flows: this.flows!, mediaQueue: TRANSCODE_QUEUE, asrQueue: TRANSCODE_ASR_QUEUE, asrConcurrency };
     this.worker = new Worker(
       TRANSCODE_QUEUE,
-      async (job) => {
-        if (job.name !== SESSION_FINALIZE_JOB) throw new Error(`unknown job ${job.name}`);
-        return processFinalizeJob(job, opts);
+      async (job: Job, token?: string) => {
+        if (job.name === SESSION_FINALIZE_JOB) return flow ? processFinalizeFlow(job, token, opts, ctx) : processFinalizeJob(job, opts);
+        if (job.name === SESSION_PREPARE_JOB) return processPrepareJob(job, opts);
+        if (job.name === PARTICIPANT_MUX_JOB) return processMuxJob(job, opts);
+        if (job.name === SESSION_COMPOSITE_JOB) return processCompositeJob(job, opts);
+        throw new Error(`unknown job ${job.name}`);
       },
-      { connection, ...prefix, concurrency: opts.concurrency, lockDuration: opts.lockMs ?? 60_000, stalledInterval: Math.max(1000, Math.floor((opts.lockMs ?? 60_000) / 2)), maxStalledCount: 3 },
+      { ...workerOpts, concurrency: opts.concurrency },
     );
-    this.worker.on('failed', (job, err) => opts.logger.error({ job: job?.id, err: err.message, attempts: job?.attemptsMade }, 'finalize job failed'));
+    // Transcription on its own queue and worker, so it runs while the composite renders.
+    this.asrWorker = flow
+      ? new Worker(
+          TRANSCODE_ASR_QUEUE,
+          async (job: Job) => {
+            if (job.name === PARTICIPANT_TRANSCRIBE_JOB) return processTranscribeJob(job, opts, asrConcurrency);
+            throw new Error(`unknown job ${job.name}`);
+          },
+          { ...workerOpts, concurrency: asrConcurrency },
+        )
+      : undefined;
+    for (const w of [this.worker, this.asrWorker]) {
+      w?.on('failed', (job, err) => opts.logger.error({ job: job?.id, name: job?.name, err: err.message, attempts: job?.attemptsMade }, 'transcode job failed'));
+    }
   }
 
   async start(): Promise<void> {
     await this.worker.waitUntilReady();
+    await this.asrWorker?.waitUntilReady();
     await this.reconcile();
     this.timer = setInterval(() => void this.reconcile().catch((err: unknown) => this.opts.logger.error({ err }, 'reconcile failed')), this.opts.reconcileEveryMs ?? 30_000);
     this.timer.unref();
@@ -68,6 +102,8 @@ export class TranscodeWorker {
   async close(): Promise<void> {
     clearInterval(this.timer);
     await this.worker.close();
+    await this.asrWorker?.close();
+    await this.flows?.close();
     await this.queue.close();
   }
 }

@@ -1,17 +1,20 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../../db/database.ts';
+import { TRANSCODE_QUEUE, SESSION_COMPOSITE_JOB, SessionCompositeResultSchema, SessionPrepareResultSchema, type SessionCompositePayload, type SessionPrepareResult } from '../../lib/contracts/jobs.ts';
 import { SessionManifestSchema } from '../../lib/contracts/recording.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { createLogger } from '../../lib/logger.ts';
+import { redisConnection } from '../../lib/redis.ts';
 import { TEST_DATABASE_URL, testBackends } from '../../lib/testing/databases.ts';
 import { SessionStore } from '../../recorder/src/session-store.ts';
-import { FluentFfmpegRunner } from '../src/media/ffmpeg-runner.ts';
+import { FluentFfmpegRunner, type FfmpegRunner } from '../src/media/ffmpeg-runner.ts';
 import { runSessionPipeline } from '../src/session-pipeline.ts';
 import { LocalArtifactStorage } from '../src/storage/artifact-storage.ts';
 import { transcriberFromConfig } from '../src/transcriber-factory.ts';
@@ -40,18 +43,19 @@ async function seal(manifestPath: string): Promise<string> {
 }
 const status = async (id: string) => db.selectFrom('recording_sessions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
-function inProcessWorker(prefix: string, opts: { modelsDir?: string; model?: string } = {}) {
+function inProcessWorker(prefix: string, opts: { modelsDir?: string; model?: string; workDir?: string; mode?: 'flow' | 'single'; ffmpeg?: FfmpegRunner } = {}) {
   const config = loadConfig({ env: {}, overrides: { DATA_DIR: tmp, ...(opts.modelsDir ? { WHISPER_MODELS_DIR: opts.modelsDir } : {}), ...(opts.model ? { WHISPER_MODEL: opts.model } : {}) } });
   return new TranscodeWorker({
     db,
     storage: new LocalArtifactStorage(path.join(tmp, `store-${prefix}`)),
-    ffmpeg: new FluentFfmpegRunner(),
-    workDir: path.join(tmp, `work-${prefix}`),
+    ffmpeg: opts.ffmpeg ?? new FluentFfmpegRunner(),
+    workDir: opts.workDir ?? path.join(tmp, `work-${prefix}`),
     logger: createLogger({ level: 'silent' }),
     transcriber: transcriberFromConfig(config),
     redisUrl: REDIS,
     queuePrefix: prefix,
     concurrency: 2,
+    ...(opts.mode ? { mode: opts.mode } : {}),
   });
 }
 
@@ -77,6 +81,13 @@ describe('session.finalize worker', () => {
       const job = await worker.queue.getJob('finalize.bad-1');
       expect(job!.attemptsMade).toBe(1); // UnrecoverableError: no retries
       expect(job!.failedReason).toMatch(/^CORRUPT_RECORDING/);
+      // It is a flow: the prepare stage failed once, unretried, and failed the root with its code.
+      const stage = await worker.queue.getJob('finalize.bad-1.prepare');
+      expect(stage!.attemptsMade).toBe(1);
+      expect(stage!.failedReason).toMatch(/^CORRUPT_RECORDING/);
+      const goodRoot = await worker.queue.getJob('finalize.good-1');
+      expect(await goodRoot!.getState()).toBe('completed');
+      expect(Object.keys(await goodRoot!.getChildrenValues()).map((k) => k.split(':').at(-1)).sort()).toEqual(['finalize.good-1.composite', 'finalize.good-1.mux0', 'finalize.good-1.prepare']);
       const arts = await db.selectFrom('artifacts').select('kind').where('session_id', '=', good).execute();
       expect(arts.map((a) => a.kind).sort()).toEqual(['composite', 'participant-av', 'participant-wav', 'track']);
       expect(await worker.reconcile()).toBe(0);
@@ -102,6 +113,29 @@ describe('session.finalize worker', () => {
     }
   });
 
+  it('after MODEL_MISSING, retrying the job once the model is installed runs fresh stages and completes the transcript', async () => {
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'latemodel-1', transcribe: true, seconds: 6, silences: [[2, 4]] }));
+    const later = path.join(tmp, 'installed-later.bin');
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`, { model: later });
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('failed');
+      expect((await status(id)).error_code).toBe('MODEL_MISSING');
+      copyFileSync(fixedPhraseModelPath(), later);
+      const root = (await worker.queue.getJob('finalize.latemodel-1'))!;
+      expect(root.failedReason).toMatch(/^MODEL_MISSING/);
+      await root.retry();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('done');
+      expect(await status(id)).toMatchObject({ transcript_status: 'done', error_code: null });
+      const segs = await db.selectFrom('transcript_segments').select('text').where('session_id', '=', id).execute();
+      expect(segs.map((x) => x.text)).toEqual([TEST_PHRASE]);
+      // The retry ran a second generation of stage jobs next to the first one.
+      expect(await (await worker.queue.getJob('finalize.latemodel-1.1.prepare'))!.getState()).toBe('completed');
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('transcribes each participant through VAD and whisper-cli onto the session timeline (generated model)', async () => {
     // 2 s of tone then 3 s of silence, twice: VAD must find two speech spans.
     const id = await seal(syntheticSession(tmp, () => {}, { session: 'asr-1', transcribe: true, seconds: 8, silences: [[2, 5]] }));
@@ -111,24 +145,96 @@ describe('session.finalize worker', () => {
       await expect.poll(async () => (await status(id)).status, { timeout: 120_000 }).toBe('done');
       expect((await status(id)).transcript_status).toBe('done');
       const segs = await db.selectFrom('transcript_segments').selectAll().where('session_id', '=', id).orderBy('seq').execute();
-      expect(segs.map((x) => [x.speaker, x.participant_id, x.text])).toEqual([
-        ['P', 'p', TEST_PHRASE],
-        ['P', 'p', TEST_PHRASE],
-      ]);
-      // Spans on the session timeline: speech at 0–2 s and 5–8 s (VAD pads by ~0.2 s).
+      // Both spans are packed into one 30 s window: one whisper-cli run, one window, and the
+      // model's one segment maps back from the first span's start to the last one's end.
+      expect(segs.map((x) => [x.speaker, x.participant_id, x.text])).toEqual([['P', 'p', TEST_PHRASE]]);
+      // On the session timeline: speech at 0–2 s and 5–8 s (VAD pads by ~0.2 s).
       expect(segs[0]!.start_seconds).toBeLessThan(0.3);
-      expect(segs[0]!.end_seconds).toBeGreaterThan(1.7);
-      expect(segs[0]!.end_seconds).toBeLessThan(2.5);
-      expect(segs[1]!.start_seconds).toBeGreaterThan(4.6);
-      expect(segs[1]!.start_seconds).toBeLessThan(5.3);
+      expect(segs[0]!.end_seconds).toBeGreaterThan(7.7);
+      expect(segs[0]!.end_seconds).toBeLessThanOrEqual(8.05);
       const kinds = (await db.selectFrom('artifacts').select('kind').where('session_id', '=', id).execute()).map((a) => a.kind);
       expect(kinds).toEqual(expect.arrayContaining(['transcript-json', 'transcript-vtt', 'transcript-txt']));
       // The text search index sees it.
       const { sql } = await import('kysely');
       const hits = await sql<{ n: number }>`select count(*)::int as n from transcript_segments where session_id = ${id} and tsv @@ websearch_to_tsquery('english', 'verbatim phrase')`.execute(db);
-      expect(hits.rows[0]!.n).toBe(2);
+      expect(hits.rows[0]!.n).toBe(1);
     } finally {
       await worker.close();
+    }
+  });
+
+  it("mode 'single' (the whole session in one job, composite during ASR) registers the same kinds of results", async () => {
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'single-1', transcribe: true, seconds: 8, silences: [[2, 5]] }));
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`, { model: fixedPhraseModelPath(), mode: 'single' });
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 120_000 }).toBe('done');
+      expect((await worker.queue.getJob('finalize.single-1.prepare'))).toBeUndefined();
+      const segs = await db.selectFrom('transcript_segments').select(['text', 'start_seconds', 'end_seconds']).where('session_id', '=', id).execute();
+      expect(segs.map((x) => x.text)).toEqual([TEST_PHRASE]);
+      expect(segs[0]!.start_seconds).toBeLessThan(0.3);
+      expect(segs[0]!.end_seconds).toBeGreaterThan(7.7);
+      const kinds = (await db.selectFrom('artifacts').select('kind').where('session_id', '=', id).execute()).map((a) => a.kind).sort();
+      expect(kinds).toEqual(['composite', 'participant-av', 'participant-wav', 'track', 'transcript-json', 'transcript-txt', 'transcript-vtt']);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('a stage that fails once (a transient error) is retried after a backoff and the flow completes', async () => {
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'retry-1', seconds: 3 }));
+    const real = new FluentFfmpegRunner();
+    const composites: number[] = [];
+    // The real ffmpeg, except that the first composite render fails as a full disk would.
+    const flaky: FfmpegRunner = {
+      run(job, o) {
+        if (job.output.endsWith('composite.mp4.tmp') && composites.push(Date.now()) === 1) return Promise.reject(new Error('ENOSPC: no space left on device'));
+        return real.run(job, o);
+      },
+    };
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`, { ffmpeg: flaky });
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('done');
+      const stage = (await worker.queue.getJob('finalize.retry-1.composite'))!;
+      expect(stage.attemptsMade).toBe(2);
+      expect(composites).toHaveLength(2);
+      expect(composites[1]! - composites[0]!).toBeGreaterThanOrEqual(1900); // exponential backoff, 2 s first
+
+      const kinds = (await db.selectFrom('artifacts').select('kind').where('session_id', '=', id).execute()).map((a) => a.kind);
+      expect(kinds).toContain('composite');
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('a stage on another host fetches its inputs from artifact storage and makes the same bytes', async () => {
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'hosts-1', seconds: 3 }));
+    const prefix = `fw${randomBytes(3).toString('hex')}`;
+    const first = inProcessWorker(prefix);
+    let prep: SessionPrepareResult;
+    try {
+      await first.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('done');
+      const values = await (await first.queue.getJob('finalize.hosts-1'))!.getChildrenValues();
+      prep = SessionPrepareResultSchema.parse(Object.entries(values).find(([k]) => k.endsWith('.prepare'))![1]);
+    } finally {
+      await first.close();
+    }
+    // A second worker with an empty work dir (another host), same queue and storage.
+    const otherHost = path.join(tmp, 'other-host');
+    const second = inProcessWorker(prefix, { workDir: otherHost });
+    try {
+      await second.start();
+      const payload: SessionCompositePayload = { v: 1, room: 'r', session: id, manifestPath: 'unused-by-this-stage', manifestSha256: '0'.repeat(64), durationSeconds: prep.durationSeconds, pieces: prep.pieces };
+      const job = await second.queue.add(SESSION_COMPOSITE_JOB, payload, { jobId: 'recomposite-hosts-1' });
+      await expect.poll(async () => (await second.queue.getJob(job.id!))!.getState(), { timeout: 60_000 }).toBe('completed');
+      const out = SessionCompositeResultSchema.parse((await second.queue.getJob(job.id!))!.returnvalue);
+      const stored = await db.selectFrom('artifacts').select(['key', 'sha256']).where('session_id', '=', id).where('kind', '=', 'composite').execute();
+      expect(out.artifacts.map((a) => [a.key, a.sha256])).toEqual(stored.map((a) => [a.key, a.sha256]));
+      expect(readdirSync(path.join(otherHost, 'r', id, 'tracks')).sort()).toEqual(prep.pieces.map((x) => path.basename(x.key)).sort());
+    } finally {
+      await second.close();
     }
   });
 
@@ -149,8 +255,26 @@ describe('session.finalize worker', () => {
         child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
       });
     const first = await start();
-    await expect.poll(async () => (await status(id)).progress, { timeout: 60_000, interval: 100 }).toBeGreaterThan(0);
+    // Killed while a stage job of the flow is running (its lock is then taken over as stalled).
+    const queue = new Queue(TRANSCODE_QUEUE, { connection: redisConnection(REDIS), prefix });
+    let killedIn = '';
+    try {
+      await expect
+        .poll(
+          async () => {
+            for (const stage of ['prepare', 'mux0', 'composite']) {
+              if ((await (await queue.getJob(`finalize.killed-1.${stage}`))?.getState()) === 'active') return (killedIn = stage);
+            }
+            return '';
+          },
+          { timeout: 60_000, interval: 50 },
+        )
+        .not.toBe('');
+    } finally {
+      await queue.close();
+    }
     first.kill('SIGKILL');
+    expect(killedIn).not.toBe('');
     expect((await status(id)).status).toBe('processing');
     const second = await start();
     try {

@@ -77,9 +77,10 @@ export function rtpOpusToOgg(packets: RtpPacket[], opts: { channels: number; ser
   opusHead.write('OpusHead', 0, 'latin1');
   opusHead[8] = 1;
   opusHead[9] = opts.channels;
-  // pre-skip 0: RTP Opus does not signal the encoder's lookahead, and measured against
-  // what the publisher captured, dropping 312 samples moved audio the wrong way.
-  opusHead.writeUInt16LE(0, 10);
+  // pre-skip 312: RTP Opus does not signal the encoder's lookahead, but WebRTC senders
+  // run libopus (VoIP/audio modes: 6.5 ms at 48 kHz); without it every decoded sample
+  // lands 6.5 ms after its RTP timestamp (measured in services/transcode/test/av-sync.test.ts).
+  opusHead.writeUInt16LE(312, 10);
   opusHead.writeUInt32LE(48000, 12);
   page([opusHead], 0n, 0x02);
   const vendor = Buffer.from('verbatim', 'latin1');

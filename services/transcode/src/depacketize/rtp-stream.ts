@@ -2,6 +2,7 @@ import { RecordType, parseRecording } from '../../../recorder/src/recording-form
 import { parseRtp } from '../../../recorder/src/inspect.ts';
 import type { TrackHeader } from '../../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
+import { opusPacketSamples } from './ogg-opus.ts';
 
 export interface RtpPacket {
   /** Extended (wrap-free) sequence number. */
@@ -139,18 +140,36 @@ export function ntpToWallOffsetUs(tracks: TrackPackets[]): number {
 }
 
 /**
- * Maps RTP timestamps of a track to wall-clock µs. With sender reports, the sender's
- * own NTP ↔ RTP pairing (the median offset over all reports, robust to one bad SR),
- * shifted by the session's NTP→wall offset; without, the arrival of the first packet.
+ * Maps RTP timestamps of a track to wall-clock µs (capture time of that sample). With
+ * sender reports, the NTP ↔ RTP pairing (the median offset over all reports, robust to
+ * one bad SR), shifted by the session's NTP→wall offset; without, the arrival of the
+ * first packet. Both pairings are transmission times: the recorder is fed by mediasoup
+ * consumers, whose SRs pair "now" with the newest forwarded packet (RtpStreamSend::
+ * GetRtcpSenderReport), not the publisher's capture clock. A video frame leaves the
+ * sender a few ms after capture (encode), but an audio packet's timestamp is its first
+ * sample and it cannot leave before its last one is captured: audio is moved back by
+ * one packet duration, or it lands ~20 ms late against the picture.
  */
-export function wallClockMapper(t: TrackPackets, ntpOffsetUs = 0): { toWallUs: (ts: number) => number; source: 'rtcp-sr' | 'arrival' } {
+export function wallClockMapper(t: TrackPackets, ntpOffsetUs = 0): { toWallUs: (ts: number) => number; source: 'rtcp-sr' | 'arrival'; captureLeadUs: number } {
   const rate = t.header.codec.clockRate;
+  const captureLeadUs = audioPacketDurationUs(t);
   if (t.senderReports.length > 0) {
     const offsets = t.senderReports.map((sr) => sr.wallUs + ntpOffsetUs - (sr.rtpTs / rate) * 1e6).sort((a, b) => a - b);
-    const offset = offsets[Math.floor(offsets.length / 2)]!;
-    return { toWallUs: (ts) => offset + (ts / rate) * 1e6, source: 'rtcp-sr' };
+    const offset = offsets[Math.floor(offsets.length / 2)]! - captureLeadUs;
+    return { toWallUs: (ts) => offset + (ts / rate) * 1e6, source: 'rtcp-sr', captureLeadUs };
   }
   const first = t.packets[0];
-  const base = first ? first.arrivalUs - (first.ts / rate) * 1e6 : 0;
-  return { toWallUs: (ts) => base + (ts / rate) * 1e6, source: 'arrival' };
+  const base = (first ? first.arrivalUs - (first.ts / rate) * 1e6 : 0) - captureLeadUs;
+  return { toWallUs: (ts) => base + (ts / rate) * 1e6, source: 'arrival', captureLeadUs };
+}
+
+/** Median duration (µs) of an Opus track's packets, from their TOC bytes; 0 for video. */
+function audioPacketDurationUs(t: TrackPackets): number {
+  if (t.header.codec.mimeType.toLowerCase() !== 'audio/opus') return 0;
+  const d = t.packets
+    .slice(0, 200)
+    .map((p) => opusPacketSamples(p.payload))
+    .filter((n) => n > 0)
+    .sort((a, b) => a - b);
+  return d.length ? (d[Math.floor(d.length / 2)]! / 48000) * 1e6 : 0;
 }

@@ -4,6 +4,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  PutObjectLegalHoldCommand,
   S3Client,
   S3ServiceException,
   type PutObjectCommandInput,
@@ -19,8 +20,8 @@ export const SHA256_METADATA_KEY = 'sha256';
 
 export interface S3ObjectLockOptions {
   mode: 'GOVERNANCE' | 'COMPLIANCE';
-  /** Retention end for this key; undefined leaves the object without a retention period. */
-  retainUntil: (key: string) => Date | undefined;
+  /** Retention end for this key (e.g. from the retention policy of its session); undefined leaves the object without a retention period. */
+  retainUntil: (key: string) => Date | undefined | Promise<Date | undefined>;
 }
 
 export interface S3ArtifactStorageOptions {
@@ -100,7 +101,7 @@ export class S3ArtifactStorage implements ArtifactStorage {
   async put(key: string, file: string, contentType: string): Promise<StoredArtifact> {
     validateKey(key);
     const { sha256, bytes } = await sha256File(file);
-    const retainUntil = this.objectLock?.retainUntil(key);
+    const retainUntil = await this.objectLock?.retainUntil(key);
     const params: PutObjectCommandInput = {
       Bucket: this.bucket,
       Key: key,
@@ -158,6 +159,21 @@ export class S3ArtifactStorage implements ArtifactStorage {
     }
     if (!(body instanceof Readable)) throw storageError(`reading s3://${this.bucket}/${key}: response body is not a Node stream`);
     return body;
+  }
+
+  /** Whether the bucket is configured with Object Lock (uploads carry retention; legal holds can be set). */
+  get objectLockEnabled(): boolean {
+    return this.objectLock !== undefined;
+  }
+
+  /** Sets or clears the object's S3 legal-hold flag (a held object cannot be deleted or overwritten until cleared). */
+  async setLegalHold(key: string, on: boolean): Promise<void> {
+    validateKey(key);
+    try {
+      await this.client.send(new PutObjectLegalHoldCommand({ Bucket: this.bucket, Key: key, LegalHold: { Status: on ? 'ON' : 'OFF' }, ChecksumAlgorithm: 'SHA256' }));
+    } catch (err) {
+      throw storageError(`${on ? 'setting' : 'clearing'} the legal hold of s3://${this.bucket}/${key} failed`, err);
+    }
   }
 
   /** Closes the client's sockets. */

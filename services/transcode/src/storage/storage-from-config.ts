@@ -1,7 +1,7 @@
 import type { Config } from '../../../lib/config.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import { LocalArtifactStorage, type ArtifactStorage } from './artifact-storage.ts';
-import { S3ArtifactStorage } from './s3-storage.ts';
+import { S3ArtifactStorage, type S3ObjectLockOptions } from './s3-storage.ts';
 
 type StorageConfig = Pick<
   Config,
@@ -14,7 +14,11 @@ type StorageConfig = Pick<
  * keys may both be left unset to use the SDK's default credential chain (environment, profile, instance role);
  * setting only one of them is an error.
  */
-export function storageFromConfig(config: StorageConfig): ArtifactStorage {
+export function storageFromConfig(
+  config: StorageConfig & Partial<Pick<Config, 'S3_OBJECT_LOCK'>>,
+  /** With S3_OBJECT_LOCK: each upload's retention end (services/audit objectLockRetention); unset = legal holds only. */
+  opts: { retainUntil?: S3ObjectLockOptions['retainUntil'] } = {},
+): ArtifactStorage {
   if (config.STORAGE_BACKEND === 'local') return new LocalArtifactStorage(config.STORAGE_DIR);
   const missing = (key: string, why: string) =>
     new VerbatimError('CONFIG_INVALID', `STORAGE_BACKEND=s3 needs ${key}`, { hint: `Set ${key} (${why}), or use STORAGE_BACKEND=local.` });
@@ -33,6 +37,7 @@ export function storageFromConfig(config: StorageConfig): ArtifactStorage {
     bucket: config.S3_BUCKET,
     region: config.S3_REGION,
     forcePathStyle: config.S3_FORCE_PATH_STYLE,
+    ...(config.S3_OBJECT_LOCK && config.S3_OBJECT_LOCK !== 'off' ? { objectLock: { mode: config.S3_OBJECT_LOCK, retainUntil: opts.retainUntil ?? (() => undefined) } } : {}),
     ...(config.S3_ENDPOINT ? { endpoint: config.S3_ENDPOINT } : {}),
     ...(id !== undefined && secret !== undefined ? { credentials: { accessKeyId: id, secretAccessKey: secret } } : {}),
   });

@@ -16,8 +16,12 @@ export interface TranscribeInput {
 
 export interface TranscribeOptions {
   signal?: AbortSignal;
+  /** CPU threads for this call (overrides the transcriber's own), so callers can split a thread budget. */
+  threads?: number;
 }
 
 export interface Transcriber {
+  /** CPU threads this transcriber may use in all (WHISPER_THREADS); callers split it between concurrent calls. */
+  readonly threads?: number;
   transcribe(input: TranscribeInput, opts?: TranscribeOptions): Promise<TranscriptSegment[]>;
 }

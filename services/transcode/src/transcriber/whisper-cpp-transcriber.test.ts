@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -22,6 +22,14 @@ function whisperCli(): string {
   if (known) return known;
   const out = execFileSync('bash', ['scripts/build-whisper.sh'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return out.trim().split('\n').at(-1)!;
+}
+
+/** The real whisper-cli behind a wrapper that appends a line to `log` per run. */
+function countingCli(log: string): string {
+  const file = `${log}.sh`;
+  writeFileSync(file, `#!/bin/sh\necho run >> '${log}'\nexec '${cliBin}' "$@"\n`);
+  chmodSync(file, 0o755);
+  return file;
 }
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -61,16 +69,19 @@ function expectInside(seg: TranscriptSegment, [from, to]: [number, number]): voi
 }
 
 describe('WhisperCppTranscriber (real whisper-cli, generated ggml model)', () => {
-  it('VAD -> whisper-cli per span -> segments on the session timeline', async () => {
+  it('VAD -> spans packed into one window -> one whisper-cli run -> a segment on the session timeline', async () => {
     const before = sha256(wavPath);
     const scratch = path.join(tmp, 'scratch-ok');
     mkdirSync(scratch);
-    const t = new WhisperCppTranscriber({ ...base, tmpDir: scratch });
+    const runs = path.join(tmp, 'runs-ok.log');
+    const t = new WhisperCppTranscriber({ ...base, cliBin: countingCli(runs), tmpDir: scratch });
     const segs = await t.transcribe({ wavPath, language: 'en', offsetSeconds: 10 });
 
-    expect(segs.map((s) => s.text)).toEqual([TEST_PHRASE, TEST_PHRASE]);
-    expectInside(segs[0]!, [spans[0]![0] + 10, spans[0]![1] + 10]);
-    expectInside(segs[1]!, [spans[1]![0] + 10, spans[1]![1] + 10]);
+    // Both utterances fit in one 30 s window: the model says its phrase once for it, and
+    // the segment maps back from the first utterance's start to the second one's end.
+    expect(segs.map((s) => s.text)).toEqual([TEST_PHRASE]);
+    expectInside(segs[0]!, [spans[0]![0] + 10, spans[1]![1] + 10]);
+    expect(readFileSync(runs, 'utf8').trim().split('\n')).toHaveLength(1);
     // Never modified in place; no scratch files left behind.
     expect(sha256(wavPath)).toBe(before);
     expect(readdirSync(scratch)).toEqual([]);
@@ -78,9 +89,36 @@ describe('WhisperCppTranscriber (real whisper-cli, generated ggml model)', () =>
 
   it('offsetSeconds defaults to 0', async () => {
     const segs = await new WhisperCppTranscriber(base).transcribe({ wavPath, language: 'en' });
-    expect(segs).toHaveLength(2);
-    expectInside(segs[0]!, spans[0]!);
-    expectInside(segs[1]!, spans[1]!);
+    expect(segs).toHaveLength(1);
+    expectInside(segs[0]!, [spans[0]![0], spans[1]![1]]);
+  });
+
+  it('speech over several windows: still one run, every window lands at its speech on the timeline', async () => {
+    // A short utterance at 1 s, 28.5 s of continuous talk at 6 s, a short one at 40 s.
+    // Packed: A fills window 1 (B does not fit after it), B window 2, C window 3.
+    const a = path.join(tmp, 'w-a.wav');
+    const one = path.join(tmp, 'w-one.wav');
+    const c = path.join(tmp, 'w-c.wav');
+    const da = spokenClip('okay this is a test of the recorder', a);
+    const d1 = spokenClip('please remember to send the minutes today', one);
+    const dc = spokenClip('thank you all for coming', c);
+    const b = path.join(tmp, 'w-b.wav');
+    sox([one, b, 'repeat', String(Math.ceil(28.5 / d1)), 'trim', '0', '28.5']);
+    const silence = (s: number) => `|sox -n -r 16000 -c 1 -b 16 -t wav - trim 0 ${s}`;
+    const dry = path.join(tmp, 'w-dry.wav');
+    sox([silence(1), a, silence(5 - da), b, silence(40 - 6 - 28.5), c, silence(3), dry]);
+    const noise = path.join(tmp, 'w-noise.wav');
+    sox(['-n', '-r', '16000', '-c', '1', '-b', '16', noise, 'synth', String(soxDuration(dry)), 'whitenoise', 'vol', '0.002']);
+    const long = path.join(tmp, 'w-long.wav');
+    sox(['-m', dry, noise, '-b', '16', long]);
+
+    const runs = path.join(tmp, 'runs-long.log');
+    const segs = await new WhisperCppTranscriber({ ...base, cliBin: countingCli(runs) }).transcribe({ wavPath: long, language: 'en', offsetSeconds: 100 });
+    expect(segs.map((s) => s.text)).toEqual([TEST_PHRASE, TEST_PHRASE, TEST_PHRASE]);
+    expectInside(segs[0]!, [101, 101 + da]);
+    expectInside(segs[1]!, [106, 106 + 28.5]);
+    expectInside(segs[2]!, [140, 140 + dc]);
+    expect(readFileSync(runs, 'utf8').trim().split('\n')).toHaveLength(1);
   });
 
   it('transcribeWithoutVad runs the whole file once (clamped to its length)', async () => {

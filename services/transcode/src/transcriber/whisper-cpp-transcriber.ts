@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Config } from '../../../lib/config.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import type { TranscribeInput, TranscribeOptions, Transcriber, TranscriptSegment } from './transcriber.ts';
+import { packedPcm, packSpeechSpans, unpackSegment } from './speech-packing.ts';
 import { detectSpeech, readWav16kMono, wavHeader, type VadOptions } from './vad.ts';
 import { resolveWhisperModel } from './whisper-models.ts';
 
@@ -36,6 +37,16 @@ export interface WhisperCppOptions {
   /** Scratch directory for span WAVs and JSON (default os.tmpdir()). */
   tmpDir?: string;
   vad?: VadOptions;
+  /** Silence between packed speech spans (default 0.3 s). */
+  packGapSec?: number;
+  /**
+   * whisper-cli --audio-ctx for a clip shorter than one window: the encoder then runs on
+   * the clip's length instead of a zero-padded 30 s (default off: Whisper was trained on
+   * full windows, and a shortened context can cost accuracy on real models).
+   */
+  shortAudioCtx?: boolean;
+  /** whisper-cli --max-context (text tokens of the previous window used as prompt; default: its own). */
+  maxContext?: number;
 }
 
 /** Options from the service configuration. */
@@ -49,33 +60,36 @@ export function whisperCppOptionsFromConfig(cfg: Config): WhisperCppOptions {
 }
 
 export class WhisperCppTranscriber implements Transcriber {
-  constructor(private readonly opts: WhisperCppOptions) {}
+  readonly threads: number;
+  constructor(private readonly opts: WhisperCppOptions) {
+    this.threads = opts.threads ?? 2;
+  }
 
-  /** VAD first, then one whisper-cli run per speech span, sequentially. */
+  /**
+   * VAD first; the speech spans are packed into as few 30 s windows as possible
+   * (speech-packing.ts) and go to ONE whisper-cli run, whose segments are mapped back
+   * onto the session timeline through the packing table.
+   */
   async transcribe(input: TranscribeInput, runOpts: TranscribeOptions = {}): Promise<TranscriptSegment[]> {
     const { signal } = runOpts;
     signal?.throwIfAborted();
     const model = await resolveWhisperModel({ model: this.opts.model, modelsDir: this.opts.modelsDir });
     const wav = await readWav16kMono(input.wavPath);
     const spans = detectSpeech(wav.data, { ...this.opts.vad, sampleRate: SAMPLE_RATE });
-    if (spans.length === 0) return [];
+    const packing = packSpeechSpans(spans, wav.data.length / 2, { sampleRate: SAMPLE_RATE, ...(this.opts.packGapSec !== undefined ? { gapSec: this.opts.packGapSec } : {}) });
+    if (packing.pieces.length === 0) return [];
     const offset = input.offsetSeconds ?? 0;
-    const totalSamples = wav.data.length / 2;
+    const clipSeconds = packing.totalSamples / SAMPLE_RATE;
     return withTmpDir(this.opts.tmpDir, async (dir) => {
-      const out: TranscriptSegment[] = [];
-      for (const [i, span] of spans.entries()) {
-        signal?.throwIfAborted();
-        const from = Math.max(0, Math.floor(span.start * SAMPLE_RATE));
-        const to = Math.min(totalSamples, Math.ceil(span.end * SAMPLE_RATE));
-        if (to <= from) continue;
-        const clip = path.join(dir, `span-${i}.wav`);
-        const data = wav.data.subarray(from * 2, to * 2);
-        await writeFile(clip, Buffer.concat([wavHeader(data.length, SAMPLE_RATE), data]));
-        const segs = await runWhisperCli(this.opts, model.path, clip, (to - from) / SAMPLE_RATE, input.language, path.join(dir, `span-${i}`), signal);
-        for (const s of segs) out.push(shift(s, offset + from / SAMPLE_RATE));
-        await rm(clip, { force: true });
-      }
-      return out;
+      const clip = path.join(dir, 'speech.wav');
+      const pcm = packedPcm(wav.data, packing);
+      await writeFile(clip, Buffer.concat([wavHeader(pcm.length, SAMPLE_RATE), pcm]));
+      const opts = runOpts.threads !== undefined ? { ...this.opts, threads: runOpts.threads } : this.opts;
+      const segs = await runWhisperCli(opts, model.path, clip, clipSeconds, input.language, path.join(dir, 'speech'), signal);
+      return segs.map((s) => {
+        const m = unpackSegment(packing, s.start, s.end);
+        return { start: round3(m.start + offset), end: round3(m.end + offset), text: s.text };
+      });
     });
   }
 }
@@ -132,6 +146,9 @@ export async function runWhisperCli(
   if (opts.beamSize !== undefined) args.push('-bs', String(opts.beamSize));
   if (opts.bestOf !== undefined) args.push('-bo', String(opts.bestOf));
   if (opts.noFallback) args.push('-nf');
+  if (opts.maxContext !== undefined) args.push('-mc', String(opts.maxContext));
+  // 1500 encoder positions = 30 s, so 50 per second; whisper.cpp wants no more than the model's.
+  if (opts.shortAudioCtx && clipSeconds < 30) args.push('-ac', String(Math.min(1500, Math.ceil((clipSeconds + 0.5) * 50))));
   const timeoutMs = typeof opts.timeoutMs === 'function' ? opts.timeoutMs(clipSeconds) : (opts.timeoutMs ?? 120_000 + clipSeconds * 10_000);
 
   const { code, stderr, timedOut, aborted, spawnError } = await new Promise<{ code: number | null; stderr: string; timedOut: boolean; aborted: boolean; spawnError?: Error }>((resolve) => {

@@ -1,0 +1,132 @@
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
+import { loadConfig, type Config } from '../../lib/config.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import { FluentFfmpegRunner, type FfmpegRunner } from '../../transcode/src/media/ffmpeg-runner.ts';
+import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import { storageFromConfig } from '../../transcode/src/storage/storage-from-config.ts';
+import { AuditLog } from './audit-log.ts';
+import { ErasureService, type ErasureRecord } from './erasure.ts';
+import { LegalHolds, RetentionSweeper, type Actor, type HoldScope } from './retention.ts';
+
+/**
+ * Operator mirrors of the compliance API on the host (direct database access, audited as the
+ * service `cli:<os user>`): `verbatim retention sweep [--dry-run]`, `verbatim erasure request|list`,
+ * `verbatim holds list|place|release`; `--json` for machine output. Exit 0 ok, 1 refused, 2 usage.
+ */
+export const COMPLIANCE_USAGE = [
+  'usage: verbatim retention sweep [--dry-run] [--json]',
+  '       verbatim erasure request --participant <id> [--session <id>] --reason <text> [--json]',
+  '       verbatim erasure list [--participant <id>] [--json]',
+  '       verbatim holds list [--all] [--json]',
+  '       verbatim holds place --case <id> --reason <text> --scope session|room|participant|query --value <v> [--json]',
+  '       verbatim holds release <hold id> [--reason <text>] [--json]',
+  '',
+].join('\n');
+
+export interface ComplianceCommandDeps {
+  db?: Db;
+  storage?: ArtifactStorage;
+  ffmpeg?: FfmpegRunner;
+  config?: Config;
+  env?: NodeJS.ProcessEnv;
+  err?: (s: string) => void;
+}
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  all: { type: 'boolean' },
+  participant: { type: 'string' },
+  session: { type: 'string' },
+  reason: { type: 'string' },
+  case: { type: 'string' },
+  scope: { type: 'string' },
+  value: { type: 'string' },
+} as const;
+
+/** `group` is the first word: retention, erasure or holds. */
+export async function runComplianceCommand(group: string, args: string[], out: (s: string) => void, deps: ComplianceCommandDeps = {}): Promise<number> {
+  const err = deps.err ?? ((s: string) => process.stderr.write(s));
+  const [sub, ...rest] = args;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    err(`${(e as Error).message}\n${COMPLIANCE_USAGE}`);
+    return 2;
+  }
+  const o = parsed.values;
+  const known = `${group} ${sub ?? ''}`;
+  const usage = (why: string) => {
+    err(`${why}\n${COMPLIANCE_USAGE}`);
+    return 2;
+  };
+  if (!['retention sweep', 'erasure request', 'erasure list', 'holds list', 'holds place', 'holds release'].includes(known)) return usage(`unknown command "verbatim ${known.trim()}"`);
+  if (known === 'erasure request' && (!o.participant || !o.reason)) return usage('erasure request needs --participant and --reason');
+  if (known === 'holds place' && (!o.case || !o.reason || !o.scope || !o.value)) return usage('holds place needs --case, --reason, --scope and --value');
+  if (known === 'holds release' && parsed.positionals.length !== 1) return usage('holds release takes one hold id');
+
+  const config = deps.config ?? loadConfig({ env: deps.env ?? process.env });
+  const db = deps.db ?? (await openConfiguredDatabase(config));
+  const audit = new AuditLog(db);
+  const actor: Actor = { type: 'service', id: `cli:${os.userInfo().username}` };
+  const print = (v: unknown, text: string) => out(o.json ? `${JSON.stringify(v, null, 2)}\n` : text);
+  try {
+    const storage = () => deps.storage ?? storageFromConfig(config);
+    switch (known) {
+      case 'retention sweep': {
+        const r = await new RetentionSweeper({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR }).sweep({ dryRun: o['dry-run'] === true });
+        const lines = (r.dryRun ? r.decisions : r.deleted).map((d) => `  ${d.sessionId} ${d.kind} (policy ${d.policy}, expired ${d.expiresAt.toISOString()})`);
+        print(r, `${r.dryRun ? `would delete ${r.decisions.length}` : `deleted ${r.deleted.length}`} item group(s)${r.skippedHeld.length ? `, ${r.skippedHeld.length} skipped (held)` : ''}\n${lines.join('\n')}${lines.length ? '\n' : ''}`);
+        return 0;
+      }
+      case 'erasure request': {
+        const service = new ErasureService({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR, ffmpeg: deps.ffmpeg ?? new FluentFfmpegRunner(), workDir: path.join(config.DATA_DIR, 'erasure-work') });
+        const r = await service.erase({ participant: o.participant!, session: o.session, reason: o.reason!, requestedBy: actor });
+        await audit.append({ action: 'erasure.request', actor, target: { type: 'erasure_request', id: r.id }, details: { participant: r.participant, session: r.session, reason: r.reason, status: r.status, holds: r.holds, via: 'cli' } });
+        print(r, describeErasure(r));
+        return r.status === 'failed' ? 1 : 0;
+      }
+      case 'erasure list': {
+        const service = new ErasureService({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR, ffmpeg: deps.ffmpeg ?? new FluentFfmpegRunner(), workDir: path.join(config.DATA_DIR, 'erasure-work') });
+        const list = await service.list({ participant: o.participant });
+        await audit.append({ action: 'erasure.list', actor, details: { participant: o.participant, returned: list.length, via: 'cli' } });
+        print(list, list.map(describeErasure).join(''));
+        return 0;
+      }
+      case 'holds list': {
+        const holds = await new LegalHolds(db, audit).list({ includeReleased: o.all === true });
+        await audit.append({ action: 'legal_hold.list', actor, details: { includeReleased: o.all === true, returned: holds.length, via: 'cli' } });
+        print(holds, holds.map((h) => `${h.id}  case ${h.caseId}  ${h.scopeType}=${h.scopeValue}  ${h.releasedAt ? `released ${new Date(h.releasedAt).toISOString()}` : 'in force'}\n`).join(''));
+        return 0;
+      }
+      case 'holds place': {
+        if (!['session', 'room', 'participant', 'query'].includes(o.scope!)) return usage(`unknown scope "${o.scope}"`);
+        const h = await new LegalHolds(db, audit).place({ caseId: o.case!, reason: o.reason!, scopeType: o.scope as HoldScope, scopeValue: o.value!, placedBy: actor });
+        print(h, `placed hold ${h.id} (case ${h.caseId}, ${h.scopeType}=${h.scopeValue}${h.scopeType === 'query' ? `, ${h.frozenSessionIds.length} session(s) frozen` : ''})\n`);
+        return 0;
+      }
+      case 'holds release': {
+        const h = await new LegalHolds(db, audit).release(parsed.positionals[0]!, actor, o.reason);
+        print(h, `released hold ${h.id} (case ${h.caseId}); retention applies again at the next sweep\n`);
+        return 0;
+      }
+    }
+    return 2;
+  } catch (e) {
+    if (!(e instanceof VerbatimError)) throw e;
+    if (o.json) out(`${JSON.stringify({ error: e.toJSON() }, null, 2)}\n`);
+    else err(`error ${e.code}: ${e.message}${e.hint ? `\nfix: ${e.hint}` : ''}\n`);
+    return 1;
+  } finally {
+    if (!deps.db) await db.destroy();
+  }
+}
+
+function describeErasure(r: ErasureRecord): string {
+  const lines = r.outcome.map((x) => `  ${x.session}: ${x.state}${x.holds?.length ? ` by hold(s) ${x.holds.map((h) => `${h.id} (case ${h.caseId ?? '?'})`).join(', ')}` : ''}${x.composite ? `; composite ${x.composite}` : ''}${x.note ? ` — ${x.note}` : ''}`);
+  return `erasure ${r.id}: participant ${r.participant}, ${r.session ?? 'all sessions'}: ${r.status}\n${lines.join('\n')}${lines.length ? '\n' : ''}`;
+}
