@@ -229,6 +229,28 @@ export interface ErasureRequestsTable {
   completed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export type ExportStatus = 'running' | 'done' | 'failed';
+
+/** E-discovery exports requested through the API (migration 0009). */
+export interface ExportsTable {
+  id: string;
+  selection: ColumnType<unknown, string, string>;
+  status: ExportStatus;
+  requested_by: string;
+  files_done: ColumnType<number, number | undefined, number>;
+  files_total: ColumnType<number, number | undefined, number>;
+  bytes_done: ColumnType<number, number | undefined, number>;
+  bytes_total: ColumnType<number, number | undefined, number>;
+  file: string | null;
+  bytes: ColumnType<number | null, number | null | undefined, number | null>;
+  manifest_sha256: string | null;
+  session_ids: ColumnType<string[], string | undefined, string>;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -247,4 +269,5 @@ export interface Database {
   tombstones: TombstonesTable;
   console_sessions: ConsoleSessionsTable;
   erasure_requests: ErasureRequestsTable;
+  exports: ExportsTable;
 }

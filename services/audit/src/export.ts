@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
@@ -23,7 +24,8 @@ import { holdCovers, type HoldScope } from './retention.ts';
  * file's hash against the manifest.
  */
 
-export type ExportSelection = { holdId: string } | { sessionIds: string[] };
+/** A legal hold's sessions, named sessions, or every session whose transcript matches a query (websearch syntax). */
+export type ExportSelection = { holdId: string } | { sessionIds: string[] } | { query: string };
 
 export interface ExportProgress {
   /** The file just written. */
@@ -43,6 +45,8 @@ export interface ExportOptions {
   actor: NonNullable<AuditEntryInput['actor']>;
   onProgress?: (p: ExportProgress) => void;
   now?: () => Date;
+  /** The export's id (manifest, audit target); a fresh UUID when not given. */
+  exportId?: string;
 }
 
 export interface ManifestFile {
@@ -143,6 +147,18 @@ async function resolveSessions(db: Db, selection: ExportSelection): Promise<stri
     const missing = ids.filter((id) => !found.has(id));
     if (missing.length) throw new VerbatimError('SESSION_NOT_FOUND', `export: no session ${missing.join(', ')}`, { hint: 'Check the session ids.' });
     return ids.sort();
+  }
+  if ('query' in selection) {
+    // The query is resolved once, here: the manifest records it and the session list it matched.
+    const rows = await db
+      .selectFrom('transcript_segments')
+      .select('session_id')
+      .distinct()
+      .where(sql<boolean>`tsv @@ websearch_to_tsquery('english', ${selection.query})`)
+      .execute();
+    const ids = rows.map((r) => r.session_id).sort();
+    if (ids.length === 0) throw new VerbatimError('BAD_REQUEST', `export: no transcript matches "${selection.query}"`, { hint: 'Try the query in search first; an export needs at least one matching session.' });
+    return ids;
   }
   const hold = await db.selectFrom('legal_holds').selectAll().where('id', '=', selection.holdId).executeTakeFirst();
   if (!hold) throw new VerbatimError('BAD_REQUEST', `export: no legal hold ${selection.holdId}`, { hint: 'List the legal holds to find its id.' });
@@ -264,7 +280,7 @@ export async function exportArchive(opts: ExportOptions): Promise<ExportResult> 
   const sessionIds = await resolveSessions(opts.db, opts.selection);
   const { entries, auditHead } = await planEntries(opts.db, opts.auditLog, sessionIds, now);
   const bytesTotal = entries.reduce((n, e) => n + e.bytes, 0);
-  const exportId = randomUUID();
+  const exportId = opts.exportId ?? randomUUID();
   const partial = `${opts.out}.${process.pid}.partial`;
   const fh = await open(partial, 'wx');
   const files: ManifestFile[] = [];

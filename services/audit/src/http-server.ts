@@ -35,6 +35,7 @@ import { AuditLog, type AuditEntryInput, type CheckpointSigner } from './audit-l
 import { registerConsole } from './console/console-routes.ts';
 import { LegalHolds, type LegalHold } from './retention.ts';
 import { ErasureService } from './erasure.ts';
+import { ExportJobs } from './export-jobs.ts';
 import { legalHoldStorage, objectLockRetention, sessionsInScope, syncLegalHolds } from './object-lock.ts';
 import { FluentFfmpegRunner, type FfmpegRunner } from '../../transcode/src/media/ffmpeg-runner.ts';
 import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
@@ -73,6 +74,8 @@ export interface AuditServerOptions {
   recordingsDir?: string;
   ffmpeg?: FfmpegRunner;
   workDir?: string;
+  /** Where e-discovery archives requested over the API are built and kept (with storage). */
+  exportsDir?: string;
 }
 
 export interface AuditServer {
@@ -213,6 +216,15 @@ export const ErasureBodySchema = z
 export const ErasureListQuerySchema = z.object({ participant: ParticipantIdSchema.optional() }).strict();
 const ErasureParamsSchema = z.object({ id: z.uuid() }).strict();
 
+export const ExportBodySchema = z
+  .union([
+    z.object({ holdId: z.uuid().describe("A legal hold: its sessions (a query hold's frozen list).") }).strict(),
+    z.object({ sessionIds: z.array(SessionIdSchema).min(1).max(1000).describe('These sessions.') }).strict(),
+    z.object({ query: text(500).describe('Every session whose transcript matches (websearch syntax), resolved now.') }).strict(),
+  ])
+  .describe('Exactly one of holdId, sessionIds or query.');
+const ExportParamsSchema = z.object({ id: z.uuid() }).strict();
+
 export const HoldListQuerySchema = z.object({ includeReleased: z.enum(['true', 'false']).optional() }).strict();
 
 // ---------------------------------------------------------------- route table
@@ -297,7 +309,80 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
     });
     return erasure;
   };
+  let exports: ExportJobs | undefined;
+  const exportJobs = (): ExportJobs => {
+    if (!opts.storage || !opts.exportsDir) {
+      throw new VerbatimError('INTERNAL', 'the compliance API was started without storage and an exports directory: exports are unavailable', { hint: 'Pass storage and exportsDir to startAuditServer (npm start does), or use `verbatim export create`.' });
+    }
+    exports ??= new ExportJobs({ db, storage: opts.storage, auditLog: log, dir: opts.exportsDir, logger: opts.logger });
+    return exports;
+  };
   return [
+    defineRoute({
+      method: 'POST',
+      url: '/exports',
+      permissions: ['recordings.export'],
+      action: 'export.request',
+      summary:
+        'Start an e-discovery export (a legal hold, sessions, or a transcript query): a tar with media, transcripts (JSON/VTT/TXT), consent records, the audit extract and a SHA-256 manifest. Built in the background: poll GET /exports/{id} for progress, then download /exports/{id}/archive. `verbatim export verify` checks the archive.',
+      query: EmptyQuerySchema,
+      body: ExportBodySchema,
+      status: 202,
+      async handler({ principal, body }) {
+        const record = await exportJobs().start(body, { type: 'user', id: principal.userId });
+        return { response: { ...record, statusUrl: `/api/v1/exports/${record.id}` }, audit: { target: { type: 'export', id: record.id }, details: { selection: body } } };
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/exports',
+      permissions: ['recordings.export'],
+      action: 'export.list',
+      summary: 'Exports, newest first, with status and progress.',
+      query: EmptyQuerySchema,
+      async handler() {
+        const list = await exportJobs().list();
+        return { response: { exports: list }, audit: { target: { type: 'exports' }, details: { returned: list.length } } };
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/exports/:id',
+      permissions: ['recordings.export'],
+      action: 'export.view',
+      summary: "An export's status and progress (files and bytes written so far), its sessions and manifest SHA-256 once done.",
+      query: EmptyQuerySchema,
+      params: ExportParamsSchema,
+      async handler({ params }) {
+        const record = await exportJobs().get(params.id);
+        if (!record) throw new VerbatimError('NOT_FOUND', `no export ${params.id}`, { hint: 'List exports with GET /api/v1/exports.' });
+        return { response: record, audit: { target: { type: 'export', id: record.id }, details: { status: record.status, pct: record.progress.pct } } };
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/exports/:id/archive',
+      permissions: ['recordings.export'],
+      action: 'export.download',
+      summary: 'The finished archive (application/x-tar). Still running: 409 with progress; failed: 410.',
+      query: EmptyQuerySchema,
+      params: ExportParamsSchema,
+      async handler({ params }) {
+        const { file, record } = await exportJobs().archivePath(params.id);
+        const size = (await stat(file)).size;
+        return {
+          response: createReadStream(file),
+          headers: {
+            'content-type': 'application/x-tar',
+            'content-length': String(size),
+            'cache-control': 'private, no-store',
+            'x-content-type-options': 'nosniff',
+            'content-disposition': `attachment; filename="verbatim-export-${record.id}.tar"`,
+          },
+          audit: { target: { type: 'export', id: record.id }, details: { bytes: size, manifestSha256: record.manifestSha256, sessions: record.sessionIds } },
+        };
+      },
+    }),
     defineRoute({
       method: 'GET',
       url: '/me',
@@ -1247,13 +1332,14 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
  * the persisted token secret, so sign-ins survive a restart without another secret to manage) and
  * the artifact storage.
  */
-export function auditServerOptionsFromConfig(config: Config, db?: Db): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute'> {
+export function auditServerOptionsFromConfig(config: Config, db?: Db): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir'> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   return {
     sessionSecret: createHmac('sha256', secrets.tokenSecret).update('verbatim console session v1').digest(),
     storage: storageFromConfig(config, db ? { retainUntil: objectLockRetention(db) } : {}),
     recordingsDir: config.RECORDINGS_DIR,
     workDir: path.join(config.DATA_DIR, 'erasure-work'),
+    exportsDir: path.join(config.DATA_DIR, 'exports'),
     failedAuthPerMinute: config.AUDIT_FAILED_AUTH_PER_MIN,
   };
 }
