@@ -32,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
     case 'retention':
     case 'erasure':
     case 'holds':
+    case 'consent':
       return runComplianceCommand(command, rest, (s) => process.stdout.write(s));
     case 'help':
     case '--help':
@@ -42,10 +43,11 @@ async function main(argv: string[]): Promise<number> {
           '       verbatim recording inspect <file.vrtp> [--header | --packets] [--json]',
           '       verbatim recording verify <session dir> [--json]',
           '       verbatim audit verify [--json]',
-          '       verbatim export create (--session <id>... | --hold <id>) --out <file.tar>',
+          '       verbatim export create (--session <id>... | --hold <id> | --query <text>) --out <file.tar>',
           '       verbatim retention sweep [--dry-run] [--json]',
           '       verbatim erasure request --participant <id> [--session <id>] --reason <text> [--json] | erasure list',
           '       verbatim holds list [--all] | holds place --case <id> --reason <r> --scope <s> --value <v> | holds release <id>',
+          '       verbatim consent list [--participant <id>] [--session <id>] [--room <id>] [--json | --csv]',
           '       verbatim export verify <archive.tar> [--json]',
           '',
         ].join('\n'),

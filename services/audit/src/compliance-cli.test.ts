@@ -75,4 +75,39 @@ describe.each(backends)('verbatim retention / holds / erasure CLI ($name)', (bac
       rmSync(root, { recursive: true, force: true });
     }
   });
+
+  it.skipIf(!backend.available)('consent list: per participant / session as text, JSON or CSV (formula cells neutralised), audited', async () => {
+    const db = await backend.open();
+    try {
+      let text = '';
+      const run = async (args: string[]) => {
+        text = '';
+        return runComplianceCommand('consent', args, (s) => (text += s), { db, config: loadConfig({ env: {} }), err: () => {} });
+      };
+      await db.insertInto('rooms').values({ id: 'rc', name: 'rc', flags: JSON.stringify({}), secret_hash: 'x' }).execute();
+      await db
+        .insertInto('consent_events')
+        .values([
+          { room_id: 'rc', session_id: 'cs1', participant_id: 'p1', participant_name: '=HYPERLINK("x")', policy: 'required', decision: 'granted', method: 'click', client_info: JSON.stringify({ ua: 'a, b' }) },
+          { room_id: 'rc', session_id: 'cs1', participant_id: 'p2', participant_name: 'Bo', policy: 'required', decision: 'declined', method: 'click', client_info: JSON.stringify({}) },
+          { room_id: 'rc', session_id: 'cs2', participant_id: 'p1', participant_name: 'Al', policy: 'notify', decision: 'granted', method: 'announcement', client_info: JSON.stringify({}) },
+        ])
+        .execute();
+      expect(await run(['list', '--participant', 'p1', '--json'])).toBe(0);
+      expect((JSON.parse(text) as { session: string }[]).map((e) => e.session)).toEqual(['cs1', 'cs2']);
+      expect(await run(['list', '--session', 'cs1', '--csv'])).toBe(0);
+      const lines = text.trimEnd().split('\r\n');
+      expect(lines).toHaveLength(3);
+      // A name that a spreadsheet would evaluate is quoted and prefixed; commas inside JSON stay in one cell.
+      expect(lines[1]).toContain(`,"'=HYPERLINK(""x"")",`);
+      expect(lines[1]).toMatch(/,"\{""ua"":""a, b""\}"$/);
+      expect(await run(['list', '--session', 'cs1'])).toBe(0);
+      expect(text).toContain('p2 (Bo)  declined  click  policy required');
+      const audited = await db.selectFrom('audit_log').select(['action']).execute();
+      expect(audited.filter((a) => a.action === 'consent.view')).toHaveLength(3);
+      expect(await run(['purge'])).toBe(2);
+    } finally {
+      await db.destroy();
+    }
+  });
 });

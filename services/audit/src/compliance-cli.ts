@@ -8,6 +8,7 @@ import { FluentFfmpegRunner, type FfmpegRunner } from '../../transcode/src/media
 import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
 import { storageFromConfig } from '../../transcode/src/storage/storage-from-config.ts';
 import { AuditLog } from './audit-log.ts';
+import { consentCsv, listConsentEvents, type ConsentEventView } from './consent-log.ts';
 import { ErasureService, type ErasureRecord } from './erasure.ts';
 import { LegalHolds, RetentionSweeper, type Actor, type HoldScope } from './retention.ts';
 
@@ -23,6 +24,7 @@ export const COMPLIANCE_USAGE = [
   '       verbatim holds list [--all] [--json]',
   '       verbatim holds place --case <id> --reason <text> --scope session|room|participant|query --value <v> [--json]',
   '       verbatim holds release <hold id> [--reason <text>] [--json]',
+  '       verbatim consent list [--participant <id>] [--session <id>] [--room <id>] [--json | --csv]',
   '',
 ].join('\n');
 
@@ -45,9 +47,11 @@ const OPTIONS = {
   case: { type: 'string' },
   scope: { type: 'string' },
   value: { type: 'string' },
+  room: { type: 'string' },
+  csv: { type: 'boolean' },
 } as const;
 
-/** `group` is the first word: retention, erasure or holds. */
+/** `group` is the first word: retention, erasure, holds or consent. */
 export async function runComplianceCommand(group: string, args: string[], out: (s: string) => void, deps: ComplianceCommandDeps = {}): Promise<number> {
   const err = deps.err ?? ((s: string) => process.stderr.write(s));
   const [sub, ...rest] = args;
@@ -64,7 +68,7 @@ export async function runComplianceCommand(group: string, args: string[], out: (
     err(`${why}\n${COMPLIANCE_USAGE}`);
     return 2;
   };
-  if (!['retention sweep', 'erasure request', 'erasure list', 'holds list', 'holds place', 'holds release'].includes(known)) return usage(`unknown command "verbatim ${known.trim()}"`);
+  if (!['retention sweep', 'erasure request', 'erasure list', 'holds list', 'holds place', 'holds release', 'consent list'].includes(known)) return usage(`unknown command "verbatim ${known.trim()}"`);
   if (known === 'erasure request' && (!o.participant || !o.reason)) return usage('erasure request needs --participant and --reason');
   if (known === 'holds place' && (!o.case || !o.reason || !o.scope || !o.value)) return usage('holds place needs --case, --reason, --scope and --value');
   if (known === 'holds release' && parsed.positionals.length !== 1) return usage('holds release takes one hold id');
@@ -107,6 +111,20 @@ export async function runComplianceCommand(group: string, args: string[], out: (
         if (!['session', 'room', 'participant', 'query'].includes(o.scope!)) return usage(`unknown scope "${o.scope}"`);
         const h = await new LegalHolds(db, audit).place({ caseId: o.case!, reason: o.reason!, scopeType: o.scope as HoldScope, scopeValue: o.value!, placedBy: actor });
         print(h, `placed hold ${h.id} (case ${h.caseId}, ${h.scopeType}=${h.scopeValue}${h.scopeType === 'query' ? `, ${h.frozenSessionIds.length} session(s) frozen` : ''})\n`);
+        return 0;
+      }
+      case 'consent list': {
+        // Every event, paged through, so the CSV is the whole log for the filter.
+        const events: ConsentEventView[] = [];
+        for (let after = 0; ; ) {
+          const page = await listConsentEvents(db, { participant: o.participant, session: o.session, room: o.room, after, limit: 1000 });
+          events.push(...page);
+          if (page.length < 1000) break;
+          after = page.at(-1)!.id;
+        }
+        await audit.append({ action: 'consent.view', actor, target: o.session ? { type: 'session', id: o.session } : o.participant ? { type: 'participant', id: o.participant } : { type: 'consent_log' }, details: { filters: { participant: o.participant, session: o.session, room: o.room }, returned: events.length, format: o.csv ? 'csv' : o.json ? 'json' : 'text', via: 'cli' } });
+        if (o.csv) out(consentCsv(events));
+        else print(events, events.map((e) => `${e.at}  ${e.room}  ${e.session ?? '-'}  ${e.participant}${e.participantName ? ` (${e.participantName})` : ''}  ${e.decision}  ${e.method}  policy ${e.policy}\n`).join(''));
         return 0;
       }
       case 'holds release': {

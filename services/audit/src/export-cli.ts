@@ -15,7 +15,7 @@ import { exportArchive, verifyArchive, type ExportProgress, type ExportSelection
  * archive's manifest. Exit 0 ok, 1 problems, 2 usage error.
  */
 export const EXPORT_USAGE = [
-  'usage: verbatim export create (--session <id>... | --hold <id>) --out <file.tar>',
+  'usage: verbatim export create (--session <id>... | --hold <id> | --query <text>) --out <file.tar>',
   '       verbatim export verify <archive.tar> [--json]',
   '',
 ].join('\n');
@@ -83,11 +83,12 @@ function progressBar(err: (s: string) => void): (p: ExportProgress) => void {
 async function create(rest: string[], out: (s: string) => void, err: (s: string) => void, deps: ExportCommandDeps): Promise<number> {
   const sessions: string[] = [];
   let hold: string | undefined;
+  let query: string | undefined;
   let file: string | undefined;
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
     const v = rest[i + 1];
-    if ((a === '--session' || a === '--hold' || a === '--out') && (v === undefined || v.startsWith('--'))) {
+    if ((a === '--session' || a === '--hold' || a === '--query' || a === '--out') && (v === undefined || v.startsWith('--'))) {
       err(`${a} needs a value\n${EXPORT_USAGE}`);
       return 2;
     }
@@ -98,18 +99,19 @@ async function create(rest: string[], out: (s: string) => void, err: (s: string)
         return 2;
       }
       hold = v!;
-    } else if (a === '--out') file = v!;
+    } else if (a === '--query') query = v!;
+    else if (a === '--out') file = v!;
     else {
       err(`unexpected argument "${a}" for "export create"\n${EXPORT_USAGE}`);
       return 2;
     }
     i++;
   }
-  if (!file || (sessions.length === 0) === (hold === undefined)) {
-    err(`export create needs --out and either --session <id>... or --hold <id>\n${EXPORT_USAGE}`);
+  if (!file || [sessions.length > 0, hold !== undefined, query !== undefined].filter(Boolean).length !== 1) {
+    err(`export create needs --out and one of --session <id>..., --hold <id> or --query <text>\n${EXPORT_USAGE}`);
     return 2;
   }
-  const selection: ExportSelection = hold !== undefined ? { holdId: hold } : { sessionIds: sessions };
+  const selection: ExportSelection = hold !== undefined ? { holdId: hold } : query !== undefined ? { query } : { sessionIds: sessions };
   const config = deps.config ?? loadConfig({ env: deps.env ?? process.env });
   const db = deps.db ?? (await openConfiguredDatabase(config));
   try {

@@ -229,6 +229,15 @@ describe.each(backends)('e-discovery export ($name)', (backend: TestBackend) => 
     expect((await audit.entries()).filter((e) => e.action === 'export.create')).toHaveLength(2);
     expect((await audit.verify()).ok).toBe(true);
 
+    // CLI create by a transcript query: only the sessions whose words match.
+    const byQuery = path.join(root, 'query.tar');
+    expect(await runExportCommand(['create', '--query', '"hello from held"', '--out', byQuery], () => {}, { db, storage, err: () => {} })).toBe(0);
+    const queryFiles = readTar(readFileSync(byQuery));
+    expect(queryFiles.has('media/held/alice.opus')).toBe(true);
+    expect([...queryFiles.keys()].some((k) => k.includes('/other/'))).toBe(false);
+    expect(JSON.parse(queryFiles.get('manifest.json')!.toString()).selection).toEqual({ query: '"hello from held"' });
+    expect(await runExportCommand(['create', '--query', 'x', '--hold', 'h', '--out', byQuery], () => {}, { err: () => {} })).toBe(2);
+
     // An artifact altered in storage fails the export (and leaves no archive behind).
     writeFileSync(await storage.locate('sessions/room-b/other/bob.opus'), 'altered audio of bob in other');
     await expect(exportArchive({ db, storage, auditLog: audit, selection: { sessionIds: ['other'] }, out: path.join(root, 'o.tar'), actor: officer })).rejects.toMatchObject({ code: 'INTERNAL' });

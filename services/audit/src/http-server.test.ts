@@ -415,6 +415,16 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     expect(room.json.events.map((e: { participant: string }) => e.participant)).toEqual(['p-alice']);
     const next = await call('GET', `/api/v1/consent?room=board&after=${room.json.next}`, as('auditor'));
     expect(next.json.events.map((e: { participant: string }) => e.participant)).toEqual(['p-bob']);
+    // The same log as a CSV download, per session.
+    const csvRes = await fetch(`${server.url}/api/v1/consent?session=s1&format=csv`, { headers: { authorization: as('auditor') } });
+    expect(csvRes.status).toBe(200);
+    expect(csvRes.headers.get('content-type')).toMatch(/^text\/csv/);
+    expect(csvRes.headers.get('content-disposition')).toBe('attachment; filename="consent-s1.csv"');
+    const csvLines = (await csvRes.text()).trimEnd().split('\r\n');
+    expect(csvLines[0]).toBe('id,at,room,session,participant,participantName,policy,decision,method,clientInfo');
+    expect(csvLines.slice(1).map((l) => l.split(',').slice(2, 9).join(','))).toEqual(['board,s1,p-alice,Alice,required,granted,click', 'board,s1,p-bob,Bob,required,declined,click']);
+    expect(csvLines[1]).toMatch(/,"\{""ua"":""x""\}"$/);
+    expect((await lastAudit()).action).toBe('consent.view');
 
     const a = await call('GET', '/api/v1/audit?from_seq=2&limit=3', as('auditor'));
     expect(a.status).toBe(200);

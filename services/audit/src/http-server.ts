@@ -36,6 +36,7 @@ import { registerConsole } from './console/console-routes.ts';
 import { LegalHolds, type LegalHold } from './retention.ts';
 import { ErasureService } from './erasure.ts';
 import { ExportJobs } from './export-jobs.ts';
+import { consentCsv, listConsentEvents } from './consent-log.ts';
 import { legalHoldStorage, objectLockRetention, sessionsInScope, syncLegalHolds } from './object-lock.ts';
 import { FluentFfmpegRunner, type FfmpegRunner } from '../../transcode/src/media/ffmpeg-runner.ts';
 import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
@@ -139,6 +140,7 @@ export const ConsentQuerySchema = z
     room: RoomIdSchema.optional(),
     after: intParam(0, 2 ** 31 - 1).optional().describe('Cursor: events with a larger id.'),
     limit: intParam(1, 1000).optional(),
+    format: z.enum(['json', 'csv']).optional().describe('csv: a download (RFC 4180); the next cursor is in the X-Next-After header.'),
   })
   .strict();
 
@@ -835,26 +837,15 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       query: ConsentQuerySchema,
       async handler({ query }) {
         const limit = query.limit ?? 500;
-        let q = db.selectFrom('consent_events').selectAll().where('id', '>', query.after ?? 0);
-        if (query.participant) q = q.where('participant_id', '=', query.participant);
-        if (query.session) q = q.where('session_id', '=', query.session);
-        if (query.room) q = q.where('room_id', '=', query.room);
-        const rows = await q.orderBy('id').limit(limit).execute();
-        const events = rows.map((r) => ({
-          id: Number(r.id),
-          room: r.room_id,
-          session: r.session_id,
-          participant: r.participant_id,
-          participantName: r.participant_name,
-          policy: r.policy,
-          decision: r.decision,
-          method: r.method,
-          clientInfo: typeof r.client_info === 'string' ? (JSON.parse(r.client_info) as unknown) : r.client_info,
-          at: new Date(r.created_at).toISOString(),
-        }));
+        const events = await listConsentEvents(db, { participant: query.participant, session: query.session, room: query.room, after: query.after, limit });
         const next = events.length === limit ? events.at(-1)!.id : null;
         const target = query.session ? { type: 'session', id: query.session } : query.room ? { type: 'room', id: query.room } : query.participant ? { type: 'participant', id: query.participant } : { type: 'consent_log' };
-        return { response: { events, next }, audit: { target, details: { filters: { participant: query.participant, session: query.session, room: query.room }, after: query.after, returned: events.length } } };
+        const audit = { target, details: { filters: { participant: query.participant, session: query.session, room: query.room }, after: query.after, returned: events.length, ...(query.format === 'csv' ? { format: 'csv' } : {}) } };
+        if (query.format === 'csv') {
+          const name = (query.participant ?? query.session ?? query.room ?? 'all').replace(/[^A-Za-z0-9._-]/g, '_');
+          return { response: consentCsv(events), headers: { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': `attachment; filename="consent-${name}.csv"`, ...(next !== null ? { 'x-next-after': String(next) } : {}) }, audit };
+        }
+        return { response: { events, next }, audit };
       },
     }),
     defineRoute({
