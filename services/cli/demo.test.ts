@@ -122,12 +122,28 @@ describe('npm run demo', () => {
     let err = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (err += d));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    await expect.poll(() => /Alice joined/.test(out), { timeout: 90_000, interval: 250 }).toBe(true);
-    const seen = descendants(child.pid!);
-    expect([...seen.values()].some((c) => c.includes('mediasoup-worker'))).toBe(true);
-    process.kill(-child.pid!, 'SIGINT');
-    expect(await exited, `${out}\n${err}`).toBe(1);
+    let exitCode: number | null | undefined;
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r((exitCode = code))));
+    let seen = new Map<number, string>();
+    try {
+      await expect.poll(() => /Alice joined/.test(out) || exitCode !== undefined, { timeout: 90_000, interval: 250 }).toBe(true);
+      expect(exitCode, `${out}\n${err}`).toBeUndefined();
+      seen = descendants(child.pid!);
+      expect([...seen.values()].some((c) => c.includes('mediasoup-worker'))).toBe(true);
+      process.kill(-child.pid!, 'SIGINT');
+      expect(await exited, `${out}\n${err}`).toBe(1);
+    } finally {
+      // A failed run must not leave the demo behind (its inner process leads its own group).
+      const kill = (pid: number) => {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      };
+      for (const pid of [...descendants(child.pid!).keys()].reverse()) kill(pid);
+      if (exitCode === undefined) kill(-child.pid!);
+    }
     expect(err).toContain('demo interrupted');
     // The session Alice was recorded in is sealed: a manifest, no open segment files.
     const roomDir = path.join(cliDataDir, 'recordings');

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,7 @@ import { runSessionPipeline } from '../../../transcode/src/session-pipeline.ts';
 import { LocalArtifactStorage } from '../../../transcode/src/storage/artifact-storage.ts';
 import { syntheticSession } from '../../../transcode/test/synthetic-session.ts';
 import { createUserWithKey } from '../auth.ts';
+import { verifyArchive } from '../export.ts';
 import type { SessionDetails } from './client/api.ts';
 import { timelineEvents } from './client/timeline.ts';
 import { startAuditServer, type AuditServer } from '../http-server.ts';
@@ -188,7 +189,7 @@ describe('console in Chromium, per role', () => {
     const storage = new LocalArtifactStorage(path.join(root, 'artifacts'));
     seeded = await seedProcessedSession(db, root, storage);
     for (const role of ['admin', 'compliance_officer', 'auditor'] as const) keys[role] = (await createUserWithKey(db, { name: `${role} user`, role })).apiKey;
-    server = await startAuditServer({ db, logger, failedAuthPerMinute: 0, storage, recordingsDir: root, workDir: path.join(root, 'erasure-work') });
+    server = await startAuditServer({ db, logger, failedAuthPerMinute: 0, storage, recordingsDir: root, workDir: path.join(root, 'erasure-work'), exportsDir: path.join(root, 'exports') });
     browser = await launchChromium();
   }, 180_000);
 
@@ -366,6 +367,26 @@ describe('console in Chromium, per role', () => {
       await poll(() => page.locator('table.erasures').textContent()).toContain('restricted');
       expect(await page.locator('table.erasures').textContent()).toContain('CASE-42');
       await shot(page, 'officer-erasure-desktop');
+      // An e-discovery export of what the hold covers: progress, then a download that verifies.
+      await page.getByRole('link', { name: 'Exports' }).click();
+      const holdId = ((await (await context.request.get(`${server.url}/api/v1/legal-holds`)).json()) as { holds: { id: string; caseId: string }[] }).holds.find((x) => x.caseId === 'CASE-42')!.id;
+      await page.getByLabel('Export by').selectOption('hold');
+      await page.getByLabel('Hold id, query or sessions').fill(holdId);
+      await page.getByRole('button', { name: 'Start export' }).click();
+      await page.locator('table.exports tr[data-status="done"]').waitFor({ timeout: 30_000 });
+      await shot(page, 'officer-exports-desktop');
+      const [archiveDownload] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download archive' }).first().click()]);
+      const archive = path.join(root, 'downloaded-export.tar');
+      await archiveDownload.saveAs(archive);
+      const verified = await verifyArchive(archive);
+      expect(verified.ok, JSON.stringify(verified.problems)).toBe(true);
+      expect(verified.manifest?.sessionIds).toEqual([SESSION]);
+      const flipped = readFileSync(archive);
+      flipped[700] = flipped[700]! ^ 1;
+      writeFileSync(archive, flipped);
+      expect((await verifyArchive(archive)).ok).toBe(false);
+
+      await page.getByRole('link', { name: 'Erasure requests' }).click();
       await page.getByRole('link', { name: SESSION }).click();
       await poll(() => page.getByTestId('session-holds').textContent()).toContain('Under legal hold: CASE-42 (session)');
       // Without a play link's ?t= the player waits for the user.

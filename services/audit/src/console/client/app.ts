@@ -3,7 +3,7 @@ import { api, ApiError, setUnauthorizedHandler, type Me } from './api.ts';
 import { clear, field, fill, h, stackable } from './dom.ts';
 import { errorBox, setRetry } from './errors.ts';
 import { renderAudit, renderConsent } from './pages-auditor.ts';
-import { renderErasure, renderHolds, renderKeys, renderPolicies } from './pages-manage.ts';
+import { renderErasure, renderExports, renderHolds, renderKeys, renderPolicies } from './pages-manage.ts';
 import { renderSearch } from './pages-search.ts';
 import { renderSession, renderSessionLookup } from './pages-session.ts';
 
@@ -50,6 +50,7 @@ const ROUTES: Route[] = [
   route('/console/sessions/:id', 'Session', ['sessions.metadata'], renderSession),
   route('/console/holds', 'Legal holds', ['holds.manage'], renderHolds, 'Legal holds'),
   route('/console/erasure', 'Erasure requests', ['erasure.manage'], renderErasure, 'Erasure requests'),
+  route('/console/exports', 'Exports', ['recordings.export'], renderExports, 'Exports'),
   route('/console/policies', 'Retention policies', ['retention.manage'], renderPolicies, 'Retention policies'),
   route('/console/keys', 'Users and API keys', ['keys.manage'], renderKeys, 'Users & keys'),
   route('/console/audit', 'Audit log', ['audit.read'], renderAudit, 'Audit log'),

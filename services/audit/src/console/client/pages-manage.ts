@@ -457,3 +457,109 @@ export function renderKeys(ctx: Ctx): void {
   ctx.main.append(h('h1', {}, 'Users and API keys'), form, created);
   name.focus();
 }
+
+// ---------------------------------------------------------------- e-discovery exports (officer)
+
+interface ExportRow {
+  id: string;
+  status: 'running' | 'done' | 'failed';
+  selection: { holdId?: string; sessionIds?: string[]; query?: string };
+  requestedBy: string;
+  progress: { filesDone: number; filesTotal: number; pct: number };
+  sessionIds: string[];
+  bytes: number | null;
+  manifestSha256: string | null;
+  error: { code: string; message: string } | null;
+  createdAt: string;
+}
+
+const EXPORT_POLL_MS = 1000;
+
+function selectionText(s: ExportRow['selection']): string {
+  if (s.holdId) return `hold ${s.holdId}`;
+  if (s.query !== undefined) return `query “${s.query}”`;
+  return `sessions ${(s.sessionIds ?? []).join(', ')}`;
+}
+
+export async function renderExports(ctx: Ctx): Promise<void> {
+  const list = h('div', { class: 'table-wrap' }, h('p', { role: 'status' }, 'Loading…'));
+  const kind = h('select', { name: 'kind' }, [h('option', { value: 'hold' }, 'Legal hold id'), h('option', { value: 'query' }, 'Transcript query'), h('option', { value: 'sessions' }, 'Session ids (comma-separated)')]);
+  const value = h('input', { name: 'value', required: true, autocomplete: 'off' });
+  const status = formStatus();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const load = async (): Promise<void> => {
+    clearTimeout(timer);
+    let res: { exports: ExportRow[] };
+    try {
+      res = await api('GET', '/exports');
+    } catch (e) {
+      if (ctx.alive()) list.replaceChildren(unavailable(e, 'Exports'));
+      return;
+    }
+    if (!ctx.alive()) return;
+    list.replaceChildren(
+      res.exports.length === 0
+        ? h('p', { class: 'muted' }, 'No exports yet.')
+        : h(
+            'table',
+            { class: 'exports' },
+            h('thead', {}, h('tr', {}, ['Requested', 'Selection', 'State', 'Sessions', 'Manifest SHA-256', ''].map((c) => h('th', { scope: 'col' }, c)))),
+            h(
+              'tbody',
+              {},
+              res.exports.map((x) =>
+                h(
+                  'tr',
+                  { 'data-export': x.id, 'data-status': x.status },
+                  h('td', {}, formatTime(x.createdAt)),
+                  h('td', {}, selectionText(x.selection)),
+                  h(
+                    'td',
+                    {},
+                    x.status === 'running'
+                      ? h('progress', { max: 100, value: x.progress.pct, 'aria-label': `Export ${x.progress.pct}% built` }, `${x.progress.pct}%`)
+                      : x.status === 'failed'
+                        ? h('span', { class: 'badge error', title: x.error?.message ?? '' }, `failed: ${x.error?.code ?? ''}`)
+                        : h('span', { class: 'badge active' }, 'ready'),
+                  ),
+                  h('td', {}, String(x.sessionIds.length || '—')),
+                  h('td', {}, x.manifestSha256 ? h('code', { class: 'hash' }, x.manifestSha256) : '—'),
+                  h('td', {}, x.status === 'done' ? h('a', { class: 'button', href: `/api/v1/exports/${encodeURIComponent(x.id)}/archive`, download: '' }, 'Download archive') : null),
+                ),
+              ),
+            ),
+          ),
+    );
+    // Live progress while anything is still being built.
+    if (res.exports.some((x) => x.status === 'running')) timer = setTimeout(() => void (ctx.alive() && load()), EXPORT_POLL_MS);
+  };
+  const form = h(
+    'form',
+    {
+      class: 'card',
+      'aria-labelledby': 'export-form-title',
+      onsubmit: async (ev: Event) => {
+        ev.preventDefault();
+        const v = value.value.trim();
+        const body = kind.value === 'hold' ? { holdId: v } : kind.value === 'query' ? { query: v } : { sessionIds: v.split(',').map((s) => s.trim()).filter(Boolean) };
+        status.busy('Starting the export…');
+        try {
+          await api('POST', '/exports', body);
+          status.ok('Export started: it appears below with its progress.');
+          ctx.announce('Export started.');
+          value.value = '';
+          await load();
+        } catch (e) {
+          status.fail(e);
+        }
+      },
+    },
+    h('h2', { id: 'export-form-title' }, 'New e-discovery export'),
+    h('p', { class: 'muted' }, 'A tar archive with media, transcripts (JSON, VTT, text), consent records, the audit extract and a manifest of SHA-256 hashes. Check a downloaded archive with `verbatim export verify`.'),
+    h('div', { class: 'grid' }, field('Export by', kind), field('Hold id, query or sessions', value)),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Start export')),
+    status.el,
+  );
+  ctx.main.append(h('h1', {}, 'Exports'), form, h('section', { class: 'card', 'aria-label': 'Exports' }, list));
+  await load();
+}
