@@ -6,6 +6,7 @@ import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
 import { runRecordingCommand } from '../recorder/src/inspect-cli.ts';
 import { runDemoCommand } from './demo.ts';
+import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './process-group.ts';
 import { startStack } from './start.ts';
 
 /**
@@ -20,7 +21,8 @@ async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv;
   switch (command) {
     case 'start':
-      return start();
+      // Own process group: a terminal's Ctrl-C must reach the launcher only, not its workers (process-group.ts).
+      return inOwnProcessGroup() ? start() : rerunInOwnProcessGroup();
     case 'demo':
       return runDemoCommand(rest);
     case 'recording':
@@ -93,8 +95,11 @@ async function start(): Promise<number> {
       logger.info({ signal: sig }, 'shutting down');
       resolve();
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    // `on`, not `once`: a second Ctrl-C (or one relayed twice) must not kill the launcher mid-shutdown.
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    // The front process is gone (even kill -9): stop as if it had relayed Ctrl-C.
+    onParentGone(() => stop('parent gone'));
   });
   await stack.stop();
   return 0;

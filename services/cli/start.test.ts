@@ -36,6 +36,8 @@ function launch(dataDir: string): { child: ChildProcess; ready: Promise<string>;
   const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'start'], {
     env: { ...process.env, DATA_DIR: dataDir, SFU_PORT: '0', RECORDER_PORT: '0', AUDIT_PORT: '0', RECORDER_MIN_FREE_MB: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '' },
     stdio: ['ignore', 'pipe', 'inherit'],
+    // Its own process group, like a terminal's foreground job: Ctrl-C goes to the whole group.
+    detached: true,
   });
   let out = '';
   let printedResolve!: (s: string) => void;
@@ -93,7 +95,8 @@ describe('npm start on embedded defaults', () => {
     const procs = descendants(child.pid!);
     expect(procs.length).toBeGreaterThan(3); // mediasoup workers, recorder worker, redis guard + redis-server
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    child.kill('SIGINT');
+    // A terminal's Ctrl-C: SIGINT to every process of the foreground group at once.
+    process.kill(-child.pid!, 'SIGINT');
     expect(await exited).toBe(0);
     await expect.poll(() => procs.filter(alive), { timeout: 10_000 }).toEqual([]);
 
