@@ -21,8 +21,9 @@ export const finalizeJobId = (session: string): string => `finalize.${session}`;
  * The per-session flow (v1). `session.finalize` is the flow's root: it adds its stages as
  * child jobs and waits for them (BullMQ parent/child), then registers the results:
  *
- *   session.finalize ─┬─ session.prepare                      depacketize every track onto one clock
- *                     ├─ participant.mux × participants        A/V file + 16 kHz ASR WAV     (after prepare)
+ *   session.finalize ─┬─ session.clock                        every track's wall-clock mapping (SRs, arrivals)
+ *                     ├─ track.depacketize × tracks            one track's codec files          (after the clock)
+ *                     ├─ participant.mux × participants        A/V file + 16 kHz ASR WAV     (after the tracks)
  *                     ├─ session.composite                     room composite MP4        ┐ after the muxes,
  *                     └─ participant.transcribe × participants (ASR queue)               ┘ at the same time
  *
@@ -30,13 +31,17 @@ export const finalizeJobId = (session: string): string => `finalize.${session}`;
  * host; the results travel back as the children's return values.
  */
 export const TRANSCODE_ASR_QUEUE = 'transcode-asr';
-export const SESSION_PREPARE_JOB = 'session.prepare';
+export const SESSION_CLOCK_JOB = 'session.clock';
+export const TRACK_DEPACKETIZE_JOB = 'track.depacketize';
 export const SESSION_COMPOSITE_JOB = 'session.composite';
 export const PARTICIPANT_MUX_JOB = 'participant.mux';
 export const PARTICIPANT_TRANSCRIBE_JOB = 'participant.transcribe';
 
-/** Where the root is: its stages are added once each, in this order. */
-export const FlowStepSchema = z.enum(['prepare', 'mux', 'outputs', 'register']);
+/**
+ * Where the root is: its stages are added once each, in this order. 'prepare' (the start:
+ * adds session.clock) keeps its v1 name so roots already stored in Redis still parse.
+ */
+export const FlowStepSchema = z.enum(['prepare', 'tracks', 'mux', 'outputs', 'register']);
 export type FlowStep = z.output<typeof FlowStepSchema>;
 export const SessionFlowRootSchema = SessionFinalizePayloadSchema.extend({
   flowStep: FlowStepSchema.optional(),
@@ -70,17 +75,39 @@ export const StagePieceSchema = z.object({
   duration: z.number(),
 });
 
-export const SessionPrepareResultSchema = z.object({
+/** session.clock: the common clock, and what the later stages need from the manifest. */
+export const SessionClockResultSchema = z.object({
   v: z.literal(1),
+  /** Senders' NTP clock → wall clock, µs. */
+  ntpOffsetUs: z.number(),
+  /** Wall clock (µs) of the session timeline's t = 0. */
+  originUs: z.number(),
   durationSeconds: z.number().nonnegative(),
-  pieces: z.array(StagePieceSchema),
-  artifacts: z.array(StageArtifactSchema),
+  /** The tracks with media (indexes into the manifest's tracks), one track.depacketize each. */
+  tracks: z.array(z.object({ index: z.number().int().nonnegative(), track: z.string(), participant: z.string(), kind: z.enum(['audio', 'video']) })),
   /** Sorted ids of the participants with media, and their display names. */
   participants: z.array(z.object({ id: z.string(), name: z.string() })),
   transcribe: z.boolean(),
   language: z.string(),
 });
-export type SessionPrepareResult = z.output<typeof SessionPrepareResultSchema>;
+export type SessionClockResult = z.output<typeof SessionClockResultSchema>;
+
+export const TrackDepacketizePayloadSchema = SessionFinalizePayloadSchema.extend({
+  /** Index into the manifest's tracks, and its id (checked against the manifest). */
+  track: z.number().int().nonnegative(),
+  trackId: z.string(),
+  ntpOffsetUs: z.number(),
+  originUs: z.number(),
+});
+export type TrackDepacketizePayload = z.output<typeof TrackDepacketizePayloadSchema>;
+export const TrackDepacketizeResultSchema = z.object({
+  v: z.literal(1),
+  track: z.string(),
+  /** One piece per segment with media, on the session timeline. */
+  pieces: z.array(StagePieceSchema),
+  artifacts: z.array(StageArtifactSchema),
+});
+export type TrackDepacketizeResult = z.output<typeof TrackDepacketizeResultSchema>;
 
 export const ParticipantMuxPayloadSchema = SessionFinalizePayloadSchema.extend({
   participant: z.string(),

@@ -9,12 +9,15 @@ import {
   ParticipantMuxResultSchema,
   ParticipantTranscribePayloadSchema,
   ParticipantTranscribeResultSchema,
+  SESSION_CLOCK_JOB,
   SESSION_COMPOSITE_JOB,
-  SESSION_PREPARE_JOB,
+  SessionClockResultSchema,
   SessionCompositePayloadSchema,
   SessionCompositeResultSchema,
   SessionFlowRootSchema,
-  SessionPrepareResultSchema,
+  TRACK_DEPACKETIZE_JOB,
+  TrackDepacketizePayloadSchema,
+  TrackDepacketizeResultSchema,
   finalizeJobId,
   stageJobId,
   type FlowStep,
@@ -23,14 +26,16 @@ import {
   type ParticipantTranscribePayload,
   type ParticipantTranscribeResult,
   type SessionCompositePayload,
+  type SessionClockResult,
   type SessionFinalizePayload,
-  type SessionPrepareResult,
   type StageArtifact,
+  type TrackDepacketizePayload,
+  type TrackDepacketizeResult,
 } from '../../lib/contracts/jobs.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { FinalizeDeps } from './finalize-job.ts';
-import { CorruptInputError, depacketizeSession, muxParticipant, renderComposite, type MediaPiece } from './session-pipeline.ts';
+import { CorruptInputError, depacketizeTrack, muxParticipant, renderComposite, sessionClock, type MediaPiece } from './session-pipeline.ts';
 import { sha256File } from './storage/artifact-storage.ts';
 import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from './transcript-formats.ts';
 
@@ -95,32 +100,56 @@ function corruptToUnrecoverable(deps: FinalizeDeps, session: string, log: Logger
   };
 }
 
-// ---- stage 1: depacketize every track onto one clock -------------------------------------------
+// ---- stage 1: one clock for every track ---------------------------------------------------------
 
-export async function processPrepareJob(job: Job, deps: FinalizeDeps): Promise<SessionPrepareResult> {
+export async function processClockJob(job: Job, deps: FinalizeDeps): Promise<SessionClockResult> {
   const parsed = SessionFlowRootSchema.safeParse(job.data);
   if (!parsed.success) throw new UnrecoverableError(`BAD_PAYLOAD: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
   const p = parsed.data;
-  const log = deps.logger.child({ job: job.id, session: p.session, stage: 'prepare' });
+  const log = deps.logger.child({ job: job.id, session: p.session, stage: 'clock' });
+  let clock;
+  try {
+    clock = sessionClock(p.manifestPath);
+  } catch (err) {
+    throw await corruptToUnrecoverable(deps, p.session, log)(err);
+  }
+  const m = clock.manifest;
+  const names = new Map(m.participants.map((x) => [x.id, x.name]));
+  const recOn = m.events.find((e) => e.type === 'recording-on');
+  await job.updateProgress({ pct: 100, stage: 'clock' });
+  return {
+    v: 1,
+    ntpOffsetUs: clock.ntpOffsetUs,
+    originUs: clock.originUs,
+    durationSeconds: clock.durationSeconds,
+    tracks: clock.tracks.map((index) => ({ index, track: m.tracks[index]!.track, participant: m.tracks[index]!.participant, kind: m.tracks[index]!.kind })),
+    participants: [...new Set(clock.tracks.map((i) => m.tracks[i]!.participant))].sort().map((id) => ({ id, name: names.get(id) ?? id })),
+    transcribe: recOn?.details.transcribe === true,
+    language: typeof recOn?.details.language === 'string' ? recOn.details.language : 'en',
+  };
+}
+
+// ---- stage 2: one track's codec files --------------------------------------------------------------
+
+export async function processTrackJob(job: Job, deps: FinalizeDeps): Promise<TrackDepacketizeResult> {
+  const parsed = TrackDepacketizePayloadSchema.safeParse(job.data);
+  if (!parsed.success) throw new UnrecoverableError(`BAD_PAYLOAD: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  const p = parsed.data;
+  const log = deps.logger.child({ job: job.id, session: p.session, stage: 'track', track: p.trackId });
   const outDir = outDirOf(deps, p);
   mkdirSync(outDir, { recursive: true });
-  const r = await depacketizeSession(p.manifestPath, outDir, deps.ffmpeg, (pct, stage) => void job.updateProgress({ pct, stage })).catch(async (err: unknown) => {
+  const r = await depacketizeTrack(p.manifestPath, p.track, p, outDir, deps.ffmpeg, undefined, p.trackId).catch(async (err: unknown) => {
     throw await corruptToUnrecoverable(deps, p.session, log)(err);
   });
   const artifacts: StageArtifact[] = [];
   for (const f of r.files) artifacts.push(await upload(deps, p, outDir, f.path, f.kind, f.participant ?? null));
   const byPath = new Map(r.files.map((f, i) => [f.path, artifacts[i]!]));
-  const names = new Map(r.manifest.participants.map((x) => [x.id, x.name]));
-  const recOn = r.manifest.events.find((e) => e.type === 'recording-on');
-  await job.updateProgress({ pct: 100, stage: 'prepare' });
+  await job.updateProgress({ pct: 100, stage: 'track' });
   return {
     v: 1,
-    durationSeconds: r.durationSeconds,
+    track: p.trackId,
     pieces: r.pieces.map((x) => ({ participant: x.participant, kind: x.kind, key: byPath.get(x.file)!.key, sha256: byPath.get(x.file)!.sha256, offset: x.offset, duration: x.duration })),
     artifacts,
-    participants: [...new Set(r.pieces.map((x) => x.participant))].sort().map((id) => ({ id, name: names.get(id) ?? id })),
-    transcribe: recOn?.details.transcribe === true,
-    language: typeof recOn?.details.language === 'string' ? recOn.details.language : 'en',
   };
 }
 
@@ -135,7 +164,7 @@ async function localPieces(deps: FinalizeDeps, p: { room: string; session: strin
   return out;
 }
 
-// ---- stage 2: one participant's A/V file and ASR WAV -----------------------------------------------
+// ---- stage 3: one participant's A/V file and ASR WAV -----------------------------------------------
 
 export async function processMuxJob(job: Job, deps: FinalizeDeps): Promise<ParticipantMuxResult> {
   const parsed = ParticipantMuxPayloadSchema.safeParse(job.data);
@@ -152,7 +181,7 @@ export async function processMuxJob(job: Job, deps: FinalizeDeps): Promise<Parti
   return { v: 1, participant: p.participant, artifacts, wav: wav ? { key: wav.key, sha256: wav.sha256 } : null };
 }
 
-// ---- stage 3a: the composite ------------------------------------------------------------------
+// ---- stage 4a: the composite ------------------------------------------------------------------
 
 export async function processCompositeJob(job: Job, deps: FinalizeDeps): Promise<{ v: 1; artifacts: StageArtifact[] }> {
   const parsed = SessionCompositePayloadSchema.safeParse(job.data);
@@ -167,7 +196,7 @@ export async function processCompositeJob(job: Job, deps: FinalizeDeps): Promise
   return { v: 1, artifacts: [artifact] };
 }
 
-// ---- stage 3b: one participant's transcript -----------------------------------------------------
+// ---- stage 4b: one participant's transcript -----------------------------------------------------
 
 export async function processTranscribeJob(job: Job, deps: FinalizeDeps, asrConcurrency: number): Promise<ParticipantTranscribeResult> {
   const parsed = ParticipantTranscribePayloadSchema.safeParse(job.data);
@@ -241,19 +270,32 @@ export async function processFinalizeFlow(job: Job, token: string | undefined, d
   for (;;) {
     if (step === 'prepare') {
       await setStatus({ status: 'processing', error_code: null, error_message: null });
-      await progress(5, 'prepare');
-      await ctx.flows.add(child(SESSION_PREPARE_JOB, ctx.mediaQueue, id('prepare'), p));
+      await progress(5, 'clock');
+      await ctx.flows.add(child(SESSION_CLOCK_JOB, ctx.mediaQueue, id('clock'), p));
+      await goTo('tracks');
+      await waitForChildren();
+      step = 'tracks';
+    } else if (step === 'tracks') {
+      await waitForChildren();
+      const clock = childValue(await job.getChildrenValues(), id('clock'), SessionClockResultSchema);
+      if (!clock) throw new Error(`the clock stage of ${p.session} left no result`);
+      await progress(10, 'depacketize');
+      await ctx.flows.addBulk(
+        clock.tracks.map((t) => {
+          const payload: TrackDepacketizePayload = { ...p, track: t.index, trackId: t.track, ntpOffsetUs: clock.ntpOffsetUs, originUs: clock.originUs };
+          return child(TRACK_DEPACKETIZE_JOB, ctx.mediaQueue, id(`track${t.index}`), payload);
+        }),
+      );
       await goTo('mux');
       await waitForChildren();
       step = 'mux';
     } else if (step === 'mux') {
       await waitForChildren();
-      const prep = childValue(await job.getChildrenValues(), id('prepare'), SessionPrepareResultSchema);
-      if (!prep) throw new Error(`the prepare stage of ${p.session} left no result`);
+      const { clock, pieces } = stageResults(await job.getChildrenValues(), p.session, id);
       await progress(25, 'mux');
       await ctx.flows.addBulk(
-        prep.participants.map((who, i) => {
-          const payload: ParticipantMuxPayload = { ...p, participant: who.id, durationSeconds: prep.durationSeconds, pieces: prep.pieces.filter((x) => x.participant === who.id) };
+        clock.participants.map((who, i) => {
+          const payload: ParticipantMuxPayload = { ...p, participant: who.id, durationSeconds: clock.durationSeconds, pieces: pieces.filter((x) => x.participant === who.id) };
           return child(PARTICIPANT_MUX_JOB, ctx.mediaQueue, id(`mux${i}`), payload);
         }),
       );
@@ -263,16 +305,15 @@ export async function processFinalizeFlow(job: Job, token: string | undefined, d
     } else if (step === 'outputs') {
       await waitForChildren();
       const values = await job.getChildrenValues();
-      const prep = childValue(values, id('prepare'), SessionPrepareResultSchema);
-      if (!prep) throw new Error(`the prepare stage of ${p.session} left no result`);
+      const { clock, pieces } = stageResults(values, p.session, id);
       await progress(40, 'composite+transcribe');
-      const composite: SessionCompositePayload = { ...p, durationSeconds: prep.durationSeconds, pieces: prep.pieces };
+      const composite: SessionCompositePayload = { ...p, durationSeconds: clock.durationSeconds, pieces };
       const children: FlowJob[] = [child(SESSION_COMPOSITE_JOB, ctx.mediaQueue, id('composite'), composite)];
-      if (prep.transcribe) {
-        prep.participants.forEach((who, i) => {
+      if (clock.transcribe) {
+        clock.participants.forEach((who, i) => {
           const mux = childValue(values, id(`mux${i}`), ParticipantMuxResultSchema);
           if (!mux?.wav) return;
-          const payload: ParticipantTranscribePayload = { v: 1, room: p.room, session: p.session, participant: who.id, speaker: who.name, language: prep.language, wav: mux.wav };
+          const payload: ParticipantTranscribePayload = { v: 1, room: p.room, session: p.session, participant: who.id, speaker: who.name, language: clock.language, wav: mux.wav };
           children.push(child(PARTICIPANT_TRANSCRIBE_JOB, ctx.asrQueue, id(`asr${i}`), payload));
         });
       }
@@ -287,6 +328,18 @@ export async function processFinalizeFlow(job: Job, token: string | undefined, d
   }
 }
 
+/** The clock and every track's result, in manifest track order (so pieces and artifacts keep the single-process order). */
+function stageResults(values: Record<string, unknown>, session: string, id: (stage: string) => string): { clock: SessionClockResult; tracks: TrackDepacketizeResult[]; pieces: TrackDepacketizeResult['pieces'] } {
+  const clock = childValue(values, id('clock'), SessionClockResultSchema);
+  if (!clock) throw new Error(`the clock stage of ${session} left no result`);
+  const tracks = clock.tracks.map((t) => {
+    const r = childValue(values, id(`track${t.index}`), TrackDepacketizeResultSchema);
+    if (!r) throw new Error(`the depacketize stage of track ${t.track} of ${session} left no result`);
+    return r;
+  });
+  return { clock, tracks, pieces: tracks.flatMap((t) => t.pieces) };
+}
+
 async function register(
   job: Job,
   deps: FinalizeDeps,
@@ -297,26 +350,26 @@ async function register(
   failForGood: () => Promise<void>,
 ): Promise<{ artifacts: number; segments: number }> {
   const values = await job.getChildrenValues();
-  const prep = childValue(values, id('prepare'), SessionPrepareResultSchema);
+  const { clock, tracks } = stageResults(values, p.session, id);
   const comp = childValue(values, id('composite'), SessionCompositeResultSchema);
-  if (!prep || !comp) throw new Error(`stage results of ${p.session} are missing (prepare ${!!prep}, composite ${!!comp})`);
-  const muxes = prep.participants.map((_, i) => childValue(values, id(`mux${i}`), ParticipantMuxResultSchema));
+  if (!comp) throw new Error(`the composite result of ${p.session} is missing`);
+  const muxes = clock.participants.map((_, i) => childValue(values, id(`mux${i}`), ParticipantMuxResultSchema));
   if (muxes.some((x) => !x)) throw new Error(`a participant mux result of ${p.session} is missing`);
-  const asrIds = prep.transcribe ? prep.participants.flatMap((_, i) => (muxes[i]!.wav ? [id(`asr${i}`)] : [])) : [];
+  const asrIds = clock.transcribe ? clock.participants.flatMap((_, i) => (muxes[i]!.wav ? [id(`asr${i}`)] : [])) : [];
   const asr = asrIds.map((x) => childValue(values, x, ParticipantTranscribeResultSchema));
   if (asr.some((x) => !x)) throw new Error(`a transcription result of ${p.session} is missing`);
   await progress(90, 'register');
 
   // Same order as the single-process pipeline: tracks, participant files, composite, transcripts.
-  const artifacts = [...prep.artifacts, ...muxes.flatMap((m) => m!.artifacts), ...comp.artifacts];
+  const artifacts = [...tracks.flatMap((t) => t.artifacts), ...muxes.flatMap((m) => m!.artifacts), ...comp.artifacts];
   const modelError = asr.find((x) => x!.status !== 'done');
-  const transcriptStatus = !prep.transcribe ? 'skipped' : modelError ? modelError.status : 'done';
+  const transcriptStatus = !clock.transcribe ? 'skipped' : modelError ? modelError.status : 'done';
   const segments: SpeakerSegment[] = transcriptStatus === 'done' ? asr.flatMap((x) => x!.segments).sort((a, b) => a.start - b.start || a.participant.localeCompare(b.participant)) : [];
   if (transcriptStatus === 'done') {
     const outDir = outDirOf(deps, p);
     mkdirSync(outDir, { recursive: true });
     for (const [name, body] of [
-      ['transcript.json', transcriptJson(p.session, prep.language, segments)],
+      ['transcript.json', transcriptJson(p.session, clock.language, segments)],
       ['transcript.vtt', transcriptVtt(segments)],
       ['transcript.txt', transcriptText(segments)],
     ] as const) {
@@ -337,7 +390,7 @@ async function register(
     if (segments.length > 0) {
       await tx
         .insertInto('transcript_segments')
-        .values(segments.map((s, i) => ({ session_id: p.session, seq: i, participant_id: s.participant, speaker: s.speaker, start_seconds: s.start, end_seconds: s.end, text: s.text, language: prep.language })))
+        .values(segments.map((s, i) => ({ session_id: p.session, seq: i, participant_id: s.participant, speaker: s.speaker, start_seconds: s.start, end_seconds: s.end, text: s.text, language: clock.language })))
         .execute();
     }
     await tx

@@ -4,8 +4,9 @@ import path from 'node:path';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { annexBToIvf, rtpH264ToAnnexB } from './depacketize/h264-annexb.ts';
-import { rtpOpusToOgg } from './depacketize/ogg-opus.ts';
-import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type TrackPackets } from './depacketize/rtp-stream.ts';
+import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
+import { oggPackets } from './depacketize/ogg-packets.ts';
+import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
 import { rtpVp8ToIvf } from './depacketize/vp8-ivf.ts';
 import { BITEXACT, type FfmpegRunner } from './media/ffmpeg-runner.ts';
 
@@ -52,60 +53,119 @@ export async function runSessionPipeline(manifestPath: string, outDir: string, f
   return result;
 }
 
-/** Steps 1–3: read and verify every segment, put all tracks on one clock, depacketize into codec files. */
-export async function depacketizeSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
-  let manifest: SessionManifest;
+/** A sealed session's common clock: every track mapped onto the wall clock by its sender reports. */
+export interface SessionClock {
+  manifest: SessionManifest;
+  /** The senders' NTP clock → wall clock (µs), over all tracks' sender reports. */
+  ntpOffsetUs: number;
+  /** Wall clock of composite t = 0 (µs). */
+  originUs: number;
+  durationSeconds: number;
+  /** Indexes into manifest.tracks of the tracks with media packets, in manifest order. */
+  tracks: number[];
+}
+
+interface LoadedSegment {
+  participant: string;
+  kind: 'audio' | 'video';
+  name: string;
+  channels: number;
+  t: TrackPackets;
+}
+
+/** Reads and validates a session manifest (corrupt → CORRUPT_MANIFEST). */
+export function readSessionManifest(manifestPath: string): SessionManifest {
   try {
-    manifest = SessionManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
+    return SessionManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
   } catch (err) {
     throw new CorruptInputError(`manifest ${manifestPath} is unreadable: ${(err as Error).message}`, 'CORRUPT_MANIFEST');
   }
-  const sessionDir = path.dirname(manifestPath);
-  mkdirSync(path.join(outDir, PIECE_DIR), { recursive: true });
+}
 
-  // 1. read + verify every segment
-  const segs: { participant: string; kind: 'audio' | 'video'; name: string; channels: number; t: TrackPackets }[] = [];
-  for (const track of manifest.tracks) {
-    for (const s of track.segments) {
-      let buf: Buffer;
-      try {
-        buf = readFileSync(path.join(sessionDir, s.file));
-      } catch (err) {
-        throw new CorruptInputError(`segment ${s.file} is missing: ${(err as Error).message}`, 'MISSING_SEGMENT');
-      }
-      if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new CorruptInputError(`segment ${s.file} does not match its manifest SHA-256`);
-      let t: TrackPackets;
-      try {
-        t = readTrackPackets(buf, s.file);
-      } catch (err) {
-        throw new CorruptInputError((err as Error).message);
-      }
-      if (t.packets.length === 0) continue;
-      segs.push({ participant: track.participant, kind: track.kind, name: s.file.replace(/\.vrtp$/, ''), channels: track.codec.channels ?? 2, t });
+/** Reads and verifies (SHA-256, format) every segment of one track; segments without packets are left out. */
+function loadTrack(manifest: SessionManifest, sessionDir: string, index: number): LoadedSegment[] {
+  const track = manifest.tracks[index];
+  if (!track) throw new CorruptInputError(`the manifest has no track ${index}`, 'CORRUPT_MANIFEST');
+  const out: LoadedSegment[] = [];
+  for (const s of track.segments) {
+    let buf: Buffer;
+    try {
+      buf = readFileSync(path.join(sessionDir, s.file));
+    } catch (err) {
+      throw new CorruptInputError(`segment ${s.file} is missing: ${(err as Error).message}`, 'MISSING_SEGMENT');
     }
+    if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new CorruptInputError(`segment ${s.file} does not match its manifest SHA-256`);
+    let t: TrackPackets;
+    try {
+      t = readTrackPackets(buf, s.file);
+    } catch (err) {
+      throw new CorruptInputError((err as Error).message);
+    }
+    if (t.packets.length === 0) continue;
+    out.push({ participant: track.participant, kind: track.kind, name: s.file.replace(/\.vrtp$/, ''), channels: track.codec.channels ?? 2, t });
   }
-  if (segs.length === 0) throw new CorruptInputError('the session has no media packets', 'EMPTY_SESSION');
-  progress(10, 'depacketize');
+  return out;
+}
 
-  // 2. one clock for all tracks
-  const ntpOffset = ntpToWallOffsetUs(segs.map((s) => s.t));
-  const placed = segs.map((s) => {
-    const m = wallClockMapper(s.t, ntpOffset);
-    const first = s.t.packets[0]!;
-    const last = s.t.packets.at(-1)!;
-    return { ...s, startUs: m.toWallUs(first.ts), endUs: m.toWallUs(last.ts) + (s.kind === 'audio' ? 20_000 : 0), source: m.source, lastTs: last.ts };
+/** Wall-clock span (µs) of one segment's packets. */
+function spanOf(s: LoadedSegment, ntpOffsetUs: number): { startUs: number; endUs: number } {
+  const m = wallClockMapper(s.t, ntpOffsetUs);
+  return { startUs: m.toWallUs(s.t.packets[0]!.ts), endUs: m.toWallUs(s.t.packets.at(-1)!.ts) + (s.kind === 'audio' ? 20_000 : 0) };
+}
+
+/**
+ * Steps 1–2: read and verify every segment and put all tracks on one clock. Only packet
+ * headers and sender reports matter here (no media is written), so it is cheap next to
+ * depacketizing, and each track can then be depacketized on its own (track.depacketize).
+ */
+export function sessionClock(manifestPath: string): SessionClock {
+  return clockOf(manifestPath).clock;
+}
+
+function clockOf(manifestPath: string): { clock: SessionClock; loaded: Map<number, LoadedSegment[]> } {
+  const manifest = readSessionManifest(manifestPath);
+  const sessionDir = path.dirname(manifestPath);
+  const loaded = new Map<number, LoadedSegment[]>();
+  manifest.tracks.forEach((_, i) => {
+    const segs = loadTrack(manifest, sessionDir, i);
+    if (segs.length > 0) loaded.set(i, segs);
   });
-  const originUs = Math.min(...placed.map((p) => p.startUs));
-  const endUs = Math.max(...placed.map((p) => p.endUs));
-  const durationSeconds = round3((endUs - originUs) / 1e6);
+  const segs = [...loaded.values()].flat();
+  if (segs.length === 0) throw new CorruptInputError('the session has no media packets', 'EMPTY_SESSION');
+  const ntpOffsetUs = ntpToWallOffsetUs(segs.map((s) => s.t));
+  const spans = segs.map((s) => spanOf(s, ntpOffsetUs));
+  const originUs = Math.min(...spans.map((x) => x.startUs));
+  const endUs = Math.max(...spans.map((x) => x.endUs));
+  return { clock: { manifest, ntpOffsetUs, originUs, durationSeconds: round3((endUs - originUs) / 1e6), tracks: [...loaded.keys()] }, loaded };
+}
 
-  // 3. depacketize into codec files
+export interface TrackPieces {
+  pieces: MediaPiece[];
+  files: PipelineResult['files'];
+  syncSource: Record<string, 'rtcp-sr' | 'arrival'>;
+}
+
+/**
+ * Step 3, one track: depacketize each of its segments into a codec file, placed on the
+ * session clock (offsets from clock.originUs). Deterministic paths and bytes.
+ */
+export async function depacketizeTrack(manifestPath: string, index: number, clock: Pick<SessionClock, 'ntpOffsetUs' | 'originUs'>, outDir: string, ffmpeg: FfmpegRunner, preloaded?: LoadedSegment[], trackId?: string): Promise<TrackPieces> {
+  let segs = preloaded;
+  if (!segs) {
+    const manifest = readSessionManifest(manifestPath);
+    // The clock stage named this track; a manifest that changed since is not the session it measured.
+    if (trackId !== undefined && manifest.tracks[index]?.track !== trackId) throw new CorruptInputError(`track ${index} of ${manifestPath} is not ${trackId}`, 'CORRUPT_MANIFEST');
+    segs = loadTrack(manifest, path.dirname(manifestPath), index);
+  }
+  mkdirSync(path.join(outDir, PIECE_DIR), { recursive: true });
+  const { ntpOffsetUs, originUs } = clock;
   const pieces: MediaPiece[] = [];
   const files: PipelineResult['files'] = [];
   const syncSource: Record<string, 'rtcp-sr' | 'arrival'> = {};
-  for (const p of placed) {
-    syncSource[p.name] = p.source;
-    const offset = round3((p.startUs - originUs) / 1e6);
+  for (const p of segs) {
+    const m = wallClockMapper(p.t, ntpOffsetUs);
+    syncSource[p.name] = m.source;
+    const offset = round3((spanOf(p, ntpOffsetUs).startUs - originUs) / 1e6);
     if (p.kind === 'audio') {
       const ogg = rtpOpusToOgg(p.t.packets, { channels: p.channels, serial: serialOf(p.name) });
       const file = path.join(outDir, PIECE_DIR, `${p.name}.ogg`);
@@ -121,20 +181,36 @@ export async function depacketizeSession(manifestPath: string, outDir: string, f
       await ffmpeg.run({ inputs: [{ path: ivfH264 }], outputOptions: ['-map', '0:v', '-c', 'copy', ...BITEXACT, '-f', 'matroska'], output: `${file}.tmp` });
       renameSync(`${file}.tmp`, file);
       unlinkSync(ivfH264);
-      const h264Offset = round3((wallClockMapper(p.t, ntpOffset).toWallUs(h264.firstTs!) - originUs) / 1e6);
+      const h264Offset = round3((m.toWallUs(h264.firstTs!) - originUs) / 1e6);
       pieces.push({ participant: p.participant, kind: 'video', file, offset: h264Offset, duration: (h264.lastTs! - h264.firstTs!) / 90000 });
     } else {
       const ivf = rtpVp8ToIvf(p.t.packets);
       if (ivf.frames === 0) continue;
       const file = path.join(outDir, PIECE_DIR, `${p.name}.ivf`);
       writeAtomic(file, ivf.data);
-      const ivfOffset = round3((wallClockMapper(p.t, ntpOffset).toWallUs(ivf.firstTs!) - originUs) / 1e6);
+      const ivfOffset = round3((m.toWallUs(ivf.firstTs!) - originUs) / 1e6);
       pieces.push({ participant: p.participant, kind: 'video', file, offset: ivfOffset, duration: (ivf.lastTs! - ivf.firstTs!) / 90000 });
     }
     files.push({ participant: p.participant, kind: 'track', path: pieces.at(-1)!.file });
   }
+  return { pieces, files, syncSource };
+}
+
+/** Steps 1–3 in one process: the clock, then every track depacketized into codec files. */
+export async function depacketizeSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
+  const { clock, loaded } = clockOf(manifestPath);
+  progress(10, 'depacketize');
+  const pieces: MediaPiece[] = [];
+  const files: PipelineResult['files'] = [];
+  const syncSource: Record<string, 'rtcp-sr' | 'arrival'> = {};
+  for (const i of clock.tracks) {
+    const r = await depacketizeTrack(manifestPath, i, clock, outDir, ffmpeg, loaded.get(i));
+    pieces.push(...r.pieces);
+    files.push(...r.files);
+    Object.assign(syncSource, r.syncSource);
+  }
   progress(30, 'mux');
-  return { manifest, originUs, durationSeconds, pieces, files, syncSource };
+  return { manifest: clock.manifest, originUs: clock.originUs, durationSeconds: clock.durationSeconds, pieces, files, syncSource };
 }
 
 /**
@@ -150,24 +226,52 @@ export async function prepareSession(manifestPath: string, outDir: string, ffmpe
   return r;
 }
 
-/** Step 4, one participant: A/V file (first piece of each kind, stream copy) and the ASR WAV. */
+/**
+ * Step 4, one participant: A/V file (stream copy) and the ASR WAV. A track the recorder
+ * wrote as several segments (it restarted mid-session) yields several pieces of a kind;
+ * all of them go into the file, each at its real offset on the participant's timeline.
+ */
 export async function muxParticipant(who: string, pieces: readonly MediaPiece[], durationSeconds: number, outDir: string, ffmpeg: FfmpegRunner): Promise<PipelineResult['files']> {
   const out: PipelineResult['files'] = [];
   const mine = pieces.filter((p) => p.participant === who);
-  const a = mine.find((p) => p.kind === 'audio');
-  const v = mine.find((p) => p.kind === 'video');
+  if (mine.length === 0) return out; // e.g. a camera track whose packets held no complete frame
+  const audio = mine.filter((p) => p.kind === 'audio').sort(byOffset);
+  const video = mine.filter((p) => p.kind === 'video').sort(byOffset);
   const base = Math.min(...mine.map((p) => p.offset));
-  const inputs = [a, v].filter((x): x is MediaPiece => !!x);
   const av = path.join(outDir, `participant-${who}.mkv`);
+  const scratch: string[] = [];
+  const inputs: { path: string; options: string[] }[] = [];
+  if (audio.length > 0) {
+    let file = audio[0]!.file;
+    if (audio.length > 1) {
+      file = `${av}.audio.ogg`;
+      writeAtomic(file, joinOggPieces(audio, serialOf(`participant-${who}`)));
+      scratch.push(file);
+    }
+    inputs.push({ path: file, options: ['-itsoffset', (audio[0]!.offset - base).toFixed(3)] });
+  }
+  if (video.length > 0) {
+    const options = ['-itsoffset', (video[0]!.offset - base).toFixed(3)];
+    let file = video[0]!.file;
+    if (video.length > 1) {
+      // Video has no "silence": the concat demuxer starts each piece at the previous one's
+      // start + its declared duration, so the restart gap simply has no frames.
+      file = `${av}.video.ffconcat`;
+      writeAtomic(file, Buffer.from(videoConcatList(video)));
+      scratch.push(file);
+      options.unshift('-f', 'concat', '-safe', '0');
+    }
+    inputs.push({ path: file, options });
+  }
   await ffmpeg.run({
-    inputs: inputs.map((p) => ({ path: p.file, options: ['-itsoffset', (p.offset - base).toFixed(3)] })),
+    inputs,
     outputOptions: [...inputs.flatMap((_, i) => ['-map', `${i}`]), '-c', 'copy', ...BITEXACT, '-f', 'matroska'],
     output: `${av}.tmp`,
   });
   renameSync(`${av}.tmp`, av);
+  for (const f of scratch) unlinkSync(f);
   out.push({ participant: who, kind: 'participant-av', path: av });
 
-  const audio = mine.filter((p) => p.kind === 'audio');
   if (audio.length > 0) {
     const wav = path.join(outDir, `participant-${who}.16k.wav`);
     await ffmpeg.run({ inputs: audio.map((p) => ({ path: p.file })), filterComplex: asrWavFilter(audio, durationSeconds), outputOptions: ASR_WAV_OUTPUT, output: `${wav}.tmp` });
@@ -175,6 +279,44 @@ export async function muxParticipant(who: string, pieces: readonly MediaPiece[],
     out.push({ participant: who, kind: 'participant-wav', path: wav });
   }
   return out;
+}
+
+const byOffset = (a: MediaPiece, b: MediaPiece) => a.offset - b.offset || a.file.localeCompare(b.file);
+
+/**
+ * One Ogg Opus stream from a participant's audio pieces (in offset order): each piece's
+ * packets are placed at its offset on a 48 kHz timeline and rtpOpusToOgg fills the time
+ * between pieces with silence packets, as it does for DTX, so the file's duration equals
+ * the track's wall-clock span and every later sample keeps its real time. Stream copy: no
+ * decode, and the same pieces give the same bytes.
+ */
+export function joinOggPieces(audio: readonly Pick<MediaPiece, 'file' | 'offset'>[], serial: number): Buffer {
+  const first = audio[0]!.offset;
+  const packets: RtpPacket[] = [];
+  let seq = 0;
+  for (const piece of audio) {
+    // Offsets are whole milliseconds: 48 samples each, so the placement is exact.
+    let ts = Math.round((piece.offset - first) * 48000);
+    for (const payload of oggPackets(readFileSync(piece.file))) {
+      packets.push({ seq: seq++, ts, marker: false, payload, arrivalUs: 0 });
+      ts += opusPacketSamples(payload);
+    }
+  }
+  // The channel count from the first piece's OpusHead (page 0: 27-byte header, lacing, then the packet).
+  const head = readFileSync(audio[0]!.file);
+  const channels = head[27 + head[26]! + 9] ?? 2;
+  return rtpOpusToOgg(packets, { channels, serial }).data;
+}
+
+/** ffconcat list: every piece but the last lasts until the next one starts. */
+function videoConcatList(video: readonly MediaPiece[]): string {
+  const lines = ['ffconcat version 1.0'];
+  video.forEach((p, i) => {
+    lines.push(`file '${p.file.replaceAll("'", "'\\''")}'`);
+    const next = video[i + 1];
+    if (next) lines.push(`duration ${(next.offset - p.offset).toFixed(3)}`);
+  });
+  return `${lines.join('\n')}\n`;
 }
 
 /** ffmpeg processes of one session's per-participant stage that run at once. */

@@ -1,10 +1,10 @@
 import { FlowProducer, Queue, Worker, type Job } from 'bullmq';
 import type { Db } from '../../../db/database.ts';
-import { PARTICIPANT_MUX_JOB, PARTICIPANT_TRANSCRIBE_JOB, SESSION_COMPOSITE_JOB, SESSION_FINALIZE_JOB, SESSION_PREPARE_JOB, TRANSCODE_ASR_QUEUE, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
+import { PARTICIPANT_MUX_JOB, PARTICIPANT_TRANSCRIBE_JOB, SESSION_COMPOSITE_JOB, SESSION_CLOCK_JOB, SESSION_FINALIZE_JOB, TRACK_DEPACKETIZE_JOB, TRANSCODE_ASR_QUEUE, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
 import { processFinalizeJob, type FinalizeDeps } from './finalize-job.ts';
-import { processCompositeJob, processFinalizeFlow, processMuxJob, processPrepareJob, processTranscribeJob } from './session-flow.ts';
+import { processClockJob, processCompositeJob, processFinalizeFlow, processMuxJob, processTrackJob, processTranscribeJob } from './session-flow.ts';
 
 export interface TranscodeWorkerOptions extends FinalizeDeps {
   redisUrl: string;
@@ -51,7 +51,8 @@ export class TranscodeWorker {
       TRANSCODE_QUEUE,
       async (job: Job, token?: string) => {
         if (job.name === SESSION_FINALIZE_JOB) return flow ? processFinalizeFlow(job, token, opts, ctx) : processFinalizeJob(job, opts);
-        if (job.name === SESSION_PREPARE_JOB) return processPrepareJob(job, opts);
+        if (job.name === SESSION_CLOCK_JOB) return processClockJob(job, opts);
+        if (job.name === TRACK_DEPACKETIZE_JOB) return processTrackJob(job, opts);
         if (job.name === PARTICIPANT_MUX_JOB) return processMuxJob(job, opts);
         if (job.name === SESSION_COMPOSITE_JOB) return processCompositeJob(job, opts);
         throw new Error(`unknown job ${job.name}`);

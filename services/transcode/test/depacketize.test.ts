@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ffprobe } from '../../lib/testing/media-fixtures.ts';
+import { audioOnsets, ffprobe } from '../../lib/testing/media-fixtures.ts';
 import { encodeFileHeader } from '../../recorder/src/recording-format.ts';
 import { sampleHeader } from '../../recorder/src/test-fixtures.ts';
 import { rtpOpusToOgg, opusPacketSamples } from '../src/depacketize/ogg-opus.ts';
@@ -48,6 +48,41 @@ describe('session pipeline input checks', () => {
     const out = mkdtempSync(path.join(tmp, 'out-'));
     const res = await runSessionPipeline(manifest, out, new FluentFfmpegRunner());
     expect(res.files.map((f) => f.kind).sort()).toEqual(['composite', 'participant-av', 'participant-wav', 'track']);
+  });
+
+  it('tracks the recorder split in two segments (restart, 3 s down): the participant file holds both at their real offsets, bitexact', async () => {
+    const manifest = syntheticSession(tmp, () => {}, { seconds: 2, restart: { gapSeconds: 3, seconds: 2 }, video: true });
+    const run = async () => {
+      const out = mkdtempSync(path.join(tmp, 'out-'));
+      const res = await runSessionPipeline(manifest, out, new FluentFfmpegRunner());
+      return { res, av: res.files.find((f) => f.kind === 'participant-av')!.path };
+    };
+    const { res, av } = await run();
+    // arrival-time mapping: the synthetic network adds up to 3 ms of jitter
+    const audio = res.pieces.filter((p) => p.kind === 'audio');
+    expect(audio).toHaveLength(2);
+    expect(Math.abs(audio[1]!.offset - 5)).toBeLessThan(0.005);
+    // (audio is placed one packet, 20 ms, before its arrival: see wallClockMapper)
+    const video = res.pieces.filter((p) => p.kind === 'video').map((p) => p.offset);
+    expect(video).toHaveLength(2);
+    expect(Math.abs(video[1]! - video[0]! - 5)).toBeLessThan(0.005);
+    // the track's wall-clock span: first packet of segment 0 to the end of the last packet of segment 1
+    expect(Math.abs(Number(ffprobe(av).format.duration) - 7)).toBeLessThan(0.1);
+    expect(ffprobe(av).streams.map((x) => x.codec_name)).toEqual(['opus', 'vp8']);
+    // Video: frames up to the restart, none while the recorder was down, frames again from 5 s.
+    const vpts = execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', av], { encoding: 'utf8' }).trim().split('\n').map(Number);
+    expect(vpts.filter((t) => t > 2.05 && t < 4.99)).toEqual([]);
+    expect(vpts.filter((t) => t >= 4.99).length).toBe(30);
+    // (relative to the first frame: Matroska shifts the whole file by the Opus pre-skip, 6.5 ms)
+    expect(Math.abs(vpts.find((t) => t >= 4.99)! - vpts[0]! - (video[1]! - video[0]!))).toBeLessThan(0.002);
+    expect(vpts.at(-1)!).toBeGreaterThan(6.9);
+    const onsets = audioOnsets(av);
+    expect(onsets).toHaveLength(1);
+    expect(Math.abs(onsets[0]! - 5)).toBeLessThan(0.1);
+    // the gap is decoded silence, not missing samples: the ASR WAV and the A/V file agree
+    expect(audioOnsets(res.files.find((f) => f.kind === 'participant-wav')!.path).map((t) => Math.round(t * 10) / 10)).toEqual([5]);
+    const again = await run();
+    expect(readFileSync(again.av).equals(readFileSync(av))).toBe(true);
   });
 
   it('corrupt input fails with a stable code: flipped byte, missing segment, bad manifest', async () => {

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../../db/database.ts';
-import { TRANSCODE_QUEUE, SESSION_COMPOSITE_JOB, SessionCompositeResultSchema, SessionPrepareResultSchema, type SessionCompositePayload, type SessionPrepareResult } from '../../lib/contracts/jobs.ts';
+import { TRANSCODE_QUEUE, SESSION_COMPOSITE_JOB, SessionClockResultSchema, SessionCompositeResultSchema, TRACK_DEPACKETIZE_JOB, TrackDepacketizeResultSchema, type SessionCompositePayload, type TrackDepacketizePayload } from '../../lib/contracts/jobs.ts';
 import { SessionManifestSchema } from '../../lib/contracts/recording.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { createLogger } from '../../lib/logger.ts';
@@ -19,6 +19,7 @@ import { runSessionPipeline } from '../src/session-pipeline.ts';
 import { LocalArtifactStorage } from '../src/storage/artifact-storage.ts';
 import { transcriberFromConfig } from '../src/transcriber-factory.ts';
 import { TranscodeWorker } from '../src/transcode-worker.ts';
+import { STAGE_JOB_OPTIONS } from '../src/session-flow.ts';
 import { syntheticSession } from './synthetic-session.ts';
 import { TEST_PHRASE, fixedPhraseModelPath } from '../src/testing/ggml-test-model.ts';
 
@@ -61,7 +62,9 @@ function inProcessWorker(prefix: string, opts: { modelsDir?: string; model?: str
 
 describe('session.finalize worker', () => {
   it('corrupt input fails once with its code on the session; other sessions are unaffected; the reconciler enqueues from the database', async () => {
-    const good = await seal(syntheticSession(tmp, () => {}, { session: 'good-1' }));
+    // The good session's track is in two segments (the recorder restarted for 2 s).
+    const goodManifest = syntheticSession(tmp, () => {}, { session: 'good-1', restart: { gapSeconds: 2, seconds: 1 } });
+    const good = await seal(goodManifest);
     const bad = await seal(
       syntheticSession(tmp, (dir) => {
         const f = path.join(dir, 'a-0.vrtp');
@@ -81,16 +84,46 @@ describe('session.finalize worker', () => {
       const job = await worker.queue.getJob('finalize.bad-1');
       expect(job!.attemptsMade).toBe(1); // UnrecoverableError: no retries
       expect(job!.failedReason).toMatch(/^CORRUPT_RECORDING/);
-      // It is a flow: the prepare stage failed once, unretried, and failed the root with its code.
-      const stage = await worker.queue.getJob('finalize.bad-1.prepare');
+      // It is a flow: the clock stage failed once, unretried, and failed the root with its code.
+      const stage = await worker.queue.getJob('finalize.bad-1.clock');
       expect(stage!.attemptsMade).toBe(1);
       expect(stage!.failedReason).toMatch(/^CORRUPT_RECORDING/);
       const goodRoot = await worker.queue.getJob('finalize.good-1');
       expect(await goodRoot!.getState()).toBe('completed');
-      expect(Object.keys(await goodRoot!.getChildrenValues()).map((k) => k.split(':').at(-1)).sort()).toEqual(['finalize.good-1.composite', 'finalize.good-1.mux0', 'finalize.good-1.prepare']);
-      const arts = await db.selectFrom('artifacts').select('kind').where('session_id', '=', good).execute();
-      expect(arts.map((a) => a.kind).sort()).toEqual(['composite', 'participant-av', 'participant-wav', 'track']);
+      expect(Object.keys(await goodRoot!.getChildrenValues()).map((k) => k.split(':').at(-1)).sort()).toEqual(['finalize.good-1.clock', 'finalize.good-1.composite', 'finalize.good-1.mux0', 'finalize.good-1.track0']);
+      const arts = await db.selectFrom('artifacts').select(['kind', 'key', 'sha256']).where('session_id', '=', good).execute();
+      expect(arts.map((a) => a.kind).sort()).toEqual(['composite', 'participant-av', 'participant-wav', 'track', 'track']);
+      // Per-track stages give the bytes the single-process pipeline gives.
+      const refDir = path.join(tmp, 'ref-good');
+      const ref = await runSessionPipeline(goodManifest, refDir, new FluentFfmpegRunner());
+      expect(arts.map((a) => [a.key, a.sha256]).sort()).toEqual(
+        ref.files.map((f) => [`sessions/r/good-1/${path.relative(refDir, f.path).split(path.sep).join('/')}`, createHash('sha256').update(readFileSync(f.path)).digest('hex')]).sort(),
+      );
       expect(await worker.reconcile()).toBe(0);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('a track.depacketize stage that meets a corrupt segment fails once, unretried, with CORRUPT_RECORDING on the session', async () => {
+    const manifestPath = syntheticSession(tmp, () => {}, { session: 'badtrack-1' });
+    const id = await seal(manifestPath);
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`);
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('done');
+      // The segment goes bad after the clock stage measured it; the track stage runs again.
+      const f = path.join(path.dirname(manifestPath), 'a-0.vrtp');
+      const b = readFileSync(f);
+      b[400]! ^= 0x33;
+      writeFileSync(f, b);
+      const payload: TrackDepacketizePayload = { v: 1, room: 'r', session: id, manifestPath, manifestSha256: '0'.repeat(64), track: 0, trackId: 'a', ntpOffsetUs: 0, originUs: 0 };
+      const job = await worker.queue.add(TRACK_DEPACKETIZE_JOB, payload, { ...STAGE_JOB_OPTIONS, jobId: 'badtrack-1.again.track0' });
+      await expect.poll(async () => (await worker.queue.getJob(job.id!))!.getState(), { timeout: 30_000 }).toBe('failed');
+      const failed = (await worker.queue.getJob(job.id!))!;
+      expect(failed.attemptsMade).toBe(1);
+      expect(failed.failedReason).toMatch(/^CORRUPT_RECORDING/);
+      expect(await status(id)).toMatchObject({ status: 'failed', error_code: 'CORRUPT_RECORDING' });
     } finally {
       await worker.close();
     }
@@ -130,7 +163,7 @@ describe('session.finalize worker', () => {
       const segs = await db.selectFrom('transcript_segments').select('text').where('session_id', '=', id).execute();
       expect(segs.map((x) => x.text)).toEqual([TEST_PHRASE]);
       // The retry ran a second generation of stage jobs next to the first one.
-      expect(await (await worker.queue.getJob('finalize.latemodel-1.1.prepare'))!.getState()).toBe('completed');
+      expect(await (await worker.queue.getJob('finalize.latemodel-1.1.clock'))!.getState()).toBe('completed');
     } finally {
       await worker.close();
     }
@@ -169,7 +202,7 @@ describe('session.finalize worker', () => {
     try {
       await worker.start();
       await expect.poll(async () => (await status(id)).status, { timeout: 120_000 }).toBe('done');
-      expect((await worker.queue.getJob('finalize.single-1.prepare'))).toBeUndefined();
+      expect(await worker.queue.getJob('finalize.single-1.clock')).toBeUndefined();
       const segs = await db.selectFrom('transcript_segments').select(['text', 'start_seconds', 'end_seconds']).where('session_id', '=', id).execute();
       expect(segs.map((x) => x.text)).toEqual([TEST_PHRASE]);
       expect(segs[0]!.start_seconds).toBeLessThan(0.3);
@@ -212,12 +245,14 @@ describe('session.finalize worker', () => {
     const id = await seal(syntheticSession(tmp, () => {}, { session: 'hosts-1', seconds: 3 }));
     const prefix = `fw${randomBytes(3).toString('hex')}`;
     const first = inProcessWorker(prefix);
-    let prep: SessionPrepareResult;
+    let prep: { durationSeconds: number; pieces: SessionCompositePayload['pieces'] };
     try {
       await first.start();
       await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('done');
       const values = await (await first.queue.getJob('finalize.hosts-1'))!.getChildrenValues();
-      prep = SessionPrepareResultSchema.parse(Object.entries(values).find(([k]) => k.endsWith('.prepare'))![1]);
+      const clock = SessionClockResultSchema.parse(Object.entries(values).find(([k]) => k.endsWith('.clock'))![1]);
+      const tracks = Object.entries(values).filter(([k]) => /\.track\d+$/.test(k)).map(([, v]) => TrackDepacketizeResultSchema.parse(v));
+      prep = { durationSeconds: clock.durationSeconds, pieces: tracks.flatMap((t) => t.pieces) };
     } finally {
       await first.close();
     }
@@ -262,7 +297,7 @@ describe('session.finalize worker', () => {
       await expect
         .poll(
           async () => {
-            for (const stage of ['prepare', 'mux0', 'composite']) {
+            for (const stage of ['clock', 'track0', 'mux0', 'composite']) {
               if ((await (await queue.getJob(`finalize.killed-1.${stage}`))?.getState()) === 'active') return (killedIn = stage);
             }
             return '';

@@ -14,10 +14,10 @@ function realOpusPackets(seconds: number, root: string): Buffer[] {
   return oggPackets(readFileSync(ogg));
 }
 
-function rtp(seq: number, ts: number, ssrc: number, payload: Buffer): Buffer {
+function rtp(seq: number, ts: number, ssrc: number, payload: Buffer, pt = 100, marker = false): Buffer {
   const h = Buffer.alloc(12);
   h[0] = 0x80;
-  h[1] = 100;
+  h[1] = pt | (marker ? 0x80 : 0);
   h.writeUInt16BE(seq & 0xffff, 2);
   h.writeUInt32BE(ts >>> 0, 4);
   h.writeUInt32BE(ssrc, 8);
@@ -25,16 +25,18 @@ function rtp(seq: number, ts: number, ssrc: number, payload: Buffer): Buffer {
 }
 
 /** A recorder segment from packets sent every 20 ms, with losses, DTX pauses, duplicates and reordering. */
-export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [number, number][]; seed: number }, root: string) {
+/** `startSec` shifts the whole track (arrival, RTP timestamp, sequence) as a sender that kept sending would: a later segment of the same stream. */
+export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [number, number][]; seed: number; startSec?: number }, root: string) {
   const packets = realOpusPackets(opts.seconds, root);
   const ssrc = 0xabc;
   let rnd = opts.seed;
   const rand = () => ((rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const t0 = 1_700_000_000_000_000;
+  const shift = opts.startSec ?? 0;
+  const t0 = 1_700_000_000_000_000 + shift * 1e6;
   const records: Buffer[] = [];
   let lost = 0;
-  const seq0 = 65_500; // wraps during the track
-  const ts0 = 0xffff_0000; // wraps too
+  const seq0 = 65_500 + shift * 50; // wraps during the track
+  const ts0 = 0xffff_0000 + shift * 48_000; // wraps too
   const list: { i: number; at: number }[] = [];
   packets.forEach((_, i) => {
     const t = i * 0.02;
@@ -52,12 +54,51 @@ export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [n
   let seq = seq0;
   const seqOf = new Map<number, number>();
   for (const { i } of [...new Map(list.map((x) => [x.i, x])).values()].sort((a, b) => a.i - b.i)) seqOf.set(i, seq++);
-  for (const { i, at } of list) records.push(encodeRecord(RecordType.RTP, at, rtp(seqOf.get(i)!, ts0 + i * 960, ssrc, packets[i]!)));
+  for (const { i, at } of list) records.push(encodeRecord(RecordType.RTP, at, rtp(seqOf.get(i)!, (ts0 + i * 960) % 2 ** 32, ssrc, packets[i]!)));
   const wallSpan = (packets.length - 1) * 0.02 + 0.02;
   return { records, ssrc, lost, wallSpan, t0, packets: packets.length };
 }
 
-export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][] } = {}): string {
+const VP8_CODEC = { mimeType: 'video/VP8', clockRate: 90000, payloadType: 101, parameters: {} };
+
+/**
+ * A VP8 recorder segment: ffmpeg encodes 15 fps test video, and each IVF frame is sent as
+ * RTP (RFC 7741: 1-byte descriptor, start bit on a frame's first packet, marker on its last).
+ * `startSec` places it later on the same stream (clocks running on), as after a recorder restart.
+ */
+export function syntheticVp8Track(opts: { seconds: number; startSec?: number }, root: string) {
+  const ivf = path.join(root, `video-${opts.seconds}.ivf`);
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc=s=160x120:r=15:d=${opts.seconds}`, '-c:v', 'libvpx', '-g', '15', '-b:v', '200k', '-f', 'ivf', ivf]);
+  const buf = readFileSync(ivf);
+  const frames: Buffer[] = [];
+  for (let off = buf.readUInt16LE(6); off + 12 <= buf.length; ) {
+    const n = buf.readUInt32LE(off);
+    frames.push(buf.subarray(off + 12, off + 12 + n));
+    off += 12 + n;
+  }
+  const shift = opts.startSec ?? 0;
+  const ssrc = 0xdef;
+  const t0 = 1_700_000_000_000_000 + shift * 1e6;
+  let seq = 1000 + shift * 100;
+  const records: Buffer[] = [];
+  frames.forEach((f, i) => {
+    const ts = 90_000 * shift + i * 6000;
+    for (let k = 0; k < f.length; k += 1000) {
+      const payload = Buffer.concat([Buffer.from([k === 0 ? 0x10 : 0x00]), f.subarray(k, k + 1000)]);
+      records.push(encodeRecord(RecordType.RTP, t0 + Math.round((i * 1e6) / 15), rtp(seq++, ts, ssrc, payload, VP8_CODEC.payloadType, k + 1000 >= f.length)));
+    }
+  });
+  return { records, ssrc, t0, frames: frames.length };
+}
+
+/** Writes one segment file and returns its manifest entry. */
+function writeSegment(dir: string, file: string, segment: number, header: ReturnType<typeof sampleHeader>, records: Buffer[], seconds: number): SessionManifest['tracks'][number]['segments'][number] {
+  const bytes = Buffer.concat([encodeFileHeader(header), ...records]);
+  writeFileSync(path.join(dir, file), bytes);
+  return { segment, file, ssrc: header.ssrc, startedAt: header.startedAt, startedAtUs: header.startedAtUs, endedAt: header.startedAt, endReason: 'session-ended', bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), rtpPackets: records.length, rtcpPackets: 0, firstArrivalUs: header.startedAtUs, lastArrivalUs: header.startedAtUs + seconds * 1e6, truncated: false };
+}
+
+export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][]; restart?: { gapSeconds: number; seconds: number }; video?: boolean } = {}): string {
   const dir = mkdtempSync(path.join(root, 'sess-'));
   const track = syntheticTrack({ seconds: opts.seconds ?? 2, lossPct: 0, dtx: opts.silences ?? [], seed: 1 }, root);
   const header = sampleHeader({ ssrc: track.ssrc, startedAtUs: track.t0, track: 'a', session: opts.session ?? 's', room: 'r' });
@@ -77,6 +118,27 @@ export function syntheticSession(root: string, mutate: (dir: string, m: SessionM
     events: opts.transcribe ? [{ at: new Date(track.t0 / 1000).toISOString(), type: 'recording-on', details: { transcribe: true, language: 'en' } }] : [],
     dropped: {},
   };
+  if (opts.restart) {
+    // The recorder restarted: the same stream (SSRC, clocks running on) continues in a new segment file after a gap.
+    const startSec = (opts.seconds ?? 2) + opts.restart.gapSeconds;
+    const t2 = syntheticTrack({ seconds: opts.restart.seconds, lossPct: 0, dtx: [], seed: 2, startSec }, root);
+    const h2 = sampleHeader({ segment: 1, ssrc: t2.ssrc, startedAtUs: t2.t0, track: 'a', session: opts.session ?? 's', room: 'r' });
+    const b2 = Buffer.concat([encodeFileHeader(h2), ...t2.records]);
+    writeFileSync(path.join(dir, 'a-1.vrtp'), b2);
+    m.tracks[0]!.segments.push({ ...m.tracks[0]!.segments[0]!, segment: 1, file: 'a-1.vrtp', startedAt: h2.startedAt, startedAtUs: t2.t0, bytes: b2.length, sha256: createHash('sha256').update(b2).digest('hex'), rtpPackets: t2.records.length, firstArrivalUs: t2.t0, lastArrivalUs: t2.t0 + opts.restart.seconds * 1e6 });
+    m.endedAt = new Date(t2.t0 / 1000 + opts.restart.seconds * 1000).toISOString();
+  }
+  if (opts.video) {
+    // The same participant's camera, with the same restart gap as the microphone.
+    const spans: [number, number][] = [[0, opts.seconds ?? 2]];
+    if (opts.restart) spans.push([(opts.seconds ?? 2) + opts.restart.gapSeconds, opts.restart.seconds]);
+    const segments = spans.map(([startSec, seconds], i) => {
+      const v = syntheticVp8Track({ seconds, startSec }, root);
+      const h = sampleHeader({ segment: i, kind: 'video', codec: VP8_CODEC, ssrc: v.ssrc, startedAtUs: v.t0, startedAt: new Date(v.t0 / 1000).toISOString(), track: 'v', session: opts.session ?? 's', room: 'r' });
+      return writeSegment(dir, `v-${i}.vrtp`, i, h, v.records, seconds);
+    });
+    m.tracks.push({ track: 'v', participant: 'p', kind: 'video', codec: VP8_CODEC, headerExtensions: [], segments });
+  }
   mutate(dir, m);
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
   return path.join(dir, 'manifest.json');
