@@ -24,6 +24,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   readonly consumers = new Map<string, ms.Consumer>();
   rtpCapabilities: ms.RtpCapabilities | undefined;
   consent: ConsentState = 'pending';
+  /** How and when the current decision was made (a recording session started later restates it). */
+  consentDecision: { method: 'click' | 'announcement' | 'pre-accepted'; at: Date } | undefined;
   readonly joinedAt = new Date();
   lastSeen = Date.now();
   private closedFlag = false;

@@ -32,6 +32,11 @@ export class RecordingTap {
   private chain: Promise<void> = Promise.resolve();
   private eventChain: Promise<void> = Promise.resolve();
   private closed = false;
+  /**
+   * Called when a session opens with the consent decisions made before it (e.g. answered
+   * before recording was switched on), so the consent log ties them to this session too.
+   */
+  onSessionStarted: ((session: string, earlier: { peer: Peer; decision: 'granted' | 'declined'; method: 'click' | 'announcement' | 'pre-accepted'; at: Date }[]) => void) | undefined;
 
   constructor(
     private readonly room: Room,
@@ -120,8 +125,20 @@ export class RecordingTap {
     this.session = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(3).toString('hex')}`;
     this.logger.info({ session: this.session, by }, 'recording session started');
     this.event({ type: 'recording-on', details: { by, transcribe: this.room.flags.transcribe, language: this.room.flags.language } });
+    // Decisions made before this session opened still govern it: restate them on its timeline and
+    // in the consent log. Collected with no await since `session` was set, so a decision arriving
+    // from here on is logged once, live, with this session.
+    const earlier: NonNullable<Parameters<NonNullable<RecordingTap['onSessionStarted']>>[1]> = [];
     for (const peer of this.room.peers.values()) {
       this.event({ type: 'participant-joined', participant: peer.id, at: peer.joinedAt.toISOString(), details: { name: peer.name } });
+      if (peer.consent !== 'pending' && peer.consentDecision) {
+        const { method, at } = peer.consentDecision;
+        earlier.push({ peer, decision: peer.consent, method, at });
+        this.event({ type: 'consent', participant: peer.id, at: at.toISOString(), details: { decision: peer.consent, method, policy: this.room.flags.consent, decidedBeforeSession: true } });
+      }
+    }
+    if (earlier.length > 0) this.onSessionStarted?.(this.session, earlier);
+    for (const peer of this.room.peers.values()) {
       for (const producer of peer.producers.values()) {
         const at = this.producerSince.get(producer.id);
         this.event({ type: 'producer-added', participant: peer.id, track: trackId(peer, producer), ...(at ? { at } : {}), details: { kind: producer.kind } });

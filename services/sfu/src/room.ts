@@ -206,6 +206,7 @@ export class Room extends EventEmitter<RoomEvents> {
 
   setConsent(peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'): void {
     peer.consent = decision;
+    peer.consentDecision = { method, at: new Date() };
     this.emit('consent', peer, decision, method);
     peer.notify({ notification: 'recordingState', data: this.recordingStateFor(peer) });
   }

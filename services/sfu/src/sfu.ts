@@ -133,8 +133,17 @@ export class Sfu {
       this.taps.delete(id);
       this.metrics.rooms.dec();
     });
-    if (this.recorder) this.taps.set(id, new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' })));
-    else {
+    if (this.recorder) {
+      const tap = new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' }));
+      tap.onSessionStarted = (sessionId, earlier) => {
+        for (const e of earlier) {
+          this.store
+            .recordConsent({ roomId: id, sessionId, participantId: e.peer.id, participantName: e.peer.name, policy: room.flags.consent, decision: e.decision, method: e.method, clientInfo: { decidedAt: e.at.toISOString(), decidedBeforeSession: true } })
+            .catch((err: unknown) => room.logger.error({ err, peer: e.peer.id }, 'failed to store consent event'));
+        }
+      };
+      this.taps.set(id, tap);
+    } else {
       // No recorder configured: a recorded room says so instead of pretending.
       const noRecorder = () => room.recording && room.setRecordingFailure({ code: 'RECORDER_UNAVAILABLE', message: 'no recorder is configured for this SFU (RECORDER_URL)' });
       room.on('recordingChanged', noRecorder);

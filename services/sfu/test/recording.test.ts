@@ -107,6 +107,50 @@ describe('recording a room from headless Chromium', () => {
     expect(manifest.participants.find((p) => p.id === 'lea')?.consent.decision).toBe('granted');
   });
 
+  it('consent answered while no session is open (the room emptied) still governs the next session: manifest and consent log carry it', async () => {
+    await sfu.admin('POST', '/rooms', { id: 'consent-early', flags: { record: true, consent: 'required' } });
+    // A first meeting empties the room: its session ends, and the room waits with recording on.
+    const first = await join('consent-early', 'xena');
+    await first.getByRole('button', { name: 'I consent' }).click();
+    await sleep(1500);
+    await first.click('#leave');
+    await sealedManifest('consent-early');
+    // Answers given now have no session to go to yet; the session opens with the first recordable producer.
+    const decliner = await join('consent-early', 'dora');
+    await decliner.getByRole('button', { name: 'Do not record me' }).click();
+    await sleep(500);
+    const consenter = await join('consent-early', 'finn');
+    await consenter.getByRole('button', { name: 'I consent' }).click();
+    await sleep(2500);
+    await consenter.click('#leave');
+    await decliner.click('#leave');
+    let manifest: SessionManifest | undefined;
+    await expect
+      .poll(() => {
+        for (const s of readdirSync(roomDir('consent-early'))) {
+          const f = path.join(roomDir('consent-early'), s, 'manifest.json');
+          try {
+            const m = SessionManifestSchema.parse(JSON.parse(readFileSync(f, 'utf8')));
+            if (m.participants.some((p) => p.id === 'finn')) manifest = m;
+          } catch {
+            // not sealed yet
+          }
+        }
+        return !!manifest;
+      }, { timeout: 20_000 })
+      .toBe(true);
+    expect(manifest!.tracks.length).toBeGreaterThan(0);
+    expect(manifest!.tracks.every((t) => t.participant === 'finn')).toBe(true);
+    expect(manifest!.participants.find((p) => p.id === 'dora')?.consent).toMatchObject({ decision: 'declined', method: 'click' });
+    expect(manifest!.participants.find((p) => p.id === 'finn')?.consent).toMatchObject({ decision: 'granted', method: 'click' });
+    // The consent log ties dora's earlier answer to this session too.
+    const rows = await sfu.running.db.selectFrom('consent_events').selectAll().where('room_id', '=', 'consent-early').where('participant_id', 'in', ['dora', 'finn']).orderBy('id').execute();
+    const bySession = rows.filter((r) => r.session_id === manifest!.session);
+    expect(bySession.map((r) => `${r.participant_id}:${r.decision}`).sort()).toEqual(['dora:declined', 'finn:granted']);
+    const restated = bySession.filter((r) => ((typeof r.client_info === 'string' ? JSON.parse(r.client_info) : r.client_info) as { decidedBeforeSession?: boolean }).decidedBeforeSession === true);
+    expect(restated.map((r) => r.participant_id)).toContain('dora');
+  });
+
   it('survives kill -9 of the recorder: earlier data readable, taps re-attach, the manifest shows the gap', async () => {
     await sfu.admin('POST', '/rooms', { id: 'crash-room', flags: { record: true } });
     const page = await join('crash-room', 'kim');
