@@ -3,37 +3,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { descendantProcesses as descendants, processAlive as alive } from '../lib/testing/processes.ts';
 import { TEST_PHRASE } from '../transcode/src/testing/ggml-test-model.ts';
 import { CAST, runDemo } from './demo.ts';
 
-/** Live descendants of this process, from /proc (pid → command line). */
-function descendants(root: number): Map<number, string> {
-  const children = new Map<number, number[]>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  const out = new Map<number, string>();
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      try {
-        out.set(c, readFileSync(`/proc/${c}/cmdline`, 'utf8').replace(/\0/g, ' ').trim());
-      } catch {
-        continue;
-      }
-      walk(c);
-    }
-  };
-  walk(root);
-  return out;
-}
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-demo-test-'));
 const cliDataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-demo-cli-test-'));

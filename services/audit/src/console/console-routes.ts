@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { bundleBrowserScript } from '../../../lib/browser-bundle.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { ROLE_PERMISSIONS } from '../auth.ts';
 
@@ -29,19 +29,9 @@ export function buildConsoleAssets(): Promise<ConsoleAssets> {
   assets ??= (async () => {
     const [css, bundle] = await Promise.all([
       readFile(`${clientDir}app.css`, 'utf8'),
-      build({
-        entryPoints: [`${clientDir}app.ts`],
-        bundle: true,
-        write: false,
-        format: 'esm',
-        platform: 'browser',
-        target: 'chrome110',
-        minify: true,
-        sourcemap: false,
-        logLevel: 'silent',
-      }),
+      bundleBrowserScript(`${clientDir}app.ts`),
     ]);
-    return { html: consoleHtml(), js: bundle.outputFiles[0]!.text, css };
+    return { html: consoleHtml(), js: bundle, css };
   })();
   assets.catch(() => {
     assets = undefined; // a failed build is retried by the next app, not cached

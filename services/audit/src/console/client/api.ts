@@ -71,30 +71,8 @@ export interface Me {
 }
 export type Role = 'admin' | 'compliance_officer' | 'auditor';
 
-export interface SearchHit {
-  session: string;
-  room: string;
-  seq: number;
-  speaker: string;
-  participant: string;
-  start: number;
-  end: number;
-  snippet: string;
-  rank: number;
-  at: string;
-  playUrl: string;
-}
-export interface SearchResult {
-  query: string;
-  page: number;
-  pageSize: number;
-  total: number;
-  /** A common term: only the newest `rankedMatches` matches were ranked and `total` is an estimate. */
-  totalIsEstimate?: boolean;
-  rankedMatches?: number;
-  rankedSince?: string | null;
-  hits: SearchHit[];
-}
+// The API's own types (type-only imports are erased from the browser bundle).
+export type { SearchHit, SearchResult } from '../../transcript-search.ts';
 
 export interface Artifact {
   id?: string;
@@ -162,19 +140,7 @@ export interface ConsentEvent {
   clientInfo: unknown;
   at: string;
 }
-export interface AuditEntry {
-  seq: number;
-  at: string;
-  actor_type: string | null;
-  actor_id: string | null;
-  action: string;
-  target_type: string | null;
-  target_id: string | null;
-  details: Record<string, unknown>;
-  client_address: string | null;
-  prev_hash: string;
-  hash: string;
-}
+export type { AuditRecord as AuditEntry } from '../../audit-log.ts';
 export interface VerifyResult {
   ok: boolean;
   checked: number;
