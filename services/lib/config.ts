@@ -56,6 +56,8 @@ export const configSpec = {
   WHISPER_MODEL: { schema: z.string().min(1), default: 'base.en', doc: 'Whisper model: a known name (tiny.en, base.en, small.en, ...) looked up in WHISPER_MODELS_DIR, or a path to a ggml .bin file.' },
   WHISPER_MODELS_DIR: { schema: optionalString, default: undefined, doc: 'Where named Whisper models live (default DATA_DIR/models).' },
   WHISPER_THREADS: { schema: int(1, 256), default: 2, doc: 'CPU threads per transcription job.' },
+  WHISPER_BEAM_SIZE: { schema: int(1, 16), default: 5, doc: "Whisper beam size (whisper-cli's default 5); 1 = greedy decoding, several times faster, slightly less accurate." },
+  WHISPER_SHORT_AUDIO_CTX: { schema: bool, default: false, doc: "Encode a speech clip shorter than 30 s at its own length (whisper-cli --audio-ctx): about 5x less encoder CPU for short clips; may cost accuracy (Whisper was trained on 30 s windows)." },
   WHISPER_CLI_BIN: { schema: optionalString, default: undefined, doc: 'whisper-cli binary (set by npm scripts to the cached offline build).' },
   TRANSCODE_CONCURRENCY: { schema: int(1, 64), default: 1, doc: 'Jobs one transcode worker process runs at once.' },
   TRANSCODE_LOCK_MS: { schema: int(1000, 3_600_000), default: 60_000, doc: 'Job lock of a transcode worker: a crashed worker\'s job is taken over after this long.' },

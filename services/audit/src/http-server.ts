@@ -756,7 +756,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
           response: result,
           audit: {
             target: query.session ? { type: 'session', id: query.session } : query.room ? { type: 'room', id: query.room } : { type: 'transcripts' },
-            details: { query: query.q, filters, page: result.page, pageSize: result.pageSize, total: result.total, sessions: [...new Set(result.hits.map((h) => h.session))] },
+            details: { query: query.q, filters, page: result.page, pageSize: result.pageSize, total: result.total, ...(result.totalIsEstimate ? { totalIsEstimate: true, rankedMatches: result.rankedMatches } : {}), sessions: [...new Set(result.hits.map((h) => h.session))] },
           },
         };
       },

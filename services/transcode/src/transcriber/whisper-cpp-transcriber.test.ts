@@ -4,11 +4,12 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileS
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../lib/config.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import { readToolchain } from '../../../lib/toolchain.ts';
 import { fixedPhraseModelPath, randomWeightsModelPath, TEST_PHRASE, toHalf } from '../testing/ggml-test-model.ts';
 import type { TranscriptSegment } from './transcriber.ts';
-import { parseWhisperJson, transcribeWithoutVad, WhisperCppTranscriber, type WhisperCppOptions } from './whisper-cpp-transcriber.ts';
+import { parseWhisperJson, transcribeWithoutVad, whisperCppOptionsFromConfig, WhisperCppTranscriber, type WhisperCppOptions } from './whisper-cpp-transcriber.ts';
 import { clearModelVerificationCache, KNOWN_MODEL_SHA1, resolveWhisperModel } from './whisper-models.ts';
 import { sox, soxDuration, spokenClip } from '../testing/speech.ts';
 
@@ -85,6 +86,26 @@ describe('WhisperCppTranscriber (real whisper-cli, generated ggml model)', () =>
     // Never modified in place; no scratch files left behind.
     expect(sha256(wavPath)).toBe(before);
     expect(readdirSync(scratch)).toEqual([]);
+  });
+
+  it('WHISPER_BEAM_SIZE and WHISPER_SHORT_AUDIO_CTX reach whisper-cli (greedy, clip-sized encoder context)', async () => {
+    const argsLog = path.join(tmp, 'args.log');
+    const shim = path.join(tmp, 'args-cli.sh');
+    writeFileSync(shim, `#!/bin/sh\necho "$@" >> '${argsLog}'\nexec '${cliBin}' "$@"\n`);
+    chmodSync(shim, 0o755);
+    const config = loadConfig({ env: {}, overrides: { DATA_DIR: tmp, WHISPER_CLI_BIN: shim, WHISPER_MODEL: modelPath, WHISPER_BEAM_SIZE: 1, WHISPER_SHORT_AUDIO_CTX: true } });
+    const segs = await new WhisperCppTranscriber(whisperCppOptionsFromConfig(config)).transcribe({ wavPath, language: 'en', offsetSeconds: 0 });
+    expect(segs.length).toBeGreaterThan(0);
+    const args = readFileSync(argsLog, 'utf8').trim().split(' ');
+    expect(args[args.indexOf('-bs') + 1]).toBe('1');
+    // The packed clip is a few seconds: the encoder context is sized to it (50 frames per second), not 1500.
+    const ctx = Number(args[args.indexOf('-ac') + 1]);
+    expect(args).toContain('-ac');
+    expect(ctx).toBeGreaterThan(0);
+    expect(ctx).toBeLessThan(1500);
+    // Defaults: whisper-cli's beam search, full 30 s windows.
+    const defaults = whisperCppOptionsFromConfig(loadConfig({ env: {}, overrides: { DATA_DIR: tmp, WHISPER_CLI_BIN: shim } }));
+    expect(defaults).toMatchObject({ beamSize: 5, shortAudioCtx: false });
   });
 
   it('offsetSeconds defaults to 0', async () => {

@@ -56,7 +56,7 @@ export function whisperCppOptionsFromConfig(cfg: Config): WhisperCppOptions {
       hint: 'Run `npm run setup` (builds whisper-cli offline and records it in .cache/toolchain.json), or set WHISPER_CLI_BIN.',
     });
   }
-  return { cliBin: cfg.WHISPER_CLI_BIN, model: cfg.WHISPER_MODEL, modelsDir: cfg.WHISPER_MODELS_DIR, threads: cfg.WHISPER_THREADS };
+  return { cliBin: cfg.WHISPER_CLI_BIN, model: cfg.WHISPER_MODEL, modelsDir: cfg.WHISPER_MODELS_DIR, threads: cfg.WHISPER_THREADS, beamSize: cfg.WHISPER_BEAM_SIZE, shortAudioCtx: cfg.WHISPER_SHORT_AUDIO_CTX };
 }
 
 export class WhisperCppTranscriber implements Transcriber {
