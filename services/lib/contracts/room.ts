@@ -1,21 +1,33 @@
 import { z } from 'zod';
 
+/** The flags' types, without defaults (a PATCH names only what changes). */
+const RoomFlagFields = {
+  /** Auto-record from the first producer. */
+  record: z.boolean(),
+  /** Recording may be toggled only with the room secret or the admin key. */
+  lockRecord: z.boolean(),
+  /** notify: participants are told; required: only those who consent are recorded. */
+  consent: z.enum(['notify', 'required']),
+  transcribe: z.boolean(),
+  /** BCP-47-ish language code for transcription ("en", "de"...). */
+  language: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$/),
+  retentionPolicy: z.string().min(1).max(100),
+  maxPublishers: z.number().int().min(0).max(1000),
+  /** Join/leave fan-out floods big rooms; off by default, the list is fetched on demand. */
+  notifyJoining: z.boolean(),
+};
+
 /** Room flags, set by the admin API and persisted with the room (v1). */
 export const RoomFlagsSchema = z
   .object({
-    /** Auto-record from the first producer. */
-    record: z.boolean().default(false),
-    /** Recording may be toggled only with the room secret or the admin key. */
-    lockRecord: z.boolean().default(false),
-    /** notify: participants are told; required: only those who consent are recorded. */
-    consent: z.enum(['notify', 'required']).default('notify'),
-    transcribe: z.boolean().default(false),
-    /** BCP-47-ish language code for transcription ("en", "de"...). */
-    language: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$/).default('en'),
-    retentionPolicy: z.string().min(1).max(100).optional(),
-    maxPublishers: z.number().int().min(0).max(1000).default(50),
-    /** Join/leave fan-out floods big rooms; off by default, the list is fetched on demand. */
-    notifyJoining: z.boolean().default(false),
+    record: RoomFlagFields.record.default(false),
+    lockRecord: RoomFlagFields.lockRecord.default(false),
+    consent: RoomFlagFields.consent.default('notify'),
+    transcribe: RoomFlagFields.transcribe.default(false),
+    language: RoomFlagFields.language.default('en'),
+    retentionPolicy: RoomFlagFields.retentionPolicy.optional(),
+    maxPublishers: RoomFlagFields.maxPublishers.default(50),
+    notifyJoining: RoomFlagFields.notifyJoining.default(false),
   })
   .strict();
 export type RoomFlags = z.output<typeof RoomFlagsSchema>;
@@ -30,7 +42,9 @@ export const CreateRoomBodySchema = z
   })
   .strict();
 
-export const UpdateRoomFlagsBodySchema = RoomFlagsSchema.partial().strict();
+// Not RoomFlagsSchema.partial(): zod 4 still applies a field's default inside .optional(), so
+// a PATCH of one flag would reset every other flag to its default.
+export const UpdateRoomFlagsBodySchema = z.object(RoomFlagFields).partial().strict();
 
 export const SetRecordingBodySchema = z.object({ enabled: z.boolean() }).strict();
 

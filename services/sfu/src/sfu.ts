@@ -13,6 +13,7 @@ import { createSfuMetrics, type SfuMetrics } from './sfu-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 import { RecorderClient } from './recorder-client.ts';
 import { RecordingTap } from './recording-tap.ts';
+import { AuditLog, type AuditEntryInput } from '../../audit/src/audit-log.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -29,6 +30,8 @@ export interface SfuDeps {
 export class Sfu {
   readonly rooms = new Map<string, Room>();
   readonly store: RoomStore;
+  /** Room and recording changes and consent decisions go to the hash-chained audit trail. */
+  private readonly audit: AuditLog;
   readonly metrics: SfuMetrics;
   readonly pool: WorkerPool;
   private readonly opening = new Map<string, Promise<Room>>();
@@ -41,6 +44,7 @@ export class Sfu {
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
+    this.audit = new AuditLog(deps.db);
     this.metrics = createSfuMetrics(deps.registry);
     this.pool = new WorkerPool({ size: deps.config.SFU_WORKERS, workerBin: deps.config.MEDIASOUP_WORKER_BIN, logger: deps.logger, metrics: this.metrics });
     if (deps.config.RECORDER_URL) this.recorder = new RecorderClient(deps.config.RECORDER_URL, deps.secrets.recorderSecret, deps.logger.child({ component: 'recorder-client' }));
@@ -79,6 +83,7 @@ export class Sfu {
     const id = input.id ?? randomBytes(6).toString('base64url').replace(/^[_-]/, 'r');
     if (await this.store.get(id)) throw new VerbatimError('ROOM_EXISTS', `room ${id} already exists`, { hint: 'Pick another id or omit it to get a generated one.' });
     const created = await this.store.create({ id, name: input.name ?? id, flags: input.flags });
+    await this.audit.append({ action: 'room.create', actor: ADMIN_ACTOR, target: { type: 'room', id }, details: { name: input.name ?? id, flags: input.flags } });
     this.logger.info({ room: id, flags: input.flags }, 'room created');
     return created;
   }
@@ -120,10 +125,17 @@ export class Sfu {
     );
     this.rooms.set(id, room);
     this.metrics.rooms.inc();
-    room.on('recordingChanged', (recording) => {
+    room.on('recordingChanged', (recording, by) => {
       this.store.setRecording(id, recording).catch((err: unknown) => room.logger.error({ err }, 'failed to persist recording state'));
+      this.auditInBackground(room, { action: 'recording.toggle', actor: actorOf(by), target: { type: 'room', id }, details: { recording, by, session: this.taps.get(id)?.sessionId ?? null } });
     });
     room.on('consent', (peer, decision, method) => {
+      this.auditInBackground(room, {
+        action: 'consent.event',
+        actor: { type: 'user', id: `participant:${peer.id}` },
+        target: { type: 'participant', id: peer.id },
+        details: { room: id, session: this.taps.get(id)?.sessionId ?? null, participantName: peer.name, decision, method, policy: room.flags.consent },
+      });
       this.store
         .recordConsent({ roomId: id, sessionId: this.taps.get(id)?.sessionId ?? null, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} })
         .catch((err: unknown) => room.logger.error({ err, peer: peer.id }, 'failed to store consent event'));
@@ -137,6 +149,12 @@ export class Sfu {
       const tap = new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' }));
       tap.onSessionStarted = (sessionId, earlier) => {
         for (const e of earlier) {
+          this.auditInBackground(room, {
+            action: 'consent.event',
+            actor: { type: 'service', id: 'sfu' },
+            target: { type: 'participant', id: e.peer.id },
+            details: { room: id, session: sessionId, participantName: e.peer.name, decision: e.decision, method: e.method, policy: room.flags.consent, decidedAt: e.at.toISOString(), decidedBeforeSession: true },
+          });
           this.store
             .recordConsent({ roomId: id, sessionId, participantId: e.peer.id, participantName: e.peer.name, policy: room.flags.consent, decision: e.decision, method: e.method, clientInfo: { decidedAt: e.at.toISOString(), decidedBeforeSession: true } })
             .catch((err: unknown) => room.logger.error({ err, peer: e.peer.id }, 'failed to store consent event'));
@@ -153,11 +171,20 @@ export class Sfu {
     return room;
   }
 
+  /**
+   * Events from a live meeting (a toggle, a consent click) are not held up by the audit
+   * append; a failure is logged loudly (the change itself is already stored).
+   */
+  private auditInBackground(room: Room, entry: AuditEntryInput): void {
+    this.audit.append(entry).catch((err: unknown) => room.logger.error({ err, action: entry.action }, 'could not write the audit entry'));
+  }
+
   async updateFlags(id: string, patch: Partial<RoomFlags>): Promise<RoomFlags> {
     const stored = await this.store.get(id);
     if (!stored) throw roomNotFound(id);
     const flags = RoomFlagsSchema.parse({ ...stored.flags, ...patch });
     await this.store.updateFlags(id, flags);
+    await this.audit.append({ action: 'room.flags', actor: ADMIN_ACTOR, target: { type: 'room', id }, details: { before: stored.flags, after: flags } });
     const live = this.rooms.get(id);
     if (live) {
       live.flags = flags;
@@ -182,13 +209,18 @@ export class Sfu {
     const by = 'admin' in authority ? 'admin' : `peer:${authority.peerId}`;
     const live = this.rooms.get(id);
     if (live) live.setRecording(enabled, by);
-    else await this.store.setRecording(id, enabled);
+    else {
+      await this.store.setRecording(id, enabled);
+      // No live room, so no recordingChanged event: audit the stored change here.
+      await this.audit.append({ action: 'recording.toggle', actor: actorOf(by), target: { type: 'room', id }, details: { recording: enabled, by, session: null } });
+    }
   }
 
   async closeRoom(id: string): Promise<void> {
     const stored = await this.store.get(id);
     if (!stored) throw roomNotFound(id);
     await this.store.close(id);
+    await this.audit.append({ action: 'room.close', actor: ADMIN_ACTOR, target: { type: 'room', id } });
     this.rooms.get(id)?.close('ROOM_CLOSED', 'the room was closed by an admin');
   }
 
@@ -268,4 +300,14 @@ export class Sfu {
 
 function roomNotFound(id: string): VerbatimError {
   return new VerbatimError('ROOM_NOT_FOUND', `room ${id} does not exist`, { hint: 'Check the room id, or create the room through the admin API.' });
+}
+
+/** The SFU admin API authenticates with one shared secret: its actor is that key. */
+const ADMIN_ACTOR = { type: 'api_key', id: 'sfu-admin' } as const;
+
+/** Who toggled recording: 'admin', 'peer:<id>' or an automatic reason ('auto:first-producer'). */
+function actorOf(by: string): NonNullable<AuditEntryInput['actor']> {
+  if (by === 'admin') return ADMIN_ACTOR;
+  if (by.startsWith('peer:')) return { type: 'user', id: `participant:${by.slice(5)}` };
+  return { type: 'service', id: 'sfu' };
 }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { mintJoinToken } from '../src/join-token.ts';
+import { AuditLog } from '../../audit/src/audit-log.ts';
 import { OPUS_RTP_PARAMETERS, TEST_TOKEN_SECRET, TestSignalingClient, startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
 
 let sfu: TestSfu;
@@ -159,6 +160,42 @@ describe('room flags', () => {
     expect(granted.data.recordingYou).toBe(true);
     expect((await sfu.admin('GET', `/rooms/${room.id}`)).body.room.recording).toBe(true);
     a.c.close();
+  });
+});
+
+describe('audit trail', () => {
+  it('room creation, flag changes, recording toggles (admin, participant, automatic) and consent decisions are hash-chained audit entries', async () => {
+    const log = new AuditLog(sfu.running.db);
+    const { room } = await createRoom({ record: true, consent: 'required' });
+    const patched = await sfu.admin('PATCH', `/rooms/${room.id}`, { transcribe: true });
+    expect(patched.status).toBe(200);
+    // A PATCH changes only what it names.
+    expect(patched.body.flags).toMatchObject({ record: true, consent: 'required', transcribe: true });
+    const a = await joined(room.id, 'aud-a');
+    const t = await a.c.request('createWebRtcTransport', { direction: 'send' });
+    const produced = await a.c.request('produce', { transportId: t.data.id, kind: 'audio', rtpParameters: OPUS_RTP_PARAMETERS(5555) });
+    expect(produced.ok, JSON.stringify(produced.error)).toBe(true);
+    await a.c.waitFor((n) => n.notification === 'recordingState' && n.data.recording);
+    expect((await a.c.request('consent', { decision: 'declined' })).ok).toBe(true);
+    expect((await a.c.request('setRecording', { enabled: false })).ok).toBe(true);
+    expect((await sfu.admin('PUT', `/rooms/${room.id}/recording`, { enabled: true })).status).toBe(200);
+    a.c.close();
+    type Row = { action: string; actor_type: string | null; actor_id: string | null; details: Record<string, unknown> };
+    let mine: Row[] = [];
+    await expect
+      .poll(async () => {
+        const rows = await sfu.running.db.selectFrom('audit_log').select(['action', 'actor_type', 'actor_id', 'details', 'target_id']).where('target_id', 'in', [room.id, 'aud-a']).orderBy('seq').execute();
+        mine = rows.map((r) => ({ ...r, details: (typeof r.details === 'string' ? JSON.parse(r.details) : r.details) as Record<string, unknown> }));
+        return mine.map((r) => r.action);
+      })
+      .toEqual(['room.create', 'room.flags', 'recording.toggle', 'consent.event', 'recording.toggle', 'recording.toggle']);
+    expect(mine[0]).toMatchObject({ actor_type: 'api_key', actor_id: 'sfu-admin' });
+    expect(mine[1]!.details).toMatchObject({ before: { transcribe: false }, after: { transcribe: true } });
+    expect(mine[2]).toMatchObject({ actor_type: 'service', actor_id: 'sfu', details: { recording: true, by: 'auto:first-producer' } });
+    expect(mine[3]).toMatchObject({ actor_type: 'user', actor_id: 'participant:aud-a', details: { decision: 'declined', method: 'click', policy: 'required', room: room.id } });
+    expect(mine[4]).toMatchObject({ actor_type: 'user', actor_id: 'participant:aud-a', details: { recording: false, by: 'peer:aud-a' } });
+    expect(mine[5]).toMatchObject({ actor_type: 'api_key', actor_id: 'sfu-admin', details: { recording: true, by: 'admin' } });
+    expect((await log.verify()).ok).toBe(true);
   });
 });
 
