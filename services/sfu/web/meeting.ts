@@ -33,12 +33,30 @@ class SignalingError extends Error {
 class Signaling {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  onNotification: (name: string, data: Json) => void = () => {};
+  /**
+   * Notifications that arrive before the page has set its handler (it sets it after joining
+   * and loading the device: several round trips) are kept and delivered in order when it
+   * does; dropping them lost e.g. "recording started" when another participant's first
+   * producer flipped recording on during those round trips.
+   */
+  private early: [string, Json][] | undefined = [];
+  private handler: ((name: string, data: Json) => void) | undefined;
+  set onNotification(fn: (name: string, data: Json) => void) {
+    this.handler = fn;
+    const queued = this.early ?? [];
+    this.early = undefined;
+    for (const [name, data] of queued) fn(name, data);
+  }
   onClose: (code: number, reason: string) => void = () => {};
   private constructor(private readonly ws: WebSocket) {
     ws.addEventListener('message', (ev) => {
       const msg = JSON.parse(String(ev.data)) as Json;
-      if (typeof msg.notification === 'string') return this.onNotification(msg.notification, (msg.data ?? {}) as Json);
+      if (typeof msg.notification === 'string') {
+        const data = (msg.data ?? {}) as Json;
+        if (this.handler) this.handler(msg.notification, data);
+        else this.early?.push([msg.notification, data]);
+        return;
+      }
       const p = this.pending.get(msg.id as number);
       if (!p) return;
       this.pending.delete(msg.id as number);
