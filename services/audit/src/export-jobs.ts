@@ -43,7 +43,6 @@ export interface ExportJobsOptions {
 
 export class ExportJobs {
   private queue: Promise<unknown> = Promise.resolve();
-  private readonly running = new Set<Promise<unknown>>();
   private recovered = false;
 
   constructor(private readonly opts: ExportJobsOptions) {}
@@ -68,9 +67,7 @@ export class ExportJobs {
       .insertInto('exports')
       .values({ id, selection: JSON.stringify(selection), status: 'running', requested_by: `${actor.type}:${actor.id}` })
       .execute();
-    const job = (this.queue = this.queue.then(() => this.build(id, selection, actor)));
-    this.running.add(job);
-    void job.finally(() => this.running.delete(job));
+    this.queue = this.queue.then(() => this.build(id, selection, actor));
     return (await this.get(id))!;
   }
 
@@ -92,11 +89,6 @@ export class ExportJobs {
     if (record.status === 'running') throw new VerbatimError('CONFLICT', `export ${id} is still being built (${record.progress.pct}%)`, { hint: `Poll GET /api/v1/exports/${id} until its status is done.`, details: { state: 'running', progress: record.progress } });
     if (record.status === 'failed' || !r.file) throw new VerbatimError('GONE', `export ${id} failed: ${record.error?.message ?? 'no archive'}`, { hint: 'Request the export again.', details: { state: 'failed', error: record.error } });
     return { file: path.join(this.opts.dir, r.file), record };
-  }
-
-  /** Waits for every export this process started (shutdown, tests). */
-  async idle(): Promise<void> {
-    while (this.running.size > 0) await Promise.allSettled([...this.running]);
   }
 
   private async build(id: string, selection: ExportSelection, actor: NonNullable<AuditEntryInput['actor']>): Promise<void> {
