@@ -294,6 +294,12 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
     const r = await syncLegalHolds(db, storage, await sessionsInScope(db, hold), opts.logger);
     return { set: r.set.length, cleared: r.cleared.length, failed: r.failed };
   };
+  /** A placed or released hold: S3 legal-hold flags follow it, and the response and audit entry say what they did. */
+  const holdChanged = async (hold: LegalHold, capture: CapturedAudit): Promise<HandlerResult> => {
+    const objectLock = await applyObjectLock(hold);
+    const note = capture.note({ type: 'legal_hold', id: hold.id });
+    return { response: { ...holdJson(hold), ...(objectLock ? { objectLock } : {}) }, audit: { ...note, details: { ...note.details, ...(objectLock ? { objectLock } : {}) } } };
+  };
   let erasure: ErasureService | undefined;
   const erasureService = (): ErasureService => {
     if (!opts.storage || !opts.recordingsDir) {
@@ -716,9 +722,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       async handler({ principal, body }) {
         const capture = new CapturedAudit();
         const hold = await new LegalHolds(db, capture.asLog()).place({ caseId: body.caseId, reason: body.reason, scopeType: body.scope.type, scopeValue: body.scope.value.trim(), placedBy: { type: 'user', id: principal.userId } });
-        const objectLock = await applyObjectLock(hold);
-        const note = capture.note({ type: 'legal_hold', id: hold.id });
-        return { response: { ...holdJson(hold), ...(objectLock ? { objectLock } : {}) }, audit: { ...note, details: { ...note.details, ...(objectLock ? { objectLock } : {}) } } };
+        return holdChanged(hold, capture);
       },
     }),
     defineRoute({
@@ -737,9 +741,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
         }
         const capture = new CapturedAudit();
         const hold = await new LegalHolds(db, capture.asLog()).release(params.id, { type: 'user', id: principal.userId }, body.reason);
-        const objectLock = await applyObjectLock(hold);
-        const note = capture.note({ type: 'legal_hold', id: hold.id });
-        return { response: { ...holdJson(hold), ...(objectLock ? { objectLock } : {}) }, audit: { ...note, details: { ...note.details, ...(objectLock ? { objectLock } : {}) } } };
+        return holdChanged(hold, capture);
       },
     }),
     defineRoute({
