@@ -188,11 +188,24 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const join = async (c: CastMember): Promise<Joined> => {
       const { joinUrl } = (await sfuAdmin(stack, 'POST', `/rooms/${room}/tokens`, { identity: c.identity, name: c.name })) as { joinUrl: string };
       const browser = launched.get(c.identity)!;
-      const page = await (await browser.newContext()).newPage();
-      await page.goto(joinUrl);
-      await page.waitForFunction(() => (window as any).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
-      // Answer once recording runs, so the decision lands in this session's timeline.
-      await page.waitForFunction(() => (window as any).verbatim?.state.recording?.recording === true, undefined, { timeout: 30_000 });
+      // A headless page that has not joined (and seen recording start) in 30 s is reloaded
+      // once in a fresh context, as a person would; seen on loaded 2-core machines.
+      let page!: Page;
+      for (let attempt = 1; ; attempt++) {
+        const context = await browser.newContext();
+        page = await context.newPage();
+        try {
+          await page.goto(joinUrl);
+          await page.waitForFunction(() => (window as any).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
+          // Answer once recording runs, so the decision lands in this session's timeline.
+          await page.waitForFunction(() => (window as any).verbatim?.state.recording?.recording === true, undefined, { timeout: 30_000 });
+          break;
+        } catch (err) {
+          await context.close().catch(() => {});
+          if (attempt >= 2 || signal?.aborted) throw err;
+          out(`  ${c.name}'s page did not join within 30 s (${(err as Error).message.split('\n')[0]}); retrying once in a fresh page`);
+        }
+      }
       await page.locator('#consent-dialog[open]').waitFor({ timeout: 10_000 });
       await page.click(c.consent === 'granted' ? '#consent-accept' : '#consent-decline');
       // The SFU's own view of the answer, not just the page's.
