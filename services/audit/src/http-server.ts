@@ -206,7 +206,8 @@ export const HoldBodySchema = z
       .strict(),
   })
   .strict();
-const HoldParamsSchema = z.object({ id: z.uuid() }).strict();
+/** Holds, erasure requests and exports are all addressed by a UUID. */
+const UuidParamsSchema = z.object({ id: z.uuid() }).strict();
 export const HoldReleaseBodySchema = z.object({ reason: text(2000).optional() }).strict();
 export const ErasureBodySchema = z
   .object({
@@ -216,7 +217,6 @@ export const ErasureBodySchema = z
   })
   .strict();
 export const ErasureListQuerySchema = z.object({ participant: ParticipantIdSchema.optional() }).strict();
-const ErasureParamsSchema = z.object({ id: z.uuid() }).strict();
 
 export const ExportBodySchema = z
   .union([
@@ -225,7 +225,6 @@ export const ExportBodySchema = z
     z.object({ query: text(500).describe('Every session whose transcript matches (websearch syntax), resolved now.') }).strict(),
   ])
   .describe('Exactly one of holdId, sessionIds or query.');
-const ExportParamsSchema = z.object({ id: z.uuid() }).strict();
 
 export const HoldListQuerySchema = z.object({ includeReleased: z.enum(['true', 'false']).optional() }).strict();
 
@@ -360,7 +359,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       action: 'export.view',
       summary: "An export's status and progress (files and bytes written so far), its sessions and manifest SHA-256 once done.",
       query: EmptyQuerySchema,
-      params: ExportParamsSchema,
+      params: UuidParamsSchema,
       async handler({ params }) {
         const record = await exportJobs().get(params.id);
         if (!record) throw new VerbatimError('NOT_FOUND', `no export ${params.id}`, { hint: 'List exports with GET /api/v1/exports.' });
@@ -374,7 +373,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       action: 'export.download',
       summary: 'The finished archive (application/x-tar). Still running: 409 with progress; failed: 410.',
       query: EmptyQuerySchema,
-      params: ExportParamsSchema,
+      params: UuidParamsSchema,
       async handler({ params }) {
         const { file, record } = await exportJobs().archivePath(params.id);
         const size = (await stat(file)).size;
@@ -574,7 +573,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       action: 'erasure.view',
       summary: 'One erasure request.',
       query: EmptyQuerySchema,
-      params: ErasureParamsSchema,
+      params: UuidParamsSchema,
       async handler({ params }) {
         const record = await erasureService().get(params.id);
         if (!record) throw new VerbatimError('NOT_FOUND', `no erasure request ${params.id}`, { hint: 'List them with GET /api/v1/erasure-requests.' });
@@ -704,7 +703,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       action: 'legal_hold.view',
       summary: 'One legal hold, in force or released.',
       query: EmptyQuerySchema,
-      params: HoldParamsSchema,
+      params: UuidParamsSchema,
       async handler({ params }) {
         const hold = await holdById(db, log, params.id);
         return { response: holdJson(hold), audit: { target: { type: 'legal_hold', id: params.id }, details: { caseId: hold.caseId } } };
@@ -732,7 +731,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       action: 'legal_hold.release',
       summary: 'Release a legal hold; retention applies again to what it covered at the next sweep.',
       query: EmptyQuerySchema,
-      params: HoldParamsSchema,
+      params: UuidParamsSchema,
       body: HoldReleaseBodySchema,
       async handler({ principal, params, body }) {
         const current = await holdById(db, log, params.id);
