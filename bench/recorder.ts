@@ -394,7 +394,7 @@ interface BenchSfu {
  * database is Postgres in a private schema when reachable, else PGlite in a temp dir.
  */
 async function startBenchSfu(recorderUrl: string): Promise<BenchSfu> {
-  const { startTestSfu } = await import('../services/lib/testing/sfu-harness.ts');
+  const { startTestSfu } = await import('../testing/sfu-harness.ts');
   const usePg = await postgresReachable();
   const schema = `bench_sfu_${randomBytes(4).toString('hex')}`;
   const sfu = await startTestSfu({

@@ -16,18 +16,18 @@
  *
  * The helpers that build segments and sealed sessions are exported for bench/transcribe.ts.
  */
-import { oggPackets } from '../services/transcode/src/depacketize/ogg-packets.ts';
+import { oggPackets } from '../services/lib/media/ogg-packets.ts';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SESSION_MANIFEST_VERSION, type Codec, type SessionManifest, type TrackHeader } from '../services/lib/contracts/recording.ts';
-import { RecordType, encodeFileHeader, encodeRecord } from '../services/recorder/src/recording-format.ts';
+import { RecordType, encodeFileHeader, encodeRecord } from '../services/lib/recording/vrtp-format.ts';
 import { rtpOpusToOgg } from '../services/transcode/src/depacketize/ogg-opus.ts';
 import { readTrackPackets } from '../services/transcode/src/depacketize/rtp-stream.ts';
 import { rtpVp8ToIvf } from '../services/transcode/src/depacketize/vp8-ivf.ts';
-import { BITEXACT } from '../services/transcode/src/media/ffmpeg-runner.ts';
+import { BITEXACT } from '../services/lib/media/ffmpeg-runner.ts';
 import { ASR_WAV_OUTPUT, asrWavFilter, compositeAudio } from '../services/transcode/src/session-pipeline.ts';
 import { killNow, onCleanup } from './lib/children.ts';
 import { CLK_TCK, parseStat } from './lib/proc.ts';

@@ -3,8 +3,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { descendantProcesses as descendants, processAlive as alive } from '../lib/testing/processes.ts';
-import { TEST_PHRASE } from '../transcode/src/testing/ggml-test-model.ts';
+import { descendantProcesses as descendants, processAlive as alive } from '../../testing/processes.ts';
+import { TEST_PHRASE } from '../transcode/index.ts';
 import { CAST, runDemo } from './demo.ts';
 
 

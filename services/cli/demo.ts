@@ -8,11 +8,11 @@ import { SessionManifestSchema, type SessionManifest } from '../lib/contracts/re
 import { RoomFlagsSchema } from '../lib/contracts/room.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
-import { launchChromium } from '../lib/testing/browser.ts';
-import { fakeCameraY4m } from '../lib/testing/media-fixtures.ts';
-import { TEST_PHRASE, fixedPhraseModelPath } from '../transcode/src/testing/ggml-test-model.ts';
-import { modelLocation } from '../transcode/src/transcriber/whisper-models.ts';
-import { createUserWithKey } from '../audit/src/auth.ts';
+import { launchChromium } from '../../testing/browser.ts';
+import { fakeCameraY4m } from '../../testing/media-fixtures.ts';
+import { TEST_PHRASE, fixedPhraseModelPath } from '../transcode/index.ts';
+import { modelLocation } from '../transcode/index.ts';
+import { createUserWithKey } from '../audit/index.ts';
 import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './process-group.ts';
 import { startStack, type RunningStack } from './start.ts';
 

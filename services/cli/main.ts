@@ -1,10 +1,10 @@
-import { runAuditCommand } from '../audit/src/audit-cli.ts';
-import { runExportCommand } from '../audit/src/export-cli.ts';
-import { runComplianceCommand } from '../audit/src/compliance-cli.ts';
+import { runAuditCommand } from '../audit/index.ts';
+import { runExportCommand } from '../audit/index.ts';
+import { runComplianceCommand } from '../audit/index.ts';
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
-import { runRecordingCommand } from '../recorder/src/inspect-cli.ts';
+import { runRecordingCommand } from '../recorder/index.ts';
 import { runDemoCommand } from './demo.ts';
 import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './process-group.ts';
 import { startStack } from './start.ts';

@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../db/database.ts';
-import { launchChromium } from '../lib/testing/browser.ts';
-import { descendantProcesses, processAlive as alive } from '../lib/testing/processes.ts';
-import { fakeCameraY4m, speechWav } from '../lib/testing/media-fixtures.ts';
+import { launchChromium } from '../../testing/browser.ts';
+import { descendantProcesses, processAlive as alive } from '../../testing/processes.ts';
+import { fakeCameraY4m, speechWav } from '../../testing/media-fixtures.ts';
 
 const descendants = (pid: number): number[] => [...descendantProcesses(pid).keys()];
 

@@ -4,17 +4,17 @@ import { openConfiguredDatabase, type Db } from '../../db/database.ts';
 import type { Config } from '../lib/config.ts';
 import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedRedis } from '../lib/redis.ts';
-import { startRecorder, type RunningRecorder } from '../recorder/src/main.ts';
-import { startSfu, type RunningSfu } from '../sfu/src/main.ts';
-import { FluentFfmpegRunner } from '../transcode/src/media/ffmpeg-runner.ts';
-import { storageFromConfig } from '../transcode/src/storage/storage-from-config.ts';
-import { transcriberFromConfig } from '../transcode/src/transcriber-factory.ts';
-import { TranscodeWorker } from '../transcode/src/transcode-worker.ts';
-import { modelLocation } from '../transcode/src/transcriber/whisper-models.ts';
-import { createUserWithKey } from '../audit/src/auth.ts';
-import { auditServerOptionsFromConfig, startAuditServer, type AuditServer } from '../audit/src/http-server.ts';
-import { SweeperWorker } from '../audit/src/sweeper-worker.ts';
-import { objectLockRetention } from '../audit/src/object-lock.ts';
+import { startRecorder, type RunningRecorder } from '../recorder/index.ts';
+import { startSfu, type RunningSfu } from '../sfu/index.ts';
+import { FluentFfmpegRunner } from '../lib/media/ffmpeg-runner.ts';
+import { storageFromConfig } from '../lib/storage/storage-from-config.ts';
+import { transcriberFromConfig } from '../transcode/index.ts';
+import { TranscodeWorker } from '../transcode/index.ts';
+import { modelLocation } from '../transcode/index.ts';
+import { createUserWithKey } from '../audit/index.ts';
+import { auditServerOptionsFromConfig, startAuditServer, type AuditServer } from '../audit/index.ts';
+import { SweeperWorker } from '../audit/index.ts';
+import { objectLockRetention } from '../audit/index.ts';
 
 export interface RunningStack {
   sfu: RunningSfu;

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
+import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { runAuditCommand } from './audit-cli.ts';
 import {
   AuditLog,

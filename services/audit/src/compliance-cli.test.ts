@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config.ts';
-import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
-import { LocalArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import { testBackends, type TestBackend } from '../../../testing/databases.ts';
+import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { AuditLog } from './audit-log.ts';
 import { runComplianceCommand } from './compliance-cli.ts';
 

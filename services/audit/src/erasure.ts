@@ -8,10 +8,10 @@ import type { Database, ErasureStatus } from '../../../db/schema.ts';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { BITEXACT, type FfmpegRunner } from '../../transcode/src/media/ffmpeg-runner.ts';
-import { runSessionPipeline } from '../../transcode/src/session-pipeline.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
-import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../transcode/src/transcript-formats.ts';
+import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
+import { runSessionPipeline } from '../../transcode/index.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
 import type { AuditLog } from './audit-log.ts';
 import { holdsInForce, type Actor, type RetentionHold } from './retention.ts';
 

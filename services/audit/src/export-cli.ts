@@ -3,8 +3,8 @@ import path from 'node:path';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
-import { storageFromConfig } from '../../transcode/src/storage/storage-from-config.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { AuditLog } from './audit-log.ts';
 import { exportArchive, verifyArchive, type ExportProgress, type ExportSelection } from './export.ts';
 

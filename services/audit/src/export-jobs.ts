@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Db } from '../../../db/database.ts';
 import { toVerbatimError, VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { AuditEntryInput, AuditLog } from './audit-log.ts';
 import { exportArchive, type ExportProgress, type ExportSelection } from './export.ts';
 

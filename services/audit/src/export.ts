@@ -5,8 +5,8 @@ import type { Readable } from 'node:stream';
 import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
-import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../transcode/src/transcript-formats.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
 import type { AuditEntryInput, AuditHead, AuditLog, AuditRecord } from './audit-log.ts';
 import { holdCovers, type HoldScope } from './retention.ts';
 

@@ -38,9 +38,9 @@ import { ErasureService } from './erasure.ts';
 import { ExportJobs } from './export-jobs.ts';
 import { consentCsv, listConsentEvents } from './consent-log.ts';
 import { legalHoldStorage, objectLockRetention, sessionsInScope, syncLegalHolds } from './object-lock.ts';
-import { FluentFfmpegRunner, type FfmpegRunner } from '../../transcode/src/media/ffmpeg-runner.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
-import { storageFromConfig } from '../../transcode/src/storage/storage-from-config.ts';
+import { FluentFfmpegRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 
 /**
  * The compliance service's HTTP API (v1). Every /api/v1 request carries

@@ -5,8 +5,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { testBackends } from '../../lib/testing/databases.ts';
-import { S3ArtifactStorage } from '../../transcode/src/storage/s3-storage.ts';
+import { testBackends } from '../../../testing/databases.ts';
+import { S3ArtifactStorage } from '../../lib/storage/s3-storage.ts';
 import { legalHoldStorage, objectLockRetention, sessionsInScope, syncLegalHolds } from './object-lock.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { DAY_MS, holdsInForce, winningRetention, type RetentionHold, type RetentionPolicy } from './retention.ts';
 
 /**

@@ -4,8 +4,8 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
-import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
-import { LocalArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import { testBackends, type TestBackend } from '../../../testing/databases.ts';
+import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { AuditLog } from './audit-log.ts';
 import {
   DAY_MS,

@@ -5,7 +5,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import type { Database, LegalHoldsTable, RetentionKind } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { AuditLog } from './audit-log.ts';
 
 /**

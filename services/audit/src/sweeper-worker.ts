@@ -2,7 +2,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
-import type { ArtifactStorage } from '../../transcode/src/storage/artifact-storage.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { AuditLog } from './audit-log.ts';
 import { RETENTION_JOB, RetentionSweeper, scheduleSweeper } from './retention.ts';
 

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
-import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
+import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { RANK_WINDOW, bucketQuery, searchTranscripts } from './transcript-search.ts';
 
 const backends = await testBackends();

@@ -5,10 +5,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { runRecordingCommand } from './inspect-cli.ts';
-import { inspectFile, parseRtp, verifySessionDir } from './inspect.ts';
-import { RecordType, encodeRecord } from './recording-format.ts';
+import { parseRtp } from '../../lib/rtp/index.ts';
+import { inspectFile, verifySessionDir } from './inspect.ts';
+import { RecordType, encodeRecord } from '../../lib/recording/vrtp-format.ts';
 import { SegmentWriter, type SegmentSummary } from './segment-writer.ts';
-import { sampleHeader } from './test-fixtures.ts';
+import { sampleHeader } from '../../../testing/recording-fixtures.ts';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-inspect-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

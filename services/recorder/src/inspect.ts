@@ -3,116 +3,14 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { SessionManifestSchema, type SegmentEntry, type SessionManifest, type TrackHeader } from '../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import { RecordType, parseRecording, type ParsedFile } from './recording-format.ts';
+import { RecordType, parseRecording, type ParsedFile } from '../../lib/recording/vrtp-format.ts';
+import { parseRtcp, parseRtp, type RtcpInfo, type RtpInfo } from '../../lib/rtp/index.ts';
 
 /**
  * Read-only tools over recordings for operators and tests: what is in one track
  * segment file (`inspectFile`) and whether a session directory is intact against its
  * manifest (`verifySessionDir`). Pure: no console, no process.exit; the CLI prints.
  */
-
-// ---------------------------------------------------------------- RTP / RTCP parsing
-
-export interface RtpInfo {
-  version: number;
-  marker: boolean;
-  payloadType: number;
-  sequence: number;
-  timestamp: number;
-  ssrc: number;
-  csrcCount: number;
-  /** One-byte (0xBEDE) / two-byte (0x100x) header extension profile, if any. */
-  extensionProfile?: number;
-  extensionBytes: number;
-  paddingBytes: number;
-  payloadBytes: number;
-}
-
-/** Parses an RTP fixed header, CSRCs, extension and padding; null when malformed. */
-export function parseRtp(b: Buffer): RtpInfo | null {
-  if (b.length < 12) return null;
-  const version = b[0]! >> 6;
-  if (version !== 2) return null;
-  const hasPadding = (b[0]! & 0x20) !== 0;
-  const hasExtension = (b[0]! & 0x10) !== 0;
-  const csrcCount = b[0]! & 0x0f;
-  let off = 12 + 4 * csrcCount;
-  if (off > b.length) return null;
-  let extensionProfile: number | undefined;
-  let extensionBytes = 0;
-  if (hasExtension) {
-    if (off + 4 > b.length) return null;
-    extensionProfile = b.readUInt16BE(off);
-    extensionBytes = 4 + 4 * b.readUInt16BE(off + 2);
-    off += extensionBytes;
-    if (off > b.length) return null;
-  }
-  let paddingBytes = 0;
-  if (hasPadding) {
-    // The last byte counts the padding including itself (RFC 3550 §5.1); 0 is invalid.
-    paddingBytes = b[b.length - 1]!;
-    if (paddingBytes === 0 || off + paddingBytes > b.length) return null;
-  }
-  return {
-    version,
-    marker: (b[1]! & 0x80) !== 0,
-    payloadType: b[1]! & 0x7f,
-    sequence: b.readUInt16BE(2),
-    timestamp: b.readUInt32BE(4),
-    ssrc: b.readUInt32BE(8),
-    csrcCount,
-    ...(extensionProfile !== undefined ? { extensionProfile } : {}),
-    extensionBytes,
-    paddingBytes,
-    payloadBytes: b.length - off - paddingBytes,
-  };
-}
-
-const RTCP_TYPE_NAMES: Record<number, string> = { 192: 'FIR', 195: 'IJ', 200: 'SR', 201: 'RR', 202: 'SDES', 203: 'BYE', 204: 'APP', 205: 'RTPFB', 206: 'PSFB', 207: 'XR' };
-
-/** Seconds between the NTP epoch (1900) and the Unix epoch (1970). */
-const NTP_UNIX_OFFSET = 2_208_988_800;
-
-export interface RtcpInfo {
-  packetType: number;
-  name: string;
-  /** Report count / FMT field. */
-  count: number;
-  length: number;
-  ssrc?: number;
-  /** Sender report fields (PT 200). */
-  sr?: { ntpSeconds: number; ntpFraction: number; ntpTime: string; rtpTimestamp: number; packetCount: number; octetCount: number };
-}
-
-/** Walks a (possibly compound) RTCP datagram; stops at the first malformed sub-packet. */
-export function parseRtcp(b: Buffer): { packets: RtcpInfo[]; malformed: boolean } {
-  const packets: RtcpInfo[] = [];
-  let off = 0;
-  while (off < b.length) {
-    if (b.length - off < 4 || b[off]! >> 6 !== 2) return { packets, malformed: true };
-    const packetType = b[off + 1]!;
-    const length = (b.readUInt16BE(off + 2) + 1) * 4;
-    if (off + length > b.length) return { packets, malformed: true };
-    const info: RtcpInfo = { packetType, name: RTCP_TYPE_NAMES[packetType] ?? `PT${packetType}`, count: b[off]! & 0x1f, length };
-    if (length >= 8) info.ssrc = b.readUInt32BE(off + 4);
-    if (packetType === 200 && length >= 28) {
-      const ntpSeconds = b.readUInt32BE(off + 8);
-      const ntpFraction = b.readUInt32BE(off + 12);
-      const unixMs = (ntpSeconds - NTP_UNIX_OFFSET) * 1000 + Math.floor((ntpFraction / 0x1_0000_0000) * 1000);
-      info.sr = {
-        ntpSeconds,
-        ntpFraction,
-        ntpTime: Number.isFinite(unixMs) && unixMs >= 0 ? new Date(unixMs).toISOString() : '',
-        rtpTimestamp: b.readUInt32BE(off + 16),
-        packetCount: b.readUInt32BE(off + 20),
-        octetCount: b.readUInt32BE(off + 24),
-      };
-    }
-    packets.push(info);
-    off += length;
-  }
-  return { packets, malformed: false };
-}
 
 // ---------------------------------------------------------------- stream statistics
 

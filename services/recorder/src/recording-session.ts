@@ -3,7 +3,7 @@ import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, 
 import path from 'node:path';
 import type { StartTrackRequest, TimelineEvent } from '../../lib/contracts/recorder-control.ts';
 import { SESSION_MANIFEST_VERSION, SessionManifestSchema, type SegmentEntry, type SessionManifest } from '../../lib/contracts/recording.ts';
-import { RecordType, parseRecording } from './recording-format.ts';
+import { RecordType, parseRecording } from '../../lib/recording/vrtp-format.ts';
 
 type Participant = SessionManifest['participants'][number];
 type Track = SessionManifest['tracks'][number];

@@ -4,8 +4,8 @@ import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RecordType, parseRecording } from './recording-format.ts';
-import { sampleHeader } from './test-fixtures.ts';
+import { RecordType, parseRecording } from '../../lib/recording/vrtp-format.ts';
+import { sampleHeader } from '../../../testing/recording-fixtures.ts';
 import { SegmentWriter } from './segment-writer.ts';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-seg-'));

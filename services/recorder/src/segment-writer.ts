@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { TrackHeader } from '../../lib/contracts/recording.ts';
-import { RECORD_OVERHEAD, RecordType, encodeFileHeader, writeRecord } from './recording-format.ts';
+import { RECORD_OVERHEAD, RecordType, encodeFileHeader, writeRecord } from '../../lib/recording/vrtp-format.ts';
 
 export interface SegmentSummary {
   file: string;

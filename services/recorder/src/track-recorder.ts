@@ -3,7 +3,7 @@ import type { StartTrackRequest } from '../../lib/contracts/recorder-control.ts'
 import type { SegmentEntry, TrackHeader } from '../../lib/contracts/recording.ts';
 import { RECORDING_FORMAT_VERSION } from '../../lib/contracts/recording.ts';
 import { Verdict, classifyRtcpPort, classifyRtpPort, type DropReason } from './packet-classifier.ts';
-import { RecordType } from './recording-format.ts';
+import { RecordType } from '../../lib/recording/vrtp-format.ts';
 import { SegmentWriter } from './segment-writer.ts';
 
 export interface TrackRecorderOptions {

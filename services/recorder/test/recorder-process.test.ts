@@ -4,8 +4,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SessionManifestSchema } from '../../lib/contracts/recording.ts';
-import { startTestRecorder, type TestRecorder } from '../../lib/testing/recorder-harness.ts';
-import { RecordType, parseRecording } from '../src/recording-format.ts';
+import { startTestRecorder, type TestRecorder } from '../../../testing/recorder-harness.ts';
+import { RecordType, parseRecording } from '../../lib/recording/vrtp-format.ts';
 
 const SSRC = 0x1234abcd;
 const PT = 100;

@@ -13,7 +13,7 @@ import { createSfuMetrics, type SfuMetrics } from './sfu-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 import { RecorderClient } from './recorder-client.ts';
 import { RecordingTap } from './recording-tap.ts';
-import { AuditLog, type AuditEntryInput } from '../../audit/src/audit-log.ts';
+import { AuditLog, type AuditEntryInput } from '../../audit/index.ts';
 
 export interface SfuDeps {
   config: Config;

@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from '../../lib/testing/browser.ts';
-import { fakeCameraY4m, speechWav } from '../../lib/testing/media-fixtures.ts';
-import { startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
+import { launchChromium } from '../../../testing/browser.ts';
+import { fakeCameraY4m, speechWav } from '../../../testing/media-fixtures.ts';
+import { startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
 
 let sfu: TestSfu;
 let browser: Browser;

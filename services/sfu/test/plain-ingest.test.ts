@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from '../../lib/testing/browser.ts';
-import { startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
+import { launchChromium } from '../../../testing/browser.ts';
+import { startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
 
 let sfu: TestSfu;
 let browser: Browser;

@@ -3,12 +3,12 @@ import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
-import { launchChromium } from '../../lib/testing/browser.ts';
-import { fakeCameraY4m, speechWav } from '../../lib/testing/media-fixtures.ts';
-import { TEST_RECORDER_SECRET, startTestRecorder, type TestRecorder } from '../../lib/testing/recorder-harness.ts';
-import { startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
-import { inspectFile } from '../../recorder/src/inspect.ts';
-import { parseRecording } from '../../recorder/src/recording-format.ts';
+import { launchChromium } from '../../../testing/browser.ts';
+import { fakeCameraY4m, speechWav } from '../../../testing/media-fixtures.ts';
+import { TEST_RECORDER_SECRET, startTestRecorder, type TestRecorder } from '../../../testing/recorder-harness.ts';
+import { startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
+import { inspectFile } from '../../recorder/index.ts';
+import { parseRecording } from '../../lib/recording/vrtp-format.ts';
 
 let rec: TestRecorder;
 let sfu: TestSfu;

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { testBackends, type TestBackend } from '../../lib/testing/databases.ts';
-import { TestSignalingClient, startTestSfu } from '../../lib/testing/sfu-harness.ts';
+import { testBackends, type TestBackend } from '../../../testing/databases.ts';
+import { TestSignalingClient, startTestSfu } from '../../../testing/sfu-harness.ts';
 
 const backends = await testBackends();
 afterAll(async () => {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { mintJoinToken } from '../src/join-token.ts';
-import { AuditLog } from '../../audit/src/audit-log.ts';
-import { OPUS_RTP_PARAMETERS, TEST_TOKEN_SECRET, TestSignalingClient, startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
+import { AuditLog } from '../../audit/index.ts';
+import { OPUS_RTP_PARAMETERS, TEST_TOKEN_SECRET, TestSignalingClient, startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
 
 let sfu: TestSfu;
 beforeAll(async () => {

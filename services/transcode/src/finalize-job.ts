@@ -5,11 +5,11 @@ import type { Db } from '../../../db/database.ts';
 import { SessionFinalizePayloadSchema } from '../../lib/contracts/jobs.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { FfmpegRunner } from './media/ffmpeg-runner.ts';
+import type { FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { CorruptInputError, mapLimit, prepareSession, renderComposite, type PipelineResult } from './session-pipeline.ts';
-import type { ArtifactStorage } from './storage/artifact-storage.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { Transcriber } from './transcriber/transcriber.ts';
-import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from './transcript-formats.ts';
+import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
 
 export interface FinalizeDeps {
   db: Db;

@@ -4,8 +4,8 @@ import { openConfiguredDatabase } from '../../../db/database.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/logger.ts';
-import { FluentFfmpegRunner } from './media/ffmpeg-runner.ts';
-import { storageFromConfig } from './storage/storage-from-config.ts';
+import { FluentFfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { transcriberFromConfig } from './transcriber-factory.ts';
 import { TranscodeWorker } from './transcode-worker.ts';
 

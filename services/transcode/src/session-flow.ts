@@ -36,8 +36,8 @@ import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { FinalizeDeps } from './finalize-job.ts';
 import { CorruptInputError, depacketizeTrack, muxParticipant, renderComposite, sessionClock, type MediaPiece } from './session-pipeline.ts';
-import { sha256File } from './storage/artifact-storage.ts';
-import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from './transcript-formats.ts';
+import { sha256File } from '../../lib/storage/artifact-storage.ts';
+import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
 
 /**
  * The `session.finalize` flow (contract in services/lib/contracts/jobs.ts). The root job

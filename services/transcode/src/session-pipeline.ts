@@ -5,10 +5,10 @@ import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts
 import { VerbatimError } from '../../lib/errors.ts';
 import { annexBToIvf, rtpH264ToAnnexB } from './depacketize/h264-annexb.ts';
 import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
-import { oggPackets } from './depacketize/ogg-packets.ts';
+import { oggPackets } from '../../lib/media/ogg-packets.ts';
 import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
 import { rtpVp8ToIvf } from './depacketize/vp8-ivf.ts';
-import { BITEXACT, type FfmpegRunner } from './media/ffmpeg-runner.ts';
+import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 
 /** Raised for input that no retry can fix: the job fails with this code, unretried. */
 export class CorruptInputError extends VerbatimError {

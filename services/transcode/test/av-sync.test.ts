@@ -3,11 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from '../../lib/testing/browser.ts';
-import { audioOnsets, avPairs, flashOnsets, syncClip, syncError } from '../../lib/testing/media-fixtures.ts';
-import { TEST_RECORDER_SECRET, startTestRecorder, type TestRecorder } from '../../lib/testing/recorder-harness.ts';
-import { startTestSfu, type TestSfu } from '../../lib/testing/sfu-harness.ts';
-import { FluentFfmpegRunner } from '../src/media/ffmpeg-runner.ts';
+import { launchChromium } from '../../../testing/browser.ts';
+import { audioOnsets, avPairs, flashOnsets, syncClip, syncError } from '../../../testing/media-fixtures.ts';
+import { TEST_RECORDER_SECRET, startTestRecorder, type TestRecorder } from '../../../testing/recorder-harness.ts';
+import { startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
+import { FluentFfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { runSessionPipeline } from '../src/session-pipeline.ts';
 
 let rec: TestRecorder;

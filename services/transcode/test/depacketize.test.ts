@@ -3,13 +3,13 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { audioOnsets, ffprobe } from '../../lib/testing/media-fixtures.ts';
-import { encodeFileHeader } from '../../recorder/src/recording-format.ts';
-import { sampleHeader } from '../../recorder/src/test-fixtures.ts';
+import { audioOnsets, ffprobe } from '../../../testing/media-fixtures.ts';
+import { encodeFileHeader } from '../../lib/recording/vrtp-format.ts';
+import { sampleHeader } from '../../../testing/recording-fixtures.ts';
 import { rtpOpusToOgg, opusPacketSamples } from '../src/depacketize/ogg-opus.ts';
 import { readTrackPackets } from '../src/depacketize/rtp-stream.ts';
-import { FluentFfmpegRunner } from '../src/media/ffmpeg-runner.ts';
-import { syntheticSession, syntheticTrack } from './synthetic-session.ts';
+import { FluentFfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
+import { syntheticSession, syntheticTrack } from '../../../testing/synthetic-session.ts';
 import { CorruptInputError, runSessionPipeline } from '../src/session-pipeline.ts';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-depkt-'));

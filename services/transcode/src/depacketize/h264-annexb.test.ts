@@ -5,11 +5,11 @@ import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { RecordType, encodeFileHeader, encodeRecord } from '../../../recorder/src/recording-format.ts';
-import { sampleHeader } from '../../../recorder/src/test-fixtures.ts';
-import { FluentFfmpegRunner } from '../media/ffmpeg-runner.ts';
+import { RecordType, encodeFileHeader, encodeRecord } from '../../../lib/recording/vrtp-format.ts';
+import { sampleHeader } from '../../../../testing/recording-fixtures.ts';
+import { FluentFfmpegRunner } from '../../../lib/media/ffmpeg-runner.ts';
 import { runSessionPipeline } from '../session-pipeline.ts';
-import { syntheticSession } from '../../test/synthetic-session.ts';
+import { syntheticSession } from '../../../../testing/synthetic-session.ts';
 import { annexBToIvf, rtpH264ToAnnexB } from './h264-annexb.ts';
 import { readTrackPackets, type RtpPacket } from './rtp-stream.ts';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sampleHeader } from '../../../recorder/src/test-fixtures.ts';
+import { sampleHeader } from '../../../../testing/recording-fixtures.ts';
 import { wallClockMapper, type RtpPacket, type TrackPackets } from './rtp-stream.ts';
 
 const opus20 = Buffer.from([0xf8, 0xff, 0xfe]); // CELT FB 20 ms, one frame

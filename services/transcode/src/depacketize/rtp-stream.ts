@@ -1,5 +1,5 @@
-import { RecordType, parseRecording } from '../../../recorder/src/recording-format.ts';
-import { parseRtp } from '../../../recorder/src/inspect.ts';
+import { RecordType, parseRecording } from '../../../lib/recording/vrtp-format.ts';
+import { parseRtp } from '../../../lib/rtp/index.ts';
 import type { TrackHeader } from '../../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import { opusPacketSamples } from './ogg-opus.ts';

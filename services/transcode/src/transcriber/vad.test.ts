@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { detectSpeech, detectSpeechInWav, parseWav, wavHeader, type SpeechSpan } from './vad.ts';
-import { sox, soxDuration, spokenClip } from '../testing/speech.ts';
+import { sox, soxDuration, spokenClip } from '../../../../testing/speech.ts';
 
 const SR = 16000;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-vad-test-'));

@@ -7,11 +7,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../lib/config.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import { readToolchain } from '../../../lib/toolchain.ts';
-import { fixedPhraseModelPath, randomWeightsModelPath, TEST_PHRASE, toHalf } from '../testing/ggml-test-model.ts';
+import { fixedPhraseModelPath, randomWeightsModelPath, TEST_PHRASE, toHalf } from './ggml-test-model.ts';
 import type { TranscriptSegment } from './transcriber.ts';
 import { parseWhisperJson, transcribeWithoutVad, whisperCppOptionsFromConfig, WhisperCppTranscriber, type WhisperCppOptions } from './whisper-cpp-transcriber.ts';
 import { clearModelVerificationCache, KNOWN_MODEL_SHA1, resolveWhisperModel } from './whisper-models.ts';
-import { sox, soxDuration, spokenClip } from '../testing/speech.ts';
+import { sox, soxDuration, spokenClip } from '../../../../testing/speech.ts';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'verbatim-whisper-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

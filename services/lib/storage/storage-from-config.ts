@@ -1,5 +1,5 @@
-import type { Config } from '../../../lib/config.ts';
-import { VerbatimError } from '../../../lib/errors.ts';
+import type { Config } from '../config.ts';
+import { VerbatimError } from '../errors.ts';
 import { LocalArtifactStorage, type ArtifactStorage } from './artifact-storage.ts';
 import { S3ArtifactStorage, type S3ObjectLockOptions } from './s3-storage.ts';
 

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { openDatabase, type Db } from '../../../db/database.ts';
+import { openDatabase, type Db } from '../db/database.ts';
 
 /**
  * The database backends every persistence test runs against: embedded PGlite and a

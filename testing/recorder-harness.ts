@@ -6,9 +6,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import pg from 'pg';
-import { openDatabase, type Db } from '../../../db/database.ts';
-import { TRANSCODE_QUEUE } from '../contracts/jobs.ts';
-import { redisConnection } from '../redis.ts';
+import { openDatabase, type Db } from '../db/database.ts';
+import { TRANSCODE_QUEUE } from '../services/lib/contracts/jobs.ts';
+import { redisConnection } from '../services/lib/redis.ts';
 import { TEST_DATABASE_URL } from './databases.ts';
 
 export const TEST_RECORDER_SECRET = 'test-recorder-secret-0123456789';

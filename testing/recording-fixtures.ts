@@ -1,4 +1,4 @@
-import type { TrackHeader } from '../../lib/contracts/recording.ts';
+import type { TrackHeader } from '../services/lib/contracts/recording.ts';
 
 /** A valid track header for format tests. */
 export const sampleHeader = (over: Partial<TrackHeader> = {}): TrackHeader => ({

@@ -2,10 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
-import type { Db } from '../../../db/database.ts';
-import { loadConfig, type ConfigKey } from '../config.ts';
-import { createLogger } from '../logger.ts';
-import { startSfu, type RunningSfu } from '../../sfu/src/main.ts';
+import type { Db } from '../db/database.ts';
+import { loadConfig, type ConfigKey } from '../services/lib/config.ts';
+import { createLogger } from '../services/lib/logger.ts';
+import { startSfu, type RunningSfu } from '../services/sfu/index.ts';
 
 export const TEST_API_SECRET = 'test-api-secret-0123456789';
 export const TEST_TOKEN_SECRET = 'test-token-secret-0123456789';

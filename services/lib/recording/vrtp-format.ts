@@ -1,6 +1,6 @@
 import { crc32 } from 'node:zlib';
-import { RECORDING_FORMAT_VERSION, TrackHeaderSchema, type TrackHeader } from '../../lib/contracts/recording.ts';
-import { VerbatimError } from '../../lib/errors.ts';
+import { RECORDING_FORMAT_VERSION, TrackHeaderSchema, type TrackHeader } from '../contracts/recording.ts';
+import { VerbatimError } from '../errors.ts';
 
 /**
  * A track segment file, self-describing and crash-safe (after Janus's MJR idea):

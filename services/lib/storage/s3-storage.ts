@@ -12,7 +12,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { VerbatimError } from '../../../lib/errors.ts';
+import { VerbatimError } from '../errors.ts';
 import { artifactNotFound, sha256File, validateKey, type ArtifactStorage, type StoredArtifact } from './artifact-storage.ts';
 
 /** Object metadata key the artifact's SHA-256 (hex) is recorded under: the `x-amz-meta-sha256` header. */

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { VerbatimError } from '../../../lib/errors.ts';
+import { VerbatimError } from '../errors.ts';
 
 export interface StoredArtifact {
   key: string;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { RecordType, encodeFileHeader, encodeRecord, parseRecording } from './recording-format.ts';
-import { sampleHeader } from './test-fixtures.ts';
+import { RecordType, encodeFileHeader, encodeRecord, parseRecording } from './vrtp-format.ts';
+import { sampleHeader } from '../../../testing/recording-fixtures.ts';
 
 describe('recording format', () => {
   it('round-trips header and records, including large arrival times', () => {

@@ -2,10 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../../lib/contracts/recording.ts';
-import { RecordType, encodeFileHeader, encodeRecord } from '../../recorder/src/recording-format.ts';
-import { sampleHeader } from '../../recorder/src/test-fixtures.ts';
-import { oggPackets } from '../src/depacketize/ogg-packets.ts';
+import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../services/lib/contracts/recording.ts';
+import { RecordType, encodeFileHeader, encodeRecord } from '../services/lib/recording/vrtp-format.ts';
+import { sampleHeader } from './recording-fixtures.ts';
+import { oggPackets } from '../services/lib/media/ogg-packets.ts';
 
 /** Real Opus packets: ffmpeg encodes a tone to Ogg Opus; we pull the packets back out of the Ogg pages. */
 function realOpusPackets(seconds: number, root: string): Buffer[] {

@@ -1,0 +1,8 @@
+/**
+ * The recorder's public surface: starting it, the operator CLI over recordings, and
+ * the read-only inspection tools. Everything else under src/ is private to the recorder.
+ */
+export { startRecorder, type RunningRecorder } from './src/main.ts';
+export { runRecordingCommand, RECORDING_USAGE } from './src/inspect-cli.ts';
+export { inspectFile, verifySessionDir, type InspectResult, type VerifyResult } from './src/inspect.ts';
+export { SessionStore } from './src/session-store.ts';
