@@ -112,7 +112,8 @@ export interface TrackSegmentsTable {
   truncated: boolean;
 }
 
-export type AuditActorType = 'user' | 'api_key' | 'service' | 'anonymous';
+export type { AuditActorType } from '../services/lib/audit-sink.ts';
+import type { AuditActorType } from '../services/lib/audit-sink.ts';
 
 /** The hash-chained audit trail (append-only; see services/audit). */
 export interface AuditLogTable {

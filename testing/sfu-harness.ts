@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import type { Db } from '../db/database.ts';
 import { loadConfig, type ConfigKey } from '../services/lib/config.ts';
 import { createLogger } from '../services/lib/logger.ts';
+import { AuditLog } from '../services/audit/index.ts';
 import { startSfu, type RunningSfu } from '../services/sfu/index.ts';
 
 export const TEST_API_SECRET = 'test-api-secret-0123456789';
@@ -34,7 +35,7 @@ export async function startTestSfu(opts: { db?: Db; dataDir?: string; overrides?
       ...opts.overrides,
     },
   });
-  const running = await startSfu(config, createLogger({ level: config.LOG_LEVEL }), opts.db ? { db: opts.db } : {});
+  const running = await startSfu(config, createLogger({ level: config.LOG_LEVEL }), { ...(opts.db ? { db: opts.db } : {}), audit: (db) => new AuditLog(db) });
   return {
     running,
     url: running.url,

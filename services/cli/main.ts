@@ -1,6 +1,4 @@
-import { runAuditCommand } from '../audit/index.ts';
-import { runExportCommand } from '../audit/index.ts';
-import { runComplianceCommand } from '../audit/index.ts';
+import { runAuditCommand, runExportCommand, runComplianceCommand } from '../audit/index.ts';
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';

@@ -8,13 +8,8 @@ import { startRecorder, type RunningRecorder } from '../recorder/index.ts';
 import { startSfu, type RunningSfu } from '../sfu/index.ts';
 import { FluentFfmpegRunner } from '../lib/media/ffmpeg-runner.ts';
 import { storageFromConfig } from '../lib/storage/storage-from-config.ts';
-import { transcriberFromConfig } from '../transcode/index.ts';
-import { TranscodeWorker } from '../transcode/index.ts';
-import { modelLocation } from '../transcode/index.ts';
-import { createUserWithKey } from '../audit/index.ts';
-import { auditServerOptionsFromConfig, startAuditServer, type AuditServer } from '../audit/index.ts';
-import { SweeperWorker } from '../audit/index.ts';
-import { objectLockRetention } from '../audit/index.ts';
+import { transcriberFromConfig, TranscodeWorker, modelLocation } from '../transcode/index.ts';
+import { AuditLog, auditServerOptionsFromConfig, createUserWithKey, objectLockRetention, startAuditServer, SweeperWorker, type AuditServer } from '../audit/index.ts';
 
 export interface RunningStack {
   sfu: RunningSfu;
@@ -43,7 +38,7 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
   try {
     const recorder = await startRecorder({ ...config, RECORDER_PORT: config.RECORDER_PORT }, logger, { db, redisUrl });
     started.push({ stop: () => recorder.close() });
-    const sfu = await startSfu({ ...config, RECORDER_URL: config.RECORDER_URL ?? recorder.url }, logger, { db });
+    const sfu = await startSfu({ ...config, RECORDER_URL: config.RECORDER_URL ?? recorder.url }, logger, { db, audit: (d) => new AuditLog(d) });
     started.push({ stop: () => sfu.close() });
     const transcode = new TranscodeWorker({
       db,

@@ -3,6 +3,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, r
 import path from 'node:path';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { AuditActorType, Database } from '../../../db/schema.ts';
+import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 
 /**
@@ -31,16 +32,7 @@ const ACTOR_TYPES = ['user', 'api_key', 'service', 'anonymous'] as const satisfi
 /** `at` exactly as hashed, read back independent of the driver's timestamp parsing (µs kept: a µs edit must show). */
 const AT_SQL = sql<string>`to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
-export interface AuditEntryInput {
-  action: string;
-  actor?: { type: AuditActorType; id?: string | null | undefined } | undefined;
-  target?: { type: string; id?: string | null | undefined } | undefined;
-  /** Any JSON object; normalised through JSON (undefined dropped, Dates as strings) before hashing. */
-  details?: Record<string, unknown> | undefined;
-  clientAddress?: string | null | undefined;
-  /** When it happened (default now); kept at millisecond precision. */
-  at?: Date | undefined;
-}
+export type { AuditEntryInput } from '../../lib/audit-sink.ts';
 
 /** An entry as hashed and stored. */
 export interface AuditEntry {
@@ -257,7 +249,7 @@ interface RawRow {
   hash: string;
 }
 
-export class AuditLog {
+export class AuditLog implements AuditSink {
   private readonly sink: CheckpointSink | undefined;
 
   constructor(

@@ -10,9 +10,8 @@ import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../../lib/contra
 import { createLogger } from '../../lib/logger.ts';
 import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { audioOnsets, ffprobe } from '../../../testing/media-fixtures.ts';
-import { verifySessionDir } from '../../recorder/index.ts';
+import { verifySessionDir, SessionStore } from '../../recorder/index.ts';
 import { encodeFileHeader, parseRecording } from '../../lib/recording/vrtp-format.ts';
-import { SessionStore } from '../../recorder/index.ts';
 import { sampleHeader } from '../../../testing/recording-fixtures.ts';
 import { processFinalizeJob } from '../../transcode/index.ts';
 import { FluentFfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';

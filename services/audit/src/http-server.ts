@@ -40,6 +40,7 @@ import { consentCsv, listConsentEvents } from './consent-log.ts';
 import { legalHoldStorage, objectLockRetention, sessionsInScope, syncLegalHolds } from './object-lock.ts';
 import { FluentFfmpegRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { sessionArtifactPrefix } from '../../lib/storage/artifact-keys.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 
 /**
@@ -475,7 +476,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
         const s = await db.selectFrom('recording_sessions').select(['id', 'room_id']).where('id', '=', params.id).executeTakeFirst();
         if (!s) throw sessionNotFound(params.id);
         const rows = await db.selectFrom('artifacts').selectAll().where('session_id', '=', params.id).orderBy('key').execute();
-        const prefix = artifactPrefix(s.room_id, s.id);
+        const prefix = sessionArtifactPrefix(s.room_id, s.id);
         const artifacts = rows.map((a) => {
           const id = artifactIdOf(prefix, a.key);
           return { id, key: a.key, kind: a.kind, participant: a.participant_id, contentType: a.content_type, bytes: Number(a.bytes), sha256: a.sha256, durationSeconds: a.duration_seconds, contentUrl: `/api/v1/sessions/${encodeURIComponent(s.id)}/artifacts/${encodeURIComponent(id)}/content` };
@@ -498,7 +499,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
         if (!opts.storage) throw new VerbatimError('INTERNAL', 'the compliance API was started without artifact storage', { hint: 'Pass `storage` to startAuditServer (npm start does).' });
         const s = await db.selectFrom('recording_sessions').select(['id', 'room_id']).where('id', '=', params.id).executeTakeFirst();
         if (!s) throw sessionNotFound(params.id);
-        const prefix = artifactPrefix(s.room_id, s.id);
+        const prefix = sessionArtifactPrefix(s.room_id, s.id);
         // The id is the key below the session's prefix, or the whole key for artifacts stored elsewhere.
         const candidates = [`${prefix}${artifactId}`, artifactId];
         const row = await db.selectFrom('artifacts').selectAll().where('session_id', '=', s.id).where('key', 'in', candidates).orderBy('key', 'desc').executeTakeFirst();
@@ -883,11 +884,6 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
 }
 
 // ---------------------------------------------------------------- media
-
-/** Artifact keys of a session (finalize-job): sessions/<room>/<session>/<artifact id>. */
-function artifactPrefix(room: string, session: string): string {
-  return `sessions/${room}/${session}/`;
-}
 
 function artifactIdOf(prefix: string, key: string): string {
   return key.startsWith(prefix) ? key.slice(prefix.length) : key;

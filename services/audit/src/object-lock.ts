@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
+import { parseArtifactKey } from '../../lib/storage/artifact-keys.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { DAY_MS, holdsInForce, winningRetention, type RetentionHold, type RetentionPolicy } from './retention.ts';
 
@@ -24,14 +25,12 @@ export function legalHoldStorage(storage: ArtifactStorage | undefined): LegalHol
   return s && s.objectLockEnabled === true && typeof s.setLegalHold === 'function' ? (s as unknown as LegalHoldStorage) : undefined;
 }
 
-const KEY_RE = /^sessions\/[^/]+\/([^/]+)\/(.+)$/;
-
 /** retainUntil for S3ArtifactStorage: the retention end of the artifact under `key` (finalize-job's sessions/<room>/<session>/<file> keys). */
 export function objectLockRetention(db: Db): (key: string) => Promise<Date | undefined> {
   return async (key) => {
-    const m = KEY_RE.exec(key);
-    if (!m) return undefined;
-    const [, sessionId, rel] = m as unknown as [string, string, string];
+    const parts = parseArtifactKey(key);
+    if (!parts) return undefined;
+    const { session: sessionId } = parts;
     const s = await db
       .selectFrom('recording_sessions as s')
       .leftJoin('rooms as r', 'r.id', 's.room_id')
@@ -41,7 +40,7 @@ export function objectLockRetention(db: Db): (key: string) => Promise<Date | und
     if (!s?.ended_at) return undefined;
     const policies: RetentionPolicy[] = await db.selectFrom('retention_policies').select(['name', 'scope', 'media_days', 'transcript_days', 'raw_days']).execute();
     const tags = typeof s.retention_tags === 'string' ? (JSON.parse(s.retention_tags) as string[]) : (s.retention_tags as string[]);
-    const kind = rel.startsWith('transcript.') ? 'transcript' : 'media';
+    const kind = parts.name.startsWith('transcript.') ? 'transcript' : 'media';
     const win = winningRetention({ id: s.id, roomId: s.room_id, endedAt: s.ended_at, policy: s.retention_policy ?? s.room_policy, tags, participants: [] }, kind, policies);
     return win ? new Date(new Date(s.ended_at).getTime() + win.days * DAY_MS) : undefined;
   };

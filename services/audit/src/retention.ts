@@ -5,6 +5,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import type { Database, LegalHoldsTable, RetentionKind } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
+import { artifactRetentionClass } from '../../lib/storage/artifact-kinds.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { AuditLog } from './audit-log.ts';
 
@@ -202,7 +203,7 @@ async function loadSessions(db: Q, ids?: readonly string[]): Promise<LoadedSessi
     if (!set) kinds.set(sid, (set = new Set()));
     set.add(k);
   };
-  for (const a of await db.selectFrom('artifacts').select(['session_id', 'kind']).distinct().where('session_id', 'in', sessionIds).execute()) mark(a.session_id, artifactKind(a.kind));
+  for (const a of await db.selectFrom('artifacts').select(['session_id', 'kind']).distinct().where('session_id', 'in', sessionIds).execute()) mark(a.session_id, artifactRetentionClass(a.kind));
   for (const t of await db.selectFrom('transcript_segments').select('session_id').distinct().where('session_id', 'in', sessionIds).execute()) mark(t.session_id, 'transcript');
   for (const t of await db.selectFrom('track_segments').select('session_id').distinct().where('session_id', 'in', sessionIds).execute()) mark(t.session_id, 'raw');
   for (const r of rows) if (r.manifest_path) mark(r.id, 'raw');
@@ -220,10 +221,6 @@ async function loadSessions(db: Q, ids?: readonly string[]): Promise<LoadedSessi
   }));
 }
 
-/** Transcript artifacts are `transcript-<ext>` (finalize-job); every other artifact is media. */
-export function artifactKind(kind: string): Exclude<RetentionKind, 'raw'> {
-  return kind === 'transcript' || kind.startsWith('transcript-') ? 'transcript' : 'media';
-}
 
 export interface Actor {
   type: 'user' | 'api_key' | 'service';
@@ -444,7 +441,7 @@ export class RetentionSweeper {
       if (holdsInForce(session, await loadHolds(trx, true)).length > 0) return null;
       const items: string[] = [];
       if (d.kind === 'media' || d.kind === 'transcript') {
-        const arts = (await trx.selectFrom('artifacts').select(['key', 'kind']).where('session_id', '=', d.sessionId).execute()).filter((a) => artifactKind(a.kind) === d.kind);
+        const arts = (await trx.selectFrom('artifacts').select(['key', 'kind']).where('session_id', '=', d.sessionId).execute()).filter((a) => artifactRetentionClass(a.kind) === d.kind);
         if (arts.length > 0) await trx.deleteFrom('artifacts').where('session_id', '=', d.sessionId).where('key', 'in', arts.map((a) => a.key)).execute();
         if (d.kind === 'transcript') {
           const res = await trx.deleteFrom('transcript_segments').where('session_id', '=', d.sessionId).executeTakeFirst();

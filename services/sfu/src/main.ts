@@ -1,4 +1,5 @@
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
+import type { AuditSink } from '../../lib/audit-sink.ts';
 import type { Config } from '../../lib/config.ts';
 import { fdLimitWarning } from '../../lib/fd-limit.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -17,13 +18,14 @@ export interface RunningSfu {
 }
 
 /** Starts the SFU: database (migrated), mediasoup workers, HTTP/WS server. */
-export async function startSfu(config: Config, logger: Logger, opts: { db?: Db } = {}): Promise<RunningSfu> {
+/** `audit` is the audit trail the SFU writes room, recording and consent changes to (the launcher passes the compliance service's writer). */
+export async function startSfu(config: Config, logger: Logger, opts: { db?: Db; audit: (db: Db) => AuditSink }): Promise<RunningSfu> {
   const warning = fdLimitWarning(config.SFU_MIN_FD_LIMIT);
   if (warning) logger.warn(warning);
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const ownDb = !opts.db;
   const db = opts.db ?? (await openConfiguredDatabase(config));
-  const sfu = new Sfu({ config, db, logger: logger.child({ service: 'sfu' }), registry: createRegistry('sfu'), secrets });
+  const sfu = new Sfu({ config, db, logger: logger.child({ service: 'sfu' }), registry: createRegistry('sfu'), secrets, audit: opts.audit(db) });
   try {
     await sfu.start();
     const http = await startHttpServer(sfu);

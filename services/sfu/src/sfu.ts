@@ -13,7 +13,7 @@ import { createSfuMetrics, type SfuMetrics } from './sfu-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 import { RecorderClient } from './recorder-client.ts';
 import { RecordingTap } from './recording-tap.ts';
-import { AuditLog, type AuditEntryInput } from '../../audit/index.ts';
+import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -21,6 +21,8 @@ export interface SfuDeps {
   logger: Logger;
   registry: Registry;
   secrets: { apiSecret: string; tokenSecret: string; recorderSecret: string };
+  /** The audit trail: room and recording changes and consent decisions are written to it. */
+  audit: AuditSink;
 }
 
 /**
@@ -31,7 +33,7 @@ export class Sfu {
   readonly rooms = new Map<string, Room>();
   readonly store: RoomStore;
   /** Room and recording changes and consent decisions go to the hash-chained audit trail. */
-  private readonly audit: AuditLog;
+  private readonly audit: AuditSink;
   readonly metrics: SfuMetrics;
   readonly pool: WorkerPool;
   private readonly opening = new Map<string, Promise<Room>>();
@@ -44,7 +46,7 @@ export class Sfu {
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
-    this.audit = new AuditLog(deps.db);
+    this.audit = deps.audit;
     this.metrics = createSfuMetrics(deps.registry);
     this.pool = new WorkerPool({ size: deps.config.SFU_WORKERS, workerBin: deps.config.MEDIASOUP_WORKER_BIN, logger: deps.logger, metrics: this.metrics });
     if (deps.config.RECORDER_URL) this.recorder = new RecorderClient(deps.config.RECORDER_URL, deps.secrets.recorderSecret, deps.logger.child({ component: 'recorder-client' }));

@@ -36,6 +36,8 @@ import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { FinalizeDeps } from './finalize-job.ts';
 import { CorruptInputError, depacketizeTrack, muxParticipant, renderComposite, sessionClock, type MediaPiece } from './session-pipeline.ts';
+import { artifactKey, parseArtifactKey } from '../../lib/storage/artifact-keys.ts';
+import { artifactContentType, transcriptKind, type ArtifactKind } from '../../lib/storage/artifact-kinds.ts';
 import { sha256File } from '../../lib/storage/artifact-storage.ts';
 import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
 
@@ -59,22 +61,24 @@ export interface FlowContext {
   asrConcurrency: number;
 }
 
-const CONTENT_TYPES: Record<string, string> = { '.mp4': 'video/mp4', '.mkv': 'video/x-matroska', '.wav': 'audio/wav', '.ogg': 'audio/ogg', '.ivf': 'video/x-ivf', '.json': 'application/json', '.vtt': 'text/vtt', '.txt': 'text/plain' };
-const contentType = (file: string) => CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream';
 
 export const STAGE_JOB_OPTIONS: JobsOptions = { attempts: 5, backoff: { type: 'exponential', delay: 2000 }, continueParentOnFailure: true, removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 30 * 24 * 3600 } };
 
 const outDirOf = (deps: FinalizeDeps, p: { room: string; session: string }) => path.join(deps.workDir, p.room, p.session);
-const keyOf = (p: { room: string; session: string }, outDir: string, file: string) => `sessions/${p.room}/${p.session}/${path.relative(outDir, file).split(path.sep).join('/')}`;
+/** A work file's artifact key: its path below the session's work dir is its name in the session. */
+const keyOf = (p: { room: string; session: string }, outDir: string, file: string) => artifactKey(p.room, p.session, path.relative(outDir, file).split(path.sep).join('/'));
+/** The work file of a stored artifact: the inverse of keyOf. */
+const fileOf = (outDir: string, key: string) => path.join(outDir, parseArtifactKey(key)!.name);
 
 function sessionStatus(deps: FinalizeDeps, session: string) {
   return (values: Record<string, unknown>) => deps.db.updateTable('recording_sessions').set({ ...values, updated_at: new Date() }).where('id', '=', session).execute();
 }
 
-async function upload(deps: FinalizeDeps, p: { room: string; session: string }, outDir: string, file: string, kind: string, participant: string | null, durationSeconds: number | null = null): Promise<StageArtifact> {
+async function upload(deps: FinalizeDeps, p: { room: string; session: string }, outDir: string, file: string, kind: ArtifactKind, participant: string | null, durationSeconds: number | null = null): Promise<StageArtifact> {
   const key = keyOf(p, outDir, file);
-  const stored = await deps.storage.put(key, file, contentType(file));
-  return { key, kind, participant, contentType: contentType(file), bytes: stored.bytes, sha256: stored.sha256, storage: deps.storage.name, durationSeconds };
+  const contentType = artifactContentType(kind, file);
+  const stored = await deps.storage.put(key, file, contentType);
+  return { key, kind, participant, contentType, bytes: stored.bytes, sha256: stored.sha256, storage: deps.storage.name, durationSeconds };
 }
 
 /** The local copy of a stored artifact: kept when its hash matches, else fetched (another host made it). */
@@ -157,7 +161,7 @@ export async function processTrackJob(job: Job, deps: FinalizeDeps): Promise<Tra
 async function localPieces(deps: FinalizeDeps, p: { room: string; session: string }, outDir: string, pieces: SessionCompositePayload['pieces']): Promise<MediaPiece[]> {
   const out: MediaPiece[] = [];
   for (const x of pieces) {
-    const file = path.join(outDir, x.key.slice(`sessions/${p.room}/${p.session}/`.length));
+    const file = fileOf(outDir, x.key);
     await ensureLocal(deps, x.key, x.sha256, file);
     out.push({ participant: x.participant, kind: x.kind, file, offset: x.offset, duration: x.duration });
   }
@@ -213,7 +217,7 @@ export async function processTranscribeJob(job: Job, deps: FinalizeDeps, asrConc
     throw err;
   }
   const outDir = outDirOf(deps, p);
-  const wav = path.join(outDir, p.wav.key.slice(`sessions/${p.room}/${p.session}/`.length));
+  const wav = fileOf(outDir, p.wav.key);
   await ensureLocal(deps, p.wav.key, p.wav.sha256, wav);
   await job.updateProgress({ pct: 10, stage: 'transcribe' });
   // The thread budget (WHISPER_THREADS) is shared by the ASR jobs this worker runs at once.
@@ -375,7 +379,7 @@ async function register(
     ] as const) {
       const file = path.join(outDir, name);
       writeFileSync(file, body);
-      artifacts.push(await upload(deps, p, outDir, file, `transcript-${path.extname(name).slice(1)}`, null));
+      artifacts.push(await upload(deps, p, outDir, file, transcriptKind(name), null));
     }
   }
   await deps.db.transaction().execute(async (tx) => {
