@@ -28,7 +28,8 @@ export const finalizeJobId = (session: string): string => `finalize.${session}`;
  *                     └─ participant.transcribe × participants (ASR queue)               ┘ at the same time
  *
  * Stage outputs go to artifact storage under deterministic keys, so a stage can run on any
- * host; the results travel back as the children's return values.
+ * host; the results travel back as the children's return values. `session.rerender` (below)
+ * is a second root over the same stages: clock, depacketize, composite.
  */
 export const TRANSCODE_ASR_QUEUE = 'transcode-asr';
 export const SESSION_CLOCK_JOB = 'session.clock';
@@ -49,8 +50,32 @@ export const SessionFlowRootSchema = SessionFinalizePayloadSchema.extend({
   flowRun: z.number().int().nonnegative().optional(),
 });
 
-/** Deterministic child ids (no ':' — BullMQ reserves it). */
-export const stageJobId = (session: string, stage: string, run = 0): string => `${finalizeJobId(session)}${run > 0 ? `.${run}` : ''}.${stage}`;
+/** Deterministic child ids of a flow root (no ':' — BullMQ reserves it). */
+export const flowStageJobId = (rootJobId: string, stage: string, run = 0): string => `${rootJobId}${run > 0 ? `.${run}` : ''}.${stage}`;
+export const stageJobId = (session: string, stage: string, run = 0): string => flowStageJobId(finalizeJobId(session), stage, run);
+
+/**
+ * `session.rerender` (v1): the composite of a session rendered again from its (rewritten)
+ * manifest by the flow's own stages — session.clock, track.depacketize × tracks,
+ * session.composite — and nothing else: no mux, no transcription, no rows. Queued on
+ * `transcode` by the compliance service's erasure job, which waits for it and replaces the
+ * stored composite's row itself. The new composite is stored under the session's composite key.
+ */
+export const SESSION_RERENDER_JOB = 'session.rerender';
+export const SessionRerenderPayloadSchema = SessionFinalizePayloadSchema.extend({
+  /** Who asks for it: an erasure request (its id is part of the job id and of every log line). */
+  requestedBy: z.object({ type: z.literal('erasure'), id: z.string() }),
+  /**
+   * Keep the session's original timeline (transcript times, search hits and play links point
+   * into it): every remaining piece starts `leadSeconds` later than on the rewritten manifest's
+   * own clock (the erased participant may have opened the session), and the composite lasts
+   * `durationSeconds` (they may have closed it). null: the rewritten manifest's own timeline.
+   */
+  timeline: z.object({ leadSeconds: z.number().nonnegative(), durationSeconds: z.number().positive() }).nullable(),
+});
+export type SessionRerenderPayload = z.output<typeof SessionRerenderPayloadSchema>;
+export const SessionRerenderRootSchema = SessionRerenderPayloadSchema.extend({ flowStep: FlowStepSchema.optional(), flowRun: z.number().int().nonnegative().optional() });
+export const rerenderJobId = (requestId: string, session: string): string => `rerender.${requestId}.${session}`;
 
 /** One stored artifact, as the artifacts table wants it. */
 export const StageArtifactSchema = z.object({
@@ -92,7 +117,17 @@ export const SessionClockResultSchema = z.object({
 });
 export type SessionClockResult = z.output<typeof SessionClockResultSchema>;
 
-export const TrackDepacketizePayloadSchema = SessionFinalizePayloadSchema.extend({
+/**
+ * What every media stage's payload carries: the session, and which flow it is part of. A
+ * stage of a `session.rerender` leaves the session's status alone (corrupt input fails only
+ * the re-render). Absent = finalize (payloads queued before this field existed).
+ */
+export const StagePayloadSchema = SessionFinalizePayloadSchema.extend({ purpose: z.enum(['finalize', 'rerender']).optional() });
+export type StagePayload = z.output<typeof StagePayloadSchema>;
+/** session.clock's payload: the session itself. */
+export const SessionClockPayloadSchema = StagePayloadSchema;
+
+export const TrackDepacketizePayloadSchema = StagePayloadSchema.extend({
   /** Index into the manifest's tracks, and its id (checked against the manifest). */
   track: z.number().int().nonnegative(),
   trackId: z.string(),
@@ -109,7 +144,7 @@ export const TrackDepacketizeResultSchema = z.object({
 });
 export type TrackDepacketizeResult = z.output<typeof TrackDepacketizeResultSchema>;
 
-export const ParticipantMuxPayloadSchema = SessionFinalizePayloadSchema.extend({
+export const ParticipantMuxPayloadSchema = StagePayloadSchema.extend({
   participant: z.string(),
   durationSeconds: z.number().nonnegative(),
   /** This participant's pieces. */
@@ -125,12 +160,15 @@ export const ParticipantMuxResultSchema = z.object({
 });
 export type ParticipantMuxResult = z.output<typeof ParticipantMuxResultSchema>;
 
-export const SessionCompositePayloadSchema = SessionFinalizePayloadSchema.extend({
+export const SessionCompositePayloadSchema = StagePayloadSchema.extend({
   durationSeconds: z.number().nonnegative(),
   pieces: z.array(StagePieceSchema),
 });
 export type SessionCompositePayload = z.output<typeof SessionCompositePayloadSchema>;
 export const SessionCompositeResultSchema = z.object({ v: z.literal(1), artifacts: z.array(StageArtifactSchema) });
+export type SessionCompositeResult = z.output<typeof SessionCompositeResultSchema>;
+export const SessionRerenderResultSchema = z.object({ v: z.literal(1), composite: StageArtifactSchema });
+export type SessionRerenderResult = z.output<typeof SessionRerenderResultSchema>;
 
 export const ParticipantTranscribePayloadSchema = z.object({
   v: z.literal(1),

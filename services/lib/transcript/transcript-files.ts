@@ -1,4 +1,9 @@
-/** Transcript outputs: JSON (machine), WebVTT (players), plain text (people). */
+import { artifactContentType, transcriptKind, type ArtifactKind } from '../storage/artifact-kinds.ts';
+
+/**
+ * The one transcript builder. A session's transcript is stored, exported and rebuilt (after
+ * an erasure) as three files: JSON (machine), WebVTT (players), plain text (people).
+ */
 export interface SpeakerSegment {
   speaker: string;
   participant: string;
@@ -26,4 +31,35 @@ export function transcriptVtt(segments: SpeakerSegment[]): string {
 
 export function transcriptText(segments: SpeakerSegment[]): string {
   return segments.map((s) => `[${vttTime(s.start)}] ${s.speaker}: ${s.text}`).join('\n') + (segments.length ? '\n' : '');
+}
+
+export type TranscriptFileName = 'transcript.json' | 'transcript.vtt' | 'transcript.txt';
+
+export interface TranscriptFile {
+  /** Its name within the session (the artifact key's last part). */
+  name: TranscriptFileName;
+  ext: 'json' | 'vtt' | 'txt';
+  kind: ArtifactKind;
+  contentType: string;
+  body: string;
+}
+
+/** The session's transcript files from its segments (in session-time order). */
+export function transcriptFiles(session: string, language: string, segments: SpeakerSegment[]): TranscriptFile[] {
+  const file = (name: TranscriptFileName, body: string): TranscriptFile => {
+    const kind = transcriptKind(name);
+    return { name, ext: name.slice('transcript.'.length) as TranscriptFile['ext'], kind, contentType: artifactContentType(kind, name), body };
+  };
+  return [file('transcript.json', transcriptJson(session, language, segments)), file('transcript.vtt', transcriptVtt(segments)), file('transcript.txt', transcriptText(segments))];
+}
+
+/** Segments as the transcript_segments table holds them (in seq order), and their language. */
+export function transcriptFromRows(
+  rows: readonly { speaker: string; participant_id: string; start_seconds: number | string; end_seconds: number | string; text: string; language: string }[],
+  defaultLanguage: string,
+): { segments: SpeakerSegment[]; language: string } {
+  return {
+    segments: rows.map((r) => ({ speaker: r.speaker, participant: r.participant_id, start: Number(r.start_seconds), end: Number(r.end_seconds), text: r.text })),
+    language: rows[0]?.language ?? defaultLanguage,
+  };
 }

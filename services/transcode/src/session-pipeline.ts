@@ -9,6 +9,7 @@ import { oggPackets } from '../../lib/media/ogg-packets.ts';
 import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
 import { rtpVp8ToIvf } from './depacketize/vp8-ivf.ts';
 import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
+import { COMPOSITE_AAC, COMPOSITE_PROFILE, COMPOSITE_X264, compositeContainer } from '../../lib/media/encode-profile.ts';
 
 /** Raised for input that no retry can fix: the job fails with this code, unretried. */
 export class CorruptInputError extends VerbatimError {
@@ -334,17 +335,15 @@ export function asrWavFilter(audio: readonly Pick<MediaPiece, 'offset'>[], durat
 export const ASR_WAV_OUTPUT = ['-map', '[out]', '-c:a', 'pcm_s16le', ...BITEXACT, '-f', 'wav'];
 
 /**
- * The composite's audio: everyone mixed into one mono channel (meeting voices are mono
- * sources; a stereo mix would carry the same signal twice at twice the encode cost), AAC
- * with ffmpeg's fast coder (about 3x cheaper than the default two-loop search, and as
- * deterministic). Returns the filter chains (output label `aout`) and output options.
+ * The composite's audio: everyone mixed into one mono channel, encoded with the composite
+ * profile's AAC settings (services/lib/media/encode-profile.ts). Returns the filter chains
+ * (output label `aout`) and output options.
  */
 export function compositeAudio(audio: readonly Pick<MediaPiece, 'offset'>[], durationSeconds: number, firstInput = 0): { filters: string[]; outputOptions: string[] } {
   const filters = audio.map((p, i) => `[${firstInput + i}:a]aformat=channel_layouts=mono,adelay=${Math.round(p.offset * 1000)}:all=1[ca${i}]`);
   filters.push(`${audio.map((_, i) => `[ca${i}]`).join('')}amix=inputs=${audio.length}:normalize=0:duration=longest,apad,atrim=0:${durationSeconds}[aout]`);
   return { filters, outputOptions: ['-map', '[aout]', ...COMPOSITE_AAC] };
 }
-export const COMPOSITE_AAC = ['-c:a', 'aac', '-aac_coder', 'fast', '-b:a', '64k', '-ar', '48000', '-ac', '1'];
 
 /** Step 5, the room composite: everyone's audio mixed, a video grid, on the session timeline. */
 export async function renderComposite(r: Pick<PipelineResult, 'pieces' | 'durationSeconds' | 'files'>, outDir: string, ffmpeg: FfmpegRunner): Promise<string> {
@@ -355,10 +354,9 @@ export async function renderComposite(r: Pick<PipelineResult, 'pieces' | 'durati
   const video = pieces.filter((p) => p.kind === 'video');
   const cols = Math.max(1, Math.ceil(Math.sqrt(Math.max(1, participants.length))));
   const rows = Math.max(1, Math.ceil(Math.max(1, participants.length) / cols));
-  const cw = 320;
-  const ch = 240;
+  const { cellWidth: cw, cellHeight: ch, fps, pixelFormat } = COMPOSITE_PROFILE.video;
   const inputs = [...audio, ...video];
-  const parts: string[] = [`color=c=black:s=${cols * cw}x${rows * ch}:r=15:d=${durationSeconds}[bg0]`];
+  const parts: string[] = [`color=c=black:s=${cols * cw}x${rows * ch}:r=${fps}:d=${durationSeconds}[bg0]`];
   let last = 'bg0';
   video.forEach((p, i) => {
     const idx = audio.length + i;
@@ -367,18 +365,13 @@ export async function renderComposite(r: Pick<PipelineResult, 'pieces' | 'durati
     parts.push(`[${last}][v${i}]overlay=x=${(cell % cols) * cw}:y=${Math.floor(cell / cols) * ch}:eof_action=pass:eval=init[bg${i + 1}]`);
     last = `bg${i + 1}`;
   });
-  parts.push(`[${last}]format=yuv420p[vout]`);
+  parts.push(`[${last}]format=${pixelFormat}[vout]`);
   const a = audio.length > 0 ? compositeAudio(audio, durationSeconds) : undefined;
   if (a) parts.push(...a.filters);
   await ffmpeg.run({
     inputs: inputs.map((p) => ({ path: p.file })),
     filterComplex: parts.join(';'),
-    outputOptions: [
-      '-map', '[vout]',
-      ...(a ? a.outputOptions : []),
-      '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '28', '-threads', '1', '-r', '15',
-      '-t', String(durationSeconds), '-movflags', '+faststart', ...BITEXACT, '-f', 'mp4',
-    ],
+    outputOptions: ['-map', '[vout]', ...(a ? a.outputOptions : []), ...COMPOSITE_X264, ...compositeContainer(durationSeconds)],
     output: `${composite}.tmp`,
   });
   renameSync(`${composite}.tmp`, composite);

@@ -1,12 +1,12 @@
 import { FlowProducer, Queue, Worker, type Job } from 'bullmq';
 import type { Db } from '../../../db/database.ts';
-import { PARTICIPANT_MUX_JOB, PARTICIPANT_TRANSCRIBE_JOB, SESSION_COMPOSITE_JOB, SESSION_CLOCK_JOB, SESSION_FINALIZE_JOB, TRACK_DEPACKETIZE_JOB, TRANSCODE_ASR_QUEUE, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
-import type { Logger } from '../../lib/logger.ts';
+import { PARTICIPANT_TRANSCRIBE_JOB, SESSION_FINALIZE_JOB, SESSION_RERENDER_JOB, TRANSCODE_ASR_QUEUE, TRANSCODE_QUEUE, finalizeJobId, type SessionFinalizePayload } from '../../lib/contracts/jobs.ts';
 import { redisConnection } from '../../lib/redis.ts';
-import { processFinalizeJob, type FinalizeDeps } from './finalize-job.ts';
-import { processClockJob, processCompositeJob, processFinalizeFlow, processMuxJob, processTrackJob, processTranscribeJob } from './session-flow.ts';
+import { processInProcess } from './in-process-driver.ts';
+import { processFlowRoot, processStageJob } from './session-flow.ts';
+import { isStageName, type TranscodeDeps } from './session-stages.ts';
 
-export interface TranscodeWorkerOptions extends FinalizeDeps {
+export interface TranscodeWorkerOptions extends TranscodeDeps {
   redisUrl: string;
   queuePrefix?: string;
   concurrency: number;
@@ -15,8 +15,10 @@ export interface TranscodeWorkerOptions extends FinalizeDeps {
   /** How often the database reconciler looks for sealed sessions without a job. */
   reconcileEveryMs?: number;
   /**
-   * 'flow' (default): session.finalize is the root of a BullMQ flow whose stages run as
-   * child jobs (session-flow.ts); 'single': the whole session in one job (finalize-job.ts).
+   * How a root job (session.finalize, session.rerender) runs the session's stages — the same
+   * stages in the same order either way (session-orchestration.ts). 'flow' (default): each
+   * stage is a child job, so one session's stages spread over every worker (session-flow.ts);
+   * 'single': the stages are called in order inside the root job (in-process-driver.ts).
    */
   mode?: 'flow' | 'single';
   /** Transcription jobs this process runs at once (default 2); they share the transcriber's thread budget. */
@@ -24,7 +26,7 @@ export interface TranscodeWorkerOptions extends FinalizeDeps {
 }
 
 /**
- * A transcode worker process: consumes `session.finalize` jobs (retries with
+ * A transcode worker process: consumes `session.finalize` and `session.rerender` jobs (retries with
  * exponential backoff come from the job options; stalled jobs of a crashed worker are
  * picked up again by BullMQ), and reconciles from the database so that losing Redis
  * loses no work: every sealed session without a queued job is enqueued again.
@@ -50,11 +52,10 @@ export class TranscodeWorker {
     this.worker = new Worker(
       TRANSCODE_QUEUE,
       async (job: Job, token?: string) => {
-        if (job.name === SESSION_FINALIZE_JOB) return flow ? processFinalizeFlow(job, token, opts, ctx) : processFinalizeJob(job, opts);
-        if (job.name === SESSION_CLOCK_JOB) return processClockJob(job, opts);
-        if (job.name === TRACK_DEPACKETIZE_JOB) return processTrackJob(job, opts);
-        if (job.name === PARTICIPANT_MUX_JOB) return processMuxJob(job, opts);
-        if (job.name === SESSION_COMPOSITE_JOB) return processCompositeJob(job, opts);
+        if (job.name === SESSION_FINALIZE_JOB || job.name === SESSION_RERENDER_JOB) {
+          return flow ? processFlowRoot(job, token, opts, ctx) : processInProcess(job, opts, { concurrency: opts.concurrency, asrConcurrency });
+        }
+        if (isStageName(job.name) && job.name !== PARTICIPANT_TRANSCRIBE_JOB) return processStageJob(job, opts, asrConcurrency);
         throw new Error(`unknown job ${job.name}`);
       },
       { ...workerOpts, concurrency: opts.concurrency },
@@ -64,7 +65,7 @@ export class TranscodeWorker {
       ? new Worker(
           TRANSCODE_ASR_QUEUE,
           async (job: Job) => {
-            if (job.name === PARTICIPANT_TRANSCRIBE_JOB) return processTranscribeJob(job, opts, asrConcurrency);
+            if (job.name === PARTICIPANT_TRANSCRIBE_JOB) return processStageJob(job, opts, asrConcurrency);
             throw new Error(`unknown job ${job.name}`);
           },
           { ...workerOpts, concurrency: asrConcurrency },
