@@ -213,9 +213,9 @@ export interface ConsoleSessionsTable {
   client_address: string | null;
 }
 
-export type ErasureStatus = 'pending' | 'completed' | 'restricted' | 'partial' | 'failed';
+export type ErasureStatus = 'pending' | 'running' | 'completed' | 'restricted' | 'partial' | 'failed';
 
-/** GDPR Art. 17 erasure requests (migration 0007). */
+/** GDPR Art. 17 erasure requests (migration 0007; run as background jobs since 0010). */
 export interface ErasureRequestsTable {
   id: string;
   participant_id: string;
@@ -228,6 +228,12 @@ export interface ErasureRequestsTable {
   requested_by: string;
   requested_at: Timestamp;
   completed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The sessions it covers, each with the step reached (services/audit/src/erasure-jobs.ts). */
+  sessions: ColumnType<unknown[], string | undefined, string>;
+  progress: ColumnType<number, number | undefined, number>;
+  stage: ColumnType<string | null, string | null | undefined, string | null>;
+  error_code: ColumnType<string | null, string | null | undefined, string | null>;
+  error_message: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type ExportStatus = 'running' | 'done' | 'failed';

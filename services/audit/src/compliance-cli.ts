@@ -1,15 +1,17 @@
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import { FluentFfmpegRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { AuditLog } from './audit-log.ts';
 import { consentCsv, listConsentEvents, type ConsentEventView } from './consent-log.ts';
 import { ErasureService, type ErasureRecord } from './erasure.ts';
+import { ErasureJobs } from './erasure-jobs.ts';
+import { pino } from 'pino';
 import { LegalHolds, RetentionSweeper, type Actor, type HoldScope } from './retention.ts';
 
 /**
@@ -31,7 +33,6 @@ export const COMPLIANCE_USAGE = [
 export interface ComplianceCommandDeps {
   db?: Db;
   storage?: ArtifactStorage;
-  ffmpeg?: FfmpegRunner;
   config?: Config;
   env?: NodeJS.ProcessEnv;
   err?: (s: string) => void;
@@ -88,14 +89,33 @@ export async function runComplianceCommand(group: string, args: string[], out: (
         return 0;
       }
       case 'erasure request': {
-        const service = new ErasureService({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR, ffmpeg: deps.ffmpeg ?? new FluentFfmpegRunner(), workDir: path.join(config.DATA_DIR, 'erasure-work') });
-        const r = await service.erase({ participant: o.participant!, session: o.session, reason: o.reason!, requestedBy: actor });
-        await audit.append({ action: 'erasure.request', actor, target: { type: 'erasure_request', id: r.id }, details: { participant: r.participant, session: r.session, reason: r.reason, status: r.status, holds: r.holds, via: 'cli' } });
-        print(r, describeErasure(r));
-        return r.status === 'failed' ? 1 : 0;
+        // The request runs as a job on the erasure queue, like one made over the API: this waits for its outcome.
+        const env = deps.env ?? process.env;
+        const jobs = new ErasureJobs({
+          db,
+          storage: storage(),
+          audit,
+          recordingsDir: config.RECORDINGS_DIR,
+          workDir: path.join(config.DATA_DIR, 'erasure-work'),
+          // Warnings (e.g. no transcode worker to re-render a composite) on stderr: stdout is the command's output.
+          logger: pino({ name: 'verbatim-erasure', level: config.LOG_LEVEL === 'silent' ? 'silent' : 'warn' }, pino.destination(2)),
+          redisUrl: queueRedis(config),
+          queuePrefix: env.VERBATIM_QUEUE_PREFIX,
+        });
+        try {
+          const accepted = await jobs.request({ participant: o.participant!, session: o.session, reason: o.reason!, requestedBy: actor });
+          await audit.append({ action: 'erasure.request', actor, target: { type: 'erasure_request', id: accepted.id }, details: { participant: accepted.participant, session: accepted.session, reason: accepted.reason, status: accepted.status, sessions: accepted.sessions, via: 'cli' } });
+          // Without a compliance service consuming the queue, this process runs the request itself.
+          if (accepted.status === 'pending' && !(await jobs.workersConnected())) await jobs.start();
+          const r = await jobs.waitFor(accepted.id);
+          print(r, describeErasure(r));
+          return r.status === 'failed' ? 1 : 0;
+        } finally {
+          await jobs.close();
+        }
       }
       case 'erasure list': {
-        const service = new ErasureService({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR, ffmpeg: deps.ffmpeg ?? new FluentFfmpegRunner(), workDir: path.join(config.DATA_DIR, 'erasure-work') });
+        const service = new ErasureService({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR, workDir: path.join(config.DATA_DIR, 'erasure-work') });
         const list = await service.list({ participant: o.participant });
         await audit.append({ action: 'erasure.list', actor, details: { participant: o.participant, returned: list.length, via: 'cli' } });
         print(list, list.map(describeErasure).join(''));
@@ -144,7 +164,15 @@ export async function runComplianceCommand(group: string, args: string[], out: (
   }
 }
 
+/** REDIS_URL, else the Redis of an `npm start` running on this data dir (its socket). */
+function queueRedis(config: Config): string | undefined {
+  const sock = path.join(config.DATA_DIR, 'redis', 'redis.sock');
+  return config.REDIS_URL ?? (existsSync(sock) ? `unix://${sock}` : undefined);
+}
+
 function describeErasure(r: ErasureRecord): string {
   const lines = r.outcome.map((x) => `  ${x.session}: ${x.state}${x.holds?.length ? ` by hold(s) ${x.holds.map((h) => `${h.id} (case ${h.caseId ?? '?'})`).join(', ')}` : ''}${x.composite ? `; composite ${x.composite}` : ''}${x.note ? ` — ${x.note}` : ''}`);
+  if (r.error) lines.push(`  ${r.error.code}: ${r.error.message} (submit the same request again to resume it)`);
+  else if (r.status === 'pending' || r.status === 'running') lines.push(`  ${r.progress.pct}%${r.progress.stage ? ` — ${r.progress.stage}` : ''}`);
   return `erasure ${r.id}: participant ${r.participant}, ${r.session ?? 'all sessions'}: ${r.status}\n${lines.join('\n')}${lines.length ? '\n' : ''}`;
 }

@@ -3,7 +3,6 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Job } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
 import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../../lib/contracts/recording.ts';
@@ -13,11 +12,10 @@ import { audioOnsets, ffprobe } from '../../../testing/media-fixtures.ts';
 import { verifySessionDir, SessionStore } from '../../recorder/index.ts';
 import { encodeFileHeader, parseRecording } from '../../lib/recording/vrtp-format.ts';
 import { sampleHeader } from '../../../testing/recording-fixtures.ts';
-import { processFinalizeJob } from '../../transcode/index.ts';
-import { FluentFfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { transcriptText } from '../../lib/transcript/transcript-files.ts';
 import { syntheticTrack } from '../../../testing/synthetic-session.ts';
+import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../testing/transcode-worker.ts';
 import { AuditLog } from './audit-log.ts';
 import { createUserWithKey } from './auth.ts';
 import { startAuditServer, type AuditServer } from './http-server.ts';
@@ -116,6 +114,7 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
   const skip = !backend.available;
   let db: Db;
   let server: AuditServer;
+  let transcode: TestTranscodeWorker;
   let root: string;
   let storage: LocalArtifactStorage;
   let recordingsDir: string;
@@ -135,9 +134,14 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     for (const id of [SESSION, FIRST]) {
       const rec = recordSession(recordingsDir, root, id);
       await new SessionStore(db).registerSealed(rec.manifest, rec.manifestPath, rec.sha);
-      // The real transcode job (no transcription: the room does not transcribe).
-      const job = { id: `finalize.${id}`, data: { v: 1, room: ROOM, session: id, manifestPath: rec.manifestPath, manifestSha256: rec.sha }, updateProgress: async () => {} } as unknown as Job;
-      await processFinalizeJob(job, { db, storage, ffmpeg: new FluentFfmpegRunner(), workDir: path.join(root, 'work'), logger, transcriber: async () => Promise.reject(new Error('no transcription in this room')) });
+    }
+    // The real transcode worker finalizes both sealed sessions (no transcription: the room does not
+    // transcribe); later it re-renders the composites the erasure jobs ask for.
+    transcode = await startTestTranscodeWorker({ db, storage, workDir: path.join(root, 'work') });
+    for (const deadline = Date.now() + 60_000; ; await new Promise((r) => setTimeout(r, 200))) {
+      const states = (await db.selectFrom('recording_sessions').select(['id', 'status', 'error_code']).where('id', 'in', [SESSION, FIRST]).execute()).map((r) => `${r.id}:${r.status}:${r.error_code ?? ''}`);
+      if (states.every((x) => x.includes(':done:'))) break;
+      if (Date.now() > deadline) throw new Error(`the sessions were not finalized: ${states.join(', ')}`);
     }
     // Their words, as transcription stores them, and the transcript file with everyone's words.
     const segments = [
@@ -160,10 +164,11 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     const o = await createUserWithKey(db, { name: 'DPO', role: 'compliance_officer' });
     officer = `Bearer ${o.apiKey}`;
     officerId = o.user.id;
-    server = await startAuditServer({ db, logger, storage, recordingsDir, workDir: path.join(root, 'erasure-work'), failedAuthPerMinute: 0 });
+    server = await startAuditServer({ db, logger, storage, recordingsDir, workDir: path.join(root, 'erasure-work'), failedAuthPerMinute: 0, ...transcode.queue });
   }, 120_000);
   afterAll(async () => {
     await server?.close();
+    await transcode?.close();
     await db?.destroy();
     if (root) rmSync(root, { recursive: true, force: true });
   });
@@ -171,6 +176,16 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
   async function call(method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
     const res = await fetch(`${server.url}${url}`, { method, headers: { authorization: officer, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
     return { status: res.status, json: await res.json() };
+  }
+  /** An erasure request as a client makes it: 202 with the accepted request, then its outcome once the background job is done. */
+  async function erase(body: unknown): Promise<{ status: number; accepted: any; done: any }> {
+    const r = await call('POST', '/api/v1/erasure-requests', body);
+    if (r.status !== 202) return { status: r.status, accepted: r.json, done: undefined };
+    // Polled in the database: every GET of the request is audited, and the checks below count entries.
+    await expect
+      .poll(async () => (await db.selectFrom('erasure_requests').select('status').where('id', '=', r.json.id).executeTakeFirstOrThrow()).status, { timeout: 120_000, interval: 200 })
+      .toMatch(/^(completed|restricted|partial|failed)$/);
+    return { status: r.status, accepted: r.json, done: (await call('GET', `/api/v1/erasure-requests/${r.json.id}`)).json };
   }
   const searchTotal = async (q: string) => (await call('GET', `/api/v1/search?q=${encodeURIComponent(q)}`)).json.total as number;
   const rows = async () => ({
@@ -187,18 +202,21 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     expect(state.tracks).toEqual(['p-alice', 'p-bob']);
     expect(state.artifacts.filter((a) => a.participant_id === 'p-bob').length).toBeGreaterThanOrEqual(2);
 
-    const r = await call('POST', '/api/v1/erasure-requests', { participant: 'p-bob', session: SESSION, reason: 'DSR-1001' });
-    expect(r.status, JSON.stringify(r.json)).toBe(201);
-    expect(r.json).toMatchObject({ participant: 'p-bob', session: SESSION, status: 'restricted', holds: [hold.json.id] });
-    expect(r.json.outcome).toEqual([{ session: SESSION, room: ROOM, state: 'restricted', holds: [{ id: hold.json.id, caseId: 'CASE-42' }] }]);
+    const { status, accepted, done } = await erase({ participant: 'p-bob', session: SESSION, reason: 'DSR-1001' });
+    expect(status, JSON.stringify(accepted)).toBe(202);
+    expect(accepted).toMatchObject({ participant: 'p-bob', session: SESSION, status: 'pending', sessions: [SESSION], progress: { pct: 0, sessionsDone: 0, sessionsTotal: 1 }, outcome: [] });
+    expect(done).toMatchObject({ id: accepted.id, participant: 'p-bob', session: SESSION, status: 'restricted', holds: [hold.json.id], progress: { pct: 100, sessionsDone: 1 }, error: null });
+    expect(done.outcome).toEqual([{ session: SESSION, room: ROOM, state: 'restricted', holds: [{ id: hold.json.id, caseId: 'CASE-42' }] }]);
 
     expect(await rows()).toEqual(state);
     expect(existsSync(path.join(dir(), 'tb-0.vrtp'))).toBe(true);
     expect(sha256(await storage.locate(composite))).toBe(before.sha);
     expect(await searchTotal('zanzibar')).toBe(1);
-    const audit = await db.selectFrom('audit_log').select(['action', 'target_id', 'actor_id']).orderBy('seq', 'desc').limit(3).execute();
-    expect(audit.map((a) => a.action)).toEqual(['search', 'erasure.request', 'erasure.restricted']);
-    expect(audit[2]).toMatchObject({ target_id: SESSION, actor_id: officerId });
+    // The request (when accepted) and the restriction (when the job met the hold), both by the officer.
+    const audit = await db.selectFrom('audit_log').select(['action', 'target_id', 'actor_id']).where('action', 'like', 'erasure.%').orderBy('seq').execute();
+    expect(audit.map((a) => a.action).sort()).toEqual(['erasure.request', 'erasure.restricted', 'erasure.view']);
+    expect(audit.find((a) => a.action === 'erasure.request')).toMatchObject({ target_id: accepted.id, actor_id: officerId });
+    expect(audit.find((a) => a.action === 'erasure.restricted')).toMatchObject({ target_id: SESSION, actor_id: officerId });
 
     const rel = await call('POST', `/api/v1/legal-holds/${hold.json.id}/release`, { reason: 'case settled' });
     expect(rel.status).toBe(200);
@@ -206,9 +224,11 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
 
   it.skipIf(skip)('without a hold: their rows, files and words go, the composite is re-rendered without their audio, tombstones and audit entries remain, the chain verifies', async () => {
     const bobArtifacts = (await rows()).artifacts.filter((a) => a.participant_id === 'p-bob').map((a) => a.key);
-    const r = await call('POST', '/api/v1/erasure-requests', { participant: 'p-bob', reason: 'DSR-1002' });
-    expect(r.status, JSON.stringify(r.json)).toBe(201);
-    expect(r.json).toMatchObject({ participant: 'p-bob', session: null, status: 'completed', holds: [] });
+    const { status, accepted, done } = await erase({ participant: 'p-bob', reason: 'DSR-1002' });
+    expect(status, JSON.stringify(accepted)).toBe(202);
+    expect(accepted).toMatchObject({ participant: 'p-bob', session: null, status: 'pending', sessions: [SESSION] });
+    const r = { json: done };
+    expect(r.json).toMatchObject({ participant: 'p-bob', session: null, status: 'completed', holds: [], progress: { pct: 100, stage: null } });
     const [o] = r.json.outcome;
     expect(o).toMatchObject({ session: SESSION, state: 'erased', composite: 're-rendered', deleted: { transcriptSegments: 1, tracks: ['tb'] } });
     expect(o.deleted.artifacts.sort()).toEqual(bobArtifacts.sort());
@@ -280,9 +300,9 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     const old = path.join(root, 'first-before.mp4');
     copyFileSync(await storage.locate(key), old);
     expect(silences(old).filter(([a]) => a < 0.5)).toEqual([]); // Alice is heard from 0 s
-    const r = await call('POST', '/api/v1/erasure-requests', { participant: 'p-alice', session: FIRST, reason: 'DSR-1004' });
-    expect(r.status, JSON.stringify(r.json)).toBe(201);
-    expect(r.json.outcome[0]).toMatchObject({ state: 'erased', composite: 're-rendered' });
+    const { status, done } = await erase({ participant: 'p-alice', session: FIRST, reason: 'DSR-1004' });
+    expect(status).toBe(202);
+    expect(done.outcome[0]).toMatchObject({ state: 'erased', composite: 're-rendered' });
     const file = await storage.locate(key);
     expect(Math.abs(Number(ffprobe(file).format.duration) - Number(ffprobe(old).format.duration))).toBeLessThan(0.1);
     // Silent from 0 s until Carol starts at 1.5 s, as in the original recording; then Carol to the end.
@@ -293,14 +313,53 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     expect(quiet.slice(1).filter(([a, b]) => b - a > 0.3 && a < 2.8)).toEqual([]);
   }, 120_000);
 
+  it.skipIf(skip)('a compliance service stopped while its erasure waits for the re-render resumes it when it starts again: one re-render, one tombstone, one audit entry', async () => {
+    const id = 'sess-restart';
+    const rec = recordSession(recordingsDir, root, id);
+    await new SessionStore(db).registerSealed(rec.manifest, rec.manifestPath, rec.sha);
+    await transcode.worker.reconcile();
+    const row = (request: string) => db.selectFrom('erasure_requests').selectAll().where('id', '=', request).executeTakeFirstOrThrow();
+    await expect.poll(async () => (await db.selectFrom('recording_sessions').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status, { timeout: 60_000, interval: 200 }).toBe('done');
+    const key = `sessions/${ROOM}/${id}/composite.mp4`;
+    const old = await db.selectFrom('artifacts').select('sha256').where('key', '=', key).executeTakeFirstOrThrow();
+    // The re-render waits in the transcode queue until the worker takes jobs again.
+    await transcode.worker.worker.pause();
+    const r = await call('POST', '/api/v1/erasure-requests', { participant: 'p-carol', session: id, reason: 'DSR-1005' });
+    expect(r.status, JSON.stringify(r.json)).toBe(202);
+    await expect.poll(async () => (await row(r.json.id)).stage ?? '', { timeout: 30_000, interval: 100 }).toContain('re-rendering the composite');
+    await server.close();
+    expect(await row(r.json.id)).toMatchObject({ status: 'running', error_code: null });
+    expect(JSON.parse(JSON.stringify((await row(r.json.id)).sessions))).toEqual([expect.objectContaining({ session: id, step: 'composite' })]);
+
+    server = await startAuditServer({ db, logger: createLogger({ level: 'silent' }), storage, recordingsDir, workDir: path.join(root, 'erasure-work'), failedAuthPerMinute: 0, ...transcode.queue });
+    transcode.worker.worker.resume();
+    await expect.poll(async () => (await row(r.json.id)).status, { timeout: 120_000, interval: 200 }).toBe('completed');
+    const done = (await call('GET', `/api/v1/erasure-requests/${r.json.id}`)).json;
+    expect(done.outcome).toEqual([expect.objectContaining({ session: id, state: 'erased', composite: 're-rendered', deleted: expect.objectContaining({ tracks: ['tb'] }) })]);
+    const now = await db.selectFrom('artifacts').select('sha256').where('key', '=', key).executeTakeFirstOrThrow();
+    expect(now.sha256).toBe(done.outcome[0].compositeSha256);
+    expect(now.sha256).not.toBe(old.sha256);
+    expect(now.sha256).toBe(sha256(await storage.locate(key)));
+    const tombs = await db.selectFrom('tombstones').select('item').where('erasure_request', '=', r.json.id).execute();
+    expect(tombs.filter((t) => t.item.startsWith(`${key}@sha256:`)).map((t) => t.item)).toEqual([`${key}@sha256:${old.sha256}`]);
+    expect(tombs.filter((t) => t.item.endsWith('tb-0.vrtp'))).toHaveLength(1);
+    const entries = await db.selectFrom('audit_log').select('action').where('target_id', '=', id).where('action', 'like', 'erasure.%').execute();
+    expect(entries.map((e) => e.action)).toEqual(['erasure.delete']);
+    const rerender = (await transcode.worker.queue.getJob(`rerender.${r.json.id}.${id}`))!;
+    expect(await rerender.getState()).toBe('completed');
+    expect(rerender.attemptsMade).toBe(1);
+    expect((await new AuditLog(db).verify()).ok).toBe(true);
+  }, 180_000);
+
   it.skipIf(skip)('raw recording already deleted by retention: the composite cannot be re-rendered and is deleted instead, and the outcome says so', async () => {
     const id = 'sess-raw-gone';
     await db.insertInto('recording_sessions').values({ id, room_id: ROOM, started_at: '2024-01-01T00:00:00Z', ended_at: '2024-01-01T01:00:00Z', status: 'done', manifest_path: null }).execute();
     await db.insertInto('session_participants').values({ session_id: id, participant_id: 'p-bob', name: 'Bob', consent_decision: 'granted', consent_method: 'click' }).execute();
     const stored = await storage.put(`sessions/${ROOM}/${id}/composite.mp4`, before.file);
     await db.insertInto('artifacts').values({ session_id: id, key: stored.key, kind: 'composite', participant_id: null, content_type: 'video/mp4', bytes: stored.bytes, sha256: stored.sha256, storage: 'local', duration_seconds: 3 }).execute();
-    const r = await call('POST', '/api/v1/erasure-requests', { participant: 'p-bob', reason: 'DSR-1003' });
-    expect(r.status).toBe(201);
+    const { status, done } = await erase({ participant: 'p-bob', reason: 'DSR-1003' });
+    expect(status).toBe(202);
+    const r = { json: done };
     expect(r.json.status).toBe('completed');
     expect(r.json.outcome).toEqual([expect.objectContaining({ session: id, state: 'erased', composite: 'deleted: raw recording already deleted' })]);
     expect(r.json.outcome[0].note).toMatch(/could not be re-rendered/);

@@ -1,37 +1,41 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { sql, type Transaction } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import type { Database, ErasureStatus } from '../../../db/schema.ts';
+import type { SessionRerenderPayload, SessionRerenderResult } from '../../lib/contracts/jobs.ts';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
-import { runSessionPipeline } from '../../transcode/index.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
-import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
+import { transcriptFiles, transcriptFromRows } from '../../lib/transcript/transcript-files.ts';
 import type { AuditLog } from './audit-log.ts';
 import { holdsInForce, type Actor, type RetentionHold } from './retention.ts';
 
 /**
- * GDPR Art. 17 erasure of one participant, from one session or from all of theirs.
+ * GDPR Art. 17 erasure of one participant, from one session or from all of theirs: the steps of
+ * one session, each idempotent and recorded in the request's row (`sessions`) together with its
+ * own effects, so the background job (erasure-jobs.ts) resumes a request where it was.
  *
- * Per affected session, under the same advisory lock as hold placement and the retention
- * sweeper (so a hold placed concurrently is either seen here or placed after the erasure):
- * - a legal hold in force covers the session → nothing is deleted; the session is recorded
- *   as restricted, naming the hold(s) (Art. 17(3)(e): establishment or defence of legal claims);
- * - otherwise their transcript segments (and so their search hits), their per-participant
- *   artifacts (rows and storage), their raw RTP files and track rows go; the session manifest is
- *   rewritten without their tracks, with an `erasure` event. Then, outside the lock, the composite
- *   is re-rendered from the remaining raw tracks by the transcode pipeline itself and replaces the
- *   stored one (new SHA-256); the transcript files are rebuilt from the remaining segments.
- *   When the raw recording is already gone (retention), the composite cannot be re-rendered and
- *   is deleted instead; the outcome says so.
- * Every deletion leaves a tombstone (linked to the request) and each session an audit entry.
- * Consent records and audit entries are kept: they are the controller's evidence of lawful
- * processing and of the erasure itself.
+ * Per affected session:
+ * - erase, under the same advisory lock as hold placement and the retention sweeper (so a hold
+ *   placed concurrently is either seen here or placed after the erasure): a legal hold in force
+ *   covers the session → nothing is deleted; the session is recorded as restricted, naming the
+ *   hold(s) (Art. 17(3)(e): establishment or defence of legal claims). Otherwise their transcript
+ *   segments (and so their search hits), their per-participant artifacts (rows and storage) and
+ *   their track rows go, in one transaction.
+ * - raw: their raw RTP files go and the session manifest is rewritten without their tracks, with
+ *   an `erasure` event.
+ * - transcripts: the transcript files are rebuilt from the remaining segments.
+ * - composite: re-rendered from the remaining raw tracks on the session's original timeline by a
+ *   transcode `session.rerender` job (the caller runs it) and replaced (new SHA-256). When the raw
+ *   recording is already gone (retention) the composite cannot be re-rendered and is deleted
+ *   instead; the outcome says so.
+ * - audit: one audit entry per session.
+ * Every deletion leaves a tombstone linked to the request. Consent records and audit entries are
+ * kept: they are the controller's evidence of lawful processing and of the erasure itself.
  */
 
 type Q = Db | Transaction<Database>;
@@ -46,8 +50,7 @@ export interface ErasureOptions {
   audit: AuditLog;
   /** RECORDINGS_DIR: raw session directories must lie inside it. */
   recordingsDir: string;
-  ffmpeg: FfmpegRunner;
-  /** Scratch space for re-renders. */
+  /** Scratch space for rebuilt transcript files. */
   workDir: string;
   logger?: Logger;
   now?: () => Date;
@@ -75,6 +78,14 @@ export interface SessionOutcome {
   note?: string;
 }
 
+export interface ErasureProgress {
+  pct: number;
+  /** What runs now ("sess-1: re-rendering the composite"), null once finished. */
+  stage: string | null;
+  sessionsDone: number;
+  sessionsTotal: number;
+}
+
 export interface ErasureRecord {
   id: string;
   participant: string;
@@ -86,7 +97,52 @@ export interface ErasureRecord {
   requestedBy: string;
   requestedAt: string;
   completedAt: string | null;
+  /** The sessions it covers (fixed when it was accepted). */
+  sessions: string[];
+  progress: ErasureProgress;
+  /** Set when the request failed for good as a whole (its job), not one session of it. */
+  error: { code: string; message: string } | null;
 }
+
+/** The next step of one session: erase → raw → transcripts → composite → audit → done. */
+export type ErasureStep = 'erase' | 'raw' | 'transcripts' | 'composite' | 'audit' | 'done';
+
+/** One session's progress through a request, kept in erasure_requests.sessions. */
+export interface SessionWork {
+  session: string;
+  step: ErasureStep;
+  /** What the erase step did and left for the later steps. */
+  erased?: {
+    room: string;
+    deleted: NonNullable<SessionOutcome['deleted']>;
+    /** The manifest to rewrite and the raw files (that existed) to delete; null when the raw recording is gone. */
+    manifestPath: string | null;
+    manifestSha256: string | null;
+    tracksRemoved: string[];
+    remainingTracks: number;
+    /** How much later the remaining media starts than the session did (s). */
+    startShift: number;
+    /** The composite as it was: the composite step replaces or deletes it. */
+    composite: { key: string; sha256: string; contentType: string; durationSeconds: number | null } | null;
+  };
+  /** Once known: restricted or failed after the erase step; erased after the composite step. */
+  outcome?: SessionOutcome;
+}
+
+/** The request as the steps need it. */
+export interface ErasureJobContext {
+  id: string;
+  participant: string;
+  reason: string;
+  actor: Actor;
+}
+
+export type CompositePlan =
+  | { kind: 'none' }
+  | { kind: 'drop'; why: CompositeOutcome; note: string }
+  | { kind: 'rerender'; payload: Omit<SessionRerenderPayload, 'requestedBy'> };
+
+export const FINAL_STATUSES: readonly ErasureStatus[] = ['completed', 'restricted', 'partial', 'failed'];
 
 function parseJson<T>(v: unknown, fallback: T): T {
   if (typeof v === 'string') {
@@ -101,7 +157,7 @@ function parseJson<T>(v: unknown, fallback: T): T {
 
 export class ErasureService {
   private readonly recordingsDir: string;
-  private readonly now: () => Date;
+  readonly now: () => Date;
   constructor(private readonly opts: ErasureOptions) {
     this.recordingsDir = path.resolve(opts.recordingsDir);
     this.now = opts.now ?? (() => new Date());
@@ -120,11 +176,10 @@ export class ErasureService {
     return session === undefined ? ids : ids.filter((id) => id === session);
   }
 
-  /** Runs the request to the end (re-renders included) and returns its record. */
-  async erase(input: ErasureInput): Promise<ErasureRecord> {
-    const { db } = this.opts;
+  /** The sessions a new request covers; an unknown session, or one without their data, is refused. */
+  async scope(input: Pick<ErasureInput, 'participant' | 'session'>): Promise<string[]> {
     if (input.session !== undefined) {
-      const s = await db.selectFrom('recording_sessions').select('id').where('id', '=', input.session).executeTakeFirst();
+      const s = await this.opts.db.selectFrom('recording_sessions').select('id').where('id', '=', input.session).executeTakeFirst();
       if (!s) throw new VerbatimError('SESSION_NOT_FOUND', `no recording session ${input.session}`, { hint: 'Leave out the session to erase the participant from every session.' });
     }
     const sessions = await this.sessionsOf(input.participant, input.session);
@@ -133,38 +188,7 @@ export class ErasureService {
         hint: 'Check the participant id (GET /api/v1/sessions/:id lists them), or leave out the session.',
       });
     }
-    const id = randomUUID();
-    const requestedBy = `${input.requestedBy.type}:${input.requestedBy.id}`;
-    await db
-      .insertInto('erasure_requests')
-      .values({ id, participant_id: input.participant, session_id: input.session ?? null, reason: input.reason, status: 'pending', requested_by: requestedBy, requested_at: this.now() })
-      .execute();
-    const outcome: SessionOutcome[] = [];
-    for (const sessionId of sessions) {
-      let o: SessionOutcome;
-      try {
-        o = await this.eraseSession(id, sessionId, input);
-      } catch (err) {
-        this.opts.logger?.error({ err, session: sessionId, request: id }, 'erasure of a session failed');
-        o = { session: sessionId, room: '', state: 'failed', note: (err as Error).message.slice(0, 500) };
-      }
-      outcome.push(o);
-      await this.opts.audit.append({
-        action: o.state === 'restricted' ? 'erasure.restricted' : o.state === 'failed' ? 'erasure.failed' : 'erasure.delete',
-        actor: input.requestedBy,
-        target: { type: 'session', id: sessionId },
-        details: { request: id, participant: input.participant, ...o },
-      });
-    }
-    const states = new Set(outcome.map((o) => o.state));
-    const status: ErasureStatus = states.has('failed') ? 'failed' : states.has('restricted') ? (states.has('erased') ? 'partial' : 'restricted') : 'completed';
-    const holds = [...new Set(outcome.flatMap((o) => (o.holds ?? []).map((h) => h.id)))];
-    await db
-      .updateTable('erasure_requests')
-      .set({ status, holds: JSON.stringify(holds), outcome: JSON.stringify(outcome), completed_at: this.now() })
-      .where('id', '=', id)
-      .execute();
-    return (await this.get(id))!;
+    return sessions;
   }
 
   async get(id: string): Promise<ErasureRecord | undefined> {
@@ -178,17 +202,27 @@ export class ErasureService {
     return (await q.execute()).map(toRecord);
   }
 
-  private async eraseSession(request: string, sessionId: string, input: ErasureInput): Promise<SessionOutcome> {
+  reasonOf(req: ErasureJobContext): string {
+    return `GDPR Art. 17 erasure of participant ${req.participant} (request ${req.id}): ${req.reason}`;
+  }
+
+  /** Step erase: the hold check and every deletion of the participant's rows and stored files, in one transaction with its record. */
+  async erase(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
     const { db, storage } = this.opts;
-    const who = input.participant;
-    const reason = `GDPR Art. 17 erasure of participant ${who} (request ${request}): ${input.reason}`;
-    // Phase 1, under the hold lock: the hold check and every deletion of the participant's own data.
-    const phase1 = await db.transaction().execute(async (trx) => {
+    const w = works[i]!;
+    const sessionId = w.session;
+    const who = req.participant;
+    const reason = this.reasonOf(req);
+    await db.transaction().execute(async (trx) => {
       await sql`select pg_advisory_xact_lock(${sql.lit(HOLD_LOCK)})`.execute(trx);
       const s = await trx.selectFrom('recording_sessions').select(['id', 'room_id', 'status', 'manifest_path']).where('id', '=', sessionId).executeTakeFirstOrThrow();
       const participants = await participantsOf(trx, sessionId);
       const holds = holdsInForce({ id: s.id, roomId: s.room_id, participants }, await loadHoldsInForce(trx));
-      if (holds.length > 0) return { kind: 'restricted' as const, room: s.room_id, holds };
+      if (holds.length > 0) {
+        works[i] = { session: sessionId, step: 'audit', outcome: { session: sessionId, room: s.room_id, state: 'restricted', holds: holds.map((h) => ({ id: h.id, caseId: h.caseId })) } };
+        await saveWork(trx, req.id, works);
+        return;
+      }
       if (IN_FLIGHT.has(s.status)) {
         throw new VerbatimError('CONFLICT', `session ${sessionId} is ${s.status}: erase it once processing is done`, { hint: 'Retry the erasure request when the session is done or failed.' });
       }
@@ -196,6 +230,7 @@ export class ErasureService {
       const trackIds = tracks.map((t) => t.track_id);
       const segFiles = trackIds.length > 0 ? await trx.selectFrom('track_segments').select('file').where('session_id', '=', sessionId).where('track_id', 'in', trackIds).execute() : [];
       const arts = await trx.selectFrom('artifacts').select('key').where('session_id', '=', sessionId).where('participant_id', '=', who).execute();
+      const composite = await trx.selectFrom('artifacts').select(['key', 'sha256', 'content_type', 'duration_seconds']).where('session_id', '=', sessionId).where('kind', '=', 'composite').executeTakeFirst();
       const seg = await trx.deleteFrom('transcript_segments').where('session_id', '=', sessionId).where('participant_id', '=', who).executeTakeFirst();
       const transcriptSegments = Number(seg.numDeletedRows);
       if (arts.length > 0) await trx.deleteFrom('artifacts').where('session_id', '=', sessionId).where('key', 'in', arts.map((a) => a.key)).execute();
@@ -205,66 +240,209 @@ export class ErasureService {
       }
       await trx.deleteFrom('session_participants').where('session_id', '=', sessionId).where('participant_id', '=', who).execute();
 
-      // Files last, inside the transaction: if one cannot be deleted the rows stay and the request can be retried.
-      for (const a of arts) await storage.delete(a.key);
+      // The raw files and the manifest change in the next step (recorded here, so a resumed job finds them).
       const manifestPath = s.manifest_path && existsSync(s.manifest_path) ? this.checkedPath(s.manifest_path) : null;
       const rawFiles: string[] = [];
+      let tracksRemoved: string[] = [];
       let remainingTracks = 0;
       let startShift = 0;
       if (manifestPath) {
         const dir = path.dirname(manifestPath);
         const manifest = SessionManifestSchema.parse(JSON.parse(await readFile(manifestPath, 'utf8')));
         const theirs = new Set(manifest.tracks.filter((t) => t.participant === who).map((t) => t.track));
+        tracksRemoved = [...theirs];
         const files = new Set([...segFiles.map((f) => path.basename(f.file)), ...manifest.tracks.filter((t) => theirs.has(t.track)).flatMap((t) => t.segments.map((g) => path.basename(g.file)))]);
         for (const f of [...files].sort()) {
-          for (const name of [f, `${f}.part`]) {
-            const file = path.join(dir, name);
-            if (existsSync(file)) {
-              await rm(file, { force: true });
-              rawFiles.push(file);
-            }
-          }
+          for (const name of [f, `${f}.part`]) if (existsSync(path.join(dir, name))) rawFiles.push(path.join(dir, name));
         }
         // The recorder's retired journal lists every participant; the manifest supersedes it.
-        const journal = path.join(dir, '.session.json.done');
-        if (existsSync(journal)) {
-          await rm(journal, { force: true });
-          rawFiles.push(journal);
-        }
+        if (existsSync(path.join(dir, '.session.json.done'))) rawFiles.push(path.join(dir, '.session.json.done'));
+        const remaining = manifest.tracks.filter((t) => !theirs.has(t.track));
+        remainingTracks = remaining.length;
+        const before = firstMediaUs(manifest.tracks);
+        const after = firstMediaUs(remaining);
+        startShift = before !== null && after !== null ? Math.max(0, (after - before) / 1e6) : 0;
+      }
+      // Files last, inside the transaction: if one cannot be deleted the rows stay and the request can be retried.
+      for (const a of arts) await storage.delete(a.key);
+      const tomb = (kind: 'media' | 'transcript', item: string) => ({ session_id: sessionId, kind, item, reason, policy: null, erasure_request: req.id, deleted_at: this.now() });
+      const tombs = [...(transcriptSegments > 0 ? [tomb('transcript', `transcript_segments:${transcriptSegments}`)] : []), ...arts.map((a) => tomb('media', a.key))];
+      if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
+      works[i] = {
+        session: sessionId,
+        step: 'raw',
+        erased: {
+          room: s.room_id,
+          deleted: { transcriptSegments, artifacts: arts.map((a) => a.key), rawFiles, tracks: trackIds },
+          manifestPath,
+          manifestSha256: null,
+          tracksRemoved,
+          remainingTracks,
+          startShift,
+          composite: composite ? { key: composite.key, sha256: composite.sha256, contentType: composite.content_type, durationSeconds: composite.duration_seconds === null ? null : Number(composite.duration_seconds) } : null,
+        },
+      };
+      await saveWork(trx, req.id, works);
+    });
+  }
+
+  /** Step raw: their raw files go and the manifest is rewritten without them (once: a rerun finds this request's erasure event). */
+  async eraseRaw(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
+    const w = works[i]!;
+    const e = w.erased!;
+    for (const f of e.deleted.rawFiles) await rm(this.checkedPath(f), { force: true });
+    let manifestSha256: string | null = null;
+    if (e.manifestPath) {
+      const manifestPath = this.checkedPath(e.manifestPath);
+      const current = await readFile(manifestPath, 'utf8');
+      const manifest = SessionManifestSchema.parse(JSON.parse(current));
+      if (manifest.events.some((x) => x.type === 'erasure' && x.details.request === req.id)) {
+        manifestSha256 = createHash('sha256').update(current).digest('hex');
+      } else {
+        const theirs = new Set(e.tracksRemoved);
         const rewritten: SessionManifest = {
           ...manifest,
-          participants: manifest.participants.filter((p) => p.id !== who),
+          participants: manifest.participants.filter((p) => p.id !== req.participant),
           tracks: manifest.tracks.filter((t) => !theirs.has(t.track)),
           gaps: manifest.gaps.filter((g) => !theirs.has(g.track)),
           events: [
-            ...manifest.events.filter((e) => e.participant !== who && !(e.track !== undefined && theirs.has(e.track))),
-            { at: this.now().toISOString(), type: 'erasure', details: { request, tracksRemoved: theirs.size, basis: 'GDPR Art. 17' } },
+            ...manifest.events.filter((x) => x.participant !== req.participant && !(x.track !== undefined && theirs.has(x.track))),
+            { at: this.now().toISOString(), type: 'erasure', details: { request: req.id, tracksRemoved: theirs.size, basis: 'GDPR Art. 17' } },
           ],
         };
-        remainingTracks = rewritten.tracks.length;
-        startShift = firstMediaUs(rewritten) !== null && firstMediaUs(manifest) !== null ? Math.max(0, (firstMediaUs(rewritten)! - firstMediaUs(manifest)!) / 1e6) : 0;
         const body = `${JSON.stringify(rewritten, null, 2)}\n`;
         await writeFile(`${manifestPath}.tmp`, body);
         await rename(`${manifestPath}.tmp`, manifestPath);
-        await trx.updateTable('recording_sessions').set({ manifest_sha256: createHash('sha256').update(body).digest('hex'), updated_at: this.now() }).where('id', '=', sessionId).execute();
+        manifestSha256 = createHash('sha256').update(body).digest('hex');
       }
-      const tomb = (kind: 'media' | 'transcript' | 'raw', item: string) => ({ session_id: sessionId, kind, item, reason, policy: null, erasure_request: request, deleted_at: this.now() });
-      const tombs = [
-        ...(transcriptSegments > 0 ? [tomb('transcript', `transcript_segments:${transcriptSegments}`)] : []),
-        ...arts.map((a) => tomb('media', a.key)),
-        ...rawFiles.map((f) => tomb('raw', f)),
-      ];
-      if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
-      return { kind: 'erased' as const, room: s.room_id, manifestPath, remainingTracks, startShift, deleted: { transcriptSegments, artifacts: arts.map((a) => a.key), rawFiles, tracks: trackIds } };
-    });
-    if (phase1.kind === 'restricted') {
-      return { session: sessionId, room: phase1.room, state: 'restricted', holds: phase1.holds.map((h) => ({ id: h.id, caseId: h.caseId })) };
     }
-    // Phase 2: what mixed everyone together is rebuilt from what remains.
-    const out: SessionOutcome = { session: sessionId, room: phase1.room, state: 'erased', deleted: phase1.deleted };
-    await this.rebuildTranscripts(sessionId, request, reason);
-    Object.assign(out, await this.rebuildComposite(sessionId, request, reason, phase1.manifestPath, phase1.remainingTracks, phase1.startShift));
-    return out;
+    await this.opts.db.transaction().execute(async (trx) => {
+      if (manifestSha256) await trx.updateTable('recording_sessions').set({ manifest_sha256: manifestSha256, updated_at: this.now() }).where('id', '=', w.session).execute();
+      const tombs = e.deleted.rawFiles.map((f) => ({ session_id: w.session, kind: 'raw' as const, item: f, reason: this.reasonOf(req), policy: null, erasure_request: req.id, deleted_at: this.now() }));
+      if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
+      works[i] = { ...w, step: 'transcripts', erased: { ...e, manifestSha256 } };
+      await saveWork(trx, req.id, works);
+    });
+  }
+
+  /** Step transcripts: transcript.json/.vtt/.txt hold everyone's words: rebuilt from the segments that remain (deleted when none do). */
+  async rebuildTranscripts(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
+    const { db, storage } = this.opts;
+    const sessionId = works[i]!.session;
+    const reason = this.reasonOf(req);
+    const arts = (await db.selectFrom('artifacts').selectAll().where('session_id', '=', sessionId).execute()).filter((a) => a.kind.startsWith('transcript-'));
+    const rows = await db.selectFrom('transcript_segments').selectAll().where('session_id', '=', sessionId).orderBy('seq').execute();
+    const { segments, language } = transcriptFromRows(rows, 'en');
+    const files = new Map(transcriptFiles(sessionId, language, segments).map((f) => [f.kind as string, f]));
+    await mkdir(this.opts.workDir, { recursive: true });
+    const tmp = await mkdtemp(path.join(this.opts.workDir, 'erasure-transcript-'));
+    try {
+      for (const a of arts) {
+        const f = files.get(a.kind);
+        if (!f || segments.length === 0) {
+          await storage.delete(a.key);
+          await db.transaction().execute(async (trx) => {
+            await trx.deleteFrom('artifacts').where('session_id', '=', sessionId).where('key', '=', a.key).execute();
+            await trx.insertInto('tombstones').values({ session_id: sessionId, kind: 'transcript', item: a.key, reason, policy: null, erasure_request: req.id, deleted_at: this.now() }).execute();
+          });
+          continue;
+        }
+        const file = path.join(tmp, f.name);
+        await writeFile(file, f.body);
+        const stored = await storage.put(a.key, file, a.content_type);
+        await db.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', a.key).execute();
+      }
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+    works[i] = { ...works[i]!, step: 'composite' };
+    await saveWork(db, req.id, works);
+  }
+
+  /** What the composite step has to do: nothing, delete the composite, or have it re-rendered. */
+  compositePlan(w: SessionWork): CompositePlan {
+    const e = w.erased!;
+    if (!e.composite) return { kind: 'none' };
+    if (!e.manifestPath || !e.manifestSha256) {
+      return { kind: 'drop', why: 'deleted: raw recording already deleted', note: 'the raw recording was already deleted (retention), so the composite could not be re-rendered without the participant and was deleted instead' };
+    }
+    if (e.remainingTracks === 0) return { kind: 'drop', why: 'deleted: no other media remains', note: "no other participant's media remains in the session" };
+    // Keep the original timeline (transcript offsets, search hits and play links point into it): when the
+    // erased participant opened the session, the remaining media starts later; when they closed it, it ends sooner.
+    const previous = e.composite.durationSeconds;
+    const lead = previous !== null && e.startShift > 0.05 ? Math.min(e.startShift, previous) : 0;
+    return {
+      kind: 'rerender',
+      payload: {
+        v: 1,
+        room: e.room,
+        session: w.session,
+        manifestPath: e.manifestPath,
+        manifestSha256: e.manifestSha256,
+        timeline: previous !== null && previous > 0 ? { leadSeconds: lead, durationSeconds: previous } : null,
+      },
+    };
+  }
+
+  /** The re-rendered composite (already in storage under its key) replaces the old one's row; the old bytes get a tombstone. */
+  async replaceComposite(req: ErasureJobContext, works: SessionWork[], i: number, result: SessionRerenderResult): Promise<void> {
+    const w = works[i]!;
+    const old = w.erased!.composite!;
+    if (result.composite.key !== old.key) throw new Error(`the re-render stored ${result.composite.key}, not the session's composite ${old.key}`);
+    const c = result.composite;
+    await this.opts.db.transaction().execute(async (trx) => {
+      await trx.updateTable('artifacts').set({ bytes: c.bytes, sha256: c.sha256, duration_seconds: c.durationSeconds, created_at: this.now() }).where('session_id', '=', w.session).where('key', '=', old.key).execute();
+      await trx
+        .insertInto('tombstones')
+        .values({ session_id: w.session, kind: 'media', item: `${old.key}@sha256:${old.sha256}`, reason: `${this.reasonOf(req)}; replaced by a re-render without the participant`, policy: null, erasure_request: req.id, deleted_at: this.now() })
+        .execute();
+      works[i] = { ...w, step: 'audit', outcome: { ...erasedOutcome(w), composite: 're-rendered', compositeSha256: c.sha256, ...(c.durationSeconds !== null ? { durationSeconds: c.durationSeconds } : {}) } };
+      await saveWork(trx, req.id, works);
+    });
+  }
+
+  /** The composite cannot be made without the participant: it is deleted rather than kept with them in it. */
+  async dropComposite(req: ErasureJobContext, works: SessionWork[], i: number, why: CompositeOutcome, note: string): Promise<void> {
+    const w = works[i]!;
+    const old = w.erased!.composite!;
+    await this.opts.storage.delete(old.key);
+    await this.opts.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('artifacts').where('session_id', '=', w.session).where('key', '=', old.key).execute();
+      await trx.insertInto('tombstones').values({ session_id: w.session, kind: 'media', item: old.key, reason: `${this.reasonOf(req)}; ${note}`, policy: null, erasure_request: req.id, deleted_at: this.now() }).execute();
+      works[i] = { ...w, step: 'audit', outcome: { ...erasedOutcome(w), composite: why, note } };
+      await saveWork(trx, req.id, works);
+    });
+  }
+
+  /** No composite was stored: nothing to re-render. */
+  async noComposite(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
+    works[i] = { ...works[i]!, step: 'audit', outcome: { ...erasedOutcome(works[i]!), composite: 'none' } };
+    await saveWork(this.opts.db, req.id, works);
+  }
+
+  /** The erase step failed (nothing of it was committed): recorded as a failed session. */
+  async failed(req: ErasureJobContext, works: SessionWork[], i: number, err: unknown): Promise<void> {
+    this.opts.logger?.error({ err, session: works[i]!.session, request: req.id }, 'erasure of a session failed');
+    works[i] = { session: works[i]!.session, step: 'audit', outcome: { session: works[i]!.session, room: '', state: 'failed', note: (err as Error).message.slice(0, 500) } };
+    await saveWork(this.opts.db, req.id, works);
+  }
+
+  /** Step audit: the session's audit entry, once (a resumed job finds the one it wrote). */
+  async auditSession(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
+    const { db } = this.opts;
+    const o = works[i]!.outcome!;
+    const action = o.state === 'restricted' ? 'erasure.restricted' : o.state === 'failed' ? 'erasure.failed' : 'erasure.delete';
+    const written = await db
+      .selectFrom('audit_log')
+      .select('seq')
+      .where('action', '=', action)
+      .where('target_type', '=', 'session')
+      .where('target_id', '=', o.session)
+      .where(sql<boolean>`details->>'request' = ${req.id}`)
+      .executeTakeFirst();
+    if (!written) await this.opts.audit.append({ action, actor: req.actor, target: { type: 'session', id: o.session }, details: { request: req.id, participant: req.participant, ...o } });
+    works[i] = { ...works[i]!, step: 'done' };
+    await saveWork(db, req.id, works);
   }
 
   /** A session directory path, refused outside RECORDINGS_DIR. */
@@ -276,91 +454,16 @@ export class ErasureService {
     }
     return abs;
   }
+}
 
-  private async rebuildComposite(sessionId: string, request: string, reason: string, manifestPath: string | null, remainingTracks: number, startShift: number): Promise<Partial<SessionOutcome>> {
-    const { db, storage } = this.opts;
-    const composite = await db.selectFrom('artifacts').selectAll().where('session_id', '=', sessionId).where('kind', '=', 'composite').executeTakeFirst();
-    if (!composite) return { composite: 'none' };
-    const dropComposite = async (why: CompositeOutcome, note: string): Promise<Partial<SessionOutcome>> => {
-      await storage.delete(composite.key);
-      await db.transaction().execute(async (trx) => {
-        await trx.deleteFrom('artifacts').where('session_id', '=', sessionId).where('key', '=', composite.key).execute();
-        await trx.insertInto('tombstones').values({ session_id: sessionId, kind: 'media', item: composite.key, reason: `${reason}; ${note}`, policy: null, erasure_request: request, deleted_at: this.now() }).execute();
-      });
-      return { composite: why, note };
-    };
-    if (!manifestPath) return dropComposite('deleted: raw recording already deleted', 'the raw recording was already deleted (retention), so the composite could not be re-rendered without the participant and was deleted instead');
-    if (remainingTracks === 0) return dropComposite('deleted: no other media remains', 'no other participant\'s media remains in the session');
-    await mkdir(this.opts.workDir, { recursive: true });
-    const tmp = await mkdtemp(path.join(this.opts.workDir, `erasure-${sessionId.replace(/[^A-Za-z0-9_-]/g, '_')}-`));
-    try {
-      const result = await runSessionPipeline(manifestPath, tmp, this.opts.ffmpeg);
-      let file = path.join(tmp, 'composite.mp4');
-      let duration = result.durationSeconds;
-      const previous = composite.duration_seconds;
-      // Keep the original timeline (transcript offsets, search hits and play links point into it): the pipeline
-      // starts the composite at the first remaining packet and ends it at the last, so when the erased participant
-      // began or ended the session, pad it back: by how much later the remaining media starts (from the manifest's
-      // first arrivals), and at the end to the old length.
-      const lead = previous !== null && startShift > 0.05 ? Math.min(startShift, previous) : 0;
-      const trail = previous !== null ? Math.max(0, previous - duration - lead) : 0;
-      if (previous !== null && (lead > 0 || trail > 0.05)) {
-        const padded = path.join(tmp, 'composite-padded.mp4');
-        await this.opts.ffmpeg.run({
-          inputs: [{ path: file }],
-          filterComplex: `[0:v]tpad=start_mode=add:start_duration=${lead.toFixed(3)}:stop_mode=add:stop_duration=${trail.toFixed(3)}:color=black[v];[0:a]adelay=${Math.round(lead * 1000)}:all=1,apad[a]`,
-          outputOptions: ['-map', '[v]', '-map', '[a]', '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '28', '-threads', '1', '-c:a', 'aac', '-b:a', '96k', '-t', String(previous), '-movflags', '+faststart', ...BITEXACT, '-f', 'mp4'],
-          output: padded,
-        });
-        file = padded;
-        duration = previous;
-      }
-      const stored = await storage.put(composite.key, file, composite.content_type);
-      await db.transaction().execute(async (trx) => {
-        await trx.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, duration_seconds: duration, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', composite.key).execute();
-        await trx
-          .insertInto('tombstones')
-          .values({ session_id: sessionId, kind: 'media', item: `${composite.key}@sha256:${composite.sha256}`, reason: `${reason}; replaced by a re-render without the participant`, policy: null, erasure_request: request, deleted_at: this.now() })
-          .execute();
-      });
-      return { composite: 're-rendered', compositeSha256: stored.sha256, durationSeconds: duration };
-    } catch (err) {
-      this.opts.logger?.error({ err, session: sessionId }, 'erasure: composite re-render failed; deleting the composite');
-      return dropComposite('deleted: re-render failed', `re-rendering the composite failed (${(err as Error).message.slice(0, 200)}), so it was deleted rather than kept with the participant in it`);
-    } finally {
-      await rm(tmp, { recursive: true, force: true });
-    }
-  }
+function erasedOutcome(w: SessionWork): SessionOutcome {
+  return { session: w.session, room: w.erased!.room, state: 'erased', deleted: w.erased!.deleted };
+}
 
-  /** transcript.json/.vtt/.txt hold everyone's words: rebuilt from the segments that remain (deleted when none do). */
-  private async rebuildTranscripts(sessionId: string, request: string, reason: string): Promise<void> {
-    const { db, storage } = this.opts;
-    const arts = (await db.selectFrom('artifacts').selectAll().where('session_id', '=', sessionId).execute()).filter((a) => a.kind.startsWith('transcript-'));
-    if (arts.length === 0) return;
-    const rows = await db.selectFrom('transcript_segments').selectAll().where('session_id', '=', sessionId).orderBy('seq').execute();
-    const segments: SpeakerSegment[] = rows.map((r) => ({ speaker: r.speaker, participant: r.participant_id, start: r.start_seconds, end: r.end_seconds, text: r.text }));
-    const language = rows[0]?.language ?? 'en';
-    await mkdir(this.opts.workDir, { recursive: true });
-    const tmp = await mkdtemp(path.join(this.opts.workDir, 'erasure-transcript-'));
-    try {
-      for (const a of arts) {
-        const ext = a.kind.slice('transcript-'.length);
-        const body = ext === 'json' ? transcriptJson(sessionId, language, segments) : ext === 'vtt' ? transcriptVtt(segments) : ext === 'txt' ? transcriptText(segments) : null;
-        if (body === null || segments.length === 0) {
-          await storage.delete(a.key);
-          await db.deleteFrom('artifacts').where('session_id', '=', sessionId).where('key', '=', a.key).execute();
-          await db.insertInto('tombstones').values({ session_id: sessionId, kind: 'transcript', item: a.key, reason, policy: null, erasure_request: request, deleted_at: this.now() }).execute();
-          continue;
-        }
-        const file = path.join(tmp, `transcript.${ext}`);
-        await writeFile(file, body);
-        const stored = await storage.put(a.key, file, a.content_type);
-        await db.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', a.key).execute();
-      }
-    } finally {
-      await rm(tmp, { recursive: true, force: true });
-    }
-  }
+/** The request's sessions with their steps, and the outcomes of those finished. */
+async function saveWork(q: Q, id: string, works: SessionWork[]): Promise<void> {
+  const outcome = works.filter((w) => w.step === 'done' || w.step === 'audit').map((w) => w.outcome!);
+  await q.updateTable('erasure_requests').set({ sessions: JSON.stringify(works), outcome: JSON.stringify(outcome) }).where('id', '=', id).execute();
 }
 
 async function participantsOf(db: Q, sessionId: string): Promise<string[]> {
@@ -377,13 +480,13 @@ async function loadHoldsInForce(db: Q): Promise<RetentionHold[]> {
   return rows.map((r) => ({ id: r.id, caseId: r.case_id, scopeType: r.scope_type, scopeValue: r.scope_value, frozenSessionIds: parseJson<string[]>(r.frozen_session_ids, []), releasedAt: r.released_at }));
 }
 
-/** Wall clock (µs) of the first media packet any track of the manifest holds. */
-function firstMediaUs(m: SessionManifest): number | null {
-  const firsts = m.tracks.flatMap((t) => t.segments.map((g) => g.firstArrivalUs ?? g.startedAtUs));
+/** Wall clock (µs) of the first media packet any of these tracks holds. */
+function firstMediaUs(tracks: SessionManifest['tracks']): number | null {
+  const firsts = tracks.flatMap((t) => t.segments.map((g) => g.firstArrivalUs ?? g.startedAtUs));
   return firsts.length > 0 ? Math.min(...firsts) : null;
 }
 
-function toRecord(r: {
+export function toRecord(r: {
   id: string;
   participant_id: string;
   session_id: string | null;
@@ -394,7 +497,13 @@ function toRecord(r: {
   requested_by: string;
   requested_at: Date | string;
   completed_at: Date | string | null;
+  sessions: unknown;
+  progress: number;
+  stage: string | null;
+  error_code: string | null;
+  error_message: string | null;
 }): ErasureRecord {
+  const works = parseJson<SessionWork[]>(r.sessions, []);
   return {
     id: r.id,
     participant: r.participant_id,
@@ -406,5 +515,8 @@ function toRecord(r: {
     requestedBy: r.requested_by,
     requestedAt: new Date(r.requested_at).toISOString(),
     completedAt: r.completed_at ? new Date(r.completed_at).toISOString() : null,
+    sessions: works.map((w) => w.session),
+    progress: { pct: Number(r.progress), stage: r.stage, sessionsDone: works.filter((w) => w.step === 'done').length, sessionsTotal: works.length },
+    error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
   };
 }

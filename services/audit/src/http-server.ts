@@ -34,11 +34,10 @@ import {
 import { AuditLog, type AuditEntryInput, type CheckpointSigner } from './audit-log.ts';
 import { registerConsole } from './console/console-routes.ts';
 import { LegalHolds, type LegalHold } from './retention.ts';
-import { ErasureService } from './erasure.ts';
+import { ErasureJobs } from './erasure-jobs.ts';
 import { ExportJobs } from './export-jobs.ts';
 import { consentCsv, listConsentEvents } from './consent-log.ts';
 import { legalHoldStorage, objectLockRetention, sessionsInScope, syncLegalHolds } from './object-lock.ts';
-import { FluentFfmpegRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { sessionArtifactPrefix } from '../../lib/storage/artifact-keys.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
@@ -72,10 +71,15 @@ export interface AuditServerOptions {
   failedAuthPerMinute?: number;
   /** Artifact storage: media playback (GET .../artifacts/:artifactId/content) and erasure need it. */
   storage?: ArtifactStorage;
-  /** Erasure (with storage): the recorder's RECORDINGS_DIR, ffmpeg for re-rendering composites, and scratch space. */
+  /** Erasure (with storage): the recorder's RECORDINGS_DIR, and scratch space. */
   recordingsDir?: string;
-  ffmpeg?: FfmpegRunner;
   workDir?: string;
+  /**
+   * The job queues' Redis: erasure requests run as jobs on the `erasure` queue (a worker runs in
+   * this process) and have composites re-rendered by the transcode workers on the same Redis.
+   */
+  redisUrl?: string;
+  queuePrefix?: string;
   /** Where e-discovery archives requested over the API are built and kept (with storage). */
   exportsDir?: string;
 }
@@ -281,6 +285,8 @@ interface RouteDeps {
   limiter: FailedAuthLimiter;
   /** Records the authenticated principal of a request (for the audit of a refusal after sign-in). */
   setPrincipal(req: FastifyRequest, p: Principal): void;
+  /** Erasure requests (with storage and RECORDINGS_DIR). */
+  erasure: ErasureJobs | undefined;
 }
 
 export const LoginBodySchema = z.object({ apiKey: z.string().min(1).max(200).describe('An API key vb_<prefix>_<secret>.') }).strict();
@@ -300,22 +306,11 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
     const note = capture.note({ type: 'legal_hold', id: hold.id });
     return { response: { ...holdJson(hold), ...(objectLock ? { objectLock } : {}) }, audit: { ...note, details: { ...note.details, ...(objectLock ? { objectLock } : {}) } } };
   };
-  let erasure: ErasureService | undefined;
-  const erasureService = (): ErasureService => {
-    if (!opts.storage || !opts.recordingsDir) {
+  const erasureService = (): ErasureJobs => {
+    if (!deps.erasure) {
       throw new VerbatimError('INTERNAL', 'the compliance API was started without storage and RECORDINGS_DIR: erasure is unavailable', { hint: 'Pass storage and recordingsDir to startAuditServer (npm start does).' });
     }
-    erasure ??= new ErasureService({
-      db,
-      storage: opts.storage,
-      audit: log,
-      recordingsDir: opts.recordingsDir,
-      ffmpeg: opts.ffmpeg ?? new FluentFfmpegRunner(),
-      workDir: opts.workDir ?? path.join(opts.recordingsDir, '..', 'erasure-work'),
-      logger: opts.logger,
-      ...(opts.now ? { now: opts.now } : {}),
-    });
-    return erasure;
+    return deps.erasure;
   };
   let exports: ExportJobs | undefined;
   const exportJobs = (): ExportJobs => {
@@ -543,15 +538,15 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       permissions: ['erasure.manage'],
       action: 'erasure.request',
       summary:
-        "GDPR Art. 17 erasure of a participant (one session or all): their tracks, per-participant files and transcript segments are deleted and the composite re-rendered without them — unless a legal hold covers the session: then it is recorded as restricted, naming the hold. Runs to completion before answering.",
+        "GDPR Art. 17 erasure of a participant (one session or all): their tracks, per-participant files and transcript segments are deleted and the composite re-rendered without them — unless a legal hold covers the session: then it is recorded as restricted, naming the hold. Runs in the background: the answer is the accepted request (pending, with progress); poll GET /erasure-requests/{id} until its status is completed, restricted, partial or failed.",
       query: EmptyQuerySchema,
       body: ErasureBodySchema,
-      status: 201,
+      status: 202,
       async handler({ principal, body }) {
-        const record = await erasureService().erase({ participant: body.participant, session: body.session, reason: body.reason, requestedBy: { type: 'user', id: principal.userId } });
+        const record = await erasureService().request({ participant: body.participant, session: body.session, reason: body.reason, requestedBy: { type: 'user', id: principal.userId } });
         return {
           response: record,
-          audit: { target: { type: 'erasure_request', id: record.id }, details: { participant: record.participant, session: record.session, reason: record.reason, status: record.status, holds: record.holds, sessions: record.outcome.map((o) => ({ session: o.session, state: o.state })) } },
+          audit: { target: { type: 'erasure_request', id: record.id }, details: { participant: record.participant, session: record.session, reason: record.reason, status: record.status, sessions: record.sessions } },
         };
       },
     }),
@@ -560,7 +555,7 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       url: '/erasure-requests',
       permissions: ['erasure.manage'],
       action: 'erasure.list',
-      summary: 'Erasure requests with their status (completed / restricted / partial / failed) and per-session outcome.',
+      summary: 'Erasure requests with their status (pending / running / completed / restricted / partial / failed), progress and per-session outcome.',
       query: ErasureListQuerySchema,
       async handler({ query }) {
         const requests = await erasureService().list({ participant: query.participant });
@@ -572,13 +567,13 @@ function routes(db: Db, log: AuditLog, opts: AuditServerOptions, deps: RouteDeps
       url: '/erasure-requests/:id',
       permissions: ['erasure.manage'],
       action: 'erasure.view',
-      summary: 'One erasure request.',
+      summary: 'One erasure request: its status, progress (percent, current step, sessions done) and, once finished, its per-session outcome.',
       query: EmptyQuerySchema,
       params: UuidParamsSchema,
       async handler({ params }) {
         const record = await erasureService().get(params.id);
         if (!record) throw new VerbatimError('NOT_FOUND', `no erasure request ${params.id}`, { hint: 'List them with GET /api/v1/erasure-requests.' });
-        return { response: record, audit: { target: { type: 'erasure_request', id: record.id }, details: { status: record.status } } };
+        return { response: record, audit: { target: { type: 'erasure_request', id: record.id }, details: { status: record.status, pct: record.progress.pct } } };
       },
     }),
     defineRoute({
@@ -1203,7 +1198,24 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
   const limiter = new FailedAuthLimiter({ limit: opts.failedAuthPerMinute ?? 10, windowMs: 60_000, ...(opts.now ? { now: opts.now } : {}) });
   const principals = new WeakMap<FastifyRequest, Principal>();
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, trustProxy: opts.trustProxy ?? false });
-  const table = routes(db, log, opts, { verifier, sessions, limiter, setPrincipal: (req, p) => principals.set(req, p) });
+  const erasure =
+    opts.storage && opts.recordingsDir
+      ? new ErasureJobs({
+          db,
+          storage: opts.storage,
+          audit: log,
+          recordingsDir: opts.recordingsDir,
+          workDir: opts.workDir ?? path.join(opts.recordingsDir, '..', 'erasure-work'),
+          logger: opts.logger,
+          redisUrl: opts.redisUrl,
+          queuePrefix: opts.queuePrefix,
+          ...(opts.now ? { now: opts.now } : {}),
+        })
+      : undefined;
+  // This process works through queued erasure requests (and resumes interrupted ones) while it serves.
+  if (erasure && opts.redisUrl) app.addHook('onReady', () => erasure.start());
+  if (erasure) app.addHook('onClose', () => erasure.close());
+  const table = routes(db, log, opts, { verifier, sessions, limiter, setPrincipal: (req, p) => principals.set(req, p), erasure });
 
   /** Bearer key, else the console session cookie; guesses count towards the address's rate limit. */
   async function authenticate(req: FastifyRequest): Promise<Principal> {
