@@ -53,7 +53,8 @@ export async function startStack(config: Config, logger: Logger): Promise<Runnin
     });
     await transcode.start();
     started.push({ stop: () => transcode.close() });
-    const audit = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }), ...auditServerOptionsFromConfig(config, db) });
+    // Same Redis (and default queue prefix) as the transcode worker above: erasure jobs queue composite re-renders to it.
+    const audit = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }), ...auditServerOptionsFromConfig(config, db), redisUrl });
     started.push({ stop: () => audit.close() });
     const sweeper =
       config.RETENTION_SWEEP_INTERVAL_MS > 0

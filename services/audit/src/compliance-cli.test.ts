@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -5,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config.ts';
 import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { TEST_REDIS_URL } from '../../../testing/transcode-worker.ts';
 import { AuditLog } from './audit-log.ts';
 import { runComplianceCommand } from './compliance-cli.ts';
 
@@ -18,9 +20,10 @@ describe.each(backends)('verbatim retention / holds / erasure CLI ($name)', (bac
     const db = await backend.open();
     const root = mkdtempSync(path.join(os.tmpdir(), 'verbatim-ccli-'));
     try {
-      const config = loadConfig({ env: {}, overrides: { DATA_DIR: root } });
+      // Erasure requests run as jobs on the erasure queue (this test's own prefix); the CLI runs them itself when no compliance service does.
+      const config = loadConfig({ env: {}, overrides: { DATA_DIR: root, REDIS_URL: TEST_REDIS_URL } });
       const storage = new LocalArtifactStorage(path.join(root, 'artifacts'));
-      const deps = { db, storage, config, err: (s: string) => errs.push(s) };
+      const deps = { db, storage, config, env: { VERBATIM_QUEUE_PREFIX: `c${randomBytes(4).toString('hex')}` }, err: (s: string) => errs.push(s) };
       const errs: string[] = [];
       let text = '';
       const out = (s: string) => (text += s);

@@ -169,6 +169,9 @@ export class ErasureJobs {
     for (const r of rows) {
       const job = await this.erasureQueue().getJob(erasureJobId(r.id));
       if (job && !(await job.isCompleted()) && !(await job.isFailed())) continue;
+      // Its job may have finished it since the rows were read.
+      const now = await this.opts.db.selectFrom('erasure_requests').select('status').where('id', '=', r.id).executeTakeFirst();
+      if (!now || FINAL_STATUSES.includes(now.status)) continue;
       await this.enqueue(r.id);
       added++;
     }

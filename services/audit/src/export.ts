@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
-import { transcriptJson, transcriptText, transcriptVtt, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
+import { transcriptFiles, transcriptFromRows } from '../../lib/transcript/transcript-files.ts';
 import type { AuditEntryInput, AuditHead, AuditLog, AuditRecord } from './audit-log.ts';
 import { holdCovers, type HoldScope } from './retention.ts';
 
@@ -232,15 +232,10 @@ async function planEntries(db: Db, log: AuditLog, sessionIds: string[], now: Dat
   }
   for (const s of sessions) {
     const rows = await db.selectFrom('transcript_segments').selectAll().where('session_id', '=', s.id).orderBy('seq').execute();
-    const segs: SpeakerSegment[] = rows.map((r) => ({ speaker: r.speaker, participant: r.participant_id, start: Number(r.start_seconds), end: Number(r.end_seconds), text: r.text }));
-    const language = rows[0]?.language ?? 'und';
-    for (const [ext, body] of [
-      ['json', transcriptJson(s.id, language, segs)],
-      ['vtt', transcriptVtt(segs)],
-      ['txt', transcriptText(segs)],
-    ] as const) {
-      const data = Buffer.from(body, 'utf8');
-      entries.push({ path: `transcripts/${s.id}.${ext}`, bytes: data.length, data });
+    const { segments, language } = transcriptFromRows(rows, 'und');
+    for (const f of transcriptFiles(s.id, language, segments)) {
+      const data = Buffer.from(f.body, 'utf8');
+      entries.push({ path: `transcripts/${s.id}.${f.ext}`, bytes: data.length, data });
     }
   }
   for (const s of sessions) {

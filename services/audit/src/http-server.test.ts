@@ -58,7 +58,8 @@ const ENDPOINTS: Endpoint[] = [
   { name: 'place hold', method: 'POST', path: '/api/v1/legal-holds', body: { caseId: 'CASE-M', reason: 'matrix', scope: { type: 'session', value: 's4' } }, roles: ['compliance_officer'], action: 'legal_hold.place', okStatus: 201 },
   { name: 'artifacts', method: 'GET', path: '/api/v1/sessions/s1/artifacts', roles: ['compliance_officer'], action: 'artifact.list', okStatus: 200 },
   { name: 'media', method: 'GET', path: `/api/v1/sessions/s1/artifacts/${encodeURIComponent('board/s1/composite.webm')}/content`, roles: ['compliance_officer'], action: 'media.download', okStatus: 200 },
-  { name: 'erase', method: 'POST', path: '/api/v1/erasure-requests', body: { participant: 'p-nobody', reason: 'matrix' }, roles: ['compliance_officer'], action: 'erasure.request', okStatus: 201 },
+  // Nothing of p-nobody is stored: accepted (202, as every erasure request) and already completed, with no job to run.
+  { name: 'erase', method: 'POST', path: '/api/v1/erasure-requests', body: { participant: 'p-nobody', reason: 'matrix' }, roles: ['compliance_officer'], action: 'erasure.request', okStatus: 202 },
   { name: 'list erasures', method: 'GET', path: '/api/v1/erasure-requests', roles: ['compliance_officer'], action: 'erasure.list', okStatus: 200 },
   { name: 'view erasure', method: 'GET', path: `/api/v1/erasure-requests/${SEEDED_HOLD}`, roles: ['compliance_officer'], action: 'erasure.view', okStatus: 200 },
   // A query that matches nothing: the background build fails without an audit entry of its own, so the count stays exact.

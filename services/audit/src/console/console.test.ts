@@ -15,6 +15,7 @@ import { FluentFfmpegRunner } from '../../../lib/media/ffmpeg-runner.ts';
 import { runSessionPipeline } from '../../../transcode/index.ts';
 import { LocalArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import { syntheticSession } from '../../../../testing/synthetic-session.ts';
+import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../../testing/transcode-worker.ts';
 import { createUserWithKey } from '../auth.ts';
 import { verifyArchive } from '../export.ts';
 import type { SessionDetails } from './client/api.ts';
@@ -173,6 +174,7 @@ describe('console in Chromium, per role', () => {
   let root: string;
   let db: Db;
   let server: AuditServer;
+  let transcode: TestTranscodeWorker;
   let browser: Browser;
   let cleanup: () => Promise<void>;
   let seeded: { compositeSha256: string; compositeBytes: number };
@@ -189,13 +191,16 @@ describe('console in Chromium, per role', () => {
     const storage = new LocalArtifactStorage(path.join(root, 'artifacts'));
     seeded = await seedProcessedSession(db, root, storage);
     for (const role of ['admin', 'compliance_officer', 'auditor'] as const) keys[role] = (await createUserWithKey(db, { name: `${role} user`, role })).apiKey;
-    server = await startAuditServer({ db, logger, failedAuthPerMinute: 0, storage, recordingsDir: root, workDir: path.join(root, 'erasure-work'), exportsDir: path.join(root, 'exports') });
+    // Erasure requests run as jobs next to a transcode worker (composite re-renders), as npm start runs them.
+    transcode = await startTestTranscodeWorker({ db, storage, workDir: path.join(root, 'transcode-work') });
+    server = await startAuditServer({ db, logger, failedAuthPerMinute: 0, storage, recordingsDir: root, workDir: path.join(root, 'erasure-work'), exportsDir: path.join(root, 'exports'), ...transcode.queue });
     browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
     await browser?.close();
     await server?.close();
+    await transcode?.close();
     await db?.destroy();
     await cleanup?.();
     rmSync(root, { recursive: true, force: true });

@@ -314,10 +314,18 @@ interface Erasure {
   requestedAt: string;
   completedAt: string | null;
   outcome: { session: string; state: string; holds?: { id: string; caseId?: string }[]; composite?: string; note?: string }[];
+  progress: { pct: number; stage: string | null };
+  error: { code: string; message: string } | null;
 }
+
+/** Requests still running are polled this often (the work runs in the background, like exports). */
+const ERASURE_POLL_MS = 1000;
+const erasureRunning = (r: Erasure) => r.status === 'pending' || r.status === 'running';
 
 /** "s1: restricted by CASE-42; s2: erased (composite re-rendered)". */
 function outcomeText(r: Erasure): string {
+  if (r.error) return `${r.error.code}: ${r.error.message} — submit the same request again to resume it`;
+  if (erasureRunning(r)) return r.progress.stage ?? 'queued';
   if (r.outcome.length === 0) return r.status === 'completed' ? 'nothing of theirs was stored' : '—';
   return r.outcome
     .map((o) => `${o.session}: ${o.state}${o.holds?.length ? ` by hold ${o.holds.map((x) => x.caseId ?? x.id).join(', ')}` : ''}${o.composite && o.composite !== 'none' ? ` (composite ${o.composite})` : ''}${o.note ? ` — ${o.note}` : ''}`)
@@ -325,6 +333,7 @@ function outcomeText(r: Erasure): string {
 }
 
 function toErasure(o: Record<string, unknown>): Erasure {
+  const progress = (o.progress ?? {}) as { pct?: unknown; stage?: unknown };
   return {
     id: String(o.id),
     participant: String(pick(o, 'participant', 'participantId', 'participant_id')),
@@ -336,6 +345,8 @@ function toErasure(o: Record<string, unknown>): Erasure {
     requestedAt: String(pick(o, 'requestedAt', 'requested_at') ?? ''),
     completedAt: (pick(o, 'completedAt', 'completed_at') as string | null | undefined) ?? null,
     outcome: Array.isArray(o.outcome) ? (o.outcome as Erasure['outcome']) : [],
+    progress: { pct: Number(progress.pct ?? 0), stage: typeof progress.stage === 'string' ? progress.stage : null },
+    error: (o.error as Erasure['error'] | undefined) ?? null,
   };
 }
 
@@ -345,40 +356,52 @@ export async function renderErasure(ctx: Ctx): Promise<void> {
   const session = h('input', { name: 'session', autocomplete: 'off' });
   const reason = h('input', { name: 'reason', required: true, autocomplete: 'off' });
   const status = formStatus();
-  const load = async () => {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  /** The request submitted from this page: its outcome is announced when its job finishes. */
+  let submitted: string | undefined;
+  const load = async (): Promise<void> => {
+    clearTimeout(timer);
+    let rows: Erasure[];
     try {
-      const res = await api<{ requests: Record<string, unknown>[] }>('GET', '/erasure-requests');
-      res.requests.sort((a, b) => String(b.requestedAt ?? '').localeCompare(String(a.requestedAt ?? '')));
-      if (!ctx.alive()) return;
-      const rows = res.requests.map(toErasure);
-      list.replaceChildren(
-        rows.length === 0
-          ? h('p', { class: 'muted' }, 'No erasure requests.')
-          : h(
-              'table',
-              { class: 'erasures' },
-              h('thead', {}, h('tr', {}, ['Requested', 'Participant', 'Session', 'Reason', 'Status', 'Outcome'].map((c) => h('th', { scope: 'col' }, c)))),
-              h(
-                'tbody',
-                {},
-                rows.map((r) =>
-                  h(
-                    'tr',
-                    { 'data-erasure': r.id },
-                    h('td', {}, `${formatTime(r.requestedAt)}${r.requestedBy ? ` by ${r.requestedBy}` : ''}`),
-                    h('td', {}, h('code', {}, r.participant)),
-                    h('td', {}, r.session ? h('a', { href: `/console/sessions/${encodeURIComponent(r.session)}` }, r.session) : 'all sessions'),
-                    h('td', {}, r.reason),
-                    h('td', {}, h('span', { class: `badge ${r.status}` }, r.status)),
-                    h('td', {}, outcomeText(r)),
-                  ),
+      rows = (await api<{ requests: Record<string, unknown>[] }>('GET', '/erasure-requests')).requests.map(toErasure).sort((a, b) => b.requestedAt.localeCompare(a.requestedAt));
+    } catch (e) {
+      if (ctx.alive()) list.replaceChildren(unavailable(e, 'Erasure requests'));
+      return;
+    }
+    if (!ctx.alive()) return;
+    list.replaceChildren(
+      rows.length === 0
+        ? h('p', { class: 'muted' }, 'No erasure requests.')
+        : h(
+            'table',
+            { class: 'erasures' },
+            h('thead', {}, h('tr', {}, ['Requested', 'Participant', 'Session', 'Reason', 'Status', 'Outcome'].map((c) => h('th', { scope: 'col' }, c)))),
+            h(
+              'tbody',
+              {},
+              rows.map((r) =>
+                h(
+                  'tr',
+                  { 'data-erasure': r.id, 'data-status': r.status },
+                  h('td', {}, `${formatTime(r.requestedAt)}${r.requestedBy ? ` by ${r.requestedBy}` : ''}`),
+                  h('td', {}, h('code', {}, r.participant)),
+                  h('td', {}, r.session ? h('a', { href: `/console/sessions/${encodeURIComponent(r.session)}` }, r.session) : 'all sessions'),
+                  h('td', {}, r.reason),
+                  h('td', {}, erasureRunning(r) ? h('progress', { max: 100, value: r.progress.pct, 'aria-label': `Erasure ${r.status}, ${r.progress.pct}% done` }, `${r.progress.pct}%`) : h('span', { class: `badge ${r.status}` }, r.status)),
+                  h('td', {}, outcomeText(r)),
                 ),
               ),
             ),
-      );
-    } catch (e) {
-      if (ctx.alive()) list.replaceChildren(unavailable(e, 'Erasure requests'));
+          ),
+    );
+    const mine = submitted === undefined ? undefined : rows.find((r) => r.id === submitted);
+    if (mine && !erasureRunning(mine)) {
+      submitted = undefined;
+      status.ok(`Erasure request for ${mine.participant}: ${mine.status} — ${outcomeText(mine)}.`);
+      ctx.announce(`Erasure request ${mine.status}.`);
     }
+    // Live progress while any request is still being worked on.
+    if (rows.some(erasureRunning)) timer = setTimeout(() => void (ctx.alive() && load()), ERASURE_POLL_MS);
   };
   const form = h(
     'form',
@@ -389,11 +412,17 @@ export async function renderErasure(ctx: Ctx): Promise<void> {
         ev.preventDefault();
         const who = participant.value.trim();
         if (!confirm(`Erase ${who}'s tracks, files and transcript${session.value.trim() ? ` in session ${session.value.trim()}` : ' in every session'}? This cannot be undone (held sessions are kept and the request is marked restricted).`)) return;
-        status.busy('Erasing…');
+        status.busy('Submitting…');
         try {
           const r = toErasure(await api<Record<string, unknown>>('POST', '/erasure-requests', { participant: who, ...(session.value.trim() ? { session: session.value.trim() } : {}), reason: reason.value.trim() }));
-          status.ok(`Erasure request for ${who}: ${r.status} — ${outcomeText(r)}.`);
-          ctx.announce(`Erasure request ${r.status}.`);
+          if (erasureRunning(r)) {
+            submitted = r.id;
+            status.busy(`Erasure request for ${who} accepted: it runs in the background, its progress is below.`);
+            ctx.announce('Erasure request accepted.');
+          } else {
+            status.ok(`Erasure request for ${who}: ${r.status} — ${outcomeText(r)}.`);
+            ctx.announce(`Erasure request ${r.status}.`);
+          }
           participant.value = session.value = reason.value = '';
           await load();
         } catch (e) {
@@ -402,7 +431,7 @@ export async function renderErasure(ctx: Ctx): Promise<void> {
       },
     },
     h('h2', { id: 'erasure-form-title' }, 'New erasure request'),
-    h('p', { class: 'muted' }, 'GDPR Art. 17: the participant’s tracks, own files and transcript lines are deleted and the composite is re-rendered without them — unless a legal hold covers the session: then the request is recorded as restricted, naming the hold.'),
+    h('p', { class: 'muted' }, 'GDPR Art. 17: the participant’s tracks, own files and transcript lines are deleted and the composite is re-rendered without them — unless a legal hold covers the session: then the request is recorded as restricted, naming the hold. The request runs in the background; this page follows its progress.'),
     h('div', { class: 'grid' }, field('Participant id', participant), field('Session id (empty: all their sessions)', session), field('Reason', reason)),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Submit request')),
     status.el,
