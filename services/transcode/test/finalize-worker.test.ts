@@ -7,12 +7,26 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../../db/database.ts';
-import { TRANSCODE_QUEUE, SESSION_COMPOSITE_JOB, SessionClockResultSchema, SessionCompositeResultSchema, TRACK_DEPACKETIZE_JOB, TrackDepacketizeResultSchema, type SessionCompositePayload, type TrackDepacketizePayload } from '../../lib/contracts/jobs.ts';
+import {
+  TRANSCODE_QUEUE,
+  SESSION_COMPOSITE_JOB,
+  SESSION_RERENDER_JOB,
+  SessionClockResultSchema,
+  SessionCompositeResultSchema,
+  SessionRerenderResultSchema,
+  TRACK_DEPACKETIZE_JOB,
+  TrackDepacketizeResultSchema,
+  rerenderJobId,
+  type SessionCompositePayload,
+  type SessionRerenderPayload,
+  type TrackDepacketizePayload,
+} from '../../lib/contracts/jobs.ts';
 import { SessionManifestSchema } from '../../lib/contracts/recording.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
 import { TEST_DATABASE_URL, testBackends } from '../../../testing/databases.ts';
+import { audioOnsets, ffprobe } from '../../../testing/media-fixtures.ts';
 import { SessionStore } from '../../recorder/index.ts';
 import { FluentFfmpegRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { runSessionPipeline } from '../src/session-pipeline.ts';
@@ -209,6 +223,52 @@ describe('session.finalize worker', () => {
       expect(segs[0]!.end_seconds).toBeGreaterThan(7.7);
       const kinds = (await db.selectFrom('artifacts').select('kind').where('session_id', '=', id).execute()).map((a) => a.kind).sort();
       expect(kinds).toEqual(['composite', 'participant-av', 'participant-wav', 'track', 'transcript-json', 'transcript-txt', 'transcript-vtt']);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it.each(['flow', 'single'] as const)('session.rerender (%s): the composite again from the manifest by the same stages, on the timeline it is given; the session and its rows are left alone, corrupt input fails only the re-render', async (mode) => {
+    const manifestPath = syntheticSession(tmp, () => {}, { session: `rerender-${mode}`, seconds: 3 });
+    const id = await seal(manifestPath);
+    const prefix = `fw${randomBytes(3).toString('hex')}`;
+    const worker = inProcessWorker(prefix, { mode });
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('done');
+      const rows = await db.selectFrom('artifacts').selectAll().where('session_id', '=', id).orderBy('key').execute();
+      const stored = rows.find((r) => r.kind === 'composite')!;
+      const payload: SessionRerenderPayload = {
+        v: 1,
+        room: 'r',
+        session: id,
+        manifestPath,
+        manifestSha256: createHash('sha256').update(readFileSync(manifestPath)).digest('hex'),
+        requestedBy: { type: 'erasure', id: 'req-1' },
+        // As if someone who spoke for the first second had been erased, and the session ran 5 s.
+        timeline: { leadSeconds: 1, durationSeconds: 5 },
+      };
+      const job = await worker.queue.add(SESSION_RERENDER_JOB, payload, { jobId: rerenderJobId('req-1', id) });
+      await expect.poll(async () => (await worker.queue.getJob(job.id!))!.getState(), { timeout: 60_000 }).toBe('completed');
+      const done = (await worker.queue.getJob(job.id!))!;
+      const out = SessionRerenderResultSchema.parse(done.returnvalue);
+      expect(out.composite).toMatchObject({ key: stored.key, kind: 'composite', durationSeconds: 5 });
+      expect(out.composite.sha256).not.toBe(stored.sha256);
+      if (mode === 'flow') {
+        expect(Object.keys(await done.getChildrenValues()).map((k) => k.split(':').at(-1)).sort()).toEqual([`rerender.req-1.${id}.clock`, `rerender.req-1.${id}.composite`, `rerender.req-1.${id}.track0`]);
+      }
+      const file = await new LocalArtifactStorage(path.join(tmp, `store-${prefix}`)).locate(stored.key);
+      expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(out.composite.sha256);
+      expect(Math.abs(Number(ffprobe(file).format.duration) - 5)).toBeLessThan(0.1);
+      const onsets = audioOnsets(file);
+      expect(onsets.some((t) => Math.abs(t - 1) < 0.15), `onsets ${onsets}`).toBe(true);
+      // Rows are the caller's to replace (the erasure job does, with its tombstone).
+      expect(await db.selectFrom('artifacts').selectAll().where('session_id', '=', id).orderBy('key').execute()).toEqual(rows);
+
+      const bad = await worker.queue.add(SESSION_RERENDER_JOB, { ...payload, manifestPath: path.join(tmp, 'gone', 'manifest.json'), requestedBy: { type: 'erasure', id: 'req-2' } }, { jobId: rerenderJobId('req-2', id) });
+      await expect.poll(async () => (await worker.queue.getJob(bad.id!))!.getState(), { timeout: 30_000 }).toBe('failed');
+      expect((await worker.queue.getJob(bad.id!))!.failedReason).toMatch(/^CORRUPT_MANIFEST/);
+      expect(await status(id)).toMatchObject({ status: 'done', error_code: null });
     } finally {
       await worker.close();
     }
