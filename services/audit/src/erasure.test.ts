@@ -20,7 +20,7 @@ import { transcriptText } from '../../lib/transcript/transcript-files.ts';
 import { syntheticTrack } from '../../../testing/synthetic-session.ts';
 import { AuditLog } from './audit-log.ts';
 import { createUserWithKey } from './auth.ts';
-import { startAuditServer, type AuditServer } from './http-server.ts';
+import { startAuditServer, type AuditServer } from './http/server.ts';
 
 const backends = await testBackends();
 afterAll(async () => {
