@@ -4,7 +4,7 @@
  * Lock retention for uploads, and the operator CLIs. Everything else under src/ is
  * private to audit.
  */
-export { startAuditServer, auditServerOptionsFromConfig, type AuditServer } from './src/http-server.ts';
+export { startAuditServer, auditServerOptionsFromConfig, type AuditServer } from './src/http/server.ts';
 export { AuditLog, type AuditEntryInput } from './src/audit-log.ts';
 export { createUserWithKey } from './src/auth.ts';
 export { SweeperWorker } from './src/sweeper-worker.ts';

@@ -18,7 +18,7 @@ import { syntheticTrack } from '../../../testing/synthetic-session.ts';
 import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../testing/transcode-worker.ts';
 import { AuditLog } from './audit-log.ts';
 import { createUserWithKey } from './auth.ts';
-import { startAuditServer, type AuditServer } from './http-server.ts';
+import { startAuditServer, type AuditServer } from './http/server.ts';
 
 const backends = await testBackends();
 afterAll(async () => {

@@ -214,6 +214,47 @@ describe.each(backends)('ArtifactStorage conformance: $name', ({ make }) => {
     await expectCode(b.storage.getStream('sessions/s1'), 'BAD_REQUEST');
   });
 
+  it('stat gives the stored size; undefined for absent keys and bare prefixes', async () => {
+    expect(await b.storage.stat(smallKey)).toEqual({ bytes: small.data.length });
+    expect(await b.storage.stat(bigKey)).toEqual({ bytes: big.data.length });
+    expect(await b.storage.stat('sessions/s1/audio/missing.bin')).toBeUndefined();
+    expect(await b.storage.stat('sessions/s1')).toBeUndefined();
+  });
+
+  it('getRange returns exactly the bytes asked for (inclusive end), across multipart part boundaries; an end past the last byte reads to the end', async () => {
+    const cases: [typeof small, number, number][] = [
+      [small, 0, 0],
+      [small, 100, 199],
+      [small, small.data.length - 1, small.data.length - 1],
+      [small, 1000, 10_000],
+      [big, 8 * MiB - 10, 8 * MiB + 9], // the first part boundary
+      [big, 16 * MiB - 1, 30 * MiB],
+    ];
+    for (const [f, start, end] of cases) {
+      const key = f === small ? smallKey : bigKey;
+      const got = await readAll(await b.storage.getRange(key, start, end));
+      const want = f.data.subarray(start, end + 1);
+      expect(got.length, `${key} ${start}-${end}`).toBe(want.length);
+      expect(got.equals(want), `${key} ${start}-${end}`).toBe(true);
+    }
+  });
+
+  it('getRange: a start at or past the end → RANGE_NOT_SATISFIABLE with the size; an absent key → BAD_REQUEST; bad bounds → BAD_REQUEST before any I/O', async () => {
+    for (const start of [small.data.length, small.data.length + 100]) {
+      const err = await b.storage.getRange(smallKey, start, start + 10).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(VerbatimError);
+      expect((err as VerbatimError).code).toBe('RANGE_NOT_SATISFIABLE');
+      expect((err as VerbatimError).details).toEqual({ size: small.data.length });
+    }
+    await expectCode(b.storage.getRange('sessions/s1/audio/missing.bin', 0, 10), 'BAD_REQUEST');
+    await expectCode(b.storage.getRange('sessions/s1', 0, 10), 'BAD_REQUEST');
+    const before = await b.fingerprint();
+    for (const [start, end] of [[-1, 5], [5, 4], [0.5, 3], [Number.NaN, 1], [0, Number.POSITIVE_INFINITY]] as const) {
+      await expectCode(b.storage.getRange(smallKey, start, end), 'BAD_REQUEST');
+    }
+    expect(await b.fingerprint()).toBe(before);
+  });
+
   it('locate returns something a consumer can read the identical bytes from', async () => {
     const got = await b.readLocated(await b.storage.locate(bigKey));
     expect(got.length).toBe(big.data.length);
@@ -237,6 +278,8 @@ describe.each(backends)('ArtifactStorage conformance: $name', ({ make }) => {
     await b.storage.delete(smallKey);
     expect(await b.storage.exists(smallKey)).toBe(false);
     await expectCode(b.storage.getStream(smallKey), 'BAD_REQUEST');
+    await expectCode(b.storage.getRange(smallKey, 0, 10), 'BAD_REQUEST');
+    expect(await b.storage.stat(smallKey)).toBeUndefined();
     await b.storage.delete(smallKey);
     expect(await b.storage.exists(bigKey)).toBe(true); // only the one key went
   });
@@ -248,6 +291,8 @@ describe.each(backends)('ArtifactStorage conformance: $name', ({ make }) => {
     await expectCode(b.storage.exists(key), 'BAD_REQUEST');
     await expectCode(b.storage.delete(key), 'BAD_REQUEST');
     await expectCode(b.storage.getStream(key), 'BAD_REQUEST');
+    await expectCode(b.storage.getRange(key, 0, 10), 'BAD_REQUEST');
+    await expectCode(b.storage.stat(key), 'BAD_REQUEST');
     expect(await b.fingerprint()).toBe(before);
   });
 });
@@ -299,6 +344,26 @@ describe('S3ArtifactStorage', () => {
     });
     const s3 = new S3ArtifactStorage({ bucket, region: 'us-east-1', client });
     await expectCode(s3.put('m/tampered.bin', small.file, 'application/octet-stream'), 'INTERNAL');
+    client.destroy();
+  });
+
+  it('getRange slices the bytes itself when the server ignores Range (answers 200 with the whole object)', async () => {
+    const s3 = new S3ArtifactStorage({ bucket, region: 'us-east-1', endpoint, forcePathStyle: true, credentials: S3_CREDS });
+    await s3.put('r/small.bin', small.file, 'application/octet-stream');
+    s3.destroy();
+    let removed = 0;
+    const { client } = recordingClient((h) => {
+      for (const name of Object.keys(h)) {
+        if (name.toLowerCase() !== 'range') continue;
+        delete h[name];
+        removed++;
+      }
+    });
+    const blind = new S3ArtifactStorage({ bucket, region: 'us-east-1', client });
+    expect((await readAll(await blind.getRange('r/small.bin', 10, 19))).equals(small.data.subarray(10, 20))).toBe(true);
+    expect((await readAll(await blind.getRange('r/small.bin', 1200, 5000))).equals(small.data.subarray(1200))).toBe(true);
+    await expectCode(blind.getRange('r/small.bin', small.data.length, small.data.length + 1), 'RANGE_NOT_SATISFIABLE');
+    expect(removed).toBe(3); // every read went without its Range header
     client.destroy();
   });
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { VerbatimError } from '../errors.ts';
@@ -21,11 +21,32 @@ export interface ArtifactStorage {
   delete(key: string): Promise<void>;
   /** The artifact's bytes as a stream; rejects with BAD_REQUEST when no artifact is stored under the key. */
   getStream(key: string): Promise<Readable>;
+  /**
+   * Bytes `start` through `end` (inclusive, as in HTTP Range) as a stream; an `end` past the last byte
+   * reads to the end. Rejects with BAD_REQUEST when no artifact is stored under the key or the bounds are
+   * not integers with 0 <= start <= end, and with RANGE_NOT_SATISFIABLE (details.size) when `start` is
+   * at or past the end of the artifact.
+   */
+  getRange(key: string, start: number, end: number): Promise<Readable>;
+  /** The stored artifact's size, or undefined when no artifact is stored under the key. */
+  stat(key: string): Promise<{ bytes: number } | undefined>;
 }
 
 /** The error `getStream` rejects with for a key that holds no artifact (errors.ts has no generic not-found code). */
 export function artifactNotFound(key: string): VerbatimError {
   return new VerbatimError('BAD_REQUEST', `no artifact stored under "${key}"`, { hint: 'Check the key; exists() tells whether an artifact is stored.' });
+}
+
+/** Checks getRange's bounds before any I/O. */
+export function validateRange(start: number, end: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
+    throw new VerbatimError('BAD_REQUEST', `invalid byte range ${start}-${end}`, { hint: 'Ask for integer bounds with 0 <= start <= end.' });
+  }
+}
+
+/** The error `getRange` rejects with for a start at or past the end of the artifact. */
+export function rangeNotSatisfiable(key: string, start: number, size: number): VerbatimError {
+  return new VerbatimError('RANGE_NOT_SATISFIABLE', `byte ${start} is past the end of "${key}" (${size} bytes)`, { hint: 'Ask for bytes within the artifact (stat() gives its size).', details: { size } });
 }
 
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._@-]*(\/[A-Za-z0-9][A-Za-z0-9._@-]*)*$/;
@@ -82,17 +103,43 @@ export class LocalArtifactStorage implements ArtifactStorage {
   }
 
   async getStream(key: string): Promise<Readable> {
+    const { handle } = await this.openFile(key);
+    return handle.createReadStream();
+  }
+
+  async getRange(key: string, start: number, end: number): Promise<Readable> {
     const file = this.pathOf(key);
-    // Open first so a missing artifact rejects here instead of erroring the stream later.
+    validateRange(start, end);
+    const { handle, size } = await this.openFile(key, file);
+    if (start >= size) {
+      await handle.close();
+      throw rangeNotSatisfiable(key, start, size);
+    }
+    return handle.createReadStream({ start, end: Math.min(end, size - 1) });
+  }
+
+  async stat(key: string): Promise<{ bytes: number } | undefined> {
+    return stat(this.pathOf(key)).then(
+      (st) => (st.isFile() ? { bytes: st.size } : undefined),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+        throw err;
+      },
+    );
+  }
+
+  /** Opens the artifact's file, so a missing artifact rejects here instead of erroring a stream later. */
+  private async openFile(key: string, file = this.pathOf(key)): Promise<{ handle: FileHandle; size: number }> {
     const handle = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw artifactNotFound(key);
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') throw artifactNotFound(key);
       throw err;
     });
-    if (!(await handle.stat()).isFile()) {
+    const st = await handle.stat();
+    if (!st.isFile()) {
       // A key that is only a prefix of other keys (a directory here) holds no artifact, as in S3.
       await handle.close();
       throw artifactNotFound(key);
     }
-    return handle.createReadStream();
+    return { handle, size: st.size };
   }
 }

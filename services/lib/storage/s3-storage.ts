@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -13,7 +13,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { VerbatimError } from '../errors.ts';
-import { artifactNotFound, sha256File, validateKey, type ArtifactStorage, type StoredArtifact } from './artifact-storage.ts';
+import { artifactNotFound, rangeNotSatisfiable, sha256File, validateKey, validateRange, type ArtifactStorage, type StoredArtifact } from './artifact-storage.ts';
 
 /** Object metadata key the artifact's SHA-256 (hex) is recorded under: the `x-amz-meta-sha256` header. */
 export const SHA256_METADATA_KEY = 'sha256';
@@ -161,6 +161,48 @@ export class S3ArtifactStorage implements ArtifactStorage {
     return body;
   }
 
+  /**
+   * GetObject with a Range header. A server that sends more than the range (ignores Range and answers the
+   * whole object, or widens it as s3rver does for an end of 0) is trimmed here to exactly the bytes asked for.
+   */
+  async getRange(key: string, start: number, end: number): Promise<Readable> {
+    validateKey(key);
+    validateRange(start, end);
+    let res;
+    try {
+      res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
+    } catch (err) {
+      if (isNotFound(err)) throw artifactNotFound(key);
+      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 416) {
+        const size = (await this.head(key))?.ContentLength;
+        if (size === undefined) throw artifactNotFound(key);
+        throw rangeNotSatisfiable(key, start, size);
+      }
+      throw storageError(`reading bytes ${start}-${end} of s3://${this.bucket}/${key} failed`, err);
+    }
+    const body = res.Body;
+    if (!(body instanceof Readable)) throw storageError(`reading s3://${this.bucket}/${key}: response body is not a Node stream`);
+    // What the body holds: the Content-Range it answered with, or (200) the whole object.
+    const m = res.ContentRange ? /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.ContentRange) : null;
+    const sent = m ? { start: Number(m[1]), end: Number(m[2]), size: Number(m[3]) } : { start: 0, end: (res.ContentLength ?? 0) - 1, size: res.ContentLength ?? 0 };
+    const last = Math.min(end, sent.size - 1);
+    if (start >= sent.size || sent.start > start || sent.end < last) {
+      body.destroy();
+      if (start >= sent.size) throw rangeNotSatisfiable(key, start, sent.size);
+      throw storageError(`reading bytes ${start}-${end} of s3://${this.bucket}/${key}: the server sent ${res.ContentRange ?? 'a body without Content-Range'}`);
+    }
+    if (sent.start === start && sent.end === last) return body;
+    const slice = sliceStream(start - sent.start, last - sent.start);
+    body.on('error', (err) => slice.destroy(err));
+    return body.pipe(slice);
+  }
+
+  async stat(key: string): Promise<{ bytes: number } | undefined> {
+    validateKey(key);
+    const head = await this.head(key);
+    return head ? { bytes: head.ContentLength ?? 0 } : undefined;
+  }
+
   /** Whether the bucket is configured with Object Lock (uploads carry retention; legal holds can be set). */
   get objectLockEnabled(): boolean {
     return this.objectLock !== undefined;
@@ -189,6 +231,19 @@ export class S3ArtifactStorage implements ArtifactStorage {
       throw storageError(`HEAD s3://${this.bucket}/${key} failed`, err);
     }
   }
+}
+
+/** Bytes start..end (inclusive) of a stream that starts at byte 0. */
+function sliceStream(start: number, end: number): Transform {
+  let pos = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: (err: Error | null, data?: Buffer) => void) {
+      const from = Math.max(0, start - pos);
+      const to = Math.min(chunk.length, end + 1 - pos);
+      pos += chunk.length;
+      cb(null, from < to ? chunk.subarray(from, to) : Buffer.alloc(0));
+    },
+  });
 }
 
 function isNotFound(err: unknown): boolean {

@@ -1,15 +1,17 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
-import type { ZodType } from 'zod';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
 import { EndSessionRequestSchema, SessionEventsRequestSchema, StartTrackRequestSchema } from '../../lib/contracts/recorder-control.ts';
 import { VerbatimError, toVerbatimError } from '../../lib/errors.ts';
+import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { createRegistry } from '../../lib/metrics.ts';
 import { loadOrCreateSecrets } from '../../lib/secrets.ts';
 import { RecorderSupervisor } from './supervisor.ts';
+
+const CONTROL_API_HINT = 'See services/lib/contracts/recorder-control.ts.';
 
 export interface RunningRecorder {
   supervisor: RecorderSupervisor;
@@ -43,19 +45,19 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   app.get('/metrics', async (_req, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
   app.register(async (api) => {
     api.addHook('onRequest', auth);
-    api.post('/v1/tracks', async (req, reply) => reply.status(201).send(await supervisor.startTrack(parse(StartTrackRequestSchema, req.body))));
+    api.post('/v1/tracks', async (req, reply) => reply.status(201).send(await supervisor.startTrack(parseOrBadRequest(StartTrackRequestSchema, req.body, 'body', CONTROL_API_HINT))));
     api.delete('/v1/sessions/:session/tracks/:track', async (req, reply) => {
       const p = req.params as { session: string; track: string };
       await supervisor.stopTrack(p.session, p.track);
       return reply.status(204).send();
     });
     api.post('/v1/sessions/:session/events', async (req, reply) => {
-      const b = parse(SessionEventsRequestSchema, req.body);
+      const b = parseOrBadRequest(SessionEventsRequestSchema, req.body, 'body', CONTROL_API_HINT);
       supervisor.addEvents(b.room, (req.params as { session: string }).session, b.events);
       return reply.status(204).send();
     });
     api.post('/v1/sessions/:session/end', async (req) => {
-      const b = parse(EndSessionRequestSchema, req.body);
+      const b = parseOrBadRequest(EndSessionRequestSchema, req.body, 'body', CONTROL_API_HINT);
       return supervisor.endSession(b.room, (req.params as { session: string }).session, b.reason);
     });
     api.get('/v1/dropped', async () => ({ dropped: await supervisor.droppedCounts() }));
@@ -78,14 +80,6 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
       return closing;
     },
   };
-}
-
-function parse<T>(schema: ZodType<T>, value: unknown): T {
-  const r = schema.safeParse(value);
-  if (!r.success) {
-    throw new VerbatimError('BAD_REQUEST', `invalid body: ${r.error.issues.slice(0, 5).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, { hint: 'See services/lib/contracts/recorder-control.ts.' });
-  }
-  return r.data;
 }
 
 function sha256(s: string): Buffer {

@@ -12,10 +12,15 @@ import {
   SetRecordingBodySchema,
   UpdateRoomFlagsBodySchema,
 } from '../../lib/contracts/room.ts';
-import { VerbatimError, toVerbatimError } from '../../lib/errors.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import { frameworkError } from '../../lib/http/framework-error.ts';
+import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
 import { buildMeetingPage } from './meeting-page.ts';
 import { SignalingConnection } from './signaling-connection.ts';
 import type { Sfu } from './sfu.ts';
+
+const BODY_LIMIT = 64 * 1024;
+const ADMIN_API_HINT = 'See the admin API section of README.md.';
 
 export interface SfuHttpServer {
   app: FastifyInstance;
@@ -29,16 +34,11 @@ export interface SfuHttpServer {
  */
 export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
   const cfg = sfu.config;
-  const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
   const page = await buildMeetingPage();
 
   app.setErrorHandler((err, req, reply) => {
-    let e: VerbatimError;
-    const statusCode = (err as { statusCode?: number }).statusCode;
-    if (err instanceof VerbatimError) e = err;
-    else if (statusCode === 413) e = new VerbatimError('MESSAGE_TOO_LARGE', 'request body too large', { hint: 'Bodies are limited to 64 KiB.' });
-    else if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) e = new VerbatimError('BAD_REQUEST', (err as Error).message, { hint: 'Send a JSON body with Content-Type: application/json.' });
-    else e = toVerbatimError(err);
+    const e = frameworkError(err, BODY_LIMIT);
     if (e.code === 'INTERNAL') sfu.logger.error({ err, url: req.url }, 'request failed');
     void reply.status(e.status).send({ error: e.toJSON() });
   });
@@ -53,8 +53,8 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
     if (!m) throw new VerbatimError('UNAUTHORIZED', 'admin API needs "Authorization: Bearer <SFU_API_SECRET>"', { hint: 'The API secret is in DATA_DIR/secrets.json or SFU_API_SECRET.' });
     if (!timingSafeEqual(sha256(m[1]!), apiKeyHash)) throw new VerbatimError('UNAUTHORIZED', 'wrong API secret', { hint: 'Use SFU_API_SECRET (or apiSecret in DATA_DIR/secrets.json).' });
   };
-  const body = <T>(schema: ZodType<T>, req: FastifyRequest): T => parse(schema, req.body ?? {}, 'body');
-  const roomId = (req: FastifyRequest): string => parse(RoomIdSchema, (req.params as { id: string }).id, 'room id');
+  const body = <T>(schema: ZodType<T>, req: FastifyRequest): T => parseOrBadRequest(schema, req.body ?? {}, 'body', ADMIN_API_HINT);
+  const roomId = (req: FastifyRequest): string => parseOrBadRequest(RoomIdSchema, (req.params as { id: string }).id, 'room id', ADMIN_API_HINT);
 
   app.get('/healthz', async () => ({ ok: true, draining: sfu.draining, workers: sfu.pool.size, rooms: sfu.rooms.size }));
   app.get('/metrics', async (_req, reply) => {
@@ -154,15 +154,6 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
       await app.close();
     },
   };
-}
-
-function parse<T>(schema: ZodType<T>, value: unknown, what: string): T {
-  const r = schema.safeParse(value);
-  if (!r.success) {
-    const detail = r.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || what}: ${i.message}`).join('; ');
-    throw new VerbatimError('BAD_REQUEST', `invalid ${what}: ${detail}`, { hint: 'See the admin API section of README.md.' });
-  }
-  return r.data;
 }
 
 function sha256(s: string): Buffer {

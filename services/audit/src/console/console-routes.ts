@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { bundleBrowserScript } from '../../../lib/browser-bundle.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { ROLE_PERMISSIONS } from '../auth.ts';
+import { SESSION_ID_RE } from '../http/schemas.ts';
 
 /**
  * The web console: one static page plus its bundle, served by the compliance service
@@ -18,9 +19,6 @@ export interface ConsoleAssets {
   js: string;
   css: string;
 }
-
-/** Same rule as the API's session ids; repeated here so this module needs nothing from http-server.ts. */
-const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 // The bundle is the same for every app built in this process (tests build many): build it once.
 let assets: Promise<ConsoleAssets> | undefined;

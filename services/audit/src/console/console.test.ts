@@ -20,7 +20,7 @@ import { createUserWithKey } from '../auth.ts';
 import { verifyArchive } from '../export.ts';
 import type { SessionDetails } from './client/api.ts';
 import { timelineEvents } from './client/timeline.ts';
-import { startAuditServer, type AuditServer } from '../http-server.ts';
+import { startAuditServer, type AuditServer } from '../http/server.ts';
 
 /**
  * The web console end to end: a session recorded synthetically and processed by the real

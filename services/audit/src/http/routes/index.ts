@@ -1,0 +1,29 @@
+import type { AnyRoute, RouteContext } from '../route-table.ts';
+import { auditRoutes } from './audit.ts';
+import { authRoutes } from './auth.ts';
+import { consentRoutes } from './consent.ts';
+import { erasureRoutes } from './erasure.ts';
+import { exportRoutes } from './exports.ts';
+import { holdRoutes } from './holds.ts';
+import { keyRoutes } from './keys.ts';
+import { mediaRoutes } from './media.ts';
+import { retentionRoutes } from './retention.ts';
+import { searchRoutes } from './search.ts';
+import { sessionRoutes } from './sessions.ts';
+
+/** Every /api/v1 route, one file per domain; this order is the order of the OpenAPI document. */
+export function routeTable(ctx: RouteContext): AnyRoute[] {
+  return [
+    ...exportRoutes(ctx),
+    ...authRoutes(ctx),
+    ...keyRoutes(ctx),
+    ...mediaRoutes(ctx),
+    ...erasureRoutes(ctx),
+    ...retentionRoutes(ctx),
+    ...holdRoutes(ctx),
+    ...searchRoutes(ctx),
+    ...sessionRoutes(ctx),
+    ...consentRoutes(ctx),
+    ...auditRoutes(ctx),
+  ];
+}

@@ -1,0 +1,122 @@
+import type { AddressInfo } from 'node:net';
+import { createHmac, randomBytes } from 'node:crypto';
+import path from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Kysely } from 'kysely';
+import type { Database } from '../../../../db/schema.ts';
+import type { Config } from '../../../lib/config.ts';
+import { frameworkError } from '../../../lib/http/framework-error.ts';
+import { loadOrCreateSecrets } from '../../../lib/secrets.ts';
+import { storageFromConfig } from '../../../lib/storage/storage-from-config.ts';
+import { AuditLog } from '../audit-log.ts';
+import { ApiKeyVerifier, ConsoleSessions, FailedAuthLimiter } from '../auth.ts';
+import { registerConsole } from '../console/console-routes.ts';
+import { ErasureJobs } from '../erasure-jobs.ts';
+import { objectLockRetention } from '../object-lock.ts';
+import type { AuditServer, AuditServerOptions } from './audit-server-options.ts';
+import { requestAuthenticator } from './authenticate.ts';
+import { docsPage, openApiDocument } from './openapi.ts';
+import { RequestAudit } from './request-audit.ts';
+import { API_HINT, mountRouteTable } from './route-table.ts';
+import { routeTable } from './routes/index.ts';
+
+/**
+ * The compliance service's HTTP API (v1). Every /api/v1 request carries
+ * `Authorization: Bearer <API key>` (or the console's session cookie), is authorised against
+ * the key's role, and leaves exactly one entry in the hash-chained audit trail (RequestAudit).
+ * The OpenAPI document is generated from the same route table (GET /docs/json). Besides the
+ * API: /healthz, /docs and the web console.
+ */
+
+export type { AuditServer, AuditServerOptions } from './audit-server-options.ts';
+
+export const BODY_LIMIT = 64 * 1024;
+
+/** Builds the app without listening (tests may inject). */
+export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
+  const { db, logger } = opts;
+  const log = new AuditLog(db);
+  const verifier = new ApiKeyVerifier(db, opts.now ? { now: opts.now } : {});
+  const sessions = new ConsoleSessions(db, verifier, {
+    secret: opts.sessionSecret ?? randomBytes(32),
+    ...(opts.sessionTtlMs !== undefined ? { ttlMs: opts.sessionTtlMs } : {}),
+    ...(opts.now ? { now: opts.now } : {}),
+  });
+  const limiter = new FailedAuthLimiter({ limit: opts.failedAuthPerMinute ?? 10, windowMs: 60_000, ...(opts.now ? { now: opts.now } : {}) });
+  const audit = new RequestAudit(log, logger);
+  const setPrincipal = audit.setPrincipal.bind(audit);
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, trustProxy: opts.trustProxy ?? false });
+  const erasure =
+    opts.storage && opts.recordingsDir
+      ? new ErasureJobs({
+          db,
+          storage: opts.storage,
+          audit: log,
+          recordingsDir: opts.recordingsDir,
+          workDir: opts.workDir ?? path.join(opts.recordingsDir, '..', 'erasure-work'),
+          logger: opts.logger,
+          redisUrl: opts.redisUrl,
+          queuePrefix: opts.queuePrefix,
+          ...(opts.now ? { now: opts.now } : {}),
+        })
+      : undefined;
+  // This process works through queued erasure requests (and resumes interrupted ones) while it serves.
+  if (erasure && opts.redisUrl) app.addHook('onReady', () => erasure.start());
+  if (erasure) app.addHook('onClose', () => erasure.close());
+  const table = routeTable({ db, log, options: opts, now: () => opts.now?.() ?? new Date(), verifier, sessions, limiter, setPrincipal, erasure });
+  const authenticate = requestAuthenticator({ verifier, sessions, limiter, setPrincipal });
+  const doc = openApiDocument(table);
+  const isApi = (url: string) => url.startsWith('/api/');
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const e = frameworkError(err, BODY_LIMIT);
+    if (e.code === 'INTERNAL') logger.error({ err, url: req.url }, 'request failed');
+    if (isApi(req.url)) await audit.refused(req, e);
+    if (e.code === 'RANGE_NOT_SATISFIABLE') reply.header('content-range', `bytes */${(e.details as { size?: number } | undefined)?.size ?? 0}`);
+    if (e.code === 'RATE_LIMITED') reply.header('retry-after', String((e.details as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? 60));
+    if (reply.sent) return;
+    return reply.status(e.status).send({ error: e.toJSON() });
+  });
+  app.setNotFoundHandler(async (req, reply) => {
+    const error = { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}`, hint: API_HINT };
+    if (isApi(req.url)) await audit.refused(req, { status: 404, ...error });
+    return reply.status(404).send({ error });
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/docs', async (_req, reply) => reply.type('text/html; charset=utf-8').send(docsPage(doc)));
+  app.get('/docs/json', async () => doc);
+  // The web console (public page; all its data comes from /api/v1 with the session cookie).
+  registerConsole(app);
+  app.register(async (api) => mountRouteTable(api, table, audit, authenticate), { prefix: '/api/v1' });
+  return app;
+}
+
+/**
+ * The options the launcher derives from the configuration: the console session key (derived from
+ * the persisted token secret, so sign-ins survive a restart without another secret to manage) and
+ * the artifact storage.
+ */
+export function auditServerOptionsFromConfig(
+  config: Config,
+  db?: Kysely<Database>,
+): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir'> {
+  const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
+  return {
+    sessionSecret: createHmac('sha256', secrets.tokenSecret).update('verbatim console session v1').digest(),
+    storage: storageFromConfig(config, db ? { retainUntil: objectLockRetention(db) } : {}),
+    recordingsDir: config.RECORDINGS_DIR,
+    workDir: path.join(config.DATA_DIR, 'erasure-work'),
+    exportsDir: path.join(config.DATA_DIR, 'exports'),
+    failedAuthPerMinute: config.AUDIT_FAILED_AUTH_PER_MIN,
+  };
+}
+
+export async function startAuditServer(opts: AuditServerOptions): Promise<AuditServer> {
+  const app = buildAuditApp(opts);
+  await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
+  const addr = app.server.address() as AddressInfo;
+  const url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  opts.logger.info({ url }, 'compliance API listening');
+  return { app, url, close: () => app.close() };
+}
