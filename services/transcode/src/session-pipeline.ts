@@ -44,7 +44,9 @@ const PIECE_DIR = 'tracks';
  * each on the session's wall clock, then builds the outputs with ffmpeg:
  * per-participant A/V (stream copy), 16 kHz mono WAV per participant (on the session
  * timeline, for ASR) and the room composite MP4 (H.264 + AAC, faststart).
- * Deterministic: same input → same paths and bytes.
+ * Deterministic: same input → same paths and bytes. The media primitives below on one local
+ * directory, without storage, rows or transcription: for tests and tools that look at a
+ * session's media. The worker runs the same primitives as stages (session-stages.ts).
  */
 export async function runSessionPipeline(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
   const result = await prepareSession(manifestPath, outDir, ffmpeg, progress);
