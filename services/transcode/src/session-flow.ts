@@ -105,11 +105,16 @@ class FlowDriver implements StageDriver {
   async step(spec: StepSpec, calls: StageCall[]): Promise<unknown[]> {
     if (ORDER.indexOf(spec.step) < ORDER.indexOf(this.current)) {
       // Started by an earlier pass of this root: its children's results.
+      const result = (c: StageCall) => Object.entries(this.values!).find(([k]) => k.endsWith(`:${this.id(c.id)}`));
       this.values ??= await this.job.getChildrenValues();
+      if (calls.some((c) => !result(c))) {
+        // A stage that failed after the last check: the root fails with its reason (or waits, if one still runs).
+        await this.enter();
+        this.values = await this.job.getChildrenValues();
+      }
       return calls.map((c) => {
-        const id = this.id(c.id);
-        const hit = Object.entries(this.values!).find(([k]) => k.endsWith(`:${id}`));
-        if (!hit) throw new Error(`stage ${id} left no result`);
+        const hit = result(c);
+        if (!hit) throw new Error(`stage ${this.id(c.id)} left no result`);
         return STAGES[c.name].result.parse(hit[1]);
       });
     }
