@@ -4,7 +4,7 @@ import path from 'node:path';
 import { SessionManifestSchema, type SegmentEntry, type SessionManifest, type TrackHeader } from '../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { RecordType, parseRecording, type ParsedFile } from '../../lib/recording/vrtp-format.ts';
-import { parseRtcp, parseRtp, type RtcpInfo, type RtpInfo } from '../../lib/rtp/index.ts';
+import { SEQUENCE_MODULUS, TIMESTAMP_MODULUS, parseRtcp, parseRtp, unwrapNear, type RtcpInfo, type RtpInfo } from '../../lib/rtp/index.ts';
 
 /**
  * Read-only tools over recordings for operators and tests: what is in one track
@@ -79,9 +79,8 @@ class StreamTracker {
     s.lastArrivalUs = arrivalUs;
     s.payloadBytes += p.payloadBytes;
     this.pts.add(p.payloadType);
-    // Signed 16-bit distance from the highest sequence so far: a wrap is a small step forward.
-    const dSeq = (((p.sequence - (this.highestSeq & 0xffff)) << 16) >> 16);
-    const ext = this.highestSeq + dSeq;
+    // Nearest to the highest sequence so far: a wrap is a small step forward.
+    const ext = unwrapNear(p.sequence, this.highestSeq, SEQUENCE_MODULUS);
     if (this.seen.has(ext)) s.duplicates++;
     else {
       this.seen.add(ext);
@@ -89,9 +88,8 @@ class StreamTracker {
     }
     if (ext > this.highestSeq) this.highestSeq = ext;
     if (ext < this.minSeq) this.minSeq = ext;
-    // Timestamps unwrap against the previous packet (signed 32-bit step), so reordering near a wrap is fine.
-    const dTs = (p.timestamp - (this.prevTs % 0x1_0000_0000)) | 0;
-    this.prevTs += dTs;
+    // Timestamps unwrap against the previous packet, so reordering near a wrap is fine.
+    this.prevTs = unwrapNear(p.timestamp, this.prevTs, TIMESTAMP_MODULUS);
     if (this.prevTs < this.minTs) this.minTs = this.prevTs;
     if (this.prevTs > this.maxTs) this.maxTs = this.prevTs;
   }
