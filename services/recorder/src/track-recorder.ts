@@ -4,6 +4,7 @@ import type { SegmentEntry, TrackHeader } from '../../lib/contracts/recording.ts
 import { RECORDING_FORMAT_VERSION } from '../../lib/contracts/recording.ts';
 import { Verdict, classifyRtcpPort, classifyRtpPort, type DropReason } from './packet-classifier.ts';
 import { RecordType } from '../../lib/recording/vrtp-format.ts';
+import { segmentName } from '../../lib/recording/session-dir.ts';
 import { RTP_HEADER_BYTES, peekPayloadType, peekSsrc } from '../../lib/rtp/index.ts';
 import { SegmentWriter } from './segment-writer.ts';
 
@@ -62,7 +63,7 @@ export class TrackRecorder {
   }
 
   get name(): string {
-    return `${this.req.track}-${this.segment}`;
+    return segmentName(this.req.track, this.segment);
   }
 
   private openSegment(): SegmentWriter {

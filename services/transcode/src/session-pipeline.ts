@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
+import type { SessionManifest } from '../../lib/contracts/recording.ts';
+import { readManifest } from '../../lib/recording/manifest-file.ts';
+import { SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { annexBToIvf, rtpH264ToAnnexB } from './depacketize/h264-annexb.ts';
 import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
@@ -73,12 +75,12 @@ interface LoadedSegment {
   t: TrackPackets;
 }
 
-/** Reads and validates a session manifest (corrupt → CORRUPT_MANIFEST). */
+/** Reads and validates a session manifest (missing or corrupt → CORRUPT_MANIFEST, unretried). */
 export function readSessionManifest(manifestPath: string): SessionManifest {
   try {
-    return SessionManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
+    return readManifest(manifestPath);
   } catch (err) {
-    throw new CorruptInputError(`manifest ${manifestPath} is unreadable: ${(err as Error).message}`, 'CORRUPT_MANIFEST');
+    throw new CorruptInputError((err as Error).message, 'CORRUPT_MANIFEST');
   }
 }
 
@@ -102,7 +104,7 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
       throw new CorruptInputError((err as Error).message);
     }
     if (t.packets.length === 0) continue;
-    out.push({ participant: track.participant, kind: track.kind, name: s.file.replace(/\.vrtp$/, ''), channels: track.codec.channels ?? 2, t });
+    out.push({ participant: track.participant, kind: track.kind, name: s.file.slice(0, -SEGMENT_EXTENSION.length), channels: track.codec.channels ?? 2, t });
   }
   return out;
 }
