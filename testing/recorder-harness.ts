@@ -12,7 +12,7 @@ import { redisConnection } from '../services/lib/redis.ts';
 import { TEST_DATABASE_URL } from './databases.ts';
 
 export const TEST_RECORDER_SECRET = 'test-recorder-secret-0123456789';
-const entry = fileURLToPath(new URL('../../recorder/src/process.ts', import.meta.url));
+const entry = fileURLToPath(new URL('../services/recorder/src/process.ts', import.meta.url));
 
 export interface TestRecorder {
   url: string;
