@@ -2,7 +2,9 @@
 import { ntpToIso } from './ntp-time.ts';
 
 export const RTCP_HEADER_BYTES = 8;
-export const RtcpType = { FIR: 192, IJ: 195, SR: 200, RR: 201, SDES: 202, BYE: 203, APP: 204, RTPFB: 205, PSFB: 206, XR: 207 } as const;
+/** Sender report: a plain constant for the hot path (RtcpType.SR is the same). */
+export const RTCP_SR = 200;
+export const RtcpType = { FIR: 192, IJ: 195, SR: RTCP_SR, RR: 201, SDES: 202, BYE: 203, APP: 204, RTPFB: 205, PSFB: 206, XR: 207 } as const;
 const RTCP_TYPE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(RtcpType).map(([name, pt]) => [pt, name]));
 
 /**

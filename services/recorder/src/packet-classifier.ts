@@ -3,7 +3,7 @@
  * this track's RTP/RTCP is dropped and counted by reason; nothing is parsed beyond
  * the fixed header (lib/rtp's peeks), so the hot path stays a few comparisons.
  */
-import { RTCP_HEADER_BYTES, RTP_HEADER_BYTES, RtcpType, hasVersion2, isRtcpPacketType, peekPayloadType, peekRtcpSsrc, peekRtcpType, peekSsrc } from '../../lib/rtp/index.ts';
+import { RTCP_HEADER_BYTES, RTCP_SR, RTP_HEADER_BYTES, hasVersion2, isRtcpPacketType, peekPayloadType, peekRtcpSsrc, peekRtcpType, peekSsrc } from '../../lib/rtp/index.ts';
 
 export const DropReasons = ['too_short', 'over_mtu', 'bad_version', 'not_rtcp', 'unknown_ssrc', 'unknown_payload_type', 'wrong_source', 'segment_closed'] as const;
 export type DropReason = (typeof DropReasons)[number];
@@ -18,8 +18,9 @@ export function classifyRtpPort(b: Buffer, maxBytes: number, ssrc: number, paylo
   if (len < RTP_HEADER_BYTES) return len >= RTCP_HEADER_BYTES && hasVersion2(b) && isRtcpPacketType(peekRtcpType(b)) ? Verdict.RTCP : 'too_short';
   if (len > maxBytes) return 'over_mtu';
   if (!hasVersion2(b)) return 'bad_version';
-  // RTCP multiplexed on the RTP port (RFC 5761).
-  if (isRtcpPacketType(peekRtcpType(b))) return rtcpSsrcOk(b, ssrc) ? Verdict.RTCP : 'unknown_ssrc';
+  // RTCP multiplexed on the RTP port (RFC 5761): byte 1 is its packet type, or RTP's marker + payload type.
+  const second = peekRtcpType(b);
+  if (isRtcpPacketType(second)) return rtcpSsrcOk(b, second, ssrc) ? Verdict.RTCP : 'unknown_ssrc';
   if (peekSsrc(b) !== ssrc) return 'unknown_ssrc';
   if (peekPayloadType(b) !== payloadType) return 'unknown_payload_type';
   return Verdict.RTP;
@@ -30,11 +31,12 @@ export function classifyRtcpPort(b: Buffer, maxBytes: number, ssrc: number): Ver
   if (len < RTCP_HEADER_BYTES) return 'too_short';
   if (len > maxBytes) return 'over_mtu';
   if (!hasVersion2(b)) return 'bad_version';
-  if (!isRtcpPacketType(peekRtcpType(b))) return 'not_rtcp';
-  return rtcpSsrcOk(b, ssrc) ? Verdict.RTCP : 'unknown_ssrc';
+  const type = peekRtcpType(b);
+  if (!isRtcpPacketType(type)) return 'not_rtcp';
+  return rtcpSsrcOk(b, type, ssrc) ? Verdict.RTCP : 'unknown_ssrc';
 }
 
 /** Sender reports must come from this track's SSRC; other RTCP (SDES, BYE...) is kept as is. */
-function rtcpSsrcOk(b: Buffer, ssrc: number): boolean {
-  return peekRtcpType(b) !== RtcpType.SR || peekRtcpSsrc(b) === ssrc;
+function rtcpSsrcOk(b: Buffer, type: number, ssrc: number): boolean {
+  return type !== RTCP_SR || peekRtcpSsrc(b) === ssrc;
 }
