@@ -8,6 +8,7 @@ import * as m0006 from './0006-retention-holds.ts';
 import * as m0007 from './0007-console-erasure.ts';
 import * as m0008 from './0008-search-time-index.ts';
 import * as m0009 from './0009-exports.ts';
+import * as m0010 from './0010-session-events.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -24,6 +25,7 @@ const migrations: Record<string, Migration> = {
   '0007-console-erasure': m0007,
   '0008-search-time-index': m0008,
   '0009-exports': m0009,
+  '0010-session-events': m0010,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -3,7 +3,8 @@ import type { SessionManifest } from '../../lib/contracts/recording.ts';
 
 /**
  * Registers sealed sessions in the database: the session row (status "sealed") is what
- * the transcode reconciler re-enqueues from if the queue loses the job.
+ * the transcode reconciler re-enqueues from if the queue loses the job; participants,
+ * tracks, segments and the timeline (session_events) are what the compliance API shows.
  */
 export class SessionStore {
   constructor(private readonly db: Db) {}
@@ -59,6 +60,25 @@ export class SessionStore {
         })),
       );
       if (segs.length > 0) await tx.insertInto('track_segments').values(segs).execute();
+      await replaceTimeline(tx, m.session, m.events);
     });
   }
+
+  /**
+   * Replaces a session's timeline rows with these events (their order is the ordinal), as
+   * a manifest rewrite must (an erasure drops a participant's events and adds its own).
+   * Pass a transaction as the store's db to do it with the rewrite's other changes.
+   */
+  async replaceTimeline(session: string, events: SessionManifest['events']): Promise<void> {
+    await replaceTimeline(this.db, session, events);
+  }
+}
+
+/** Rows per INSERT: 7 parameters each stays far below Postgres's 65535 per statement, however long the meeting. */
+const TIMELINE_BATCH = 1000;
+
+async function replaceTimeline(db: Db, session: string, events: SessionManifest['events']): Promise<void> {
+  await db.deleteFrom('session_events').where('session_id', '=', session).execute();
+  const rows = events.map((e, ordinal) => ({ session_id: session, ordinal, at: e.at, type: e.type, participant_id: e.participant ?? null, track_id: e.track ?? null, details: JSON.stringify(e.details) }));
+  for (let i = 0; i < rows.length; i += TIMELINE_BATCH) await db.insertInto('session_events').values(rows.slice(i, i + TIMELINE_BATCH)).execute();
 }
