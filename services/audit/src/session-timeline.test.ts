@@ -89,4 +89,23 @@ describe.each(backends)('session timeline ($name)', (backend: TestBackend) => {
     await new SessionStore(db).registerSealed(manifest('tl-long', many), '/nowhere/manifest.json', '3'.repeat(64));
     expect(await sessionTimeline(db, 'tl-long')).toEqual(many);
   });
+
+  it.skipIf(skip)('sessions sealed before the timeline was stored get it from their manifest once (recorder start-up backfill)', async () => {
+    const store = new SessionStore(db);
+    const dir = mkdtempSync(path.join(tmp, 'old-'));
+    const m = manifest('tl-old', events);
+    const { path: manifestPath, sha256 } = writeSessionManifest(dir, m);
+    await store.registerSealed(m, manifestPath, sha256);
+    // As a database migrated from before session_events: the rows are absent.
+    await db.deleteFrom('session_events').where('session_id', '=', 'tl-old').execute();
+    await store.registerSealed(manifest('tl-gone', events), path.join(tmp, 'deleted-by-retention', 'manifest.json'), '4'.repeat(64));
+    await db.deleteFrom('session_events').where('session_id', '=', 'tl-gone').execute();
+    expect(await sessionTimeline(db, 'tl-old')).toEqual([]);
+
+    expect(await store.backfillTimelines()).toBe(1);
+    expect(await sessionTimeline(db, 'tl-old')).toEqual(events);
+    expect(await sessionTimeline(db, 'tl-gone')).toEqual([]);
+    // Once filled in, nothing is left to do.
+    expect(await store.backfillTimelines()).toBe(0);
+  });
 });

@@ -1,5 +1,6 @@
 import type { Db } from '../../../db/database.ts';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
+import { checkManifest } from '../../lib/recording/manifest-file.ts';
 
 /**
  * Registers sealed sessions in the database: the session row (status "sealed") is what
@@ -71,6 +72,28 @@ export class SessionStore {
    */
   async replaceTimeline(session: string, events: SessionManifest['events']): Promise<void> {
     await replaceTimeline(this.db, session, events);
+  }
+
+  /**
+   * Sessions sealed before the timeline was stored in the database (migration 0010) get
+   * their rows from their manifest, once, while it is still on this recorder's disk.
+   * Returns how many sessions were filled in; unreadable or missing manifests are skipped.
+   */
+  async backfillTimelines(): Promise<number> {
+    const rows = await this.db
+      .selectFrom('recording_sessions as s')
+      .select(['s.id', 's.manifest_path'])
+      .where('s.manifest_path', 'is not', null)
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('session_events as e').select('e.session_id').whereRef('e.session_id', '=', 's.id'))))
+      .execute();
+    let filled = 0;
+    for (const r of rows) {
+      const c = checkManifest(r.manifest_path!);
+      if (!c.ok || c.manifest.session !== r.id || c.manifest.events.length === 0) continue;
+      await replaceTimeline(this.db, r.id, c.manifest.events);
+      filled++;
+    }
+    return filled;
   }
 }
 

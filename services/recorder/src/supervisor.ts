@@ -102,7 +102,11 @@ export class RecorderSupervisor {
     for (let i = 0; i < n; i++) this.spawnWorker(i, this.config.RECORDER_MIN_PORT + i * span, this.config.RECORDER_MIN_PORT + (i + 1) * span - 1);
     await Promise.all(this.workers.map((w) => w.ready));
     this.statsTimer = setInterval(() => this.broadcast({ t: 'stats', v: IPC_VERSION }), 1000);
-    this.statsTimer.unref();
+    this.statsTimer.unref();    // In the background: a large archive must not hold up recording.
+    this.store.backfillTimelines().then(
+      (n) => n > 0 && this.deps.logger.info({ sessions: n }, 'stored the timelines of sessions sealed before session_events existed'),
+      (err: unknown) => this.deps.logger.warn({ err }, 'could not backfill session timelines'),
+    );
   }
 
   private spawnWorker(index: number, minPort: number, maxPort: number): void {
