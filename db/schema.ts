@@ -112,6 +112,17 @@ export interface TrackSegmentsTable {
   truncated: boolean;
 }
 
+/** The sealed session's timeline, one row per manifest event in manifest order (migration 0010). */
+export interface SessionEventsTable {
+  session_id: string;
+  ordinal: number;
+  at: ColumnType<Date, Date | string, Date | string>;
+  type: string;
+  participant_id: string | null;
+  track_id: string | null;
+  details: JSONColumnType<Record<string, unknown>, string, string>;
+}
+
 export type { AuditActorType } from '../services/lib/audit-sink.ts';
 import type { AuditActorType } from '../services/lib/audit-sink.ts';
 
@@ -215,7 +226,7 @@ export interface ConsoleSessionsTable {
 
 export type ErasureStatus = 'pending' | 'running' | 'completed' | 'restricted' | 'partial' | 'failed';
 
-/** GDPR Art. 17 erasure requests (migration 0007; run as background jobs since 0010). */
+/** GDPR Art. 17 erasure requests (migration 0007; run as background jobs since 0011). */
 export interface ErasureRequestsTable {
   id: string;
   participant_id: string;
@@ -265,6 +276,7 @@ export interface Database {
   session_participants: SessionParticipantsTable;
   tracks: TracksTable;
   track_segments: TrackSegmentsTable;
+  session_events: SessionEventsTable;
   artifacts: ArtifactsTable;
   transcript_segments: TranscriptSegmentsTable;
   audit_log: AuditLogTable;

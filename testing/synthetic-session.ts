@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../services/lib/contracts/recording.ts';
+import { SESSION_MANIFEST_VERSION, type Codec, type SessionManifest } from '../services/lib/contracts/recording.ts';
 import { RecordType, encodeFileHeader, encodeRecord } from '../services/lib/recording/vrtp-format.ts';
 import { sampleHeader } from './recording-fixtures.ts';
 import { oggPackets } from '../services/lib/media/ogg-packets.ts';
@@ -98,10 +98,14 @@ function writeSegment(dir: string, file: string, segment: number, header: Return
   return { segment, file, ssrc: header.ssrc, startedAt: header.startedAt, startedAtUs: header.startedAtUs, endedAt: header.startedAt, endReason: 'session-ended', bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), rtpPackets: records.length, rtcpPackets: 0, firstArrivalUs: header.startedAtUs, lastArrivalUs: header.startedAtUs + seconds * 1e6, truncated: false };
 }
 
-export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][]; restart?: { gapSeconds: number; seconds: number }; video?: boolean } = {}): string {
+/**
+ * `codecs` labels the tracks (segment headers and manifest) with another codec than the
+ * Opus/VP8 they carry, at the same payload type: a recording of a codec transcode may not know.
+ */
+export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][]; restart?: { gapSeconds: number; seconds: number }; video?: boolean; codecs?: { audio?: Codec; video?: Codec } } = {}): string {
   const dir = mkdtempSync(path.join(root, 'sess-'));
   const track = syntheticTrack({ seconds: opts.seconds ?? 2, lossPct: 0, dtx: opts.silences ?? [], seed: 1 }, root);
-  const header = sampleHeader({ ssrc: track.ssrc, startedAtUs: track.t0, track: 'a', session: opts.session ?? 's', room: 'r' });
+  const header = sampleHeader({ ssrc: track.ssrc, startedAtUs: track.t0, track: 'a', session: opts.session ?? 's', room: 'r', ...(opts.codecs?.audio ? { codec: opts.codecs.audio } : {}) });
   const bytes = Buffer.concat([encodeFileHeader(header), ...track.records]);
   writeFileSync(path.join(dir, 'a-0.vrtp'), bytes);
   const m: SessionManifest = {
@@ -122,7 +126,7 @@ export function syntheticSession(root: string, mutate: (dir: string, m: SessionM
     // The recorder restarted: the same stream (SSRC, clocks running on) continues in a new segment file after a gap.
     const startSec = (opts.seconds ?? 2) + opts.restart.gapSeconds;
     const t2 = syntheticTrack({ seconds: opts.restart.seconds, lossPct: 0, dtx: [], seed: 2, startSec }, root);
-    const h2 = sampleHeader({ segment: 1, ssrc: t2.ssrc, startedAtUs: t2.t0, track: 'a', session: opts.session ?? 's', room: 'r' });
+    const h2 = sampleHeader({ segment: 1, ssrc: t2.ssrc, startedAtUs: t2.t0, track: 'a', session: opts.session ?? 's', room: 'r', codec: header.codec });
     const b2 = Buffer.concat([encodeFileHeader(h2), ...t2.records]);
     writeFileSync(path.join(dir, 'a-1.vrtp'), b2);
     m.tracks[0]!.segments.push({ ...m.tracks[0]!.segments[0]!, segment: 1, file: 'a-1.vrtp', startedAt: h2.startedAt, startedAtUs: t2.t0, bytes: b2.length, sha256: createHash('sha256').update(b2).digest('hex'), rtpPackets: t2.records.length, firstArrivalUs: t2.t0, lastArrivalUs: t2.t0 + opts.restart.seconds * 1e6 });
@@ -134,10 +138,10 @@ export function syntheticSession(root: string, mutate: (dir: string, m: SessionM
     if (opts.restart) spans.push([(opts.seconds ?? 2) + opts.restart.gapSeconds, opts.restart.seconds]);
     const segments = spans.map(([startSec, seconds], i) => {
       const v = syntheticVp8Track({ seconds, startSec }, root);
-      const h = sampleHeader({ segment: i, kind: 'video', codec: VP8_CODEC, ssrc: v.ssrc, startedAtUs: v.t0, startedAt: new Date(v.t0 / 1000).toISOString(), track: 'v', session: opts.session ?? 's', room: 'r' });
+      const h = sampleHeader({ segment: i, kind: 'video', codec: opts.codecs?.video ?? VP8_CODEC, ssrc: v.ssrc, startedAtUs: v.t0, startedAt: new Date(v.t0 / 1000).toISOString(), track: 'v', session: opts.session ?? 's', room: 'r' });
       return writeSegment(dir, `v-${i}.vrtp`, i, h, v.records, seconds);
     });
-    m.tracks.push({ track: 'v', participant: 'p', kind: 'video', codec: VP8_CODEC, headerExtensions: [], segments });
+    m.tracks.push({ track: 'v', participant: 'p', kind: 'video', codec: opts.codecs?.video ?? VP8_CODEC, headerExtensions: [], segments });
   }
   mutate(dir, m);
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));

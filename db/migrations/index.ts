@@ -8,7 +8,8 @@ import * as m0006 from './0006-retention-holds.ts';
 import * as m0007 from './0007-console-erasure.ts';
 import * as m0008 from './0008-search-time-index.ts';
 import * as m0009 from './0009-exports.ts';
-import * as m0010 from './0010-erasure-jobs.ts';
+import * as m0010 from './0010-session-events.ts';
+import * as m0011 from './0011-erasure-jobs.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -25,7 +26,8 @@ const migrations: Record<string, Migration> = {
   '0007-console-erasure': m0007,
   '0008-search-time-index': m0008,
   '0009-exports': m0009,
-  '0010-erasure-jobs': m0010,
+  '0010-session-events': m0010,
+  '0011-erasure-jobs': m0011,
 };
 
 export const migrationProvider: MigrationProvider = {

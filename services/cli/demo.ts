@@ -1,10 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { loadConfig, type Config, type ConfigKey } from '../lib/config.ts';
-import { SessionManifestSchema, type SessionManifest } from '../lib/contracts/recording.ts';
+import type { SessionManifest } from '../lib/contracts/recording.ts';
+import { readManifest } from '../lib/recording/manifest-file.ts';
+import { sessionDirOf } from '../lib/recording/session-dir.ts';
 import { RoomFlagsSchema } from '../lib/contracts/room.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
@@ -274,7 +276,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       auditorKey,
     );
     const consentLog = consent.events.map((e) => ({ participant: e.participant, decision: e.decision, method: e.method, session: e.session, at: e.at }));
-    const manifest = SessionManifestSchema.parse(JSON.parse(readFileSync(path.join(config.RECORDINGS_DIR, room, sessionId, 'manifest.json'), 'utf8')));
+    const manifest = readManifest(sessionDirOf(config.RECORDINGS_DIR, room, sessionId));
     const participants = describeParticipants(manifest, details);
     const checks = verify({ sessionId, participants, hits, details, consentLog, declinerHeardPackets, lateMember: CAST.find((c) => c.joinAfter > 0)! });
     const consoleUrl = `${stack.audit.url}/console/sessions/${encodeURIComponent(sessionId)}`;

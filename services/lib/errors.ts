@@ -29,6 +29,10 @@ export const ErrorCodes = {
   WORKER_DIED: 503,
   RECORDER_UNAVAILABLE: 503,
   DISK_FULL: 507,
+  /** A session manifest that is missing, not JSON or not a verbatim-session v1 (lib/recording). */
+  CORRUPT_MANIFEST: 422,
+  /** A recorded track whose codec no depacketizer handles (lib/contracts/codecs.ts). */
+  CODEC_UNSUPPORTED: 415,
   MODEL_MISSING: 424,
   MODEL_INVALID: 424,
   TRANSCRIBE_FAILED: 500,

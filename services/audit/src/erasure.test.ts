@@ -248,6 +248,10 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     expect(manifest.participants.map((p) => p.id)).toEqual(['p-alice']);
     expect(manifest.events.map((e) => e.type)).toEqual(['erasure']);
     expect(manifest.events[0]!.details).toMatchObject({ request: r.json.id, tracksRemoved: 1 });
+    // The stored timeline the API shows follows the manifest: their join is gone, the erasure is there.
+    const timeline = await db.selectFrom('session_events').select(['type', 'participant_id', 'details']).where('session_id', '=', SESSION).orderBy('ordinal').execute();
+    expect(timeline.map((e) => [e.type, e.participant_id])).toEqual([['erasure', null]]);
+    expect(typeof timeline[0]!.details === 'string' ? JSON.parse(timeline[0]!.details) : timeline[0]!.details).toMatchObject({ request: r.json.id, tracksRemoved: 1 });
     const s = await db.selectFrom('recording_sessions').select('manifest_sha256').where('id', '=', SESSION).executeTakeFirstOrThrow();
     expect(s.manifest_sha256).toBe(sha256(path.join(dir(), 'manifest.json')));
     // What remains is still a valid recording (`verbatim recording verify`).

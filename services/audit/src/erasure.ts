@@ -263,6 +263,13 @@ export class ErasureService {
         const after = firstMediaUs(remaining);
         startShift = before !== null && after !== null ? Math.max(0, (after - before) / 1e6) : 0;
       }
+      // Their part of the session's timeline (joins, leaves, consent, their tracks' pauses), as the manifest loses it next.
+      const theirTracks = [...new Set([...trackIds, ...tracksRemoved])];
+      await trx
+        .deleteFrom('session_events')
+        .where('session_id', '=', sessionId)
+        .where((eb) => eb.or([eb('participant_id', '=', who), ...(theirTracks.length > 0 ? [eb('track_id', 'in', theirTracks)] : [])]))
+        .execute();
       // Files last, inside the transaction: if one cannot be deleted the rows stay and the request can be retried.
       for (const a of arts) await storage.delete(a.key);
       const tomb = (kind: 'media' | 'transcript', item: string) => ({ session_id: sessionId, kind, item, reason, policy: null, erasure_request: req.id, deleted_at: this.now() });
@@ -292,23 +299,23 @@ export class ErasureService {
     const e = w.erased!;
     for (const f of e.deleted.rawFiles) await rm(this.checkedPath(f), { force: true });
     let manifestSha256: string | null = null;
+    let event: SessionManifest['events'][number] | undefined;
     if (e.manifestPath) {
       const manifestPath = this.checkedPath(e.manifestPath);
       const current = await readFile(manifestPath, 'utf8');
       const manifest = SessionManifestSchema.parse(JSON.parse(current));
-      if (manifest.events.some((x) => x.type === 'erasure' && x.details.request === req.id)) {
+      event = manifest.events.find((x) => x.type === 'erasure' && x.details.request === req.id);
+      if (event) {
         manifestSha256 = createHash('sha256').update(current).digest('hex');
       } else {
+        event = { at: this.now().toISOString(), type: 'erasure', details: { request: req.id, tracksRemoved: e.tracksRemoved.length, basis: 'GDPR Art. 17' } };
         const theirs = new Set(e.tracksRemoved);
         const rewritten: SessionManifest = {
           ...manifest,
           participants: manifest.participants.filter((p) => p.id !== req.participant),
           tracks: manifest.tracks.filter((t) => !theirs.has(t.track)),
           gaps: manifest.gaps.filter((g) => !theirs.has(g.track)),
-          events: [
-            ...manifest.events.filter((x) => x.participant !== req.participant && !(x.track !== undefined && theirs.has(x.track))),
-            { at: this.now().toISOString(), type: 'erasure', details: { request: req.id, tracksRemoved: theirs.size, basis: 'GDPR Art. 17' } },
-          ],
+          events: [...manifest.events.filter((x) => x.participant !== req.participant && !(x.track !== undefined && theirs.has(x.track))), event],
         };
         const body = `${JSON.stringify(rewritten, null, 2)}\n`;
         await writeFile(`${manifestPath}.tmp`, body);
@@ -318,6 +325,13 @@ export class ErasureService {
     }
     await this.opts.db.transaction().execute(async (trx) => {
       if (manifestSha256) await trx.updateTable('recording_sessions').set({ manifest_sha256: manifestSha256, updated_at: this.now() }).where('id', '=', w.session).execute();
+      // The stored timeline follows the manifest: its erasure event, once.
+      const recorded = await trx.selectFrom('session_events').select('ordinal').where('session_id', '=', w.session).where('type', '=', 'erasure').where(sql<boolean>`details->>'request' = ${req.id}`).executeTakeFirst();
+      if (event && !recorded) {
+        const last = await trx.selectFrom('session_events').select((eb) => eb.fn.max('ordinal').as('n')).where('session_id', '=', w.session).executeTakeFirst();
+        const ordinal = last?.n === null || last?.n === undefined ? 0 : Number(last.n) + 1;
+        await trx.insertInto('session_events').values({ session_id: w.session, ordinal, at: event.at, type: 'erasure', participant_id: null, track_id: null, details: JSON.stringify(event.details) }).execute();
+      }
       const tombs = e.deleted.rawFiles.map((f) => ({ session_id: w.session, kind: 'raw' as const, item: f, reason: this.reasonOf(req), policy: null, erasure_request: req.id, deleted_at: this.now() }));
       if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
       works[i] = { ...w, step: 'transcripts', erased: { ...e, manifestSha256 } };

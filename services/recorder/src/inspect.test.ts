@@ -5,7 +5,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { runRecordingCommand } from './inspect-cli.ts';
-import { parseRtp } from '../../lib/rtp/index.ts';
 import { inspectFile, verifySessionDir } from './inspect.ts';
 import { RecordType, encodeRecord } from '../../lib/recording/vrtp-format.ts';
 import { SegmentWriter, type SegmentSummary } from './segment-writer.ts';
@@ -104,16 +103,6 @@ function writeSegment(dir: string, name: string, over: Parameters<typeof sampleH
   for (const r of recs) expect(w.append(r.type, r.at, r.data)).toBe(true);
   return w.seal();
 }
-
-describe('parseRtp', () => {
-  it('accounts for CSRCs, extension and padding in the payload length', () => {
-    const p = parseRtp(frame(7, { csrcs: [42], extWords: 1, padding: 3, payload: 20 }))!;
-    expect(p).toMatchObject({ sequence: 4, csrcCount: 1, extensionProfile: 0xbede, extensionBytes: 8, paddingBytes: 3, payloadBytes: 20 });
-    expect(parseRtp(Buffer.from([0x80, 100, 0, 1]))).toBeNull(); // too short
-    const badExt = rtp({ seq: 1, ts: 1, extWords: 50, payload: 4 }).subarray(0, 30);
-    expect(parseRtp(badExt)).toBeNull(); // extension runs past the end
-  });
-});
 
 describe('inspectFile', () => {
   let file: string;

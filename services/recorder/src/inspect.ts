@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { SessionManifestSchema, type SegmentEntry, type SessionManifest, type TrackHeader } from '../../lib/contracts/recording.ts';
+import type { SegmentEntry, SessionManifest, TrackHeader } from '../../lib/contracts/recording.ts';
+import { checkManifest } from '../../lib/recording/manifest-file.ts';
+import { JOURNAL_FILE, MANIFEST_FILE, PART_SUFFIX, RETIRED_JOURNAL_FILE, SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { RecordType, parseRecording, type ParsedFile } from '../../lib/recording/vrtp-format.ts';
-import { parseRtcp, parseRtp, type RtcpInfo, type RtpInfo } from '../../lib/rtp/index.ts';
+import { SEQUENCE_MODULUS, TIMESTAMP_MODULUS, parseRtcp, parseRtp, unwrapNear, type RtcpInfo, type RtpInfo } from '../../lib/rtp/index.ts';
 
 /**
  * Read-only tools over recordings for operators and tests: what is in one track
@@ -79,9 +81,8 @@ class StreamTracker {
     s.lastArrivalUs = arrivalUs;
     s.payloadBytes += p.payloadBytes;
     this.pts.add(p.payloadType);
-    // Signed 16-bit distance from the highest sequence so far: a wrap is a small step forward.
-    const dSeq = (((p.sequence - (this.highestSeq & 0xffff)) << 16) >> 16);
-    const ext = this.highestSeq + dSeq;
+    // Nearest to the highest sequence so far: a wrap is a small step forward.
+    const ext = unwrapNear(p.sequence, this.highestSeq, SEQUENCE_MODULUS);
     if (this.seen.has(ext)) s.duplicates++;
     else {
       this.seen.add(ext);
@@ -89,9 +90,8 @@ class StreamTracker {
     }
     if (ext > this.highestSeq) this.highestSeq = ext;
     if (ext < this.minSeq) this.minSeq = ext;
-    // Timestamps unwrap against the previous packet (signed 32-bit step), so reordering near a wrap is fine.
-    const dTs = (p.timestamp - (this.prevTs % 0x1_0000_0000)) | 0;
-    this.prevTs += dTs;
+    // Timestamps unwrap against the previous packet, so reordering near a wrap is fine.
+    this.prevTs = unwrapNear(p.timestamp, this.prevTs, TIMESTAMP_MODULUS);
     if (this.prevTs < this.minTs) this.minTs = this.prevTs;
     if (this.prevTs > this.maxTs) this.maxTs = this.prevTs;
   }
@@ -300,10 +300,6 @@ export interface VerifyResult {
   checked: { manifest: boolean; tracks: number; segments: number; filesRead: number; bytes: number; rtpPackets: number; rtcpPackets: number };
 }
 
-const MANIFEST = 'manifest.json';
-/** The recorder's crash journal (recording-session.ts), and its name once manifest.json replaced it. */
-const JOURNAL = 'session.json';
-const RETIRED_JOURNAL = '.session.json.done';
 
 const STOP_CODES: Record<NonNullable<ParsedFile['stopReason']>, VerifyCode> = {
   'crc-mismatch': 'CRC_MISMATCH',
@@ -344,7 +340,7 @@ export function verifySessionDir(dir: string): VerifyResult {
     }
   } else {
     // Without a usable manifest, still check every sealed file is internally sound.
-    for (const name of entries.filter((e) => e.endsWith('.vrtp'))) {
+    for (const name of entries.filter((e) => e.endsWith(SEGMENT_EXTENSION))) {
       listed.add(name);
       const parsed = readForVerify(path.join(dir, name), name, problems, checked);
       if (!parsed || !checkTail(name, parsed, false, problems)) continue;
@@ -356,11 +352,11 @@ export function verifySessionDir(dir: string): VerifyResult {
   }
 
   for (const name of entries) {
-    if (name === MANIFEST || name === RETIRED_JOURNAL || listed.has(name)) continue;
-    if (name === JOURNAL) {
+    if (name === MANIFEST_FILE || name === RETIRED_JOURNAL_FILE || listed.has(name)) continue;
+    if (name === JOURNAL_FILE) {
       // Without a manifest this is already said by MANIFEST_MISSING; beside one it is stale.
       if (manifest) problems.push({ file: name, code: 'UNLISTED_FILE', message: 'stale recorder journal beside a sealed manifest' });
-    } else if (name.endsWith('.part')) {
+    } else if (name.endsWith(PART_SUFFIX)) {
       problems.push({ file: name, code: 'PART_FILE', message: 'unsealed leftover from a recorder crash (not in the manifest); recover or remove it' });
     } else {
       problems.push({ file: name, code: 'UNLISTED_FILE', message: 'present in the session directory but not listed in the manifest' });
@@ -370,26 +366,21 @@ export function verifySessionDir(dir: string): VerifyResult {
 }
 
 function loadManifest(dir: string, entries: string[], problems: VerifyProblem[]): SessionManifest | null {
-  if (!entries.includes(MANIFEST)) {
-    const why = entries.includes(JOURNAL) ? ` (${JOURNAL} journal present: the session is still recording or was interrupted and needs recovery)` : '';
-    problems.push({ file: MANIFEST, code: 'MANIFEST_MISSING', message: `no manifest.json in the session directory${why}` });
+  if (!entries.includes(MANIFEST_FILE)) {
+    const why = entries.includes(JOURNAL_FILE) ? ` (${JOURNAL_FILE} journal present: the session is still recording or was interrupted and needs recovery)` : '';
+    problems.push({ file: MANIFEST_FILE, code: 'MANIFEST_MISSING', message: `no manifest.json in the session directory${why}` });
     return null;
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path.join(dir, MANIFEST), 'utf8'));
-  } catch (err) {
-    problems.push({ file: MANIFEST, code: 'MANIFEST_UNREADABLE', message: `not valid JSON: ${(err as Error).message}` });
-    return null;
-  }
-  const r = SessionManifestSchema.safeParse(raw);
-  if (!r.success) {
-    for (const issue of r.error.issues) {
-      problems.push({ file: MANIFEST, code: 'MANIFEST_SCHEMA', message: `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}` });
+  const r = checkManifest(path.join(dir, MANIFEST_FILE));
+  if (r.ok) return r.manifest;
+  if (r.reason === 'schema') {
+    for (const issue of r.issues) {
+      problems.push({ file: MANIFEST_FILE, code: 'MANIFEST_SCHEMA', message: `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}` });
     }
-    return null;
+  } else {
+    problems.push({ file: MANIFEST_FILE, code: 'MANIFEST_UNREADABLE', message: r.message });
   }
-  return r.data;
+  return null;
 }
 
 function readForVerify(full: string, name: string, problems: VerifyProblem[], checked: VerifyResult['checked']): ParsedFile | null {

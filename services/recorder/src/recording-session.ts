@@ -1,15 +1,17 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, truncateSync } from 'node:fs';
 import path from 'node:path';
 import type { StartTrackRequest, TimelineEvent } from '../../lib/contracts/recorder-control.ts';
 import { SESSION_MANIFEST_VERSION, SessionManifestSchema, type SegmentEntry, type SessionManifest } from '../../lib/contracts/recording.ts';
+import { readManifest, writeManifestFile, writeSessionManifest } from '../../lib/recording/manifest-file.ts';
+import { PART_SUFFIX, RETIRED_JOURNAL_FILE, journalPathOf, parseSegmentFileName } from '../../lib/recording/session-dir.ts';
 import { RecordType, parseRecording } from '../../lib/recording/vrtp-format.ts';
 
 type Participant = SessionManifest['participants'][number];
 type Track = SessionManifest['tracks'][number];
 
 /**
- * One recording session on disk: `<RECORDINGS_DIR>/<room>/<session>/`. Its state is
+ * One recording session on disk (lib/recording/session-dir.ts). Its state is
  * journaled to session.json on every change (never on the packet path), so a recorder
  * killed with -9 restarts, recovers the session, seals the orphaned segment files and
  * carries on. When the session ends, manifest.json replaces the journal.
@@ -31,7 +33,7 @@ export class RecordingSession {
   ) {}
 
   static journalPath(dir: string): string {
-    return path.join(dir, 'session.json');
+    return journalPathOf(dir);
   }
 
   addTrack(req: StartTrackRequest): number {
@@ -55,8 +57,8 @@ export class RecordingSession {
     const used = t ? t.segments.map((s) => s.segment) : [];
     // Files on disk count too: a segment being written has no entry yet.
     for (const f of safeReaddir(this.dir)) {
-      const m = new RegExp(`^${escapeRe(track)}-(\\d+)\\.vrtp(\\.part)?$`).exec(f);
-      if (m) used.push(Number(m[1]));
+      const seg = parseSegmentFileName(f);
+      if (seg?.track === track) used.push(seg.segment);
     }
     return used.length === 0 ? 0 : Math.max(...used) + 1;
   }
@@ -114,20 +116,18 @@ export class RecordingSession {
   }
 
   saveJournal(): void {
-    writeAtomic(RecordingSession.journalPath(this.dir), JSON.stringify(this.manifest(), null, 2));
+    writeManifestFile(RecordingSession.journalPath(this.dir), this.manifest());
   }
 
-  /** Writes manifest.json (final) and removes the journal; returns path and SHA-256. */
+  /** Writes manifest.json (final) and retires the journal; returns path and SHA-256. */
   writeManifest(dropped: Record<string, number>): { path: string; sha256: string } {
-    const json = JSON.stringify(this.manifest(dropped), null, 2);
-    const file = path.join(this.dir, 'manifest.json');
-    writeAtomic(file, json);
+    const written = writeSessionManifest(this.dir, this.manifest(dropped));
     try {
-      renameSync(RecordingSession.journalPath(this.dir), path.join(this.dir, '.session.json.done'));
+      renameSync(RecordingSession.journalPath(this.dir), path.join(this.dir, RETIRED_JOURNAL_FILE));
     } catch {
       // no journal
     }
-    return { path: file, sha256: createHash('sha256').update(json).digest('hex') };
+    return written;
   }
 
   /**
@@ -136,18 +136,17 @@ export class RecordingSession {
    * their last complete record, sealed and added with end reason "recorder-crash".
    */
   static recover(dir: string): RecordingSession {
-    const m = SessionManifestSchema.parse(JSON.parse(readFileSync(RecordingSession.journalPath(dir), 'utf8')));
+    const m = readManifest(RecordingSession.journalPath(dir));
     const s = new RecordingSession(dir, m.room, m.session, m.startedAt);
     for (const p of m.participants) s.participants.set(p.id, p);
     for (const t of m.tracks) s.tracks.set(t.track, t);
     s.events.push(...m.events);
     for (const f of safeReaddir(dir)) {
-      const match = /^(.*)-(\d+)\.vrtp(\.part)?$/.exec(f);
-      if (!match) continue;
-      const [, track, seg, part] = match;
-      const t = s.tracks.get(track!);
-      if (!t || t.segments.some((x) => x.segment === Number(seg))) continue;
-      const entry = sealOrphan(path.join(dir, f), Number(seg), !!part);
+      const seg = parseSegmentFileName(f);
+      if (!seg) continue;
+      const t = s.tracks.get(seg.track);
+      if (!t || t.segments.some((x) => x.segment === seg.segment)) continue;
+      const entry = sealOrphan(path.join(dir, f), seg.segment, seg.part);
       if (entry) t.segments.push(entry);
       t.segments.sort((a, b) => a.segment - b.segment);
     }
@@ -167,7 +166,7 @@ function sealOrphan(file: string, segment: number, isPart: boolean): SegmentEntr
   }
   const validBytes = buf.length - parsed.tornBytes;
   if (parsed.tornBytes > 0) truncateSync(file, validBytes);
-  const finalPath = isPart ? file.slice(0, -'.part'.length) : file;
+  const finalPath = isPart ? file.slice(0, -PART_SUFFIX.length) : file;
   if (isPart) renameSync(file, finalPath);
   const rtp = parsed.records.filter((r) => r.type === RecordType.RTP);
   const last = parsed.records.at(-1);
@@ -190,39 +189,10 @@ function sealOrphan(file: string, segment: number, isPart: boolean): SegmentEntr
   };
 }
 
-/** Sessions with a journal but no manifest: interrupted by a crash. */
-export function findUnfinishedSessions(recordingsDir: string): string[] {
-  const out: string[] = [];
-  for (const room of safeReaddir(recordingsDir)) {
-    for (const session of safeReaddir(path.join(recordingsDir, room))) {
-      const dir = path.join(recordingsDir, room, session);
-      if (existsSync(RecordingSession.journalPath(dir)) && !existsSync(path.join(dir, 'manifest.json'))) out.push(dir);
-    }
-  }
-  return out;
-}
-
-/** tmp + fsync + rename: a crash leaves the old or the new file, never half of one. */
-function writeAtomic(file: string, data: string): void {
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-}
-
 function safeReaddir(dir: string): string[] {
   try {
     return readdirSync(dir);
   } catch {
     return [];
   }
-}
-
-function escapeRe(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

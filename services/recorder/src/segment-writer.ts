@@ -3,6 +3,7 @@ import { closeSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, rename
 import path from 'node:path';
 import type { TrackHeader } from '../../lib/contracts/recording.ts';
 import { RECORD_OVERHEAD, RecordType, encodeFileHeader, writeRecord } from '../../lib/recording/vrtp-format.ts';
+import { PART_SUFFIX, SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
 
 export interface SegmentSummary {
   file: string;
@@ -56,8 +57,8 @@ export class SegmentWriter {
 
   constructor(dir: string, name: string, header: TrackHeader, private readonly opts: SegmentWriterOptions) {
     mkdirSync(dir, { recursive: true });
-    this.finalPath = path.join(dir, `${name}.vrtp`);
-    this.partPath = `${this.finalPath}.part`;
+    this.finalPath = path.join(dir, `${name}${SEGMENT_EXTENSION}`);
+    this.partPath = `${this.finalPath}${PART_SUFFIX}`;
     this.buf = Buffer.allocUnsafe(opts.bufferBytes ?? 256 * 1024);
     this.fd = openSync(this.partPath, 'wx');
     const head = encodeFileHeader(header);

@@ -1,9 +1,11 @@
 import type { Db } from '../../../db/database.ts';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
+import { checkManifest } from '../../lib/recording/manifest-file.ts';
 
 /**
  * Registers sealed sessions in the database: the session row (status "sealed") is what
- * the transcode reconciler re-enqueues from if the queue loses the job.
+ * the transcode reconciler re-enqueues from if the queue loses the job; participants,
+ * tracks, segments and the timeline (session_events) are what the compliance API shows.
  */
 export class SessionStore {
   constructor(private readonly db: Db) {}
@@ -59,6 +61,47 @@ export class SessionStore {
         })),
       );
       if (segs.length > 0) await tx.insertInto('track_segments').values(segs).execute();
+      await replaceTimeline(tx, m.session, m.events);
     });
   }
+
+  /**
+   * Replaces a session's timeline rows with these events (their order is the ordinal), as
+   * a manifest rewrite must (an erasure drops a participant's events and adds its own).
+   * Pass a transaction as the store's db to do it with the rewrite's other changes.
+   */
+  async replaceTimeline(session: string, events: SessionManifest['events']): Promise<void> {
+    await replaceTimeline(this.db, session, events);
+  }
+
+  /**
+   * Sessions sealed before the timeline was stored in the database (migration 0010) get
+   * their rows from their manifest, once, while it is still on this recorder's disk.
+   * Returns how many sessions were filled in; unreadable or missing manifests are skipped.
+   */
+  async backfillTimelines(): Promise<number> {
+    const rows = await this.db
+      .selectFrom('recording_sessions as s')
+      .select(['s.id', 's.manifest_path'])
+      .where('s.manifest_path', 'is not', null)
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('session_events as e').select('e.session_id').whereRef('e.session_id', '=', 's.id'))))
+      .execute();
+    let filled = 0;
+    for (const r of rows) {
+      const c = checkManifest(r.manifest_path!);
+      if (!c.ok || c.manifest.session !== r.id || c.manifest.events.length === 0) continue;
+      await replaceTimeline(this.db, r.id, c.manifest.events);
+      filled++;
+    }
+    return filled;
+  }
+}
+
+/** Rows per INSERT: 7 parameters each stays far below Postgres's 65535 per statement, however long the meeting. */
+const TIMELINE_BATCH = 1000;
+
+async function replaceTimeline(db: Db, session: string, events: SessionManifest['events']): Promise<void> {
+  await db.deleteFrom('session_events').where('session_id', '=', session).execute();
+  const rows = events.map((e, ordinal) => ({ session_id: session, ordinal, at: e.at, type: e.type, participant_id: e.participant ?? null, track_id: e.track ?? null, details: JSON.stringify(e.details) }));
+  for (let i = 0; i < rows.length; i += TIMELINE_BATCH) await db.insertInto('session_events').values(rows.slice(i, i + TIMELINE_BATCH)).execute();
 }

@@ -1,7 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, statfsSync } from 'node:fs';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -13,7 +12,8 @@ import { RECORDER_CONTROL_VERSION, type RecorderHealth, type StartTrackRequest, 
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
-import { RecordingSession, findUnfinishedSessions } from './recording-session.ts';
+import { findUnsealedSessionDirs, sessionDirOf } from '../../lib/recording/session-dir.ts';
+import { RecordingSession } from './recording-session.ts';
 import { SessionStore } from './session-store.ts';
 
 const workerEntry = fileURLToPath(new URL('./recorder-worker.ts', import.meta.url));
@@ -92,7 +92,7 @@ export class RecorderSupervisor {
 
   async start(): Promise<void> {
     mkdirSync(this.config.RECORDINGS_DIR, { recursive: true });
-    for (const dir of findUnfinishedSessions(this.config.RECORDINGS_DIR)) {
+    for (const dir of findUnsealedSessionDirs(this.config.RECORDINGS_DIR)) {
       const s = RecordingSession.recover(dir);
       this.sessions.set(s.id, s);
       this.deps.logger.warn({ room: s.room, session: s.id }, 'recovered an interrupted recording session');
@@ -102,7 +102,11 @@ export class RecorderSupervisor {
     for (let i = 0; i < n; i++) this.spawnWorker(i, this.config.RECORDER_MIN_PORT + i * span, this.config.RECORDER_MIN_PORT + (i + 1) * span - 1);
     await Promise.all(this.workers.map((w) => w.ready));
     this.statsTimer = setInterval(() => this.broadcast({ t: 'stats', v: IPC_VERSION }), 1000);
-    this.statsTimer.unref();
+    this.statsTimer.unref();    // In the background: a large archive must not hold up recording.
+    this.store.backfillTimelines().then(
+      (n) => n > 0 && this.deps.logger.info({ sessions: n }, 'stored the timelines of sessions sealed before session_events existed'),
+      (err: unknown) => this.deps.logger.warn({ err }, 'could not backfill session timelines'),
+    );
   }
 
   private spawnWorker(index: number, minPort: number, maxPort: number): void {
@@ -242,7 +246,7 @@ export class RecorderSupervisor {
     let s = this.sessions.get(req.session);
     if (s && s.room !== req.room) throw new VerbatimError('BAD_REQUEST', `session ${req.session} belongs to room ${s.room}`, { hint: 'Session ids are unique per room.' });
     if (!s) {
-      const dir = path.join(this.config.RECORDINGS_DIR, req.room, req.session);
+      const dir = sessionDirOf(this.config.RECORDINGS_DIR, req.room, req.session);
       mkdirSync(dir, { recursive: true });
       s = new RecordingSession(dir, req.room, req.session, new Date().toISOString());
       s.addEvents([{ at: s.startedAt, type: 'session-started', details: {} }]);

@@ -4,6 +4,8 @@ import type { SegmentEntry, TrackHeader } from '../../lib/contracts/recording.ts
 import { RECORDING_FORMAT_VERSION } from '../../lib/contracts/recording.ts';
 import { Verdict, classifyRtcpPort, classifyRtpPort, type DropReason } from './packet-classifier.ts';
 import { RecordType } from '../../lib/recording/vrtp-format.ts';
+import { segmentName } from '../../lib/recording/session-dir.ts';
+import { RTP_HEADER_BYTES, peekPayloadType, peekSsrc } from '../../lib/rtp/index.ts';
 import { SegmentWriter } from './segment-writer.ts';
 
 export interface TrackRecorderOptions {
@@ -61,7 +63,7 @@ export class TrackRecorder {
   }
 
   get name(): string {
-    return `${this.req.track}-${this.segment}`;
+    return segmentName(this.req.track, this.segment);
   }
 
   private openSegment(): SegmentWriter {
@@ -104,7 +106,7 @@ export class TrackRecorder {
       if (v === Verdict.RTP) this.candidate = undefined;
       return this.store(v === Verdict.RTP ? RecordType.RTP : RecordType.RTCP, msg);
     }
-    if (v === 'unknown_ssrc' && msg.length >= 12 && (msg[1]! & 0x7f) === this.req.codec.payloadType && this.sourceOk(rinfo.address, rinfo.port, true)) {
+    if (v === 'unknown_ssrc' && msg.length >= RTP_HEADER_BYTES && peekPayloadType(msg) === this.req.codec.payloadType && this.sourceOk(rinfo.address, rinfo.port, true)) {
       return this.ssrcProbation(msg);
     }
     this.drop(v);
@@ -112,7 +114,7 @@ export class TrackRecorder {
 
   /** A new SSRC with our payload type from our sender: after a few packets it becomes a new segment. */
   private ssrcProbation(msg: Buffer): void {
-    const ssrc = msg.readUInt32BE(8);
+    const ssrc = peekSsrc(msg);
     if (!this.candidate || this.candidate.ssrc !== ssrc) {
       for (const _ of this.candidate?.packets ?? []) this.drop('unknown_ssrc');
       this.candidate = { ssrc, packets: [] };

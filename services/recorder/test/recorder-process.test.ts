@@ -117,6 +117,13 @@ describe('recorder process', () => {
       const segs = await db.selectFrom('track_segments').selectAll().where('session_id', '=', 'sess1').execute();
       expect(segs).toHaveLength(1);
       expect(segs[0]).toMatchObject({ rtp_packets: 301, sha256: seg.sha256 });
+      // The timeline is sealed into the database with the manifest, in manifest order.
+      const timeline = await db.selectFrom('session_events').selectAll().where('session_id', '=', 'sess1').orderBy('ordinal').execute();
+      expect(timeline.map((e) => e.type)).toEqual(['session-started', 'participant-joined', 'session-ended']);
+      expect(timeline.map((e) => ({ at: new Date(e.at).toISOString(), type: e.type, participant: e.participant_id, details: e.details }))).toEqual(
+        manifest.events.map((e) => ({ at: e.at, type: e.type, participant: e.participant ?? null, details: e.details })),
+      );
+      expect(timeline[1]).toMatchObject({ ordinal: 1, participant_id: 'alice', track_id: null, details: { name: 'Alice' } });
     } finally {
       await db.destroy();
     }

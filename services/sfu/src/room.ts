@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
+import { codecByMimeType, routerCodecCapabilities } from '../../lib/contracts/codecs.ts';
 import type { RoomFlags } from '../../lib/contracts/room.ts';
 import type { RecordingState } from '../../lib/contracts/signaling.ts';
 import { VerbatimError } from '../../lib/errors.ts';
@@ -25,16 +26,11 @@ export interface RoomEvents {
   close: [code: string, reason: string];
 }
 
-export const mediaCodecs: ms.RouterRtpCodecCapability[] = [
-  { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 },
-  { kind: 'video', mimeType: 'video/VP8', clockRate: 90000, parameters: { 'x-google-start-bitrate': 1000 } },
-  {
-    kind: 'video',
-    mimeType: 'video/H264',
-    clockRate: 90000,
-    parameters: { 'packetization-mode': 1, 'profile-level-id': '42e01f', 'level-asymmetry-allowed': 1 },
-  },
-];
+/** The routers' codecs: lib/contracts/codecs.ts, the table transcode depacketizes by. */
+export const mediaCodecs: ms.RouterRtpCodecCapability[] = routerCodecCapabilities();
+
+/** What an external sender (ingest) must send for each kind: the table's Opus and VP8. */
+const INGEST_CODECS = { audio: codecByMimeType('audio/opus')!, video: codecByMimeType('video/VP8')! } as const;
 
 /**
  * A meeting: one mediasoup Router on one worker, its peers, and its recording state.
@@ -275,10 +271,8 @@ export class Room extends EventEmitter<RoomEvents> {
         appData: { peerId: peer.id, ingest: true },
       });
       peer.transports.set(transport.id, transport);
-      const codec =
-        t.kind === 'audio'
-          ? { mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: t.payloadType }
-          : { mimeType: 'video/VP8', clockRate: 90000, payloadType: t.payloadType };
+      const spec = INGEST_CODECS[t.kind];
+      const codec = { mimeType: spec.mimeType, clockRate: spec.clockRate, ...(spec.channels ? { channels: spec.channels } : {}), payloadType: t.payloadType };
       const producer = await this.produce(peer, transport.id, t.kind, {
         codecs: [codec],
         encodings: [{ ssrc: t.ssrc }],

@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
+import type { SessionManifest } from '../../lib/contracts/recording.ts';
+import { readManifest } from '../../lib/recording/manifest-file.ts';
+import { SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import { annexBToIvf, rtpH264ToAnnexB } from './depacketize/h264-annexb.ts';
+import { depacketizerFor } from './depacketize/registry.ts';
 import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
 import { oggPackets } from '../../lib/media/ogg-packets.ts';
 import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
-import { rtpVp8ToIvf } from './depacketize/vp8-ivf.ts';
 import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { COMPOSITE_AAC, COMPOSITE_PROFILE, COMPOSITE_X264, compositeContainer } from '../../lib/media/encode-profile.ts';
 
@@ -76,12 +77,12 @@ interface LoadedSegment {
   t: TrackPackets;
 }
 
-/** Reads and validates a session manifest (corrupt → CORRUPT_MANIFEST). */
+/** Reads and validates a session manifest (missing or corrupt → CORRUPT_MANIFEST, unretried). */
 export function readSessionManifest(manifestPath: string): SessionManifest {
   try {
-    return SessionManifestSchema.parse(JSON.parse(readFileSync(manifestPath, 'utf8')));
+    return readManifest(manifestPath);
   } catch (err) {
-    throw new CorruptInputError(`manifest ${manifestPath} is unreadable: ${(err as Error).message}`, 'CORRUPT_MANIFEST');
+    throw new CorruptInputError((err as Error).message, 'CORRUPT_MANIFEST');
   }
 }
 
@@ -105,7 +106,7 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
       throw new CorruptInputError((err as Error).message);
     }
     if (t.packets.length === 0) continue;
-    out.push({ participant: track.participant, kind: track.kind, name: s.file.replace(/\.vrtp$/, ''), channels: track.codec.channels ?? 2, t });
+    out.push({ participant: track.participant, kind: track.kind, name: s.file.slice(0, -SEGMENT_EXTENSION.length), channels: track.codec.channels ?? 2, t });
   }
   return out;
 }
@@ -160,41 +161,26 @@ export async function depacketizeTrack(manifestPath: string, index: number, cloc
     if (trackId !== undefined && manifest.tracks[index]?.track !== trackId) throw new CorruptInputError(`track ${index} of ${manifestPath} is not ${trackId}`, 'CORRUPT_MANIFEST');
     segs = loadTrack(manifest, path.dirname(manifestPath), index);
   }
-  mkdirSync(path.join(outDir, PIECE_DIR), { recursive: true });
+  // Every segment's codec is checked before anything is written: an unknown one fails the track, unguessed.
+  const plan = segs.map((p) => {
+    const d = depacketizerFor(p.t.header.codec, p.kind);
+    if ('unsupported' in d) throw new CorruptInputError(`track ${p.name}: ${d.unsupported}`, 'CODEC_UNSUPPORTED');
+    return { p, depacketize: d.depacketize };
+  });
+  const dir = path.join(outDir, PIECE_DIR);
+  mkdirSync(dir, { recursive: true });
   const { ntpOffsetUs, originUs } = clock;
   const pieces: MediaPiece[] = [];
   const files: PipelineResult['files'] = [];
   const syncSource: Record<string, 'rtcp-sr' | 'arrival'> = {};
-  for (const p of segs) {
+  for (const { p, depacketize } of plan) {
     const m = wallClockMapper(p.t, ntpOffsetUs);
     syncSource[p.name] = m.source;
-    const offset = round3((spanOf(p, ntpOffsetUs).startUs - originUs) / 1e6);
-    if (p.kind === 'audio') {
-      const ogg = rtpOpusToOgg(p.t.packets, { channels: p.channels, serial: serialOf(p.name) });
-      const file = path.join(outDir, PIECE_DIR, `${p.name}.ogg`);
-      writeAtomic(file, ogg.data);
-      pieces.push({ participant: p.participant, kind: 'audio', file, offset, duration: ogg.samples / 48000 });
-    } else if (p.t.header.codec.mimeType.toLowerCase() === 'video/h264') {
-      // H.264: Annex B access units with their RTP timing (IVF, fourcc H264) → Matroska, stream copy.
-      const h264 = rtpH264ToAnnexB(p.t.packets);
-      if (h264.frames === 0) continue;
-      const ivfH264 = path.join(outDir, PIECE_DIR, `${p.name}.h264.ivf`);
-      writeAtomic(ivfH264, annexBToIvf(h264));
-      const file = path.join(outDir, PIECE_DIR, `${p.name}.mkv`);
-      await ffmpeg.run({ inputs: [{ path: ivfH264 }], outputOptions: ['-map', '0:v', '-c', 'copy', ...BITEXACT, '-f', 'matroska'], output: `${file}.tmp` });
-      renameSync(`${file}.tmp`, file);
-      unlinkSync(ivfH264);
-      const h264Offset = round3((m.toWallUs(h264.firstTs!) - originUs) / 1e6);
-      pieces.push({ participant: p.participant, kind: 'video', file, offset: h264Offset, duration: (h264.lastTs! - h264.firstTs!) / 90000 });
-    } else {
-      const ivf = rtpVp8ToIvf(p.t.packets);
-      if (ivf.frames === 0) continue;
-      const file = path.join(outDir, PIECE_DIR, `${p.name}.ivf`);
-      writeAtomic(file, ivf.data);
-      const ivfOffset = round3((m.toWallUs(ivf.firstTs!) - originUs) / 1e6);
-      pieces.push({ participant: p.participant, kind: 'video', file, offset: ivfOffset, duration: (ivf.lastTs! - ivf.firstTs!) / 90000 });
-    }
-    files.push({ participant: p.participant, kind: 'track', path: pieces.at(-1)!.file });
+    const piece = await depacketize({ name: p.name, packets: p.t.packets, channels: p.channels, serial: serialOf(p.name) }, { dir, ffmpeg, write: writeAtomic });
+    if (!piece) continue;
+    const offset = round3((m.toWallUs(piece.firstTs) - originUs) / 1e6);
+    pieces.push({ participant: p.participant, kind: p.kind, file: piece.file, offset, duration: piece.durationSeconds });
+    files.push({ participant: p.participant, kind: 'track', path: piece.file });
   }
   return { pieces, files, syncSource };
 }

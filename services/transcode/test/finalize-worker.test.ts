@@ -143,6 +143,23 @@ describe('session.finalize worker', () => {
     }
   });
 
+  it('a track whose codec no depacketizer handles (video/AV1) fails its track stage once, unretried, with CODEC_UNSUPPORTED on the session', async () => {
+    const id = await seal(syntheticSession(tmp, () => {}, { session: 'av1-1', video: true, codecs: { video: { mimeType: 'video/AV1', clockRate: 90000, payloadType: 101, parameters: {} } } }));
+    const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`);
+    try {
+      await worker.start();
+      await expect.poll(async () => (await status(id)).status, { timeout: 60_000 }).toBe('failed');
+      expect(await status(id)).toMatchObject({ error_code: 'CODEC_UNSUPPORTED' });
+      const stage = await worker.queue.getJob('finalize.av1-1.track1');
+      expect(stage!.attemptsMade).toBe(1);
+      expect(stage!.failedReason).toMatch(/^CODEC_UNSUPPORTED: .*video\/AV1/);
+      const root = await worker.queue.getJob('finalize.av1-1');
+      await expect.poll(async () => root!.getState(), { timeout: 30_000 }).toBe('failed');
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('a missing Whisper model puts the session in MODEL_MISSING with the fix, media still stored', async () => {
     const id = await seal(syntheticSession(tmp, () => {}, { session: 'nomodel-1', transcribe: true }));
     const worker = inProcessWorker(`fw${randomBytes(3).toString('hex')}`, { modelsDir: path.join(tmp, 'no-models-here') });

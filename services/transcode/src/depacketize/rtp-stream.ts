@@ -1,5 +1,5 @@
 import { RecordType, parseRecording } from '../../../lib/recording/vrtp-format.ts';
-import { parseRtp } from '../../../lib/rtp/index.ts';
+import { SEQUENCE_MODULUS, TIMESTAMP_MODULUS, ntpToUnixUs, parseRtp, rtpPayload, senderReportsOf, unwrap, unwrapNear } from '../../../lib/rtp/index.ts';
 import type { TrackHeader } from '../../../lib/contracts/recording.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import { opusPacketSamples } from './ogg-opus.ts';
@@ -30,7 +30,6 @@ export interface TrackPackets {
   dropped: { duplicate: number; late: number; malformed: number };
 }
 
-const NTP_UNIX_OFFSET = 2_208_988_800;
 /** Packets may arrive this many positions out of order and still be put back in place. */
 const REORDER_WINDOW = 128;
 
@@ -66,8 +65,8 @@ export function readTrackPackets(buf: Buffer, file: string): TrackPackets {
       dropped.malformed++;
       continue;
     }
-    const seq = (lastSeq = unwrap(info.sequence, lastSeq, 0x1_0000));
-    const ts = (lastTs = unwrap(info.timestamp, lastTs, 0x1_0000_0000));
+    const seq = (lastSeq = unwrap(info.sequence, lastSeq, SEQUENCE_MODULUS));
+    const ts = (lastTs = unwrap(info.timestamp, lastTs, TIMESTAMP_MODULUS));
     if (seen.has(seq)) {
       dropped.duplicate++;
       continue;
@@ -78,31 +77,16 @@ export function readTrackPackets(buf: Buffer, file: string): TrackPackets {
     }
     seen.add(seq);
     maxSeq = Math.max(maxSeq, seq);
-    const start = r.data.length - info.paddingBytes - info.payloadBytes;
-    pending.push({ seq, ts, marker: info.marker, payload: r.data.subarray(start, start + info.payloadBytes), arrivalUs: r.arrivalUs });
+    pending.push({ seq, ts, marker: info.marker, payload: rtpPayload(r.data, info), arrivalUs: r.arrivalUs });
   }
   pending.sort((a, b) => a.seq - b.seq);
   out.push(...pending);
   // Sender report RTP timestamps are unwrapped against the nearest packet.
   for (const sr of senderReports) {
     const near = nearestByArrival(out, sr.arrivalUs);
-    if (near) sr.rtpTs = unwrapNear(sr.rtpTs, near.ts, 0x1_0000_0000);
+    if (near) sr.rtpTs = unwrapNear(sr.rtpTs, near.ts, TIMESTAMP_MODULUS);
   }
   return { header, packets: out, senderReports, dropped };
-}
-
-/** Unwraps a wrapping counter against the previous extended value. */
-function unwrap(v: number, prev: number | undefined, mod: number): number {
-  if (prev === undefined) return v + mod; // start one cycle up so early reordering cannot go negative
-  return unwrapNear(v, prev, mod);
-}
-
-function unwrapNear(v: number, ref: number, mod: number): number {
-  const base = ref - (ref % mod);
-  let c = base + v;
-  if (c - ref > mod / 2) c -= mod;
-  else if (ref - c > mod / 2) c += mod;
-  return c;
 }
 
 function nearestByArrival(pkts: RtpPacket[], at: number): RtpPacket | undefined {
@@ -112,18 +96,7 @@ function nearestByArrival(pkts: RtpPacket[], at: number): RtpPacket | undefined 
 }
 
 function collectSenderReports(b: Buffer, ssrc: number, arrivalUs: number, out: SenderReport[]): void {
-  let off = 0;
-  while (off + 4 <= b.length) {
-    const pt = b[off + 1]!;
-    const len = (b.readUInt16BE(off + 2) + 1) * 4;
-    if (off + len > b.length) break;
-    if (pt === 200 && len >= 28 && b.readUInt32BE(off + 4) === ssrc) {
-      const sec = b.readUInt32BE(off + 8) - NTP_UNIX_OFFSET;
-      const frac = b.readUInt32BE(off + 12) / 0x1_0000_0000;
-      out.push({ wallUs: Math.round((sec + frac) * 1e6), rtpTs: b.readUInt32BE(off + 16), arrivalUs });
-    }
-    off += len;
-  }
+  for (const sr of senderReportsOf(b, ssrc)) out.push({ wallUs: ntpToUnixUs(sr.ntpSeconds, sr.ntpFraction), rtpTs: sr.rtpTimestamp, arrivalUs });
 }
 
 /**

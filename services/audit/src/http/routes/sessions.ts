@@ -1,10 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import type { Database } from '../../../../../db/schema.ts';
-import { SessionManifestSchema, type SessionManifest } from '../../../../lib/contracts/recording.ts';
 import { RoomIdSchema } from '../../../../lib/contracts/room.ts';
 import { VerbatimError } from '../../../../lib/errors.ts';
+import { sessionTimeline } from '../../session-timeline.ts';
 import { defineRoute, type AnyRoute, type RouteContext } from '../route-table.ts';
 import { EmptyQuerySchema, SessionParamsSchema, intParam } from '../schemas.ts';
 
@@ -108,7 +107,8 @@ async function sessionDetails(db: Kysely<Database>, id: string) {
   const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
   return {
     session: s.id,
-    events: await manifestEvents(s.manifest_path),
+    // Stored at seal time: it outlives the raw recording and needs no access to the recorder's disk.
+    events: await sessionTimeline(db, id),
     room: s.room_id,
     status: s.status,
     startedAt: iso(s.started_at),
@@ -132,17 +132,3 @@ async function sessionDetails(db: Kysely<Database>, id: string) {
   };
 }
 
-/**
- * The session timeline (joins, leaves, pauses, consent) lives in the sealed manifest, not in
- * the db; a manifest that is gone (retention deleted the raw recording) or unreadable gives
- * an empty timeline rather than failing the whole view.
- */
-async function manifestEvents(manifestPath: string | null): Promise<SessionManifest['events']> {
-  if (!manifestPath) return [];
-  try {
-    const m = SessionManifestSchema.safeParse(JSON.parse(await readFile(manifestPath, 'utf8')));
-    return m.success ? m.data.events : [];
-  } catch {
-    return [];
-  }
-}
