@@ -193,13 +193,13 @@ function progressText(done: number, total: number, elapsed: number, counts = 1):
 }
 
 // Feeds `input` through nb_progress on a clock that advances `step` seconds per reading.
-function progress(input: string, mode: 'bar' | 'lines', step: number) {
+function progress(input: string, mode: 'bar' | 'lines', step: number, columns = 120) {
   const file = join(scratch, `stream-${Math.random().toString(36).slice(2)}.txt`);
   writeFileSync(file, input);
   const res = spawnSync(
     'bash',
     ['-euo', 'pipefail', '-c', `source "${lib}"; nb_init fake-tool; nb__now() { NB_NOW=$(( \${NB_NOW:-1000} + ${step} )); }; nb_progress < "${file}"`],
-    { encoding: 'utf8', env: { ...process.env, VERBATIM_PROGRESS: mode, VERBATIM_PROGRESS_EVERY: '10' } },
+    { encoding: 'utf8', env: { ...process.env, VERBATIM_PROGRESS: mode, VERBATIM_PROGRESS_EVERY: '10', COLUMNS: String(columns) } },
   );
   expect(res.status).toBe(0);
   return { stdout: res.stdout, stderr: res.stderr };
@@ -257,6 +257,18 @@ describe('build progress', () => {
     expect(frames).toHaveLength(20);
     expect(frames[9]).toBe('[setup] fake-tool: [###############...............] 50% (10/20), under a minute left\u001b[K');
     expect(frames[19]).toBe('[setup] fake-tool: [##############################] 100% (20/20)\u001b[K\n');
+  });
+
+  it('the bar fits the terminal, so that a redraw never wraps onto a new line', () => {
+    const visible = (frame: string) => frame.replace('\u001b[K', '').replace('\n', '');
+    const narrow = progress(ninjaOutput(573).split('\n').slice(0, 300).join('\n'), 'bar', 1, 80).stderr.split('\r').filter(Boolean);
+    expect(narrow.length).toBeGreaterThan(100);
+    for (const frame of narrow) expect(visible(frame).length).toBeLessThan(80);
+    // 80 columns leave 21 cells next to the prefix and the longest text.
+    expect(narrow.at(-1)).toBe('[setup] fake-tool: [##########...........] 51% (297/573), ~5 min left\u001b[K\n');
+    // Too narrow for a bar: the text alone.
+    const tiny = progress(ninjaOutput(20), 'bar', 3, 40).stderr.split('\r').filter(Boolean);
+    expect(tiny[9]).toBe('[setup] fake-tool: 50% (10/20), under a minute left\u001b[K');
   });
 
   it("reads make's percentages (CMake builds) as well", () => {

@@ -78,7 +78,7 @@ nb_inputs_hash() {
   local recipe=$1 support=$2
   shift 2
   {
-    printf '%s\n' "$(basename "$recipe")" "$@"
+    printf '%s\n' "${recipe##*/}" "$@"
     [[ -z "$NB_KEY_EPOCH" ]] || printf 'epoch %s\n' "$NB_KEY_EPOCH"
     nb__recipe_sum "$recipe"
     if [[ -d "$support" ]]; then
@@ -191,27 +191,28 @@ nb_install() {
 #   [setup] mediasoup-worker: 37% (212/573), ~6 min left
 nb_progress() {
   local mode=${VERBATIM_PROGRESS:-} every=${VERBATIM_PROGRESS_EVERY:-10}
-  local line done total counts start last drawn=0
+  local line finished total counts start last width=0 drawn=0
   if [[ -z "$mode" ]]; then
     if [[ -t 2 ]]; then mode=bar; else mode=lines; fi
   fi
+  if [[ "$mode" == bar ]]; then nb__bar_width; width=$NB_BAR_WIDTH; fi
   nb__now
   start=$NB_NOW
   last=$NB_NOW
   while IFS= read -r line || [[ -n "$line" ]]; do
     printf '%s\n' "$line"
     if [[ "$line" =~ ^\[([0-9]+)/([0-9]+)\]\  ]]; then  # ninja: edges finished/total
-      done=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]} counts=1
-    elif [[ "$line" =~ ^\[\ *([0-9]+)%\]\  ]]; then  # make (CMake): percent only
-      done=${BASH_REMATCH[1]} total=100 counts=0
+      finished=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]} counts=1
+    elif [[ "$line" =~ ^\[\ *([0-9]+)%\]\  ]]; then  # make (CMake): a percentage only
+      finished=${BASH_REMATCH[1]} total=100 counts=0
     else
       continue
     fi
     nb__now
-    nb_progress_text "$done" "$total" $(( NB_NOW - start )) "$counts"
+    nb_progress_text "$finished" "$total" $(( NB_NOW - start )) "$counts"
     if [[ "$mode" == bar ]]; then
-      nb_progress_bar "$done" "$total"
-      printf '\r[setup] %s: %s %s\033[K' "$NB_NAME" "$NB_BAR" "$NB_PROGRESS_TEXT" >&2
+      nb_progress_bar "$finished" "$total" "$width"
+      printf '\r[setup] %s: %s%s\033[K' "$NB_NAME" "$NB_BAR" "$NB_PROGRESS_TEXT" >&2
       drawn=1
     elif (( NB_NOW - last >= every )); then
       nb_log "$NB_PROGRESS_TEXT"
@@ -224,19 +225,36 @@ nb_progress() {
 # The clock, in whole seconds; a function so that tests can drive it.
 nb__now() { NB_NOW=$EPOCHSECONDS; }
 
-# nb_progress_text DONE TOTAL ELAPSED_S [COUNTS=1]: NB_PROGRESS_TEXT, e.g.
-# "37% (212/573), ~6 min left". The estimate assumes the rest goes at the pace so far; it
-# is left out for the first 5 s, when that pace means little.
+# NB_BAR_WIDTH: as many cells (up to 30) as leave room on one terminal line for the prefix
+# and the longest text, so that a redraw never wraps; 0 (no bar) on a very narrow one.
+nb__bar_width() {
+  local cols=${COLUMNS:-} size
+  if [[ -z "$cols" ]]; then
+    size="$(stty size 0<&2 2>/dev/null || true)"
+    cols=${size#* }
+  fi
+  # Unknown, or 0 from a terminal that has no size (a pty nobody sized): assume 80.
+  [[ "$cols" =~ ^[0-9]+$ ]] && (( cols > 0 )) || cols=80
+  # 14: "[setup] ", ": ", "[", "] " and a spare column; 36: "99% (9999/9999), under a minute left".
+  NB_BAR_WIDTH=$(( cols - ${#NB_NAME} - 14 - 36 ))
+  if (( NB_BAR_WIDTH > 30 )); then NB_BAR_WIDTH=30; fi
+  if (( NB_BAR_WIDTH < 5 )); then NB_BAR_WIDTH=0; fi
+}
+
+# nb_progress_text FINISHED TOTAL ELAPSED_S [COUNTS=1]: NB_PROGRESS_TEXT, e.g.
+# "37% (212/573), ~6 min left". Whole percents rounded down, so 100% means done. The
+# estimate assumes the rest goes at the pace so far; it is left out for the first 5 s,
+# when that pace means little.
 nb_progress_text() {
-  local done=$1 total=$2 elapsed=$3 counts=${4:-1} left
+  local finished=$1 total=$2 elapsed=$3 counts=${4:-1} left
   if (( total > 0 )); then
-    NB_PROGRESS_TEXT="$(( done * 100 / total ))%"
+    NB_PROGRESS_TEXT="$(( finished * 100 / total ))%"
   else
     NB_PROGRESS_TEXT="0%"
   fi
-  if (( counts )); then NB_PROGRESS_TEXT+=" ($done/$total)"; fi
-  if (( done > 0 && done < total && elapsed >= 5 )); then
-    left=$(( (elapsed * (total - done) + done / 2) / done ))
+  if (( counts )); then NB_PROGRESS_TEXT+=" ($finished/$total)"; fi
+  if (( finished > 0 && finished < total && elapsed >= 5 )); then
+    left=$(( (elapsed * (total - finished) + finished / 2) / finished ))
     if (( left < 60 )); then
       NB_PROGRESS_TEXT+=", under a minute left"
     else
@@ -245,13 +263,16 @@ nb_progress_text() {
   fi
 }
 
-# nb_progress_bar DONE TOTAL: NB_BAR, 30 cells, e.g. "[###########...................]".
+# nb_progress_bar FINISHED TOTAL WIDTH: NB_BAR, e.g. "[#####.....] " for WIDTH 10; empty
+# for WIDTH 0.
 nb_progress_bar() {
-  local width=30 filled=0 bar
+  local width=$3 filled=0 cells
+  NB_BAR=
+  if (( width == 0 )); then return; fi
   if (( $2 > 0 )); then filled=$(( $1 * width / $2 )); fi
   if (( filled > width )); then filled=$width; fi
-  printf -v bar '%*s' "$filled" ''
-  NB_BAR="[${bar// /#}"
-  printf -v bar '%*s' $(( width - filled )) ''
-  NB_BAR+="${bar// /.}]"
+  printf -v cells '%*s' "$filled" ''
+  NB_BAR="[${cells// /#}"
+  printf -v cells '%*s' $(( width - filled )) ''
+  NB_BAR+="${cells// /.}] "
 }
