@@ -44,7 +44,7 @@ nb_package_version() {
 # claim that script's identity here, so that binaries already cached stay valid (the
 # mediasoup worker takes ~10 min to build). Each line: "<sha256 of the recipe now>
 # <sha256 of the script it replaced>". An entry only matches the recipe byte for byte:
-# any later edit of the recipe yields a new key, as before.
+# any later edit of the recipe yields a new key, as before (and the entry can go).
 NB_RECIPE_ALIASES=(
   # build-mediasoup-worker.sh and build-whisper.sh as they were before this library
   "d304ef32ed73c0112dc15ff484f7456eba85d82509220f31fc56fe901deb10ec a2139165c1ba90bdbb82ec762c590473b1b659a88acb408d8f2a4c9bf79aa577"
