@@ -22,8 +22,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
 import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
-import { BENCH_DATABASE_URL, BENCH_RECORDER_SECRET, dropSchema, endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
+import { endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, measurementRunner, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
+import { startBenchSfu, type BenchSfu } from './lib/sfu-proc.ts';
 import { ensureBlaster, ensureTemplates, freeUdpPort, freeUdpPortPairs, startBlast, type BlastTrack, type TemplateInfo } from './lib/udp-blast.ts';
 
 interface Plan {
@@ -311,7 +312,7 @@ async function measureFfmpegCpu(ctx: Ctx) {
       // The usual mediasoup recording recipe: one ffmpeg per consumer, SDP in, stream copy out.
       const c = spawn('ffmpeg', ['-nostdin', '-v', 'error', '-protocol_whitelist', 'file,udp,rtp', '-i', sdp, '-c', 'copy', '-f', kind === 'audio' ? 'ogg' : 'webm', '-y', out], { stdio: ['ignore', 'ignore', 'pipe'] });
       stderrs[i] = '';
-      c.stderr!.on('data', (d) => (stderrs[i] = (stderrs[i]! + d).slice(-2000)));
+      c.stderr.on('data', (d) => (stderrs[i] = (stderrs[i]! + d).slice(-2000)));
       children.push(c);
     }
     // Every ffmpeg listens before the replay starts.
@@ -381,60 +382,6 @@ async function measureRecorderCpu(ctx: Ctx, rec: BenchRecorder) {
 }
 
 // ---- 4. SFU recording tap overhead ------------------------------------------------------------
-interface BenchSfu {
-  url: string;
-  workerPids: number[];
-  admin<T = any>(method: string, p: string, body?: unknown): Promise<T>;
-  close(): Promise<void>;
-}
-
-/**
- * The SFU the way services/lib/testing/sfu-harness.ts starts it (in this process, one
- * mediasoup worker), tapping recorded rooms into the recorder at recorderUrl; its
- * database is Postgres in a private schema when reachable, else PGlite in a temp dir.
- */
-async function startBenchSfu(recorderUrl: string): Promise<BenchSfu> {
-  const { startTestSfu } = await import('../testing/sfu-harness.ts');
-  const usePg = await postgresReachable();
-  const schema = `bench_sfu_${randomBytes(4).toString('hex')}`;
-  const sfu = await startTestSfu({
-    overrides: {
-      SFU_WORKERS: 1,
-      RECORDER_URL: recorderUrl,
-      RECORDER_SECRET: BENCH_RECORDER_SECRET,
-      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-      ...(usePg ? { DATABASE_URL: BENCH_DATABASE_URL, DATABASE_SCHEMA: schema } : {}),
-    },
-  });
-  const workerPids = sfu.running.sfu.pool.pids();
-  const close = onCleanup(
-    'sfu',
-    async () => {
-      await sfu.close();
-      if (usePg) await dropSchema(schema).catch(() => {});
-    },
-    () => {
-      for (const pid of workerPids) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    },
-  );
-  return {
-    url: sfu.url,
-    workerPids,
-    async admin<T = any>(method: string, p: string, body?: unknown): Promise<T> {
-      const r = await sfu.admin(method, p, body);
-      if (r.status >= 300) throw new Error(`SFU ${method} ${p}: ${r.status} ${JSON.stringify(r.body)}`);
-      return r.body as T;
-    },
-    close,
-  };
-}
-
 async function measureSfuTap(ctx: Ctx, sfu: BenchSfu, rec: BenchRecorder) {
   const { plan } = ctx;
   const room = `bench-tap-${randomBytes(3).toString('hex')}`;

@@ -52,7 +52,7 @@ try {
   const file = writeResult(result);
   process.stdout.write(`\n${formatTable(result)}\n\n${quick ? '(quick run: smaller N, shorter steps) ' : ''}took ${result.durationS} s; wrote ${file}\n`);
 } catch (err) {
-  process.stderr.write(`bench ${names[0]} failed: ${(err as Error).stack ?? err}\n`);
+  process.stderr.write(`bench ${names[0]} failed: ${(err as Error).stack ?? String(err)}\n`);
   code = 1;
 } finally {
   await runCleanups();

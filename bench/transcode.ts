@@ -81,7 +81,7 @@ export function ffmpeg(args: string[]): Promise<void> {
     const child = spawn('ffmpeg', ['-y', '-nostdin', '-v', 'error', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     const release = onCleanup(`ffmpeg ${child.pid}`, async () => killNow(child), () => killNow(child));
     let err = '';
-    child.stderr!.on('data', (d) => (err = (err + d).slice(-4000)));
+    child.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
     child.once('error', (e) => {
       void release();
       reject(e);

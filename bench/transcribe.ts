@@ -172,7 +172,7 @@ async function whisperTimings(cliBin: string, model: string, wav: string, outBas
     const child = spawn(cliBin, ['-m', model, '-f', wav, '-l', 'en', '-t', '2', '-oj', '-of', outBase, '-bs', '1', '-nf'], { stdio: ['ignore', 'ignore', 'pipe'] });
     const release = onCleanup(`whisper-cli ${child.pid}`, async () => killNow(child), () => killNow(child));
     let err = '';
-    child.stderr!.on('data', (d) => (err += d));
+    child.stderr.on('data', (d) => (err += d));
     child.once('error', reject);
     child.once('close', (code) => {
       void release();
@@ -260,7 +260,7 @@ export async function runTranscribeBench(opts: { quick: boolean }): Promise<Suit
       const code = await new Promise<number | null>((resolve, reject) => {
         const child = spawn(cliBin, args(path.join(dir, 'whole')), { stdio: ['ignore', 'ignore', 'pipe'] });
         const release = onCleanup(`whisper-cli ${child.pid}`, async () => killNow(child), () => killNow(child));
-        child.stderr!.resume();
+        child.stderr.resume();
         child.once('error', reject);
         child.once('close', (c) => {
           void release();

@@ -53,7 +53,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
   return db;
 }
 
-export async function migrate(db: Kysely<any>, schema?: string): Promise<void> {
+export async function migrate<DB>(db: Kysely<DB>, schema?: string): Promise<void> {
   const migrator = new Migrator({ db, provider: migrationProvider, ...(schema ? { migrationTableSchema: schema } : {}) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {

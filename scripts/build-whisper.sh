@@ -2,7 +2,7 @@
 # Build (or reuse a cached build of) whisper-cli from the whisper.cpp sources that
 # the nodejs-whisper npm package ships, offline.
 #
-# Usage: bash scripts/build-whisper.sh
+# Usage: bash scripts/build-whisper.sh [--print-entry]
 #   stdout: only the absolute path of the ready whisper-cli binary.
 #   stderr: progress; the full build log is written next to the cache entry.
 #
@@ -10,28 +10,23 @@
 # curl, SDL2, ffmpeg, CUDA, BLAS, KleidiAI and every other fetch-capable option are
 # off. Static libraries, so the binary is self-contained (libc/libstdc++ aside).
 #
+# Cache key, lock, log, progress and install: scripts/lib/native-build.sh (its env too).
 # Env:
-#   VERBATIM_CACHE_DIR   cache root (default: $HOME/.cache/verbatim)
 #   VERBATIM_BUILD_JOBS  parallel compile jobs (default: 2)
 set -euo pipefail
 
-log() { printf 'build-whisper: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib/native-build.sh
+source "$SCRIPT_DIR/lib/native-build.sh"
+nb_init whisper-cli "$@"
+
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 SUPPORT_DIR="$SCRIPT_DIR/whisper"
 PKG_DIR="$REPO_ROOT/node_modules/nodejs-whisper"
 SRC_DIR="$PKG_DIR/cpp/whisper.cpp"
 
 [[ -f "$PKG_DIR/package.json" && -f "$SRC_DIR/CMakeLists.txt" ]] \
-  || die "nodejs-whisper (with cpp/whisper.cpp) is not installed in $PKG_DIR (run npm install first)"
-
-# --- Cache key -------------------------------------------------------------
-# grep/sed only, so the cached fast path stays well under a second.
-PKG_VERSION="$(sed -n 's/^[[:space:]]*"version"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' \
-  "$PKG_DIR/package.json" | head -n1)"
-[[ -n "$PKG_VERSION" ]] || die "cannot read version from $PKG_DIR/package.json"
+  || nb_die "nodejs-whisper (with cpp/whisper.cpp) is not installed in $PKG_DIR (run npm install first)"
 
 # x86 SIMD level: AVX2/FMA/F16C (x86-64-v3, every server CPU since ~2013) when the
 # host has it, else a plain build. Not -march=native, so a cache copied to another
@@ -50,73 +45,18 @@ isa_level() {
 }
 ISA="$(isa_level)"
 
-inputs_hash() {
-  {
-    printf '%s\n' "build-whisper.sh" "$ISA"
-    sha256sum < "${BASH_SOURCE[0]}"
-    if [[ -d "$SUPPORT_DIR" ]]; then
-      (cd "$SUPPORT_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
-    fi
-  } | sha256sum | cut -c1-12
-}
-INPUTS_HASH="$(inputs_hash)"
+PKG_VERSION="$(nb_package_version "$PKG_DIR/package.json")"
+INPUTS_HASH="$(nb_inputs_hash "${BASH_SOURCE[0]}" "$SUPPORT_DIR" "$ISA")"
+nb_claim_entry whisper "$PKG_VERSION-$INPUTS_HASH" whisper-cli
 
-CACHE_ROOT="${VERBATIM_CACHE_DIR:-$HOME/.cache/verbatim}/whisper"
-KEY="$PKG_VERSION-$INPUTS_HASH"
-ENTRY_DIR="$CACHE_ROOT/$KEY"
-BIN="$ENTRY_DIR/whisper-cli"
-
-if [[ -x "$BIN" ]]; then
-  printf '%s\n' "$BIN"
-  exit 0
-fi
-
-# --- Lock ------------------------------------------------------------------
-mkdir -p "$CACHE_ROOT"
-exec 9>"$CACHE_ROOT/.$KEY.lock"
-if ! flock -n 9; then
-  log "another build of $KEY is running; waiting for it..."
-  flock 9
-fi
-if [[ -x "$BIN" ]]; then
-  printf '%s\n' "$BIN"
-  exit 0
-fi
-
-# --- Preflight -------------------------------------------------------------
-for tool in cmake make c++ cc; do
-  command -v "$tool" >/dev/null 2>&1 || die "missing tool '$tool' (apt-get install cmake make g++)"
-done
+nb_require_tools "apt-get install cmake make g++" cmake make c++ cc
 
 JOBS="${VERBATIM_BUILD_JOBS:-2}"
-BUILD_ROOT="$(mktemp -d "$CACHE_ROOT/.build-$KEY.XXXXXX")"
-BUILD_LOG="$CACHE_ROOT/$KEY.build.log"
-: > "$BUILD_LOG"
-on_exit() {
-  local rc=$?
-  if [[ $rc -ne 0 ]]; then
-    log "build FAILED (exit $rc); last lines of $BUILD_LOG:"
-    tail -n 60 "$BUILD_LOG" >&2 || true
-    log "build dir kept for inspection: $BUILD_ROOT"
-  else
-    rm -rf "$BUILD_ROOT"
-  fi
-}
-trap on_exit EXIT
-
-step() {
-  log "$1"
-  shift
-  printf '\n==> %s\n' "$*" >> "$BUILD_LOG"
-  "$@" >> "$BUILD_LOG" 2>&1
-}
-
-SECONDS=0
-log "building whisper-cli (nodejs-whisper $PKG_VERSION, inputs $INPUTS_HASH, $ISA, -j$JOBS); log: $BUILD_LOG"
+nb_start_build "whisper-cli (nodejs-whisper $PKG_VERSION, inputs $INPUTS_HASH, $ISA, -j$JOBS)"
 
 # Work on a copy: node_modules must never be modified (and may hold stale builds).
-SRC="$BUILD_ROOT/whisper.cpp"
-step "copying whisper.cpp sources" cp -a "$SRC_DIR" "$SRC"
+SRC="$NB_BUILD_ROOT/whisper.cpp"
+nb_step "copying whisper.cpp sources" cp -a "$SRC_DIR" "$SRC"
 rm -rf "$SRC/build" "$SRC"/examples/*.node
 
 ISA_FLAGS=()
@@ -126,7 +66,7 @@ fi
 
 # OpenMP off: ggml's own thread pool is used instead, honours -t exactly, and
 # does not spin idle cores on a shared host.
-step "cmake configure" cmake -S "$SRC" -B "$SRC/build" \
+nb_step "cmake configure" cmake -S "$SRC" -B "$SRC/build" \
   -DCMAKE_BUILD_TYPE=Release \
   -DBUILD_SHARED_LIBS=OFF \
   -DWHISPER_BUILD_TESTS=OFF \
@@ -148,19 +88,11 @@ step "cmake configure" cmake -S "$SRC" -B "$SRC/build" \
   -DFETCHCONTENT_FULLY_DISCONNECTED=ON \
   "${ISA_FLAGS[@]}"
 
-step "compiling whisper-cli (about a minute or two)" cmake --build "$SRC/build" --target whisper-cli -j "$JOBS"
+nb_step_progress "compiling whisper-cli (about 2 min on 2 cores, once)" \
+  cmake --build "$SRC/build" --target whisper-cli -j "$JOBS"
 
 BUILT="$SRC/build/bin/whisper-cli"
-[[ -x "$BUILT" ]] || die "build finished but $BUILT is missing"
-step "smoke test (--help)" "$BUILT" --help
+[[ -x "$BUILT" ]] || nb_die "build finished but $BUILT is missing"
+nb_step "smoke test (--help)" "$BUILT" --help
 
-# --- Install atomically ----------------------------------------------------
-mkdir -p "$ENTRY_DIR"
-TMP_BIN="$ENTRY_DIR/.whisper-cli.tmp.$$"
-cp "$BUILT" "$TMP_BIN"
-chmod 0755 "$TMP_BIN"
-mv -f "$TMP_BIN" "$BIN"
-cp "$BUILD_LOG" "$ENTRY_DIR/build.log" 2>/dev/null || true
-
-log "done in ${SECONDS}s: $BIN"
-printf '%s\n' "$BIN"
+nb_install "$BUILT"

@@ -67,7 +67,8 @@ export class TestSignalingClient {
 
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (raw) => {
-      const frame = JSON.parse(raw.toString());
+      // ws hands over a Buffer (binaryType 'nodebuffer', its default).
+      const frame = JSON.parse((raw as Buffer).toString());
       if (frame.notification) this.notifications.push(frame);
       else if (frame.id !== null && this.pending.has(frame.id)) {
         this.pending.get(frame.id)!(frame);

@@ -20,7 +20,7 @@ export interface BenchRecorder {
   pid: number;
   dataDir: string;
   database: 'postgres' | 'pglite';
-  api<T = any>(method: string, p: string, body?: unknown): Promise<T>;
+  api<T = unknown>(method: string, p: string, body?: unknown): Promise<T>;
   stats(resetLag?: boolean): Promise<RecorderStats>;
   /** Supervisor + worker pids. */
   pids(): Promise<number[]>;
@@ -119,7 +119,7 @@ export async function startBenchRecorder(env: Record<string, string> = {}): Prom
     },
   );
   const url = await new Promise<string>((resolve, reject) => {
-    child.on('message', (m: any) => m?.t === 'listening' && resolve(m.url));
+    child.on('message', (m: { t?: string; url: string } | undefined) => m?.t === 'listening' && resolve(m.url));
     child.once('exit', (code) => reject(new Error(`recorder exited early with ${code}`)));
   });
   const api = async <T>(method: string, p: string, body?: unknown): Promise<T> => {
@@ -200,7 +200,7 @@ export async function startTracks(rec: BenchRecorder, roomPrefix: string, kinds:
     const k = ++sessionSeq;
     return { room: `${roomPrefix}-${k}`, session: `bench-${Date.now().toString(36)}-${k}` };
   });
-  const out: RecorderTrack[] = new Array(kinds.length);
+  const out = new Array<RecorderTrack>(kinds.length);
   let next = 0;
   const concurrency = opts.concurrency ?? 8;
   await Promise.all(

@@ -82,7 +82,7 @@ export function writeResult(result: SuiteResult, dir = resultsDir): string {
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${result.suite}.json`);
   const tmp = `${file}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(result, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
+  writeFileSync(tmp, `${JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
   renameSync(tmp, file);
   return file;
 }
@@ -126,7 +126,7 @@ export function measurementRunner(details: Record<string, unknown>, log: (msg: s
     try {
       await fn();
     } catch (err) {
-      log(`${name} failed: ${(err as Error).stack ?? err}`);
+      log(`${name} failed: ${(err as Error).stack ?? String(err)}`);
       details[`${name}Error`] = (err as Error).message;
     }
     log(`${name} took ${round((Date.now() - t) / 1000, 1)} s`);

@@ -100,7 +100,7 @@ async function captureTemplate(spec: TemplateSpec, dir: string): Promise<Templat
   const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const release = onCleanup(`ffmpeg capture ${spec.name}`, async () => killNow(child), () => killNow(child));
   let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
+  child.stderr.on('data', (d) => (stderr += d));
   const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
   await release();
   await new Promise((r) => setTimeout(r, 200));
@@ -199,8 +199,8 @@ export function startBlast(templates: Record<string, TemplateInfo>, tracks: Blas
   const release = onCleanup(`udp-blast ${id}`, async () => killNow(child), () => killNow(child));
   let out = '';
   let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
   const done = new Promise<BlastResult>((resolve, reject) => {
     child.once('exit', (code) => {
       void release();

@@ -93,8 +93,8 @@ describe('npm run demo', () => {
     });
     let out = '';
     let err = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (err += d));
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
     let exitCode: number | null | undefined;
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r((exitCode = code))));
     let seen = new Map<number, string>();

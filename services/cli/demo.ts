@@ -39,6 +39,14 @@ export interface CastMember {
   keyword: string;
 }
 
+/** What the demo reads from the meeting page's test hook, window.verbatim (services/sfu/web/meeting.ts). */
+type MeetingWindow = Window & {
+  verbatim?: {
+    state: { phase: string; recording?: { recording: boolean; recordingYou: boolean } };
+    inboundStats(): Promise<{ peerId: string; kind: string; packetsReceived: number }[]>;
+  };
+};
+
 export const CAST: readonly CastMember[] = [
   { identity: 'alice', name: 'Alice', consent: 'granted', joinAfter: 0, sentence: 'The quarterly budget review is approved.', keyword: 'budget' },
   { identity: 'carol', name: 'Carol', consent: 'declined', joinAfter: 0, sentence: 'Please do not record my voice today.', keyword: 'voice' },
@@ -197,9 +205,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         page = await context.newPage();
         try {
           await page.goto(joinUrl);
-          await page.waitForFunction(() => (window as any).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
+          await page.waitForFunction(() => (window as MeetingWindow).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
           // Answer once recording runs, so the decision lands in this session's timeline.
-          await page.waitForFunction(() => (window as any).verbatim?.state.recording?.recording === true, undefined, { timeout: 30_000 });
+          await page.waitForFunction(() => (window as MeetingWindow).verbatim?.state.recording?.recording === true, undefined, { timeout: 30_000 });
           break;
         } catch (err) {
           await context.close().catch(() => {});
@@ -211,7 +219,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       await page.click(c.consent === 'granted' ? '#consent-accept' : '#consent-decline');
       // The SFU's own view of the answer, not just the page's.
       await poll(async () => (stack.sfu.sfu.rooms.get(room)?.peers.get(c.identity)?.consent === c.consent ? true : undefined), 10_000, signal, `${c.name}'s consent answer`);
-      await page.waitForFunction((want) => (window as any).verbatim?.state.recording?.recordingYou === want, c.consent === 'granted', { timeout: 10_000 });
+      await page.waitForFunction((want) => (window as MeetingWindow).verbatim?.state.recording?.recordingYou === want, c.consent === 'granted', { timeout: 10_000 });
       const j = { member: c, browser, page };
       joined.push(j);
       out(`  ${c.name} joined and ${c.consent === 'granted' ? 'consented' : 'declined to be recorded'}: "${c.sentence}"`);
@@ -230,7 +238,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     // The decliner took part (others heard her); only the recording leaves her out.
     const decliner = CAST.find((c) => c.consent === 'declined')!;
     const listener = joined.find((j) => j.member.consent === 'granted')!;
-    const heard = (await guard(listener.page.evaluate(() => (window as any).verbatim.inboundStats()))) as { peerId: string; kind: string; packetsReceived: number }[];
+    const heard = await guard(listener.page.evaluate(() => (window as MeetingWindow).verbatim!.inboundStats()));
     const declinerHeardPackets = heard.filter((s) => s.peerId === decliner.identity && s.kind === 'audio').reduce((n, s) => n + s.packetsReceived, 0);
 
     for (const j of joined) await guard(j.page.click('#leave'));

@@ -21,7 +21,7 @@ function launch(dataDir: string): { child: ChildProcess; ready: Promise<string>;
   let printedResolve!: (s: string) => void;
   const printed = new Promise<string>((r) => (printedResolve = r));
   const ready = new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
+    child.stdout.on('data', (d) => {
       out += d;
       const m = /Meeting page : (\S+)/.exec(out);
       if (m && out.includes('Press Ctrl-C')) {
@@ -47,10 +47,10 @@ describe('npm start on embedded defaults', () => {
     expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/meet\?token=/);
     // The first admin key printed at start opens the compliance API.
     const out = await printed;
-    const key = /Admin key    : (vb_\S+)/.exec(out)![1]!;
-    const compliance = /Compliance   : (\S+)\/api\/v1/.exec(out)![1]!;
+    const key = /Admin key {4}: (vb_\S+)/.exec(out)![1]!;
+    const compliance = /Compliance {3}: (\S+)\/api\/v1/.exec(out)![1]!;
     // The printed console URL serves the sign-in page.
-    const consoleUrl = /Console      : (\S+)/.exec(out)![1]!;
+    const consoleUrl = /Console {6}: (\S+)/.exec(out)![1]!;
     expect(consoleUrl).toBe(`${compliance}/console/`);
     const consolePage = await fetch(consoleUrl);
     expect(consolePage.status).toBe(200);

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configTable, loadConfig } from './config.ts';
-import { VerbatimError } from './errors.ts';
+import type { VerbatimError } from './errors.ts';
 
 describe('config', () => {
   it('has named defaults for everything', () => {

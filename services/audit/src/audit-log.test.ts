@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
 import { loadConfig } from '../../lib/config.ts';
-import { VerbatimError } from '../../lib/errors.ts';
+import type { VerbatimError } from '../../lib/errors.ts';
 import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { runAuditCommand } from './audit-cli.ts';
 import {
@@ -72,6 +72,7 @@ async function fill(log: AuditLog, n: number, from = 1): Promise<void> {
 const backends = await testBackends();
 
 function hasUnstorableText(v: unknown): boolean {
+  // eslint-disable-next-line no-control-regex -- NUL is exactly what it looks for
   if (typeof v === 'string') return /\u0000|\p{Cs}/u.test(v);
   if (Array.isArray(v)) return v.some(hasUnstorableText);
   if (v !== null && typeof v === 'object') return Object.entries(v).some(([k, x]) => hasUnstorableText(k) || hasUnstorableText(x));

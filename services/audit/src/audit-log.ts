@@ -413,7 +413,7 @@ export class AuditLog implements AuditSink {
       .select(['seq', 'actor_type', 'actor_id', 'action', 'target_type', 'target_id', 'details', 'client_address', 'prev_hash', 'hash', AT_SQL.as('at')])
       .where('seq', '>', afterSeq);
     if (untilSeq !== undefined) q = q.where('seq', '<=', untilSeq);
-    return (await q.orderBy('seq').limit(limit).execute()) as RawRow[];
+    return (await q.orderBy('seq').limit(limit).execute());
   }
 
   /** Walks the chain from `start` (exclusive) in pages; stops at the first break. */
@@ -516,6 +516,7 @@ function msIso(us: string): string {
   return /\.\d{3}000Z$/.test(us) ? `${us.slice(0, -4)}Z` : us;
 }
 
+// eslint-disable-next-line no-control-regex -- NUL is exactly what it refuses
 const BAD_TEXT = /[\u0000]|\p{Cs}/u;
 
 function text(name: string, v: unknown, required: boolean): string | null {

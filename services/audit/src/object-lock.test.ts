@@ -31,7 +31,7 @@ async function bodyText(body: unknown): Promise<string> {
     for await (const c of body) chunks.push(Buffer.from(c as Buffer));
     return Buffer.concat(chunks).toString('utf8');
   }
-  return String(body);
+  return typeof body === 'string' ? body : JSON.stringify(body);
 }
 
 function recordingClient(sent: Sent[], stored: { bytes: number; sha256: string }): S3Client {

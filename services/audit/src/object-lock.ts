@@ -21,7 +21,7 @@ export interface LegalHoldStorage {
 }
 
 export function legalHoldStorage(storage: ArtifactStorage | undefined): LegalHoldStorage | undefined {
-  const s = storage as (ArtifactStorage & Partial<LegalHoldStorage>) | undefined;
+  const s: (ArtifactStorage & Partial<LegalHoldStorage>) | undefined = storage;
   return s && s.objectLockEnabled === true && typeof s.setLegalHold === 'function' ? (s as unknown as LegalHoldStorage) : undefined;
 }
 
@@ -39,7 +39,7 @@ export function objectLockRetention(db: Db): (key: string) => Promise<Date | und
       .executeTakeFirst();
     if (!s?.ended_at) return undefined;
     const policies: RetentionPolicy[] = await db.selectFrom('retention_policies').select(['name', 'scope', 'media_days', 'transcript_days', 'raw_days']).execute();
-    const tags = typeof s.retention_tags === 'string' ? (JSON.parse(s.retention_tags) as string[]) : (s.retention_tags as string[]);
+    const tags = typeof s.retention_tags === 'string' ? (JSON.parse(s.retention_tags) as string[]) : s.retention_tags;
     const kind = parts.name.startsWith('transcript.') ? 'transcript' : 'media';
     const win = winningRetention({ id: s.id, roomId: s.room_id, endedAt: s.ended_at, policy: s.retention_policy ?? s.room_policy, tags, participants: [] }, kind, policies);
     return win ? new Date(new Date(s.ended_at).getTime() + win.days * DAY_MS) : undefined;

@@ -49,7 +49,9 @@ export function writeRecord(buf: Buffer, offset: number, type: RecordType, arriv
   // µs since the epoch fits in 53 bits for millennia; split to avoid BigInt on the hot path.
   buf.writeUInt32BE(Math.floor(arrivalUs / 0x1_0000_0000), offset + 4);
   buf.writeUInt32BE(arrivalUs >>> 0, offset + 8);
-  (data as Buffer).copy ? (data as Buffer).copy(buf, offset + RECORD_PREFIX, dataStart, dataEnd) : buf.set(data.subarray(dataStart, dataEnd), offset + RECORD_PREFIX);
+  // Buffer#copy does not allocate a view per packet (the recorder's hot path).
+  if (Buffer.isBuffer(data)) data.copy(buf, offset + RECORD_PREFIX, dataStart, dataEnd);
+  else buf.set(data.subarray(dataStart, dataEnd), offset + RECORD_PREFIX);
   const end = offset + RECORD_PREFIX + len;
   buf.writeUInt32BE(crc32(buf.subarray(offset, end)), end);
   return end + 4;
@@ -99,7 +101,7 @@ export function parseRecording(buf: Buffer, file?: string): ParsedFile {
       stopReason = 'truncated-record';
       break;
     }
-    const type = buf[off]!;
+    const type = buf[off]! as RecordType;
     const len = buf.readUInt16BE(off + 2);
     const end = off + RECORD_PREFIX + len;
     if (end + 4 > buf.length) {

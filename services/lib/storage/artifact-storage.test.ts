@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -50,7 +51,7 @@ async function startS3rver(): Promise<string> {
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: path.join(tmp, 's3rver') });
   const addr = await server.run();
   s3rver = server;
-  (server as unknown as { httpServer: import('node:http').Server }).httpServer.on('request', (req) => s3Requests.push(`${req.method} ${req.url}`));
+  (server as unknown as { httpServer: Server }).httpServer.on('request', (req) => s3Requests.push(`${req.method} ${req.url}`));
   s3Endpoint = `http://127.0.0.1:${addr.port}`;
   return s3Endpoint;
 }

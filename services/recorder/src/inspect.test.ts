@@ -46,7 +46,6 @@ function rtp(o: RtpOpts): Buffer {
   if (ext) {
     b.writeUInt16BE(0xbede, off);
     b.writeUInt16BE(o.extWords!, off + 2);
-    off += ext;
   }
   if (pad) b[b.length - 1] = pad;
   return b;

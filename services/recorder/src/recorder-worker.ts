@@ -29,7 +29,15 @@ function send(m: ToSupervisor): void {
   process.send?.(m);
 }
 
-process.on('message', async (raw) => {
+process.on('message', (raw) => {
+  onMessage(raw).catch((err: unknown) => {
+    // A worker in an unknown state must not go on recording: exit, and the supervisor restarts it and recovers its segments.
+    process.stderr.write(`recorder worker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+});
+
+async function onMessage(raw: unknown): Promise<void> {
   const parsed = ToWorkerSchema.safeParse(raw);
   if (!parsed.success) return;
   const m = parsed.data;
@@ -72,7 +80,7 @@ process.on('message', async (raw) => {
     const e = err as NodeJS.ErrnoException;
     send({ t: 'startFailed', v: IPC_VERSION, session: req.session, track: req.track, code: e.code === 'ENOSPC' ? 'DISK_FULL' : (e.code ?? 'INTERNAL'), message: e.message });
   }
-});
+}
 
 function sendStats(resetLag: boolean): void {
   let received = 0;
@@ -81,12 +89,12 @@ function sendStats(resetLag: boolean): void {
   for (const [key, t] of tracks) {
     received += t.received;
     stored += t.stored;
-    perTrackDropped[key] = t.dropped as Record<string, number>;
+    perTrackDropped[key] = t.dropped;
   }
   const ms = (ns: number) => (Number.isFinite(ns) && loopDelay.count > 0 ? Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS) : 0);
   const lag = { p50Ms: ms(loopDelay.percentile(50)), p99Ms: ms(loopDelay.percentile(99)), maxMs: ms(loopDelay.max), meanMs: ms(loopDelay.mean), windowMs: performance.now() - lagWindowStart };
   const cpu = process.cpuUsage();
-  send({ t: 'stats', v: IPC_VERSION, tracks: tracks.size, received, stored, dropped: dropped as Record<string, number>, perTrackDropped, cpu: { userUs: cpu.user, systemUs: cpu.system }, rssBytes: process.memoryUsage.rss(), lag });
+  send({ t: 'stats', v: IPC_VERSION, tracks: tracks.size, received, stored, dropped: dropped, perTrackDropped, cpu: { userUs: cpu.user, systemUs: cpu.system }, rssBytes: process.memoryUsage.rss(), lag });
   if (resetLag) {
     loopDelay.reset();
     lagWindowStart = performance.now();

@@ -84,7 +84,7 @@ export class SessionStore {
       .selectFrom('recording_sessions as s')
       .select(['s.id', 's.manifest_path'])
       .where('s.manifest_path', 'is not', null)
-      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('session_events as e').select('e.session_id').whereRef('e.session_id', '=', 's.id'))))
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('session_events as e').select('e.session_id').whereRef('e.session_id', '=', 's.id'))))
       .execute();
     let filled = 0;
     for (const r of rows) {

@@ -275,7 +275,7 @@ async function main(): Promise<void> {
   const send = await transportFor('send');
   send.on('produce', ({ kind, rtpParameters, appData }, ok, fail) => {
     sig
-      .request<{ id: string }>('produce', { transportId: send.id, kind, rtpParameters: rtpParameters as unknown as Json, appData: appData as Json })
+      .request<{ id: string }>('produce', { transportId: send.id, kind, rtpParameters: rtpParameters as unknown as Json, appData })
       .then(({ id }) => ok({ id }), fail);
   });
   const producers: types.Producer[] = [];
@@ -333,7 +333,8 @@ async function inboundStats(): Promise<{ peerId: string; kind: string; bytesRece
   for (const { consumer, peerId } of state.consumers.values()) {
     const ssrc = consumer.rtpParameters.encodings?.[0]?.ssrc;
     const report = await consumer.getStats();
-    for (const s of report.values()) {
+    // getStats() reports are untyped (RTCStatsReport maps to any): read the inbound-rtp fields.
+    for (const s of report.values() as Iterable<Partial<RTCInboundRtpStreamStats>>) {
       // The recv PeerConnection also reports mediasoup's probator stream (0 frames): match by SSRC.
       if (s.type === 'inbound-rtp' && s.ssrc === ssrc) {
         out.push({ peerId, kind: consumer.kind, bytesReceived: s.bytesReceived ?? 0, packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0 });

@@ -65,12 +65,12 @@ export interface RouteContext {
   /** The audit trail, for the routes that read or verify it (the table writes each request's entry). */
   log: AuditLog;
   options: AuditServerOptions;
-  now(): Date;
+  now: () => Date;
   verifier: ApiKeyVerifier;
   sessions: ConsoleSessions;
   limiter: FailedAuthLimiter;
   /** Records the authenticated principal of a request (sign-in, which has no credential header to authenticate). */
-  setPrincipal(req: FastifyRequest, p: Principal): void;
+  setPrincipal: (req: FastifyRequest, p: Principal) => void;
   /** Erasure requests and their background jobs (with storage and RECORDINGS_DIR). */
   erasure: ErasureJobs | undefined;
 }
@@ -94,9 +94,10 @@ export function mountRouteTable(api: FastifyInstance, table: readonly AnyRoute[]
         if (r.permissions.length > 0 && !r.permissions.some((p) => can(principal.role, p))) authorize(principal, r.permissions[0]!);
       },
       handler: async (req, reply) => {
-        const params = r.params ? parseOrBadRequest(r.params, req.params, 'path', API_HINT) : undefined;
-        const query = parseOrBadRequest(r.query, req.query ?? {}, 'query', API_HINT);
-        const body = r.body ? parseOrBadRequest(r.body, req.body ?? {}, 'body', API_HINT) : undefined;
+        // The table holds routes of every input type: each route's own schema typed its handler.
+        const params: unknown = r.params ? parseOrBadRequest(r.params, req.params, 'path', API_HINT) : undefined;
+        const query: unknown = parseOrBadRequest(r.query, req.query ?? {}, 'query', API_HINT);
+        const body: unknown = r.body ? parseOrBadRequest(r.body, req.body ?? {}, 'body', API_HINT) : undefined;
         const result = await r.handler({ req, reply, principal: audit.principalOf(req)!, query, body, params });
         // Sign-in sets the principal inside its handler, so the entry is written after it ran.
         await audit.succeeded(req, result.action ?? r.action, result.audit);

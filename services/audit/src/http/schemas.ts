@@ -2,6 +2,7 @@ import { z } from 'zod';
 
 /** Request schemas that several route files use; a schema only one route uses lives next to it. */
 
+// eslint-disable-next-line no-control-regex -- NUL is exactly what it refuses
 const NO_BAD_TEXT = /[\u0000]|\p{Cs}/u;
 /** Free text of 1..max characters, without NUL or lone surrogates (Postgres text refuses both). */
 export const text = (max: number) =>

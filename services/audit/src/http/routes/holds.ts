@@ -115,7 +115,7 @@ class CapturedAudit {
     return { append } as unknown as AuditLog;
   }
   note(fallback: { type: string; id: string }): AuditNote {
-    return { target: this.entry?.target ?? fallback, details: (this.entry?.details as Record<string, unknown> | undefined) ?? {} };
+    return { target: this.entry?.target ?? fallback, details: (this.entry?.details) ?? {} };
   }
 }
 

@@ -39,7 +39,7 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-const backends: { name: string; make(): Promise<ArtifactStorage> }[] = [
+const backends: { name: string; make: () => Promise<ArtifactStorage> }[] = [
   { name: 'local', make: async () => new LocalArtifactStorage(path.join(tmp, 'local')) },
   {
     name: 's3',
