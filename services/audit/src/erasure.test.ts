@@ -277,9 +277,9 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     const onsetsBefore = audioOnsets(before.file);
     const onsetsAfter = audioOnsets(file);
     // Before: sound resumes at 1.5 s (Bob). After: silence until Alice's 2.6 s.
-    expect(onsetsBefore.some((t) => Math.abs(t - 1.5) < 0.15), `before: ${onsetsBefore}`).toBe(true);
-    expect(onsetsAfter.some((t) => t > 1.2 && t < 2.45), `after: ${onsetsAfter}`).toBe(false);
-    expect(onsetsAfter.some((t) => Math.abs(t - 2.6) < 0.15), `after: ${onsetsAfter}`).toBe(true);
+    expect(onsetsBefore.some((t) => Math.abs(t - 1.5) < 0.15), `before: ${onsetsBefore.join(', ')}`).toBe(true);
+    expect(onsetsAfter.some((t) => t > 1.2 && t < 2.45), `after: ${onsetsAfter.join(', ')}`).toBe(false);
+    expect(onsetsAfter.some((t) => Math.abs(t - 2.6) < 0.15), `after: ${onsetsAfter.join(', ')}`).toBe(true);
 
     // Tombstones, the erased media's state, the audit trail.
     const tombs = await db.selectFrom('tombstones').selectAll().where('erasure_request', '=', r.json.id).execute();
@@ -336,7 +336,7 @@ describe.each(backends)('GDPR erasure ($name)', (backend: TestBackend) => {
     expect(JSON.parse(JSON.stringify((await row(r.json.id)).sessions))).toEqual([expect.objectContaining({ session: id, step: 'composite' })]);
 
     server = await startAuditServer({ db, logger: createLogger({ level: 'silent' }), storage, recordingsDir, workDir: path.join(root, 'erasure-work'), failedAuthPerMinute: 0, ...transcode.queue });
-    transcode.worker.worker.resume();
+    await transcode.worker.worker.resume();
     await expect.poll(async () => (await row(r.json.id)).status, { timeout: 120_000, interval: 200 }).toBe('completed');
     const done = (await call('GET', `/api/v1/erasure-requests/${r.json.id}`)).json;
     expect(done.outcome).toEqual([expect.objectContaining({ session: id, state: 'erased', composite: 're-rendered', deleted: expect.objectContaining({ tracks: ['tb'] }) })]);

@@ -1,4 +1,4 @@
-import { FlowProducer, UnrecoverableError, WaitingChildrenError, type Job, type JobsOptions } from 'bullmq';
+import { UnrecoverableError, WaitingChildrenError, type FlowProducer, type Job, type JobsOptions } from 'bullmq';
 import {
   FlowStepSchema,
   SESSION_RERENDER_JOB,

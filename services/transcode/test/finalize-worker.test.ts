@@ -278,7 +278,7 @@ describe('session.finalize worker', () => {
       expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(out.composite.sha256);
       expect(Math.abs(Number(ffprobe(file).format.duration) - 5)).toBeLessThan(0.1);
       const onsets = audioOnsets(file);
-      expect(onsets.some((t) => Math.abs(t - 1) < 0.15), `onsets ${onsets}`).toBe(true);
+      expect(onsets.some((t) => Math.abs(t - 1) < 0.15), `onsets ${onsets.join(', ')}`).toBe(true);
       // Rows are the caller's to replace (the erasure job does, with its tombstone).
       expect(await db.selectFrom('artifacts').selectAll().where('session_id', '=', id).orderBy('key').execute()).toEqual(rows);
 

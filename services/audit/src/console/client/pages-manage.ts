@@ -334,15 +334,16 @@ function outcomeText(r: Erasure): string {
 
 function toErasure(o: Record<string, unknown>): Erasure {
   const progress = (o.progress ?? {}) as { pct?: unknown; stage?: unknown };
+  const str = (v: unknown) => (typeof v === 'string' ? v : '');
   return {
-    id: String(o.id),
-    participant: String(pick(o, 'participant', 'participantId', 'participant_id')),
+    id: str(o.id),
+    participant: str(pick(o, 'participant', 'participantId', 'participant_id')),
     session: (pick(o, 'session', 'sessionId', 'session_id') as string | null | undefined) ?? null,
-    reason: String(o.reason ?? ''),
-    status: String(o.status),
+    reason: str(o.reason),
+    status: str(o.status),
     holds: (o.holds as string[] | undefined) ?? [],
-    requestedBy: String(pick(o, 'requestedBy', 'requested_by') ?? ''),
-    requestedAt: String(pick(o, 'requestedAt', 'requested_at') ?? ''),
+    requestedBy: str(pick(o, 'requestedBy', 'requested_by')),
+    requestedAt: str(pick(o, 'requestedAt', 'requested_at')),
     completedAt: (pick(o, 'completedAt', 'completed_at') as string | null | undefined) ?? null,
     outcome: Array.isArray(o.outcome) ? (o.outcome as Erasure['outcome']) : [],
     progress: { pct: Number(progress.pct ?? 0), stage: typeof progress.stage === 'string' ? progress.stage : null },
@@ -403,33 +404,30 @@ export async function renderErasure(ctx: Ctx): Promise<void> {
     // Live progress while any request is still being worked on.
     if (rows.some(erasureRunning)) timer = setTimeout(() => void (ctx.alive() && load()), ERASURE_POLL_MS);
   };
+  const submit = async (ev: Event): Promise<void> => {
+    ev.preventDefault();
+    const who = participant.value.trim();
+    if (!confirm(`Erase ${who}'s tracks, files and transcript${session.value.trim() ? ` in session ${session.value.trim()}` : ' in every session'}? This cannot be undone (held sessions are kept and the request is marked restricted).`)) return;
+    status.busy('Submitting…');
+    try {
+      const r = toErasure(await api<Record<string, unknown>>('POST', '/erasure-requests', { participant: who, ...(session.value.trim() ? { session: session.value.trim() } : {}), reason: reason.value.trim() }));
+      if (erasureRunning(r)) {
+        submitted = r.id;
+        status.busy(`Erasure request for ${who} accepted: it runs in the background, its progress is below.`);
+        ctx.announce('Erasure request accepted.');
+      } else {
+        status.ok(`Erasure request for ${who}: ${r.status} — ${outcomeText(r)}.`);
+        ctx.announce(`Erasure request ${r.status}.`);
+      }
+      participant.value = session.value = reason.value = '';
+      await load();
+    } catch (e) {
+      status.fail(e);
+    }
+  };
   const form = h(
     'form',
-    {
-      class: 'card',
-      'aria-labelledby': 'erasure-form-title',
-      onsubmit: async (ev: Event) => {
-        ev.preventDefault();
-        const who = participant.value.trim();
-        if (!confirm(`Erase ${who}'s tracks, files and transcript${session.value.trim() ? ` in session ${session.value.trim()}` : ' in every session'}? This cannot be undone (held sessions are kept and the request is marked restricted).`)) return;
-        status.busy('Submitting…');
-        try {
-          const r = toErasure(await api<Record<string, unknown>>('POST', '/erasure-requests', { participant: who, ...(session.value.trim() ? { session: session.value.trim() } : {}), reason: reason.value.trim() }));
-          if (erasureRunning(r)) {
-            submitted = r.id;
-            status.busy(`Erasure request for ${who} accepted: it runs in the background, its progress is below.`);
-            ctx.announce('Erasure request accepted.');
-          } else {
-            status.ok(`Erasure request for ${who}: ${r.status} — ${outcomeText(r)}.`);
-            ctx.announce(`Erasure request ${r.status}.`);
-          }
-          participant.value = session.value = reason.value = '';
-          await load();
-        } catch (e) {
-          status.fail(e);
-        }
-      },
-    },
+    { class: 'card', 'aria-labelledby': 'erasure-form-title', onsubmit: (ev: Event) => void submit(ev) },
     h('h2', { id: 'erasure-form-title' }, 'New erasure request'),
     h('p', { class: 'muted' }, 'GDPR Art. 17: the participant’s tracks, own files and transcript lines are deleted and the composite is re-rendered without them — unless a legal hold covers the session: then the request is recorded as restricted, naming the hold. The request runs in the background; this page follows its progress.'),
     h('div', { class: 'grid' }, field('Participant id', participant), field('Session id (empty: all their sessions)', session), field('Reason', reason)),
