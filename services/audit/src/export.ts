@@ -8,7 +8,7 @@ import { VerbatimError } from '../../lib/errors.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { transcriptFiles, transcriptFromRows } from '../../lib/transcript/transcript-files.ts';
 import type { AuditEntryInput, AuditHead, AuditLog, AuditRecord } from './audit-log.ts';
-import { holdCovers, type HoldScope } from './retention.ts';
+import { holdCovers } from './retention.ts';
 
 /**
  * E-discovery export: one ustar .tar holding, per selected session,
@@ -163,7 +163,7 @@ async function resolveSessions(db: Db, selection: ExportSelection): Promise<stri
   const hold = await db.selectFrom('legal_holds').selectAll().where('id', '=', selection.holdId).executeTakeFirst();
   if (!hold) throw new VerbatimError('BAD_REQUEST', `export: no legal hold ${selection.holdId}`, { hint: 'List the legal holds to find its id.' });
   const frozen = Array.isArray(hold.frozen_session_ids) ? hold.frozen_session_ids.map(String) : (JSON.parse(String(hold.frozen_session_ids ?? '[]')) as string[]);
-  const rh = { id: hold.id, scopeType: hold.scope_type as HoldScope, scopeValue: hold.scope_value, frozenSessionIds: frozen, releasedAt: hold.released_at };
+  const rh = { id: hold.id, scopeType: hold.scope_type, scopeValue: hold.scope_value, frozenSessionIds: frozen, releasedAt: hold.released_at };
   const sessions = await db.selectFrom('recording_sessions').select(['id', 'room_id']).execute();
   const participants = new Map<string, string[]>();
   if (rh.scopeType === 'participant') {

@@ -99,7 +99,8 @@ export interface SessionSegment {
 export interface SessionDetails {
   session: string;
   room: string;
-  status: 'recording' | 'sealed' | 'processing' | 'done' | 'failed' | string;
+  /** One of the known states, or a newer one this console does not know yet. */
+  status: 'recording' | 'sealed' | 'processing' | 'done' | 'failed' | (string & {});
   startedAt: string | null;
   endedAt: string | null;
   endReason: string | null;

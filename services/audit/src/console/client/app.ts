@@ -101,7 +101,7 @@ function renderHeader(): void {
     ? ROUTES.filter((r) => r.nav && allowed(r)).map((r) => {
         const path = r.path;
         const current = location.pathname === path || location.pathname.startsWith(`${path}/`);
-        return h('li', {}, h('a', { href: path, ...(current ? { 'aria-current': 'page' } : {}) }, r.nav!));
+        return h('li', {}, h('a', { href: path, ...(current ? { 'aria-current': 'page' } : {}) }, r.nav));
       })
     : [];
   fill(

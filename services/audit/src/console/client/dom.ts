@@ -2,18 +2,35 @@
 
 /** A tiny element builder: no framework, no innerHTML of data. */
 export type Child = Node | string | number | null | undefined | false;
-type AttrValue = string | number | boolean | null | undefined | ((ev: Event) => void);
+type Handler = (ev: Event) => void | Promise<void>;
+type AttrValue = string | number | boolean | null | undefined | Handler;
 
 export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, AttrValue> = {}, ...children: (Child | Child[])[]): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
-    if (typeof v === 'function') el.addEventListener(k.replace(/^on/, '').toLowerCase(), v);
+    if (typeof v === 'function') listen(el, k.replace(/^on/, '').toLowerCase(), v);
     else if (v === true) el.setAttribute(k, '');
     else el.setAttribute(k, String(v));
   }
   append(el, children);
   return el;
+}
+
+/**
+ * addEventListener for handlers that may be async: a rejected handler is rethrown as an
+ * uncaught error (window.onerror sees it), as a synchronous throw would be, not dropped.
+ */
+export function listen(el: EventTarget, type: string, handler: Handler): void {
+  el.addEventListener(type, (ev) => {
+    const result = handler(ev);
+    if (result instanceof Promise)
+      result.catch((err: unknown) =>
+        setTimeout(() => {
+          throw err;
+        }),
+      );
+  });
 }
 
 export function append(el: Node, children: (Child | Child[])[]): void {
@@ -106,7 +123,7 @@ export function stackable(table: HTMLTableElement): HTMLTableElement {
   table.classList.add('stack');
   for (const row of table.querySelectorAll('tbody tr')) {
     [...row.children].forEach((td, i) => {
-      if (heads[i] && !td.hasAttribute('colspan')) td.setAttribute('data-label', heads[i]!);
+      if (heads[i] && !td.hasAttribute('colspan')) td.setAttribute('data-label', heads[i]);
     });
   }
   return table;

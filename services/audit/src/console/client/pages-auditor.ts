@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 import { api, qs, type AuditEntry, type ConsentEvent, type VerifyResult } from './api.ts';
 import type { Ctx } from './app.ts';
-import { field, formatTime, h } from './dom.ts';
+import { field, formatTime, h, listen } from './dom.ts';
 import { errorBox } from './errors.ts';
 
 /** Entries per page: fewer on phones, where each becomes a stacked card. */
@@ -12,7 +12,7 @@ export async function renderAudit(ctx: Ctx): Promise<void> {
   const fromSeq = Math.max(1, Number(ctx.query.get('from_seq') ?? '1') || 1);
   const verifyOut = h('div', { class: 'verify-result', 'aria-live': 'polite', 'data-testid': 'verify-result' });
   const verifyButton = h('button', { type: 'button', 'data-testid': 'verify' }, 'Verify the chain');
-  verifyButton.addEventListener('click', async () => {
+  listen(verifyButton, 'click', async () => {
     verifyButton.disabled = true;
     verifyOut.replaceChildren(h('p', { role: 'status' }, 'Recomputing every hash…'));
     try {
@@ -225,6 +225,6 @@ function withParam(q: URLSearchParams, k: string, v: string): string {
 function clientText(info: unknown): string {
   if (!info || typeof info !== 'object') return '—';
   const o = info as Record<string, unknown>;
-  const parts = [o.userAgent ?? o.ua, o.ip ?? o.address].filter((x) => typeof x === 'string') as string[];
+  const parts = [o.userAgent ?? o.ua, o.ip ?? o.address].filter((x): x is string => typeof x === 'string');
   return parts.length ? parts.join(' · ') : JSON.stringify(info).slice(0, 200);
 }

@@ -40,7 +40,7 @@ interface Policy {
 function toPolicy(o: Record<string, unknown>): Policy {
   return {
     name: String(o.name),
-    scope: String(o.scope ?? 'room'),
+    scope: typeof o.scope === 'string' ? o.scope : 'room',
     mediaDays: num(pick(o, 'mediaDays', 'media_days')),
     transcriptDays: num(pick(o, 'transcriptDays', 'transcript_days')),
     rawDays: num(pick(o, 'rawDays', 'raw_days')),
@@ -442,7 +442,7 @@ export async function renderErasure(ctx: Ctx): Promise<void> {
 
 export function renderKeys(ctx: Ctx): void {
   const name = h('input', { name: 'name', required: true, autocomplete: 'off' });
-  const role = h('select', { name: 'role' }, [['compliance_officer', 'Compliance officer'], ['auditor', 'Auditor'], ['admin', 'Admin']].map(([v, l]) => h('option', { value: v! }, l!)));
+  const role = h('select', { name: 'role' }, [['compliance_officer', 'Compliance officer'], ['auditor', 'Auditor'], ['admin', 'Admin']].map(([v, l]) => h('option', { value: v }, l)));
   const expires = h('input', { name: 'expiresAt', type: 'date' });
   const status = formStatus();
   const created = h('div', { 'aria-live': 'polite' });

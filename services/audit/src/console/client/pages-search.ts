@@ -26,7 +26,8 @@ export async function renderSearch(ctx: Ctx): Promise<void> {
         const data = new FormData(form);
         const params: Record<string, string> = {};
         for (const k of ['q', ...FILTERS]) {
-          const v = String(data.get(k) ?? '').trim();
+          const raw = data.get(k);
+          const v = typeof raw === 'string' ? raw.trim() : '';
           if (v) params[k] = v;
         }
         ctx.navigate(`/console/search${qs(params)}`);

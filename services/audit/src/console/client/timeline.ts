@@ -30,15 +30,15 @@ function describe(e: ManifestEvent, who: string): { label: string; kind: Timelin
     case 'producer-resumed':
       return { label: `${who} resumed${track}`, kind: 'pause' };
     case 'consent':
-      return { label: `${who}: consent ${String(d.decision ?? '?')}${d.method ? ` (${String(d.method)})` : ''}`, kind: 'consent' };
+      return { label: `${who}: consent ${text(d.decision ?? '?')}${d.method ? ` (${text(d.method)})` : ''}`, kind: 'consent' };
     case 'recording-on':
-      return { label: `Recording switched on${d.by ? ` by ${String(d.by)}` : ''}`, kind: 'session' };
+      return { label: `Recording switched on${d.by ? ` by ${text(d.by)}` : ''}`, kind: 'session' };
     case 'recording-off':
-      return { label: `Recording switched off${d.by ? ` by ${String(d.by)}` : ''}`, kind: 'session' };
+      return { label: `Recording switched off${d.by ? ` by ${text(d.by)}` : ''}`, kind: 'session' };
     case 'recorder-restarted':
       return { label: 'Recorder restarted (gap possible)', kind: 'other' };
     case 'track-failed':
-      return { label: `${who || 'A track'} failed${track}${d.code ? `: ${String(d.code)}` : ''}`, kind: 'other' };
+      return { label: `${who || 'A track'} failed${track}${d.code ? `: ${text(d.code)}` : ''}`, kind: 'other' };
     default:
       return { label: `${who ? `${who}: ` : ''}${e.type.replace(/-/g, ' ')}${track}`, kind: 'other' };
   }
@@ -78,4 +78,9 @@ export function timelineEvents(s: SessionDetails, names: Map<string, string>): T
   push(s.endedAt, `Recording ended${s.endReason ? ` (${s.endReason})` : ''}`, 'session');
   // Stable: same-time events keep their recorded order.
   return ev.map((e, i) => ({ e, i })).sort((a, b) => a.e.at - b.e.at || a.i - b.i).map((x) => x.e);
+}
+
+/** A detail value as words: strings and numbers as they are, anything else as JSON. */
+function text(v: unknown): string {
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v);
 }
