@@ -46,7 +46,7 @@ export const configSpec = {
   SFU_MAX_PRODUCERS_PER_PEER: { schema: int(1, 64), default: 8, doc: 'Tracks one participant may publish at once; more are refused with LIMIT_EXCEEDED.' },
   SFU_MAX_CONSUMERS_PER_PEER: { schema: int(1, 100_000), default: 500, doc: 'Tracks one participant may receive at once; more are refused with LIMIT_EXCEEDED.' },
   SFU_SIGNALING_RATE_PER_SEC: { schema: int(1, 100_000), default: 50, doc: 'Signaling requests per second one connection may send on average (token bucket); over it a request is answered RATE_LIMITED.' },
-  SFU_SIGNALING_BURST: { schema: int(1, 1_000_000), default: 200, doc: 'Token bucket size for signaling requests (a join with many producers sends a burst); a connection refused this many requests in a row is closed (1008 RATE_LIMITED).' },
+  SFU_SIGNALING_BURST: { schema: int(1, 1_000_000), default: 200, doc: 'Token bucket size for signaling requests (a join with many producers sends a burst); a connection that collects this many refusals beyond the rate is closed (1008 RATE_LIMITED).' },
   RECORDER_URL: { schema: optionalString, default: undefined, doc: 'Recorder control API the SFU taps recorded rooms to (http://host:port). Unset: recording is unavailable and recorded rooms show it.' },
   RECORDER_SECRET: { schema: optionalString, default: undefined, doc: 'Bearer secret between SFU and recorder (min 16 chars). Unset: generated into DATA_DIR/secrets.json.' },
   RECORDER_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder control API binds.' },

@@ -52,7 +52,7 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
           : err.code === 'FST_ERR_BAD_URL'
             ? new VerbatimError('BAD_REQUEST', 'the URL is not validly percent-encoded', { hint: 'Encode path segments with encodeURIComponent.' })
             : frameworkError(err, BODY_LIMIT);
-      void refuse(req, reply, e);
+      refuse(req, reply, e).catch((err: unknown) => sfu.logger.error({ err }, 'answering a refused request failed'));
     },
     // Requests Node's HTTP parser refuses (oversized headers, malformed request lines) never
     // reach Fastify: answered and audited here on the raw socket.
@@ -64,7 +64,10 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
           : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
             ? new VerbatimError('REQUEST_TIMEOUT', 'the request was not received in time', { hint: 'Send the whole request promptly.' })
             : new VerbatimError('BAD_REQUEST', `malformed HTTP request (${storable(String(err.code ?? 'parse error'), 40)})`, { hint: 'Send a well-formed HTTP/1.1 request.' });
-      void audit.refusedRaw({ method: '-', path: '-', clientAddress: socket.remoteAddress ?? null }, e).then((id) => rawAnswer(socket, e, id));
+      audit
+        .refusedRaw({ method: '-', path: '-', clientAddress: socket.remoteAddress ?? null }, e)
+        .then((id) => rawAnswer(socket, e, id))
+        .catch((error: unknown) => sfu.logger.error({ err: error }, 'answering a refused request failed'));
     },
   });
   const page = await buildMeetingPage();
@@ -95,7 +98,8 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
     const authorization = typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined;
     void audit
       .refusedRaw({ method: storable(req.method ?? '-', 20), path: storable((req.url ?? '').split('?')[0]!, 200), clientAddress: req.socket.remoteAddress ?? null, authorization }, e)
-      .then((id) => rawAnswer(socket, e, id));
+      .then((id) => rawAnswer(socket, e, id))
+      .catch((err: unknown) => sfu.logger.error({ err }, 'answering a refused upgrade failed'));
   };
   // A bad handshake on /ws (wrong method, missing key, bad version...) is refused here, audited.
   wss.on('wsClientError', (err, socket, req) => refuseUpgrade(req, socket as Socket, new VerbatimError('BAD_REQUEST', `WebSocket handshake refused: ${storable(err.message, 200)}`, { hint: 'Connect with a WebSocket client to /ws.' })));

@@ -37,7 +37,8 @@ export class SignalingConnection implements PeerChannel {
   private queue: Promise<void> = Promise.resolve();
   private socketClosed = false;
   private readonly bucket: TokenBucket;
-  private refusedInARow = 0;
+  /** Refusals a client may collect at the same rate and burst before it counts as a flood. */
+  private readonly strikes: TokenBucket;
   lastSeen = Date.now();
   private log: Logger;
 
@@ -48,6 +49,7 @@ export class SignalingConnection implements PeerChannel {
   ) {
     this.log = sfu.logger.child({ remote: remoteAddress });
     this.bucket = new TokenBucket(sfu.config.SFU_SIGNALING_RATE_PER_SEC, sfu.config.SFU_SIGNALING_BURST);
+    this.strikes = new TokenBucket(sfu.config.SFU_SIGNALING_RATE_PER_SEC, sfu.config.SFU_SIGNALING_BURST);
     ws.on('message', (data, isBinary) => this.contain('message', () => this.onMessage(data, isBinary)));
     ws.on('pong', () => this.contain('pong', () => (this.lastSeen = Date.now())));
     ws.on('close', () => this.contain('close', () => this.onClose()));
@@ -77,7 +79,6 @@ export class SignalingConnection implements PeerChannel {
     const max = this.sfu.config.SFU_MAX_MESSAGE_BYTES;
     const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
     if (!this.bucket.take()) return this.rateLimited(isBinary || size > max ? null : peekId(data));
-    this.refusedInARow = 0;
     if (isBinary) return this.fail(null, new VerbatimError('MESSAGE_MALFORMED', 'binary frames are not part of the signaling protocol', { hint: 'Send JSON text frames.' }));
     if (size > max) {
       return this.fail(null, new VerbatimError('MESSAGE_TOO_LARGE', `message of ${size} bytes exceeds the ${max}-byte limit`, { hint: 'Signaling messages are small; check the client.' }));
@@ -86,12 +87,13 @@ export class SignalingConnection implements PeerChannel {
     this.queue = this.queue.then(() => this.onText(text)).catch((err: unknown) => this.crashed('request', err));
   }
 
-  /** Over the rate: this request is refused; a client that keeps going anyway is cut off. */
+  /**
+   * Over the rate: this request is refused. A client that keeps going anyway (refused faster than
+   * the rate, for a whole burst's worth) is cut off; one merely a little too fast is not.
+   */
   private rateLimited(id: number | null): void {
-    this.refusedInARow++;
-    const limit = this.sfu.config.SFU_SIGNALING_BURST;
-    if (this.refusedInARow >= limit) {
-      this.log.warn({ refused: this.refusedInARow }, 'signaling flood: closing the connection');
+    if (!this.strikes.take()) {
+      this.log.warn('signaling flood: closing the connection');
       this.close(CLOSE_RATE_LIMITED, 'RATE_LIMITED');
       return;
     }

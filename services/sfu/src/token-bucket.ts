@@ -1,6 +1,7 @@
 /**
  * A token bucket: `ratePerSec` tokens a second refill up to `burst`; each take() spends one.
- * Used per signaling connection, so one client's flood costs only its own requests.
+ * Used per signaling connection, so one client's flood costs only its own requests, and to
+ * tell a flood (refusals piling up faster than they drain) from a client that is a little fast.
  */
 export class TokenBucket {
   private tokens: number;
