@@ -208,8 +208,9 @@ export class Sfu {
    */
   async decideConsent(room: Room, peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'): Promise<void> {
     const session = this.taps.get(room.id)?.sessionId ?? null;
+    let stored: string | undefined;
     try {
-      await this.store.recordConsent({ roomId: room.id, sessionId: session, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} });
+      stored = await this.store.recordConsent({ roomId: room.id, sessionId: session, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} });
       await this.audit.append({
         action: 'consent.event',
         actor: { type: 'user', id: `participant:${peer.id}` },
@@ -217,6 +218,8 @@ export class Sfu {
         details: { room: room.id, session, participantName: peer.name, decision, method, policy: room.flags.consent },
       });
     } catch (err) {
+      // The consent log keeps only acknowledged decisions: one without its audit entry is taken back.
+      if (stored) await this.store.withdrawConsent(stored).catch((e: unknown) => room.logger.error({ err: e, consentEvent: stored }, 'could not withdraw an unacknowledged consent row'));
       room.logger.error({ err, peer: peer.id, decision }, 'consent decision not stored: not acknowledged, participant not recorded until one is');
       if (!peer.closed && !room.closed) room.consentNotStored(peer);
       throw new VerbatimError('CONSENT_NOT_STORED', 'your answer could not be stored, so it does not count yet', {

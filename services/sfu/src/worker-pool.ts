@@ -95,7 +95,14 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
     try {
       worker.close();
     } catch (err) {
-      this.opts.logger.error({ err, workerPid: worker.pid }, 'closing a retired mediasoup worker failed');
+      // close() closes the routers first, then tells the process to exit through the very channel
+      // that is broken: the process is ended here instead, or it would keep its ports.
+      this.opts.logger.warn({ err, workerPid: worker.pid }, 'a retired mediasoup worker could not be told to exit; killing it');
+      try {
+        process.kill(worker.pid, 'SIGKILL');
+      } catch (killErr) {
+        this.opts.logger.error({ err: killErr, workerPid: worker.pid }, 'could not kill a retired mediasoup worker');
+      }
     }
   }
 
