@@ -84,15 +84,22 @@ const plausible = fc.oneof(
   fc.constantFrom('urn:ietf:params:rtp-hdrext:sdes:mid', 'urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id', 'urn:3gpp:video-orientation', 'urn:mediasoup:params:rtp-hdrext:packet-id'),
   fc.record({ ssrc: fc.integer({ min: 1, max: 0xffffffff }) }),
 );
-const anyJson = fc.oneof(nasty, plausible, fc.jsonValue({ maxDepth: 4 }), fc.string({ unit: 'binary', maxLength: 40 }));
+const anyJson = fc.oneof(
+  { weight: 3, arbitrary: nasty },
+  { weight: 2, arbitrary: plausible },
+  { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 4 }) },
+  { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 40 }) },
+);
+/** Field names of mediasoup's parameter types (and mediasoup-client's), where a wrong value hurts most. */
+const FIELDS = ['ssrc', 'maxBitrate', 'scalabilityMode', 'dtx', 'codecPayloadType', 'mid', 'msid', 'rid', 'rtx', 'payloadType', 'clockRate', 'channels', 'parameters', 'rtcpFeedback', 'mimeType', 'uri', 'id', 'encrypt', 'cname', 'reducedSize', 'role', 'fingerprints', 'algorithm', 'value', 'preferredPayloadType', 'preferredId', 'direction', 'kind', 'transportId', 'producerId', 'consumerId', 'token', '__proto__'];
 
 type Mutation = { whole: boolean; at: number; op: 'replace' | 'delete' | 'insert' | 'wrap'; key: string; value: unknown };
 const mutation: fc.Arbitrary<Mutation> = fc.record({
   // Mostly inside `data`; sometimes the envelope (v, id, method) too.
   whole: fc.integer({ min: 0, max: 9 }).map((n) => n === 0),
   at: fc.nat(),
-  op: fc.constantFrom('replace', 'replace', 'delete', 'insert', 'wrap'),
-  key: fc.oneof(fc.constantFrom('ssrc', 'maxBitrate', 'mid', 'rid', 'rtx', 'payloadType', 'mimeType', 'role', 'fingerprints', 'direction', 'kind', 'transportId', 'producerId', '__proto__', 'extra'), fc.string({ maxLength: 8 })),
+  op: fc.constantFrom('replace', 'replace', 'delete', 'insert', 'insert', 'wrap'),
+  key: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...FIELDS) }, { weight: 1, arbitrary: fc.string({ maxLength: 8 }) }),
   value: anyJson,
 });
 
@@ -102,10 +109,14 @@ function paths(v: unknown, at: (string | number)[] = []): (string | number)[][] 
   if (v && typeof v === 'object') for (const [k, child] of Object.entries(v)) out.push(...paths(child, [...at, Array.isArray(v) ? Number(k) : k]));
   return out;
 }
+const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 function mutate(frame: Record<string, unknown>, m: Mutation): Record<string, unknown> {
   const inData = paths(frame).filter((p) => p.length > 0 && (m.whole || p[0] === 'data'));
   const all = inData.length > 0 ? inData : paths(frame).filter((p) => p.length > 0);
-  const target = all[m.at % all.length]!;
+  // An insert goes into an object (a field mediasoup reads), everything else anywhere.
+  const objects = all.filter((p) => isObject(p.reduce<any>((o, k) => o[k], frame)));
+  const pool = m.op === 'insert' && objects.length > 0 ? objects : all;
+  const target = pool[m.at % pool.length]!;
   const parent = target.slice(0, -1).reduce<any>((o, k) => o[k], frame);
   const last = target.at(-1)!;
   // A fresh copy each time (JSON keeps an own "__proto__" key): generated values are shared.
@@ -113,7 +124,7 @@ function mutate(frame: Record<string, unknown>, m: Mutation): Record<string, unk
   if (m.op === 'replace') parent[last] = value;
   else if (m.op === 'delete') Array.isArray(parent) ? parent.splice(Number(last), 1) : delete parent[last];
   else if (m.op === 'wrap') parent[last] = [parent[last]];
-  else if (parent[last] && typeof parent[last] === 'object' && !Array.isArray(parent[last])) Object.defineProperty(parent[last], m.key, { value, enumerable: true, configurable: true, writable: true });
+  else if (isObject(parent[last])) Object.defineProperty(parent[last], m.key, { value, enumerable: true, configurable: true, writable: true });
   else parent[last] = value;
   return frame;
 }
@@ -126,10 +137,17 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('binary' as const), bytes: fc.uint8Array({ maxLength: 64 }) }) },
 );
 
-/** Sends one frame and resolves its answer (every frame gets exactly one), or 'closed'. */
+/** How a connection ended: its close code and reason, once the close handshake is done. */
+function closeOf(client: FakeDeviceClient): Promise<{ code: number; reason: string }> {
+  const sig = client.sig;
+  if (sig.closed) return Promise.resolve(sig.closed);
+  return new Promise((resolve) => sig.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+}
+
+/** Sends one frame and resolves its answer (every frame gets exactly one), or how the connection closed. */
 function exchange(client: FakeDeviceClient, payload: string | Buffer): Promise<any> {
   const ws = client.sig.ws;
-  if (ws.readyState !== ws.OPEN) return Promise.resolve('closed');
+  if (ws.readyState !== ws.OPEN) return closeOf(client).then((closed) => ({ closed }));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no answer within 10 s to ${String(payload).slice(0, 200)}`)), 10_000);
     const done = (v: unknown) => {
@@ -142,7 +160,7 @@ function exchange(client: FakeDeviceClient, payload: string | Buffer): Promise<a
       const f = JSON.parse(raw.toString());
       if (!f.notification) done(f);
     };
-    const onClose = () => done('closed');
+    const onClose = (code: number, reason: Buffer) => done({ closed: { code, reason: reason.toString() } });
     ws.on('message', onMessage);
     ws.on('close', onClose);
     ws.send(payload);
@@ -169,8 +187,9 @@ describe('signaling fuzz', () => {
         runs++;
         // A participant that left, or was closed for a stated reason, is replaced by a fresh one.
         const peer = sfu.running.sfu.rooms.get(room)?.peers.get(p.client.joined.peerId);
-        if (!peer || peer.closed || p.client.sig.closed) {
+        if (!peer || peer.closed || p.client.sig.ws.readyState !== p.client.sig.ws.OPEN) {
           p.client.close();
+          await closeOf(p.client);
           p = await participant(published!);
         }
         for (const f of frames) {
@@ -193,10 +212,10 @@ describe('signaling fuzz', () => {
             payload = Buffer.from(f.bytes);
           }
           const answer = await exchange(p.client, payload);
-          if (answer === 'closed') {
+          if (answer.closed) {
             // Closed for a stated reason (never INTERNAL): the next run starts a new participant.
-            expect(p.client.sig.closed?.reason, `closed after ${String(payload).slice(0, 300)}`).not.toBe('INTERNAL');
-            note(method, `closed:${p.client.sig.closed?.reason}`);
+            expect(answer.closed.reason, `closed after ${String(payload).slice(0, 300)}`).not.toBe('INTERNAL');
+            note(method, `closed:${answer.closed.code} ${answer.closed.reason}`);
             break;
           }
           note(method, answer.ok ? 'ok' : answer.error.code);
