@@ -218,6 +218,8 @@ export class FakeDeviceClient {
  */
 export async function rawHttp(baseUrl: string, request: string | Buffer, timeoutMs = 5000): Promise<{ status: number; headers: Record<string, string>; body: string; error?: string }> {
   const { hostname, port } = new URL(baseUrl);
+  // A response to HEAD announces a Content-Length but carries no body.
+  const isHead = Buffer.from(request).subarray(0, 5).toString('latin1') === 'HEAD ';
   return new Promise((resolve) => {
     const socket = net.connect(Number(port), hostname);
     let buf = Buffer.alloc(0);
@@ -239,7 +241,7 @@ export async function rawHttp(baseUrl: string, request: string | Buffer, timeout
         const i = line.indexOf(':');
         if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
       }
-      const length = Number(headers['content-length'] ?? NaN);
+      const length = isHead ? 0 : Number(headers['content-length'] ?? NaN);
       const body = buf.subarray(end + 4);
       if (Number.isFinite(length) && body.length < length) return false;
       finish({ status, headers, body: body.subarray(0, Number.isFinite(length) ? length : body.length).toString('utf8') });

@@ -94,7 +94,7 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: cfg.SFU_MAX_MESSAGE_BYTES * 16 });
   const connections = new Set<SignalingConnection>();
-  const refuseUpgrade = (req: { method?: string | undefined; url?: string | undefined; headers: Record<string, string | string[] | undefined>; socket: Socket }, socket: Socket, e: VerbatimError) => {
+  const refuseRaw = (req: { method?: string | undefined; url?: string | undefined; headers: Record<string, string | string[] | undefined>; socket: Socket }, socket: Socket, e: VerbatimError) => {
     const authorization = typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined;
     void audit
       .refusedRaw({ method: storable(req.method ?? '-', 20), path: storable((req.url ?? '').split('?')[0]!, 200), clientAddress: req.socket.remoteAddress ?? null, authorization }, e)
@@ -102,11 +102,14 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
       .catch((err: unknown) => sfu.logger.error({ err }, 'answering a refused upgrade failed'));
   };
   // A bad handshake on /ws (wrong method, missing key, bad version...) is refused here, audited.
-  wss.on('wsClientError', (err, socket, req) => refuseUpgrade(req, socket as Socket, new VerbatimError('BAD_REQUEST', `WebSocket handshake refused: ${storable(err.message, 200)}`, { hint: 'Connect with a WebSocket client to /ws.' })));
+  wss.on('wsClientError', (err, socket, req) => refuseRaw(req, socket as Socket, new VerbatimError('BAD_REQUEST', `WebSocket handshake refused: ${storable(err.message, 200)}`, { hint: 'Connect with a WebSocket client to /ws.' })));
+  // Node hands CONNECT (proxy tunnels) to a 'connect' listener and drops the socket without one:
+  // refused here like any other request, so it too is answered and audited.
+  app.server.on('connect', (req, socket: Socket) => refuseRaw(req, socket, new VerbatimError('BAD_REQUEST', 'CONNECT is not supported: this is not a proxy', { hint: 'See the admin API section of README.md.' })));
   app.server.on('upgrade', (req, socket: Socket, head) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/ws') {
-      refuseUpgrade(req, socket, new VerbatimError('NOT_FOUND', 'WebSocket upgrades are served only at /ws', { hint: 'Connect the signaling client to /ws.' }));
+      refuseRaw(req, socket, new VerbatimError('NOT_FOUND', 'WebSocket upgrades are served only at /ws', { hint: 'Connect the signaling client to /ws.' }));
       return;
     }
     try {
