@@ -41,6 +41,12 @@ export const configSpec = {
   SFU_MAX_MESSAGE_BYTES: { schema: int(1024, 10_000_000), default: 65_536, doc: 'Largest signaling message accepted.' },
   SFU_TOKEN_TTL_MIN: { schema: int(1, 10_080), default: 60, doc: 'Default join token lifetime in minutes.' },
   SFU_MIN_FD_LIMIT: { schema: int(0, 10_000_000), default: 4096, doc: 'Start-up warns when the open-file limit (ulimit -n) is below this.' },
+  // Per-participant limits: one participant must not exhaust what a whole SFU shares (RTC ports, worker CPU).
+  SFU_MAX_TRANSPORTS_PER_PEER: { schema: int(1, 64), default: 4, doc: 'WebRTC transports one participant may hold at once (a browser uses 2); more are refused with LIMIT_EXCEEDED.' },
+  SFU_MAX_PRODUCERS_PER_PEER: { schema: int(1, 64), default: 8, doc: 'Tracks one participant may publish at once; more are refused with LIMIT_EXCEEDED.' },
+  SFU_MAX_CONSUMERS_PER_PEER: { schema: int(1, 100_000), default: 500, doc: 'Tracks one participant may receive at once; more are refused with LIMIT_EXCEEDED.' },
+  SFU_SIGNALING_RATE_PER_SEC: { schema: int(1, 100_000), default: 50, doc: 'Signaling requests per second one connection may send on average (token bucket); over it a request is answered RATE_LIMITED.' },
+  SFU_SIGNALING_BURST: { schema: int(1, 1_000_000), default: 200, doc: 'Token bucket size for signaling requests (a join with many producers sends a burst); a connection that collects this many refusals beyond the rate is closed (1008 RATE_LIMITED).' },
   RECORDER_URL: { schema: optionalString, default: undefined, doc: 'Recorder control API the SFU taps recorded rooms to (http://host:port). Unset: recording is unavailable and recorded rooms show it.' },
   RECORDER_SECRET: { schema: optionalString, default: undefined, doc: 'Bearer secret between SFU and recorder (min 16 chars). Unset: generated into DATA_DIR/secrets.json.' },
   RECORDER_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder control API binds.' },

@@ -1,5 +1,31 @@
 import { z } from 'zod';
 
+/** With the u flag a surrogate range matches only unpaired halves. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+const CONTROL_CHAR = /\p{Cc}/u;
+
+/**
+ * Text a person chose (display names, room names): Unicode without NUL, other control
+ * characters or lone surrogates. Postgres refuses NUL (a 500 after the fact) and the
+ * driver silently replaces a lone surrogate, so the stored evidence would differ from
+ * what was shown; both are refused at the boundary instead.
+ */
+export const displayText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((s) => !CONTROL_CHAR.test(s), 'must not contain NUL or other control characters')
+    .refine((s) => !LONE_SURROGATE.test(s), 'must be well-formed Unicode (no lone surrogates)');
+
+/** A participant identity (join token subject, peer id, recording participant): closed pattern, no "..". */
+export const ParticipantIdSchema = z
+  .string()
+  .regex(/^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/, 'identity: 1-64 chars of A-Z a-z 0-9 _ . @ -, starting with a letter or digit, without ".."');
+
+/** A participant's display name. */
+export const DisplayNameSchema = displayText(100);
+
 /** The flags' types, without defaults (a PATCH names only what changes). */
 const RoomFlagFields = {
   /** Auto-record from the first producer. */
@@ -11,7 +37,7 @@ const RoomFlagFields = {
   transcribe: z.boolean(),
   /** BCP-47-ish language code for transcription ("en", "de"...). */
   language: z.string().regex(/^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$/),
-  retentionPolicy: z.string().min(1).max(100),
+  retentionPolicy: displayText(100),
   maxPublishers: z.number().int().min(0).max(1000),
   /** Join/leave fan-out floods big rooms; off by default, the list is fetched on demand. */
   notifyJoining: z.boolean(),
@@ -37,7 +63,7 @@ export const RoomIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/,
 export const CreateRoomBodySchema = z
   .object({
     id: RoomIdSchema.optional(),
-    name: z.string().min(1).max(200).optional(),
+    name: displayText(200).optional(),
     flags: RoomFlagsSchema.default(RoomFlagsSchema.parse({})),
   })
   .strict();
@@ -50,8 +76,8 @@ export const SetRecordingBodySchema = z.object({ enabled: z.boolean() }).strict(
 
 export const MintTokenBodySchema = z
   .object({
-    identity: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/, 'identity: 1-64 chars of A-Z a-z 0-9 _ . @ -'),
-    name: z.string().min(1).max(100),
+    identity: ParticipantIdSchema,
+    name: DisplayNameSchema,
     ttlMinutes: z.number().int().min(1).max(10_080).optional(),
   })
   .strict();
@@ -60,8 +86,8 @@ export const DrainBodySchema = z.object({ enabled: z.boolean() }).strict();
 
 export const IngestBodySchema = z
   .object({
-    identity: MintTokenBodySchema.shape.identity,
-    name: z.string().min(1).max(100),
+    identity: ParticipantIdSchema,
+    name: DisplayNameSchema,
     tracks: z
       .array(
         z

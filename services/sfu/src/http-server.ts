@@ -1,26 +1,20 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { WebSocketServer } from 'ws';
-import type { ZodType } from 'zod';
-import {
-  CreateRoomBodySchema,
-  DrainBodySchema,
-  IngestBodySchema,
-  MintTokenBodySchema,
-  RoomIdSchema,
-  SetRecordingBodySchema,
-  UpdateRoomFlagsBodySchema,
-} from '../../lib/contracts/room.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { frameworkError } from '../../lib/http/framework-error.ts';
-import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
+import { registerAdminApi } from './admin-api.ts';
+import { AdminRequestAudit, storable } from './admin-request-audit.ts';
 import { buildMeetingPage } from './meeting-page.ts';
 import { SignalingConnection } from './signaling-connection.ts';
 import type { Sfu } from './sfu.ts';
 
 const BODY_LIMIT = 64 * 1024;
-const ADMIN_API_HINT = 'See the admin API section of README.md.';
+/** Longest path parameter (room ids are at most 64 chars); a longer one is 414. */
+const MAX_PARAM_LENGTH = 200;
+const REQUEST_ID_HEADER = 'x-request-id';
 
 export interface SfuHttpServer {
   app: FastifyInstance;
@@ -29,32 +23,62 @@ export interface SfuHttpServer {
 }
 
 /**
- * The SFU's HTTP face: the admin API (bearer API secret, never sent to browsers), the
- * meeting page and its bundle, /metrics, /healthz, and the /ws signaling endpoint.
+ * The SFU's HTTP face: the admin API (admin-api.ts), the meeting page and its bundle,
+ * /metrics, /healthz, and the /ws signaling endpoint. Whatever it refuses, including what
+ * Fastify and Node refuse before routing (bad URL encoding, 414, 431, a malformed request, a
+ * bad WebSocket upgrade), answers `{error: {code, message}}` with an x-request-id and is one
+ * audit entry (admin-request-audit.ts).
  */
 export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
   const cfg = sfu.config;
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  const audit = new AdminRequestAudit(sfu.deps.audit, sfu.deps.secrets.apiSecret, sfu.logger.child({ component: 'admin-audit' }));
+
+  const refuse = async (req: FastifyRequest, reply: FastifyReply, e: VerbatimError) => {
+    if (e.code === 'INTERNAL') sfu.logger.error({ err: e.cause ?? e, url: storable(req.url, 300) }, 'request failed');
+    await audit.refused(req, e);
+    return reply.status(e.status).header(REQUEST_ID_HEADER, req.id).send({ error: e.toJSON() });
+  };
+
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    genReqId: () => randomUUID(),
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Refusals Fastify makes before routing come here instead of its own plain-JSON answers.
+    frameworkErrors: (err, req, reply) => {
+      const e =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new VerbatimError('URI_TOO_LONG', `a path segment is longer than ${MAX_PARAM_LENGTH} characters`, { hint: 'Room ids are at most 64 characters.' })
+          : err.code === 'FST_ERR_BAD_URL'
+            ? new VerbatimError('BAD_REQUEST', 'the URL is not validly percent-encoded', { hint: 'Encode path segments with encodeURIComponent.' })
+            : frameworkError(err, BODY_LIMIT);
+      refuse(req, reply, e).catch((err: unknown) => sfu.logger.error({ err }, 'answering a refused request failed'));
+    },
+    // Requests Node's HTTP parser refuses (oversized headers, malformed request lines) never
+    // reach Fastify: answered and audited here on the raw socket.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const e =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? new VerbatimError('HEADERS_TOO_LARGE', 'request headers are larger than the server accepts', { hint: 'Send fewer or shorter headers.' })
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? new VerbatimError('REQUEST_TIMEOUT', 'the request was not received in time', { hint: 'Send the whole request promptly.' })
+            : new VerbatimError('BAD_REQUEST', `malformed HTTP request (${storable(String(err.code ?? 'parse error'), 40)})`, { hint: 'Send a well-formed HTTP/1.1 request.' });
+      audit
+        .refusedRaw({ method: '-', path: '-', clientAddress: socket.remoteAddress ?? null }, e)
+        .then((id) => rawAnswer(socket, e, id))
+        .catch((error: unknown) => sfu.logger.error({ err: error }, 'answering a refused request failed'));
+    },
+  });
   const page = await buildMeetingPage();
 
-  app.setErrorHandler((err, req, reply) => {
-    const e = frameworkError(err, BODY_LIMIT);
-    if (e.code === 'INTERNAL') sfu.logger.error({ err, url: req.url }, 'request failed');
-    void reply.status(e.status).send({ error: e.toJSON() });
+  app.addHook('onRequest', async (req, reply) => {
+    void reply.header(REQUEST_ID_HEADER, req.id);
   });
-  app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` } });
-  });
-
-  const apiKeyHash = sha256(sfu.deps.secrets.apiSecret);
-  const admin = async (req: FastifyRequest) => {
-    const header = req.headers.authorization ?? '';
-    const m = /^Bearer (.+)$/.exec(header);
-    if (!m) throw new VerbatimError('UNAUTHORIZED', 'admin API needs "Authorization: Bearer <SFU_API_SECRET>"', { hint: 'The API secret is in DATA_DIR/secrets.json or SFU_API_SECRET.' });
-    if (!timingSafeEqual(sha256(m[1]!), apiKeyHash)) throw new VerbatimError('UNAUTHORIZED', 'wrong API secret', { hint: 'Use SFU_API_SECRET (or apiSecret in DATA_DIR/secrets.json).' });
-  };
-  const body = <T>(schema: ZodType<T>, req: FastifyRequest): T => parseOrBadRequest(schema, req.body ?? {}, 'body', ADMIN_API_HINT);
-  const roomId = (req: FastifyRequest): string => parseOrBadRequest(RoomIdSchema, (req.params as { id: string }).id, 'room id', ADMIN_API_HINT);
+  app.setErrorHandler((err, req, reply) => refuse(req, reply, frameworkError(err, BODY_LIMIT)));
+  app.setNotFoundHandler((req, reply) =>
+    refuse(req, reply, new VerbatimError('NOT_FOUND', `no route ${storable(req.method, 20)} ${storable(req.url.split('?')[0]!, 200)}`, { hint: 'See the admin API section of README.md.' })),
+  );
 
   app.get('/healthz', async () => ({ ok: true, draining: sfu.draining, workers: sfu.pool.size, rooms: sfu.rooms.size }));
   app.get('/metrics', async (_req, reply) => {
@@ -65,67 +89,39 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
   app.get('/meet', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(page.html));
   app.get('/assets/meeting.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(page.js));
 
-  app.register(async (api) => {
-    api.addHook('onRequest', admin);
-    api.get('/rooms', async () => ({ rooms: await sfu.store.list() }));
-    api.post('/rooms', async (req, reply) => {
-      const b = body(CreateRoomBodySchema, req);
-      const { room, roomSecret } = await sfu.createRoom(b);
-      return reply.status(201).send({ room, roomSecret });
-    });
-    api.get('/rooms/:id', async (req) => ({ room: await sfu.getRoomInfo(roomId(req)) }));
-    api.patch('/rooms/:id', async (req) => ({ flags: await sfu.updateFlags(roomId(req), body(UpdateRoomFlagsBodySchema, req)) }));
-    api.delete('/rooms/:id', async (req, reply) => {
-      await sfu.closeRoom(roomId(req));
-      return reply.status(204).send();
-    });
-    api.put('/rooms/:id/recording', async (req) => {
-      const id = roomId(req);
-      await sfu.setRecording(id, body(SetRecordingBodySchema, req).enabled, { admin: true });
-      return { room: await sfu.getRoomInfo(id) };
-    });
-    api.post('/rooms/:id/tokens', async (req, reply) => {
-      const id = roomId(req);
-      const b = body(MintTokenBodySchema, req);
-      const info = await sfu.getRoomInfo(id);
-      if (info.closedAt) throw new VerbatimError('ROOM_CLOSED', `room ${id} is closed`, { hint: 'Create a new room.' });
-      const { token, expiresAt } = sfu.mintToken(id, b.identity, b.name, b.ttlMinutes);
-      return reply.status(201).send({ token, expiresAt, joinUrl: `${publicUrl}/meet?token=${encodeURIComponent(token)}` });
-    });
-    api.get('/rooms/:id/peers', async (req) => {
-      const room = sfu.rooms.get(roomId(req));
-      return { peers: room ? room.listPeers() : [] };
-    });
-    api.get('/rooms/:id/stats', async (req) => {
-      const id = roomId(req);
-      const room = sfu.rooms.get(id);
-      if (!room) throw new VerbatimError('ROOM_NOT_FOUND', `room ${id} is not open on this SFU`, { hint: 'Stats exist only while participants are in the room.' });
-      return { room: id, workerPid: room.worker.pid, recording: room.recording, ...(await room.stats()) };
-    });
-    api.post('/rooms/:id/ingest', async (req, reply) => {
-      const b = body(IngestBodySchema, req);
-      return reply.status(201).send(await sfu.ingest(roomId(req), b.identity, b.name, b.tracks));
-    });
-    api.get('/workers', async () => ({ workers: await sfu.pool.usage() }));
-    api.post('/drain', async (req) => {
-      sfu.setDraining(body(DrainBodySchema, req).enabled);
-      return { draining: sfu.draining };
-    });
-  }, { prefix: '/api/v1' });
+  let publicUrl = '';
+  registerAdminApi(app, sfu, audit, () => publicUrl);
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: cfg.SFU_MAX_MESSAGE_BYTES * 16 });
   const connections = new Set<SignalingConnection>();
-  app.server.on('upgrade', (req, socket, head) => {
+  const refuseRaw = (req: { method?: string | undefined; url?: string | undefined; headers: Record<string, string | string[] | undefined>; socket: Socket }, socket: Socket, e: VerbatimError) => {
+    const authorization = typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined;
+    void audit
+      .refusedRaw({ method: storable(req.method ?? '-', 20), path: storable((req.url ?? '').split('?')[0]!, 200), clientAddress: req.socket.remoteAddress ?? null, authorization }, e)
+      .then((id) => rawAnswer(socket, e, id))
+      .catch((err: unknown) => sfu.logger.error({ err }, 'answering a refused upgrade failed'));
+  };
+  // A bad handshake on /ws (wrong method, missing key, bad version...) is refused here, audited.
+  wss.on('wsClientError', (err, socket, req) => refuseRaw(req, socket as Socket, new VerbatimError('BAD_REQUEST', `WebSocket handshake refused: ${storable(err.message, 200)}`, { hint: 'Connect with a WebSocket client to /ws.' })));
+  // Node hands CONNECT (proxy tunnels) to a 'connect' listener and drops the socket without one:
+  // refused here like any other request, so it too is answered and audited.
+  app.server.on('connect', (req, socket: Socket) => refuseRaw(req, socket, new VerbatimError('BAD_REQUEST', 'CONNECT is not supported: this is not a proxy', { hint: 'See the admin API section of README.md.' })));
+  app.server.on('upgrade', (req, socket: Socket, head) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/ws') {
-      socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+      refuseRaw(req, socket, new VerbatimError('NOT_FOUND', 'WebSocket upgrades are served only at /ws', { hint: 'Connect the signaling client to /ws.' }));
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new SignalingConnection(sfu, ws, req.socket.remoteAddress ?? 'unknown');
-      connections.add(conn);
-      ws.on('close', () => connections.delete(conn));
-    });
+    try {
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const conn = new SignalingConnection(sfu, ws, req.socket.remoteAddress ?? 'unknown');
+        connections.add(conn);
+        ws.on('close', () => connections.delete(conn));
+      });
+    } catch (err) {
+      sfu.logger.error({ err }, 'WebSocket upgrade failed');
+      socket.destroy();
+    }
   });
 
   // Keepalive: ping every third of the timeout; a session silent past it is closed
@@ -142,7 +138,7 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
   await app.listen({ host: cfg.SFU_HOST, port: cfg.SFU_PORT });
   const addr = app.server.address() as AddressInfo;
   const url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  const publicUrl = cfg.SFU_PUBLIC_URL ?? url;
+  publicUrl = cfg.SFU_PUBLIC_URL ?? url;
 
   return {
     app,
@@ -156,6 +152,16 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
   };
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
+/** An error answer written straight to a socket Fastify never got a request from. */
+function rawAnswer(socket: Socket, e: VerbatimError, requestId: string): void {
+  if (socket.destroyed) return;
+  if (!socket.writable) return void socket.destroy();
+  const body = JSON.stringify({ error: e.toJSON() });
+  socket.end(`HTTP/1.1 ${e.status} ${statusText(e.status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${REQUEST_ID_HEADER}: ${requestId}\r\nConnection: close\r\n\r\n${body}`);
+  // A client that never reads must not hold the socket open.
+  setTimeout(() => socket.destroy(), 5000).unref();
+}
+
+function statusText(status: number): string {
+  return ({ 400: 'Bad Request', 404: 'Not Found', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' } as Record<number, string>)[status] ?? 'Error';
 }

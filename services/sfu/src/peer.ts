@@ -24,6 +24,13 @@ export class Peer extends EventEmitter<PeerEvents> {
   readonly consumers = new Map<string, ms.Consumer>();
   rtpCapabilities: ms.RtpCapabilities | undefined;
   consent: ConsentState = 'pending';
+  /**
+   * A decision this participant gave could not be stored (no evidence): they are asked again
+   * and not recorded until one is stored, whatever the room's policy.
+   */
+  consentUnstored = false;
+  /** Told about a failure while closing (a broken worker channel); closing goes on regardless. */
+  onCloseFault: ((err: unknown) => void) | undefined;
   /** How and when the current decision was made (a recording session started later restates it). */
   consentDecision: { method: 'click' | 'announcement' | 'pre-accepted'; at: Date } | undefined;
   readonly joinedAt = new Date();
@@ -50,7 +57,15 @@ export class Peer extends EventEmitter<PeerEvents> {
   close(): void {
     if (this.closedFlag) return;
     this.closedFlag = true;
-    for (const t of this.transports.values()) t.close();
+    // mediasoup's close() builds its request synchronously: on a worker whose channel is
+    // broken it throws. Every transport is still dropped here and the peer still leaves.
+    for (const t of this.transports.values()) {
+      try {
+        t.close();
+      } catch (err) {
+        this.onCloseFault?.(err);
+      }
+    }
     this.transports.clear();
     this.producers.clear();
     this.consumers.clear();

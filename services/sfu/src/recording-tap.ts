@@ -72,6 +72,15 @@ export class RecordingTap {
         }
       });
     });
+    // A decision that could not be stored stops the participant's taps until one is.
+    room.on('recordableChanged', (peer) => {
+      this.run(async () => {
+        for (const producer of peer.producers.values()) {
+          if (this.room.isRecordable(peer)) await this.maybeTap(peer, producer);
+          else await this.untap(producer.id);
+        }
+      });
+    });
     room.once('close', () => {
       this.run(() => this.endSession('room-closed'));
     });

@@ -65,8 +65,9 @@ export class RoomStore {
     return row ? checkSecret(row.secret_hash, secret) : false;
   }
 
-  async recordConsent(c: ConsentRecord): Promise<void> {
-    await this.db
+  /** Stores a consent decision; resolves its row id. */
+  async recordConsent(c: ConsentRecord): Promise<string> {
+    const row = await this.db
       .insertInto('consent_events')
       .values({
         room_id: c.roomId,
@@ -78,7 +79,14 @@ export class RoomStore {
         method: c.method,
         client_info: JSON.stringify(c.clientInfo),
       })
-      .execute();
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    return String(row.id);
+  }
+
+  /** Takes back a decision stored moments ago whose audit entry could not be written (it was never acknowledged). */
+  async withdrawConsent(id: string): Promise<void> {
+    await this.db.deleteFrom('consent_events').where('id', '=', id as never).execute();
   }
 }
 

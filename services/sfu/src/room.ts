@@ -5,13 +5,22 @@ import type { RoomFlags } from '../../lib/contracts/room.ts';
 import type { RecordingState } from '../../lib/contracts/signaling.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
+import { mediaFailure, type WorkerHealth } from './media-failure.ts';
 import type { Peer } from './peer.ts';
+import { checkProduce, type PeerLimits } from './produce-checks.ts';
 import type { SfuMetrics } from './sfu-metrics.ts';
 
 export interface RoomTransportConfig {
   listenIp: string;
   announcedAddress?: string | undefined;
   portRange: { min: number; max: number };
+}
+
+/** What a room is given besides its router: transport settings, per-participant limits, its worker's health. */
+export interface RoomOptions {
+  transport: RoomTransportConfig;
+  limits: PeerLimits;
+  worker: WorkerHealth;
 }
 
 export interface RoomEvents {
@@ -23,6 +32,8 @@ export interface RoomEvents {
   producerResumed: [peer: Peer, producer: ms.Producer];
   consent: [peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'];
   recordingChanged: [recording: boolean, by: string];
+  /** Whether the peer may be recorded changed without a decision (one could not be stored). */
+  recordableChanged: [peer: Peer];
   close: [code: string, reason: string];
 }
 
@@ -51,15 +62,24 @@ export class Room extends EventEmitter<RoomEvents> {
     public recording: boolean,
     readonly router: ms.Router,
     readonly worker: ms.Worker,
-    private readonly transportConfig: RoomTransportConfig,
+    private readonly options: RoomOptions,
     private readonly metrics: SfuMetrics,
     readonly logger: Logger,
   ) {
     super();
-    // A router closes under us when its worker dies (mediasoup cascades the close).
+    // A router closes under us when its worker dies or is retired (mediasoup cascades the close).
     router.observer.once('close', () =>
-      worker.died ? this.close('WORKER_DIED', 'the media server process for this room restarted; rejoin to continue') : this.close('ROOM_CLOSED', 'router closed'),
+      options.worker.gone() ? this.close('WORKER_DIED', 'the media server process for this room restarted; rejoin to continue') : this.close('ROOM_CLOSED', 'router closed'),
     );
+  }
+
+  private get transportConfig(): RoomTransportConfig {
+    return this.options.transport;
+  }
+
+  /** Runs a mediasoup call; its failure becomes a client error code, or retires a broken worker (see media-failure.ts). */
+  private media<T>(what: string, fn: () => Promise<T> | T): Promise<T> {
+    return mediaFailure(what, fn, this.options.worker);
   }
 
   get closed(): boolean {
@@ -72,6 +92,10 @@ export class Room extends EventEmitter<RoomEvents> {
 
   addPeer(peer: Peer): void {
     this.assertOpen();
+    peer.onCloseFault = (err) => {
+      this.logger.error({ err, peer: peer.id }, 'closing a participant\'s transports failed; checking the worker');
+      void this.options.worker.probe();
+    };
     this.peers.set(peer.id, peer);
     this.metrics.peers.inc();
     peer.once('close', () => {
@@ -107,16 +131,29 @@ export class Room extends EventEmitter<RoomEvents> {
 
   async createWebRtcTransport(peer: Peer, direction: 'send' | 'recv'): Promise<{ id: string; iceParameters: ms.IceParameters; iceCandidates: ms.IceCandidate[]; dtlsParameters: ms.DtlsParameters }> {
     this.assertOpen();
+    const max = this.options.limits.transports;
+    if (peer.transports.size >= max) {
+      throw new VerbatimError('LIMIT_EXCEEDED', `you already hold ${peer.transports.size} transports; the limit is ${max}`, {
+        hint: 'A client needs one send and one recv transport; close unused ones, or ask the operator about SFU_MAX_TRANSPORTS_PER_PEER.',
+      });
+    }
     const { listenIp, announcedAddress, portRange } = this.transportConfig;
     const info = (protocol: 'udp' | 'tcp'): ms.TransportListenInfo => ({ protocol, ip: listenIp, portRange, ...(announcedAddress ? { announcedAddress } : {}) });
-    const transport = await this.router.createWebRtcTransport({
-      listenInfos: [info('udp'), info('tcp')],
-      enableUdp: true,
-      enableTcp: true,
-      preferUdp: true,
-      initialAvailableOutgoingBitrate: 1_000_000,
-      appData: { peerId: peer.id, direction },
-    });
+    const transport = await this.media('create transport', () =>
+      this.router.createWebRtcTransport({
+        listenInfos: [info('udp'), info('tcp')],
+        enableUdp: true,
+        enableTcp: true,
+        preferUdp: true,
+        initialAvailableOutgoingBitrate: 1_000_000,
+        appData: { peerId: peer.id, direction },
+      }),
+    );
+    // The participant left while the transport was being made: do not keep its ports.
+    if (peer.closed) {
+      transport.close();
+      throw goneWhileWaiting();
+    }
     peer.transports.set(transport.id, transport);
     transport.observer.once('close', () => peer.transports.delete(transport.id));
     transport.on('dtlsstatechange', (state) => {
@@ -127,7 +164,18 @@ export class Room extends EventEmitter<RoomEvents> {
 
   async connectWebRtcTransport(peer: Peer, transportId: string, dtlsParameters: ms.DtlsParameters): Promise<void> {
     const transport = this.transport(peer, transportId);
-    await mediasoupCall('connect transport', () => (transport as ms.WebRtcTransport).connect({ dtlsParameters }));
+    if (transport.type !== 'webrtc') throw new VerbatimError('WRONG_DIRECTION', `transport ${transportId} is not a WebRTC transport`, { hint: 'Connect the transports createWebRtcTransport returned.' });
+    if (transport.appData.connect) {
+      throw new VerbatimError('ALREADY_CONNECTED', `transport ${transportId} is already ${transport.appData.connect as string}`, { hint: 'Connect each transport once; create a new one to start over.' });
+    }
+    transport.appData.connect = 'connecting';
+    try {
+      await this.media('connect transport', () => (transport as ms.WebRtcTransport).connect({ dtlsParameters }));
+      transport.appData.connect = 'connected';
+    } catch (err) {
+      delete transport.appData.connect;
+      throw err;
+    }
   }
 
   /** Publishers are peers with at least one producer; maxPublishers caps how many. */
@@ -139,13 +187,19 @@ export class Room extends EventEmitter<RoomEvents> {
 
   async produce(peer: Peer, transportId: string, kind: ms.MediaKind, rtpParameters: ms.RtpParameters, appData: Record<string, unknown> = {}): Promise<ms.Producer> {
     this.assertOpen();
+    const transport = this.transport(peer, transportId);
+    // Refused here with a code: mediasoup would take some of these and fail later, or fail inside the worker.
+    checkProduce(peer, transport, kind, rtpParameters, this.options.limits);
     if (peer.producers.size === 0 && this.publisherCount() >= this.flags.maxPublishers) {
       throw new VerbatimError('MAX_PUBLISHERS', `room ${this.id} already has its maximum of ${this.flags.maxPublishers} publishers`, {
         hint: 'Join as a viewer, or ask an admin to raise the room\'s maxPublishers flag.',
       });
     }
-    const transport = this.transport(peer, transportId);
-    const producer = await mediasoupCall('produce', () => transport.produce({ kind, rtpParameters, appData: { ...appData, peerId: peer.id } }));
+    const producer = await this.media('produce', () => transport.produce({ kind, rtpParameters, appData: { ...appData, peerId: peer.id, transportId: transport.id } }));
+    if (peer.closed) {
+      producer.close();
+      throw goneWhileWaiting();
+    }
     peer.producers.set(producer.id, producer);
     this.metrics.producers.inc({ kind });
     producer.observer.once('close', () => {
@@ -165,14 +219,26 @@ export class Room extends EventEmitter<RoomEvents> {
   async consume(peer: Peer, transportId: string, producerId: string): Promise<{ id: string; producerId: string; kind: ms.MediaKind; rtpParameters: ms.RtpParameters; producerPeerId: string }> {
     this.assertOpen();
     const transport = this.transport(peer, transportId);
+    if (transport.appData.direction !== 'recv') {
+      throw new VerbatimError('WRONG_DIRECTION', `transport ${transportId} is a send transport; consume on a recv transport`, { hint: 'Create one with createWebRtcTransport {direction: "recv"}.' });
+    }
+    const max = this.options.limits.consumers;
+    if (peer.consumers.size >= max) {
+      throw new VerbatimError('LIMIT_EXCEEDED', `you already receive ${peer.consumers.size} tracks; the limit is ${max}`, { hint: 'Close consumers you no longer show, or ask the operator about SFU_MAX_CONSUMERS_PER_PEER.' });
+    }
     const owner = [...this.peers.values()].find((p) => p.producers.has(producerId));
     if (!owner) throw new VerbatimError('PRODUCER_NOT_FOUND', `producer ${producerId} is not in room ${this.id}`, { hint: 'It may have closed; wait for the next newProducer notification.' });
-    if (!peer.rtpCapabilities || !this.router.canConsume({ producerId, rtpCapabilities: peer.rtpCapabilities })) {
+    const caps = peer.rtpCapabilities;
+    if (!caps || !(await this.media('check capabilities', () => this.router.canConsume({ producerId, rtpCapabilities: caps })))) {
       throw new VerbatimError('CANNOT_CONSUME', 'your device cannot receive this producer\'s codec', { hint: 'Send rtpCapabilities on join (mediasoup-client device.rtpCapabilities).' });
     }
     // Consumers start paused and are resumed once the client acks (resumeConsumer),
     // so no RTP arrives before the client's consumer exists.
-    const consumer = await mediasoupCall('consume', () => transport.consume({ producerId, rtpCapabilities: peer.rtpCapabilities!, paused: true, appData: { peerId: peer.id } }));
+    const consumer = await this.media('consume', () => transport.consume({ producerId, rtpCapabilities: caps, paused: true, appData: { peerId: peer.id } }));
+    if (peer.closed) {
+      consumer.close();
+      throw goneWhileWaiting();
+    }
     peer.consumers.set(consumer.id, consumer);
     this.metrics.consumers.inc();
     consumer.observer.once('close', () => {
@@ -188,6 +254,21 @@ export class Room extends EventEmitter<RoomEvents> {
     return { id: consumer.id, producerId, kind: consumer.kind, rtpParameters: consumer.rtpParameters, producerPeerId: owner.id };
   }
 
+  /** pause / resume / close of a participant's own producer, and pause / resume (with a keyframe) of its consumer. */
+  async producerAction(peer: Peer, producerId: string, action: 'pause' | 'resume' | 'close'): Promise<void> {
+    const p = this.producer(peer, producerId);
+    await this.media(`${action} producer`, () => (action === 'close' ? p.close() : action === 'pause' ? p.pause() : p.resume()));
+  }
+
+  async consumerAction(peer: Peer, consumerId: string, action: 'pause' | 'resume'): Promise<void> {
+    const c = this.consumer(peer, consumerId);
+    await this.media(`${action} consumer`, async () => {
+      if (action === 'pause') return c.pause();
+      await c.resume();
+      if (c.kind === 'video') await c.requestKeyFrame();
+    });
+  }
+
   consumer(peer: Peer, consumerId: string): ms.Consumer {
     const c = peer.consumers.get(consumerId);
     if (!c) throw new VerbatimError('CONSUMER_NOT_FOUND', `consumer ${consumerId} not found`, { hint: 'Use the id returned by consume.' });
@@ -200,7 +281,9 @@ export class Room extends EventEmitter<RoomEvents> {
     return p;
   }
 
+  /** Applies a decision that is already stored (see Sfu.decideConsent). */
   setConsent(peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'): void {
+    peer.consentUnstored = false;
     peer.consent = decision;
     peer.consentDecision = { method, at: new Date() };
     this.emit('consent', peer, decision, method);
@@ -236,9 +319,20 @@ export class Room extends EventEmitter<RoomEvents> {
     };
   }
 
-  /** In `required` rooms only an explicit grant makes a participant recordable. */
+  /**
+   * In `required` rooms only an explicit grant makes a participant recordable. A participant
+   * whose last decision could not be stored is not recorded until one is (no evidence, no recording).
+   */
   isRecordable(peer: Peer): boolean {
+    if (peer.consentUnstored) return false;
     return this.flags.consent === 'notify' ? peer.consent !== 'declined' : peer.consent === 'granted';
+  }
+
+  /** A decision could not be stored: stop recording the participant until one is, and tell them. */
+  consentNotStored(peer: Peer): void {
+    peer.consentUnstored = true;
+    this.emit('recordableChanged', peer);
+    peer.notify({ notification: 'recordingState', data: this.recordingStateFor(peer) });
   }
 
   async stats(): Promise<{ peers: unknown[] }> {
@@ -264,12 +358,14 @@ export class Room extends EventEmitter<RoomEvents> {
     this.assertOpen();
     const out = [];
     for (const t of tracks) {
-      const transport = await this.router.createPlainTransport({
-        listenInfo: { protocol: 'udp', ip: this.transportConfig.listenIp, portRange: this.transportConfig.portRange },
-        rtcpMux: false,
-        comedia: true,
-        appData: { peerId: peer.id, ingest: true },
-      });
+      const transport = await this.media('create ingest transport', () =>
+        this.router.createPlainTransport({
+          listenInfo: { protocol: 'udp', ip: this.transportConfig.listenIp, portRange: this.transportConfig.portRange },
+          rtcpMux: false,
+          comedia: true,
+          appData: { peerId: peer.id, ingest: true },
+        }),
+      );
       peer.transports.set(transport.id, transport);
       const spec = INGEST_CODECS[t.kind];
       const codec = { mimeType: spec.mimeType, clockRate: spec.clockRate, ...(spec.channels ? { channels: spec.channels } : {}), payloadType: t.payloadType };
@@ -306,21 +402,17 @@ export class Room extends EventEmitter<RoomEvents> {
       p.channel?.close(4000, code);
     }
     this.peers.clear();
-    if (!this.router.closed) this.router.close();
+    try {
+      if (!this.router.closed) this.router.close();
+    } catch (err) {
+      // A broken channel throws while building the close request; the worker is retired instead.
+      this.logger.error({ err }, 'closing the router failed');
+      void this.options.worker.probe();
+    }
     this.emit('close', code, reason);
   }
 }
 
-/** mediasoup throws TypeError/UnsupportedError for bad client parameters: those are the client's fault. */
-async function mediasoupCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof VerbatimError) throw err;
-    const e = err as Error;
-    if (e.name === 'TypeError' || e.name === 'UnsupportedError') {
-      throw new VerbatimError('BAD_REQUEST', `${what} rejected: ${e.message}`, { hint: 'Check the parameters mediasoup-client produced.' });
-    }
-    throw err;
-  }
+function goneWhileWaiting(): VerbatimError {
+  return new VerbatimError('NOT_JOINED', 'you left the room while this request was running', { hint: 'Join again.' });
 }

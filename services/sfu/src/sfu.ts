@@ -14,6 +14,7 @@ import { WorkerPool } from './worker-pool.ts';
 import { RecorderClient } from './recorder-client.ts';
 import { RecordingTap } from './recording-tap.ts';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
+import type { AuditContext } from './audit-context.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -39,6 +40,13 @@ export class Sfu {
   private readonly opening = new Map<string, Promise<Room>>();
   /** identity state kept for SFU_RECLAIM_WINDOW_MS after a disconnect, keyed room/identity. */
   private readonly reclaim = new Map<string, { consent: ConsentState; expiresAt: number }>();
+  /**
+   * Join tokens already used, by jti, until they expire: a token joins once (a reload or a
+   * reconnect within the reclaim window excepted). In memory: right for one SFU process; a
+   * restarted SFU forgets them, so a token could be used once more after a restart.
+   */
+  private readonly spentTokens = new Map<string, { identity: string; expiresAt: number }>();
+  private spentPrunedAt = 0;
   private drainingFlag = false;
   private closed = false;
   readonly recorder: RecorderClient | undefined;
@@ -80,12 +88,12 @@ export class Sfu {
     }
   }
 
-  async createRoom(input: { id?: string | undefined; name?: string | undefined; flags: RoomFlags }): Promise<{ room: StoredRoom; roomSecret: string }> {
+  async createRoom(input: { id?: string | undefined; name?: string | undefined; flags: RoomFlags }, ctx?: AuditContext): Promise<{ room: StoredRoom; roomSecret: string }> {
     this.assertNotDraining();
     const id = input.id ?? randomBytes(6).toString('base64url').replace(/^[_-]/, 'r');
     if (await this.store.get(id)) throw new VerbatimError('ROOM_EXISTS', `room ${id} already exists`, { hint: 'Pick another id or omit it to get a generated one.' });
     const created = await this.store.create({ id, name: input.name ?? id, flags: input.flags });
-    await this.audit.append({ action: 'room.create', actor: ADMIN_ACTOR, target: { type: 'room', id }, details: { name: input.name ?? id, flags: input.flags } });
+    await this.appendRequired({ action: 'room.create', actor: ADMIN_ACTOR, target: { type: 'room', id }, details: { name: input.name ?? id, flags: input.flags } }, ctx);
     this.logger.info({ room: id, flags: input.flags }, 'room created');
     return created;
   }
@@ -121,7 +129,11 @@ export class Sfu {
       stored.recording,
       router,
       worker,
-      { listenIp: cfg.SFU_RTC_LISTEN_IP, announcedAddress: cfg.SFU_RTC_ANNOUNCED_IP, portRange: { min: cfg.SFU_RTC_MIN_PORT, max: cfg.SFU_RTC_MAX_PORT } },
+      {
+        transport: { listenIp: cfg.SFU_RTC_LISTEN_IP, announcedAddress: cfg.SFU_RTC_ANNOUNCED_IP, portRange: { min: cfg.SFU_RTC_MIN_PORT, max: cfg.SFU_RTC_MAX_PORT } },
+        limits: { transports: cfg.SFU_MAX_TRANSPORTS_PER_PEER, producers: cfg.SFU_MAX_PRODUCERS_PER_PEER, consumers: cfg.SFU_MAX_CONSUMERS_PER_PEER },
+        worker: { gone: () => this.pool.isGone(worker), probe: () => this.pool.probe(worker), retire: (err) => this.pool.retire(worker, err) },
+      },
       this.metrics,
       this.logger.child({ room: id }),
     );
@@ -129,18 +141,8 @@ export class Sfu {
     this.metrics.rooms.inc();
     room.on('recordingChanged', (recording, by) => {
       this.store.setRecording(id, recording).catch((err: unknown) => room.logger.error({ err }, 'failed to persist recording state'));
-      this.auditInBackground(room, { action: 'recording.toggle', actor: actorOf(by), target: { type: 'room', id }, details: { recording, by, session: this.taps.get(id)?.sessionId ?? null } });
-    });
-    room.on('consent', (peer, decision, method) => {
-      this.auditInBackground(room, {
-        action: 'consent.event',
-        actor: { type: 'user', id: `participant:${peer.id}` },
-        target: { type: 'participant', id: peer.id },
-        details: { room: id, session: this.taps.get(id)?.sessionId ?? null, participantName: peer.name, decision, method, policy: room.flags.consent },
-      });
-      this.store
-        .recordConsent({ roomId: id, sessionId: this.taps.get(id)?.sessionId ?? null, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} })
-        .catch((err: unknown) => room.logger.error({ err, peer: peer.id }, 'failed to store consent event'));
+      // An admin's toggle is audited by setRecording itself, before the admin API answers.
+      if (by !== 'admin') this.auditInBackground(room, { action: 'recording.toggle', actor: actorOf(by), target: { type: 'room', id }, details: { recording, by, session: this.taps.get(id)?.sessionId ?? null } });
     });
     room.once('close', () => {
       if (this.rooms.get(id) === room) this.rooms.delete(id);
@@ -181,12 +183,59 @@ export class Sfu {
     this.audit.append(entry).catch((err: unknown) => room.logger.error({ err, action: entry.action }, 'could not write the audit entry'));
   }
 
-  async updateFlags(id: string, patch: Partial<RoomFlags>): Promise<RoomFlags> {
+  /**
+   * The audit entry of a change an admin asked for: written before the admin API answers, and
+   * when it cannot be, the request fails with AUDIT_UNAVAILABLE (never a success without evidence).
+   * `ctx` ties it to the request (its id, the caller's address) and records that it was written.
+   */
+  private async appendRequired(entry: AuditEntryInput, ctx?: AuditContext): Promise<void> {
+    try {
+      await this.audit.append(ctx ? { ...entry, clientAddress: ctx.clientAddress, details: { ...entry.details, requestId: ctx.requestId } } : entry);
+    } catch (err) {
+      this.logger.error({ err, action: entry.action }, 'could not write the audit entry');
+      throw new VerbatimError('AUDIT_UNAVAILABLE', `the change was made, but its audit entry (${entry.action}) could not be written`, {
+        hint: 'The audit trail is not writable (database?); check the state and retry once it is back.',
+        cause: err,
+      });
+    }
+    if (ctx) ctx.written = true;
+  }
+
+  /**
+   * A participant's consent decision: stored in the consent log and the audit trail first, and
+   * only then applied and acknowledged. A decision that cannot be stored is not acknowledged
+   * (CONSENT_NOT_STORED, retryable): the participant is asked again and is not recorded meanwhile.
+   */
+  async decideConsent(room: Room, peer: Peer, decision: 'granted' | 'declined', method: 'click' | 'announcement' | 'pre-accepted'): Promise<void> {
+    const session = this.taps.get(room.id)?.sessionId ?? null;
+    let stored: string | undefined;
+    try {
+      stored = await this.store.recordConsent({ roomId: room.id, sessionId: session, participantId: peer.id, participantName: peer.name, policy: room.flags.consent, decision, method, clientInfo: {} });
+      await this.audit.append({
+        action: 'consent.event',
+        actor: { type: 'user', id: `participant:${peer.id}` },
+        target: { type: 'participant', id: peer.id },
+        details: { room: room.id, session, participantName: peer.name, decision, method, policy: room.flags.consent },
+      });
+    } catch (err) {
+      // The consent log keeps only acknowledged decisions: one without its audit entry is taken back.
+      if (stored) await this.store.withdrawConsent(stored).catch((e: unknown) => room.logger.error({ err: e, consentEvent: stored }, 'could not withdraw an unacknowledged consent row'));
+      room.logger.error({ err, peer: peer.id, decision }, 'consent decision not stored: not acknowledged, participant not recorded until one is');
+      if (!peer.closed && !room.closed) room.consentNotStored(peer);
+      throw new VerbatimError('CONSENT_NOT_STORED', 'your answer could not be stored, so it does not count yet', {
+        hint: 'Answer again in a moment; until an answer is stored you are not recorded.',
+        cause: err,
+      });
+    }
+    if (!peer.closed && !room.closed) room.setConsent(peer, decision, method);
+  }
+
+  async updateFlags(id: string, patch: Partial<RoomFlags>, ctx?: AuditContext): Promise<RoomFlags> {
     const stored = await this.store.get(id);
     if (!stored) throw roomNotFound(id);
     const flags = RoomFlagsSchema.parse({ ...stored.flags, ...patch });
     await this.store.updateFlags(id, flags);
-    await this.audit.append({ action: 'room.flags', actor: ADMIN_ACTOR, target: { type: 'room', id }, details: { before: stored.flags, after: flags } });
+    await this.appendRequired({ action: 'room.flags', actor: ADMIN_ACTOR, target: { type: 'room', id }, details: { before: stored.flags, after: flags } }, ctx);
     const live = this.rooms.get(id);
     if (live) {
       live.flags = flags;
@@ -199,7 +248,7 @@ export class Sfu {
    * Toggles recording. `authority` says who asks: the admin key always may; a
    * participant may only when the room is not lockRecord or with the room secret.
    */
-  async setRecording(id: string, enabled: boolean, authority: { admin: true } | { peerId: string; roomSecret?: string | undefined }): Promise<void> {
+  async setRecording(id: string, enabled: boolean, authority: { admin: true } | { peerId: string; roomSecret?: string | undefined }, ctx?: AuditContext): Promise<void> {
     const stored = await this.store.get(id);
     if (!stored) throw roomNotFound(id);
     if (!('admin' in authority) && stored.flags.lockRecord) {
@@ -210,23 +259,25 @@ export class Sfu {
     }
     const by = 'admin' in authority ? 'admin' : `peer:${authority.peerId}`;
     const live = this.rooms.get(id);
+    const changed = (live ? live.recording : stored.recording) !== enabled;
     if (live) live.setRecording(enabled, by);
-    else {
-      await this.store.setRecording(id, enabled);
-      // No live room, so no recordingChanged event: audit the stored change here.
-      await this.audit.append({ action: 'recording.toggle', actor: actorOf(by), target: { type: 'room', id }, details: { recording: enabled, by, session: null } });
+    else await this.store.setRecording(id, enabled);
+    // A participant's toggle in a live room is audited from its recordingChanged event; an
+    // admin's (one entry per request, a no-op included) and a stored-only change here.
+    if ('admin' in authority || !live) {
+      await this.appendRequired({ action: 'recording.toggle', actor: actorOf(by), target: { type: 'room', id }, details: { recording: enabled, by, changed, session: this.taps.get(id)?.sessionId ?? null } }, ctx);
     }
   }
 
-  async closeRoom(id: string): Promise<void> {
+  async closeRoom(id: string, ctx?: AuditContext): Promise<void> {
     const stored = await this.store.get(id);
     if (!stored) throw roomNotFound(id);
     await this.store.close(id);
-    await this.audit.append({ action: 'room.close', actor: ADMIN_ACTOR, target: { type: 'room', id } });
+    await this.appendRequired({ action: 'room.close', actor: ADMIN_ACTOR, target: { type: 'room', id } }, ctx);
     this.rooms.get(id)?.close('ROOM_CLOSED', 'the room was closed by an admin');
   }
 
-  mintToken(room: string, identity: string, name: string, ttlMinutes?: number): { token: string; expiresAt: Date } {
+  mintToken(room: string, identity: string, name: string, ttlMinutes?: number): { token: string; expiresAt: Date; jti: string } {
     return mintJoinToken(this.deps.secrets.tokenSecret, { room, identity, name, ttlMinutes: ttlMinutes ?? this.config.SFU_TOKEN_TTL_MIN });
   }
 
@@ -236,6 +287,7 @@ export class Sfu {
    */
   async join(claims: JoinClaims, channel: PeerChannel): Promise<{ room: Room; peer: Peer; reclaimed: boolean }> {
     this.assertNotDraining();
+    this.assertTokenUnspent(claims);
     const room = await this.openRoom(claims.room);
     const key = `${room.id}/${claims.sub}`;
     let consent: ConsentState = 'pending';
@@ -258,9 +310,31 @@ export class Sfu {
     const peer = new Peer(claims.sub, claims.name, channel);
     peer.consent = consent;
     room.addPeer(peer);
+    this.spendToken(claims);
     this.metrics.joins.inc();
     room.logger.info({ peer: peer.id, reclaimed }, 'peer joined');
     return { room, peer, reclaimed };
+  }
+
+  /**
+   * A token joins once. Its identity may use it again only to come back: replacing its own
+   * live session (a reload) or within the reclaim window after a disconnect; never after `leave`.
+   */
+  private assertTokenUnspent(claims: JoinClaims): void {
+    if (!this.spentTokens.has(claims.jti)) return;
+    const live = this.rooms.get(claims.room)?.peers.get(claims.sub);
+    const r = this.reclaim.get(`${claims.room}/${claims.sub}`);
+    if ((live && !live.closed) || (r && r.expiresAt > Date.now())) return;
+    throw new VerbatimError('TOKEN_REUSED', 'this join link was already used', { hint: 'Ask the meeting host for a new join link; each link joins once.' });
+  }
+
+  private spendToken(claims: JoinClaims): void {
+    const now = Date.now();
+    this.spentTokens.set(claims.jti, { identity: claims.sub, expiresAt: claims.exp * 1000 });
+    if (now - this.spentPrunedAt > 60_000) {
+      this.spentPrunedAt = now;
+      for (const [jti, t] of this.spentTokens) if (t.expiresAt <= now) this.spentTokens.delete(jti);
+    }
   }
 
   /** Connection lost without `leave`: keep the identity's state for the reclaim window. */
@@ -279,9 +353,9 @@ export class Sfu {
     room.peers.get(identity)?.close();
     const peer = new Peer(identity, name, undefined, 'ingest');
     room.addPeer(peer);
-    // The operator who configured the ingest accepted recording for that source.
-    room.setConsent(peer, 'granted', 'pre-accepted');
     try {
+      // The operator who configured the ingest accepted recording for that source.
+      await this.decideConsent(room, peer, 'granted', 'pre-accepted');
       return { peerId: identity, tracks: await room.ingest(peer, tracks) };
     } catch (err) {
       peer.close();

@@ -148,6 +148,8 @@ function askConsent(sig: Signaling): void {
     } catch (e) {
       const err = e as SignalingError;
       showError(err.code, err.message, err.hint);
+      // The answer was not stored, so it does not count: ask again (not recorded meanwhile).
+      if (err.code === 'CONSENT_NOT_STORED') setTimeout(() => askConsent(sig), 2000);
     }
   };
   ui.consentAccept.onclick = () => void answer('granted');
