@@ -55,10 +55,12 @@ export class RecorderClient extends EventEmitter<RecorderClientEvents> {
         this.isUp = false;
         if (this.instanceId === undefined) this.instanceId = '';
       } finally {
-        if (this.timer !== undefined) this.timer = setTimeout(poll, this.pollMs);
+        if (this.timer !== undefined) this.timer = setTimeout(pollSafely, this.pollMs);
       }
     };
-    this.timer = setTimeout(poll, 0);
+    // A listener that throws must not stop the polling or escape as an unhandled rejection.
+    const pollSafely = () => void poll().catch((err: unknown) => this.logger.error({ err }, 'recorder health listener failed'));
+    this.timer = setTimeout(pollSafely, 0);
   }
 
   stop(): void {

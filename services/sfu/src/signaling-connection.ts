@@ -77,7 +77,7 @@ export class SignalingConnection implements PeerChannel {
   private onMessage(data: RawData, isBinary: boolean): void {
     this.lastSeen = Date.now();
     const max = this.sfu.config.SFU_MAX_MESSAGE_BYTES;
-    const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
+    const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
     if (!this.bucket.take()) return this.rateLimited(isBinary || size > max ? null : peekId(data));
     if (isBinary) return this.fail(null, new VerbatimError('MESSAGE_MALFORMED', 'binary frames are not part of the signaling protocol', { hint: 'Send JSON text frames.' }));
     if (size > max) {
@@ -137,22 +137,22 @@ export class SignalingConnection implements PeerChannel {
 
   private async handle(req: ClientRequest): Promise<unknown> {
     if (req.method === 'ping') return { now: Date.now() };
-    if (req.method === 'join') return this.join(req.data.token, req.data.rtpCapabilities as ms.RtpCapabilities | undefined);
+    if (req.method === 'join') return this.join(req.data.token, req.data.rtpCapabilities);
     const room = this.room;
     const peer = this.peer;
     if (!room || !peer || peer.closed) throw new VerbatimError('NOT_JOINED', `"${req.method}" needs a joined session`, { hint: 'Send join with your token first.' });
     const log = this.log.child({ room: room.id, peer: peer.id });
     switch (req.method) {
       case 'setRtpCapabilities':
-        peer.rtpCapabilities = req.data.rtpCapabilities as ms.RtpCapabilities;
+        peer.rtpCapabilities = req.data.rtpCapabilities;
         return {};
       case 'createWebRtcTransport':
         return room.createWebRtcTransport(peer, req.data.direction);
       case 'connectWebRtcTransport':
-        await room.connectWebRtcTransport(peer, req.data.transportId, req.data.dtlsParameters as ms.DtlsParameters);
+        await room.connectWebRtcTransport(peer, req.data.transportId, req.data.dtlsParameters);
         return {};
       case 'produce': {
-        const producer = await room.produce(peer, req.data.transportId, req.data.kind, req.data.rtpParameters as ms.RtpParameters, req.data.appData ?? {});
+        const producer = await room.produce(peer, req.data.transportId, req.data.kind, req.data.rtpParameters, req.data.appData ?? {});
         log.info({ producer: producer.id, kind: producer.kind }, 'producing');
         return { id: producer.id };
       }
@@ -218,7 +218,7 @@ export class SignalingConnection implements PeerChannel {
 
   notify(n: ServerNotification): void {
     // Called from other participants' requests: a failure here is this connection's, not theirs.
-    this.contain('notify', () => this.send({ v: SIGNALING_VERSION, ...n } as NotificationFrame));
+    this.contain('notify', () => this.send({ v: SIGNALING_VERSION, ...n }));
   }
 
   close(code: number, reason: string): void {

@@ -122,7 +122,10 @@ function mutate(frame: Record<string, unknown>, m: Mutation): Record<string, unk
   // A fresh copy each time (JSON keeps an own "__proto__" key): generated values are shared.
   const value = JSON.parse(JSON.stringify(m.value ?? null)) as unknown;
   if (m.op === 'replace') parent[last] = value;
-  else if (m.op === 'delete') Array.isArray(parent) ? parent.splice(Number(last), 1) : delete parent[last];
+  else if (m.op === 'delete') {
+    if (Array.isArray(parent)) parent.splice(Number(last), 1);
+    else delete parent[last];
+  }
   else if (m.op === 'wrap') parent[last] = [parent[last]];
   else if (isObject(parent[last])) Object.defineProperty(parent[last], m.key, { value, enumerable: true, configurable: true, writable: true });
   else parent[last] = value;

@@ -227,7 +227,7 @@ describe('operations', () => {
     const send = (id: number, method: string, data: unknown) =>
       new Promise<any>((resolve) => {
         ws.on('message', function onMsg(raw) {
-          const f = JSON.parse(raw.toString());
+          const f = JSON.parse((raw as Buffer).toString());
           if (f.id === id) {
             ws.off('message', onMsg);
             resolve(f);
