@@ -8,7 +8,7 @@ const opus60 = Buffer.from([0xfb, 0x03, 0xff, 0xfe]); // CELT FB 20 ms × 3 fram
 function track(kind: 'audio' | 'video', payload: Buffer, step: number, sr?: { wallUs: number; rtpTs: number }): TrackPackets {
   const codec = kind === 'audio' ? { mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 100, parameters: {} } : { mimeType: 'video/VP8', clockRate: 90000, payloadType: 101, parameters: {} };
   const packets: RtpPacket[] = Array.from({ length: 50 }, (_, i) => ({ seq: 1000 + i, ts: 96_000 + i * step, marker: true, payload, arrivalUs: 5_000_000 + i * 20_000 }));
-  return { header: sampleHeader({ kind, codec }), packets, senderReports: sr ? [{ ...sr, arrivalUs: sr.wallUs }] : [], dropped: { duplicate: 0, late: 0, malformed: 0 } };
+  return { header: sampleHeader({ kind, codec }), packets, senderReports: sr ? [{ ...sr, arrivalUs: sr.wallUs }] : [], dropped: { duplicate: 0, late: 0, malformed: 0, offClock: 0 } };
 }
 
 describe('wallClockMapper', () => {
