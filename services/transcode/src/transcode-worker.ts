@@ -96,6 +96,7 @@ export class TranscodeWorker {
       // Another worker may own the job now: its children must not keep writing the same files.
       w.on('lockRenewalFailed', (ids) => ids.forEach((id) => w.cancelJob(id, LOCK_LOST)));
       w.on('stalled', (id) => w.cancelJob(id, LOCK_LOST));
+      w.on('error', (err) => opts.logger.warn({ err: err.message }, 'transcode worker error'));
     }
   }
 
