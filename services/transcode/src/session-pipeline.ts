@@ -268,8 +268,7 @@ export async function depacketizeTrack(manifestPath: string, index: number, cloc
     syncSource[p.name] = m.source;
     const piece = await depacketize({ name: p.name, packets: placed.packets, channels: p.channels, serial: serialOf(p.name) }, { dir, ffmpeg, write: writeAtomic });
     if (!piece) continue;
-    // Never before the session's t = 0 (a rounding, or a clock from another run of the clock stage).
-    const offset = Math.max(0, round3((m.toWallUs(piece.firstTs) - originUs) / 1e6));
+    const offset = round3((m.toWallUs(piece.firstTs) - originUs) / 1e6);
     pieces.push({ participant: p.participant, kind: p.kind, file: piece.file, offset, duration: piece.durationSeconds });
     files.push({ participant: p.participant, kind: 'track', path: piece.file });
   }
