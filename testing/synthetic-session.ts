@@ -24,9 +24,31 @@ function rtp(seq: number, ts: number, ssrc: number, payload: Buffer, pt = 100, m
   return Buffer.concat([h, payload]);
 }
 
-/** A recorder segment from packets sent every 20 ms, with losses, DTX pauses, duplicates and reordering. */
-/** `startSec` shifts the whole track (arrival, RTP timestamp, sequence) as a sender that kept sending would: a later segment of the same stream. */
-export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [number, number][]; seed: number; startSec?: number }, root: string) {
+/** A deterministic pseudo-random sequence in [0, 1). */
+function lcg(seed: number): () => number {
+  let v = seed;
+  return () => (v = (v * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+}
+
+const TS_MOD = 2 ** 32;
+
+/**
+ * The RTP timestamp of junk packet k, given the timestamp a real packet sent then would carry:
+ * minutes backwards, ~19 hours ahead (the 68,672 s session of issue 12), or anything at all.
+ */
+export function junkTimestamp(k: number, realTs: number, rand: () => number): number {
+  const ts = k % 3 === 0 ? realTs - (60 + 7 * k) * 48_000 : k % 3 === 1 ? realTs + (68_000 + 13 * k) * 48_000 : Math.floor(rand() * TS_MOD);
+  return ((ts % TS_MOD) + TS_MOD) % TS_MOD;
+}
+
+/**
+ * A recorder segment from packets sent every 20 ms, with losses, DTX pauses, duplicates and reordering.
+ * `startSec` shifts the whole track (arrival, RTP timestamp, sequence) as a sender that kept sending would: a later segment of the same stream.
+ * `junk` packets (this track's SSRC and payload type, random payloads, absurd timestamps: see junkTimestamp) are
+ * spread over the track as a hostile sender's would be; like the SFU, which renumbers what it forwards, they take
+ * their place in the sequence numbers.
+ */
+export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [number, number][]; seed: number; startSec?: number; junk?: number }, root: string) {
   const packets = realOpusPackets(opts.seconds, root);
   const ssrc = 0xabc;
   let rnd = opts.seed;
@@ -50,13 +72,44 @@ export function syntheticTrack(opts: { seconds: number; lossPct: number; dtx: [n
   // a few duplicates and swaps, as networks do
   for (let k = 5; k < list.length - 1; k += 97) [list[k], list[k + 1]] = [list[k + 1]!, list[k]!];
   for (let k = 11; k < list.length; k += 131) list.splice(k, 0, list[k]!);
+  // Junk packet k goes right after the list entry it is spread onto, 1 µs later.
+  const junkAfter = new Map<number, { key: number; ts: number; payload: Buffer }[]>();
+  const jrand = lcg(opts.seed + 7919);
+  for (let k = 0; k < (opts.junk ?? 0); k++) {
+    const at = Math.floor(((k + 0.5) * list.length) / opts.junk!);
+    const host = list[at]!;
+    const payload = Buffer.from(Array.from({ length: 20 + (k % 40) }, () => Math.floor(jrand() * 256)));
+    const entry = { key: host.i + 0.5 + k / 1e6, ts: junkTimestamp(k, (ts0 + host.i * 960) % TS_MOD, jrand), payload };
+    junkAfter.set(at, [...(junkAfter.get(at) ?? []), entry]);
+  }
   // DTX sends nothing: sequence numbers run on, timestamps jump.
   let seq = seq0;
   const seqOf = new Map<number, number>();
-  for (const { i } of [...new Map(list.map((x) => [x.i, x])).values()].sort((a, b) => a.i - b.i)) seqOf.set(i, seq++);
-  for (const { i, at } of list) records.push(encodeRecord(RecordType.RTP, at, rtp(seqOf.get(i)!, (ts0 + i * 960) % 2 ** 32, ssrc, packets[i]!)));
+  const keys = [...new Set([...list.map((x) => x.i), ...[...junkAfter.values()].flat().map((j) => j.key)])].sort((a, b) => a - b);
+  for (const key of keys) seqOf.set(key, seq++);
+  list.forEach(({ i, at }, n) => {
+    records.push(encodeRecord(RecordType.RTP, at, rtp(seqOf.get(i)!, (ts0 + i * 960) % TS_MOD, ssrc, packets[i]!)));
+    for (const j of junkAfter.get(n) ?? []) records.push(encodeRecord(RecordType.RTP, at + 1, rtp(seqOf.get(j.key)!, j.ts, ssrc, j.payload)));
+  });
   const wallSpan = (packets.length - 1) * 0.02 + 0.02;
-  return { records, ssrc, lost, wallSpan, t0, packets: packets.length };
+  return { records, ssrc, lost, wallSpan, t0, packets: packets.length, junk: opts.junk ?? 0 };
+}
+
+/**
+ * A segment whose every packet is junk: sent every 20 ms in sequence, but each timestamp
+ * 10 s behind the one before (a clock that runs backwards, far faster than time).
+ */
+export function syntheticJunkTrack(opts: { seconds: number; ssrc: number; payloadType?: number }) {
+  const rand = lcg(4242);
+  const t0 = 1_700_000_000_000_000;
+  const records: Buffer[] = [];
+  const n = Math.round(opts.seconds / 0.02);
+  for (let k = 0; k < n; k++) {
+    const ts = (((3_000_000_000 - k * 480_000) % TS_MOD) + TS_MOD) % TS_MOD;
+    const payload = Buffer.from(Array.from({ length: 40 }, () => Math.floor(rand() * 256)));
+    records.push(encodeRecord(RecordType.RTP, t0 + k * 20_000, rtp(7000 + k, ts, opts.ssrc, payload, opts.payloadType ?? 100)));
+  }
+  return { records, t0, packets: n };
 }
 
 const VP8_CODEC = { mimeType: 'video/VP8', clockRate: 90000, payloadType: 101, parameters: {} };
@@ -102,9 +155,13 @@ function writeSegment(dir: string, file: string, segment: number, header: Return
  * `codecs` labels the tracks (segment headers and manifest) with another codec than the
  * Opus/VP8 they carry, at the same payload type: a recording of a codec transcode may not know.
  */
-export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][]; restart?: { gapSeconds: number; seconds: number }; video?: boolean; codecs?: { audio?: Codec; video?: Codec } } = {}): string {
+/**
+ * `junk`: that many junk RTP packets on the audio track (see syntheticTrack); `junkTrack`: a
+ * second participant (q) whose audio track holds nothing but junk (see syntheticJunkTrack).
+ */
+export function syntheticSession(root: string, mutate: (dir: string, m: SessionManifest) => void = () => {}, opts: { seconds?: number; session?: string; transcribe?: boolean; silences?: [number, number][]; restart?: { gapSeconds: number; seconds: number }; video?: boolean; codecs?: { audio?: Codec; video?: Codec }; junk?: number; junkTrack?: boolean } = {}): string {
   const dir = mkdtempSync(path.join(root, 'sess-'));
-  const track = syntheticTrack({ seconds: opts.seconds ?? 2, lossPct: 0, dtx: opts.silences ?? [], seed: 1 }, root);
+  const track = syntheticTrack({ seconds: opts.seconds ?? 2, lossPct: 0, dtx: opts.silences ?? [], seed: 1, ...(opts.junk ? { junk: opts.junk } : {}) }, root);
   const header = sampleHeader({ ssrc: track.ssrc, startedAtUs: track.t0, track: 'a', session: opts.session ?? 's', room: 'r', ...(opts.codecs?.audio ? { codec: opts.codecs.audio } : {}) });
   const bytes = Buffer.concat([encodeFileHeader(header), ...track.records]);
   writeFileSync(path.join(dir, 'a-0.vrtp'), bytes);
@@ -142,6 +199,12 @@ export function syntheticSession(root: string, mutate: (dir: string, m: SessionM
       return writeSegment(dir, `v-${i}.vrtp`, i, h, v.records, seconds);
     });
     m.tracks.push({ track: 'v', participant: 'p', kind: 'video', codec: opts.codecs?.video ?? VP8_CODEC, headerExtensions: [], segments });
+  }
+  if (opts.junkTrack) {
+    const j = syntheticJunkTrack({ seconds: opts.seconds ?? 2, ssrc: 0x7777 });
+    const h = sampleHeader({ ssrc: 0x7777, startedAtUs: j.t0, startedAt: new Date(j.t0 / 1000).toISOString(), track: 'j', participant: { id: 'q', name: 'Q' }, session: opts.session ?? 's', room: 'r', codec: header.codec });
+    m.participants.push({ id: 'q', name: 'Q', consent: { decision: 'granted' } });
+    m.tracks.push({ track: 'j', participant: 'q', kind: 'audio', codec: header.codec, headerExtensions: [], segments: [writeSegment(dir, 'j-0.vrtp', 0, h, j.records, opts.seconds ?? 2)] });
   }
   mutate(dir, m);
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));

@@ -67,6 +67,8 @@ export const configSpec = {
   WHISPER_CLI_BIN: { schema: optionalString, default: undefined, doc: 'whisper-cli binary (set by npm scripts to the cached offline build).' },
   TRANSCODE_CONCURRENCY: { schema: int(1, 64), default: 1, doc: 'Jobs one transcode worker process runs at once.' },
   TRANSCODE_LOCK_MS: { schema: int(1000, 3_600_000), default: 60_000, doc: 'Job lock of a transcode worker: a crashed worker\'s job is taken over after this long.' },
+  TRANSCODE_MAX_SESSION_HOURS: { schema: z.coerce.number().positive().max(168), default: 12, doc: 'Longest session transcode processes, by the wall-clock arrival of its packets (never by RTP timestamps); a longer one fails with SESSION_TOO_LARGE before any file is written.' },
+  TRANSCODE_MAX_SESSION_BYTES: { schema: int(1024, Number.MAX_SAFE_INTEGER), default: 4_294_967_296, doc: 'Largest raw recording (all segment files of a session) transcode processes; its clock stage reads them into memory. Larger: SESSION_TOO_LARGE.' },
   STORAGE_BACKEND: { schema: z.enum(['local', 's3']), default: 'local', doc: 'Where artifacts go: a local directory or an S3 bucket.' },
   STORAGE_DIR: { schema: optionalString, default: undefined, doc: 'Local artifact directory (default DATA_DIR/artifacts).' },
   S3_ENDPOINT: { schema: optionalString, default: undefined, doc: 'S3 endpoint URL (MinIO, Ceph, AWS...).' },

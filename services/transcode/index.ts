@@ -7,6 +7,7 @@
  */
 export { TranscodeWorker } from './src/transcode-worker.ts';
 export { runSessionPipeline } from './src/session-pipeline.ts';
+export { sessionLimitsFromConfig, type SessionLimits } from './src/session-limits.ts';
 export { transcriberFromConfig } from './src/transcriber-factory.ts';
 export { modelLocation } from './src/transcriber/whisper-models.ts';
 export { TEST_PHRASE, fixedPhraseModelPath, randomWeightsModelPath } from './src/transcriber/ggml-test-model.ts';

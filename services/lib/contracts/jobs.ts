@@ -100,6 +100,25 @@ export const StagePieceSchema = z.object({
   duration: z.number(),
 });
 
+/**
+ * A track whose RTP clock disagreed with the arrival of its packets (junk RTP, a sender
+ * clock that jumped, a sender report far from arrival): what was dropped for it. The media
+ * that remains is placed by arrival; the session is processed with a warning.
+ */
+export const ClockAnomalySchema = z.object({
+  track: z.string(),
+  participant: z.string(),
+  /** RTP packets whose timestamp disagreed with their arrival: dropped. */
+  offClockPackets: z.number().int().nonnegative(),
+  /** Packets whose place on the session clock fell outside their track's arrival window: dropped. */
+  outsideArrivalPackets: z.number().int().nonnegative(),
+  /** Sender reports that would have moved the track away from its arrival: not used. */
+  rejectedSenderReports: z.number().int().nonnegative(),
+  /** No packet of the track was on the arrival clock: the track was left out. */
+  dropped: z.boolean(),
+});
+export type ClockAnomaly = z.output<typeof ClockAnomalySchema>;
+
 /** session.clock: the common clock, and what the later stages need from the manifest. */
 export const SessionClockResultSchema = z.object({
   v: z.literal(1),
@@ -114,6 +133,8 @@ export const SessionClockResultSchema = z.object({
   participants: z.array(z.object({ id: z.string(), name: z.string() })),
   transcribe: z.boolean(),
   language: z.string(),
+  /** Tracks cut to their arrival (absent in results stored before it existed: none). */
+  anomalies: z.array(ClockAnomalySchema).default([]),
 });
 export type SessionClockResult = z.output<typeof SessionClockResultSchema>;
 

@@ -18,6 +18,8 @@ export interface InProcessOptions {
   concurrency: number;
   /** Transcriptions run at once; they share the transcriber's thread budget. */
   asrConcurrency: number;
+  /** The job's: every stage's ffmpeg and whisper-cli die with it. */
+  signal?: AbortSignal;
 }
 
 export async function processInProcess(job: Job, deps: TranscodeDeps, opts: InProcessOptions): Promise<unknown> {
@@ -54,7 +56,8 @@ class InProcessDriver implements StageDriver {
       calls.map((c) =>
         lanes[STAGES[c.name].queue](async () => {
           const log = this.log.child({ stage: c.name, id: c.id });
-          return STAGES[c.name].result.parse(await runStage(c.name, c.payload, { deps: this.deps, log, asrLanes, progress: async () => {} }));
+          const signal = this.opts.signal;
+          return STAGES[c.name].result.parse(await runStage(c.name, c.payload, { deps: this.deps, log, asrLanes, progress: async () => {}, ...(signal ? { signal } : {}) }));
         }),
       ),
     );

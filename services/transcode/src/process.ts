@@ -6,6 +6,7 @@ import { VerbatimError } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { FluentFfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
+import { sessionLimitsFromConfig } from './session-limits.ts';
 import { transcriberFromConfig } from './transcriber-factory.ts';
 import { TranscodeWorker } from './transcode-worker.ts';
 
@@ -33,6 +34,7 @@ const worker = new TranscodeWorker({
   // Two transcriptions at once split WHISPER_THREADS between them (one thread each by default).
   asrConcurrency: Math.max(1, Math.min(2, config.WHISPER_THREADS)),
   lockMs: config.TRANSCODE_LOCK_MS,
+  limits: sessionLimitsFromConfig(config),
 });
 await worker.start();
 logger.info({ concurrency: config.TRANSCODE_CONCURRENCY }, 'transcode worker ready');

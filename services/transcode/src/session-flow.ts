@@ -34,12 +34,12 @@ export interface FlowContext {
 
 export const STAGE_JOB_OPTIONS: JobsOptions = { attempts: 5, backoff: { type: 'exponential', delay: 2000 }, continueParentOnFailure: true, removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 30 * 24 * 3600 } };
 
-/** One stage job (a root's child), on whichever worker takes it. */
-export function processStageJob(job: Job, deps: TranscodeDeps, asrConcurrency: number): Promise<unknown> {
+/** One stage job (a root's child), on whichever worker takes it; its children die with `signal`. */
+export function processStageJob(job: Job, deps: TranscodeDeps, asrConcurrency: number, signal?: AbortSignal): Promise<unknown> {
   const name = job.name as StageName;
   const data = job.data as { session?: string; room?: string };
   const log = deps.logger.child({ job: job.id, room: data.room, session: data.session, stage: name });
-  return runStage(name, job.data, { deps, log, asrLanes: asrConcurrency, progress: (pct) => job.updateProgress({ pct, stage: name }) });
+  return runStage(name, job.data, { deps, log, asrLanes: asrConcurrency, progress: (pct) => job.updateProgress({ pct, stage: name }), ...(signal ? { signal } : {}) });
 }
 
 /** A flow root: session.finalize or session.rerender. */

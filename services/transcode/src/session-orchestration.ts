@@ -64,6 +64,43 @@ export interface StageDriver {
 export interface FinalizeOutcome {
   artifacts: number;
   segments: number;
+  /** The session's warning (tracks cut to their arrival), if any: also on the session row. */
+  warning?: { code: string; message: string };
+}
+
+/** The code a session carries when its RTP clock disagreed with arrival but usable media remained. */
+export const CLOCK_WARNING_CODE = 'RTP_CLOCK_MISMATCH';
+
+/**
+ * A session processed despite tracks whose RTP clock disagreed with arrival: the warning it
+ * carries in its error fields (status 'done': the remaining media is there), or undefined.
+ */
+export function clockWarning(anomalies: SessionClockResult['anomalies']): { code: string; message: string } | undefined {
+  if (anomalies.length === 0) return undefined;
+  const parts = anomalies.map((a) => {
+    const what = [
+      a.offClockPackets > 0 ? `${a.offClockPackets} packet(s) with RTP timestamps that disagree with their arrival` : '',
+      a.outsideArrivalPackets > 0 ? `${a.outsideArrivalPackets} packet(s) placed outside their arrival window` : '',
+      a.rejectedSenderReports > 0 ? `${a.rejectedSenderReports} sender report(s) far from arrival` : '',
+    ].filter(Boolean);
+    return `track ${a.track} (participant ${a.participant}): ${what.join(', ')} dropped${a.dropped ? '; no packet was usable, the track is left out' : ''}`;
+  });
+  return { code: CLOCK_WARNING_CODE, message: `warning: processed on the arrival clock; ${parts.join('; ')}` };
+}
+
+/**
+ * A finalize that failed for good, whatever failed it (a stage out of retries, a stall
+ * limit, a bug): the session leaves 'processing' with a code, the failure's own
+ * ("CODE: message") or TRANSCODE_FAILED. A session a stage already marked keeps its code.
+ */
+export async function failSessionForGood(deps: Pick<TranscodeDeps, 'db'>, session: string, reason: string): Promise<void> {
+  const code = /^([A-Z][A-Z0-9_]{2,}): /.exec(reason)?.[1] ?? 'TRANSCODE_FAILED';
+  await deps.db
+    .updateTable('recording_sessions')
+    .set({ status: 'failed', error_code: code, error_message: reason.slice(0, 2000), updated_at: new Date() })
+    .where('id', '=', session)
+    .where('status', 'in', ['sealed', 'processing'])
+    .execute();
 }
 
 const stageBase = (p: SessionFinalizePayload, purpose?: 'rerender'): StagePayload => ({ v: 1, room: p.room, session: p.session, manifestPath: p.manifestPath, manifestSha256: p.manifestSha256, ...(purpose ? { purpose } : {}) });
@@ -124,6 +161,8 @@ async function register(
   r: { clock: SessionClockResult; tracks: TrackDepacketizeResult[]; muxes: ParticipantMuxResult[]; comp: SessionCompositeResult; asr: ParticipantTranscribeResult[] },
 ): Promise<FinalizeOutcome> {
   const { clock } = r;
+  const warning = clockWarning(clock.anomalies);
+  if (warning) log.warn({ code: warning.code }, warning.message);
   // Tracks, participant files, composite, transcripts: one order, whichever driver ran the stages.
   const artifacts: StageArtifact[] = [...r.tracks.flatMap((t) => t.artifacts), ...r.muxes.flatMap((m) => m.artifacts), ...r.comp.artifacts];
   const modelError = r.asr.find((x) => x.status !== 'done');
@@ -157,8 +196,8 @@ async function register(
       .updateTable('recording_sessions')
       .set(
         modelError
-          ? { status: 'failed', error_code: modelError.error?.code ?? modelError.status, error_message: `${modelError.error?.message ?? ''} — ${modelError.error?.hint ?? ''}`, transcript_status: transcriptStatus, progress: 100, updated_at: new Date() }
-          : { status: 'done', transcript_status: transcriptStatus, progress: 100, updated_at: new Date() },
+          ? { status: 'failed', error_code: modelError.error?.code ?? modelError.status, error_message: `${modelError.error?.message ?? ''} — ${modelError.error?.hint ?? ''}${warning ? ` (${warning.message})` : ''}`, transcript_status: transcriptStatus, progress: 100, updated_at: new Date() }
+          : { status: 'done', error_code: warning?.code ?? null, error_message: warning?.message ?? null, transcript_status: transcriptStatus, progress: 100, updated_at: new Date() },
       )
       .where('id', '=', p.session)
       .execute();
@@ -170,7 +209,7 @@ async function register(
     throw new UnrecoverableError(`${modelError.status}: ${modelError.error?.message ?? ''}`);
   }
   log.info({ artifacts: artifacts.length, segments: segments.length }, 'session finalized');
-  return { artifacts: artifacts.length, segments: segments.length };
+  return { artifacts: artifacts.length, segments: segments.length, ...(warning ? { warning } : {}) };
 }
 
 /**

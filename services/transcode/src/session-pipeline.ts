@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { readManifest } from '../../lib/recording/manifest-file.ts';
@@ -8,15 +8,25 @@ import { VerbatimError } from '../../lib/errors.ts';
 import { depacketizerFor } from './depacketize/registry.ts';
 import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
 import { oggPackets } from '../../lib/media/ogg-packets.ts';
-import { ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
+import { ARRIVAL_TOLERANCE_US, ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
 import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { COMPOSITE_AAC, COMPOSITE_PROFILE, COMPOSITE_X264, compositeContainer } from '../../lib/media/encode-profile.ts';
+import type { ClockAnomaly } from '../../lib/contracts/jobs.ts';
+import { DEFAULT_SESSION_LIMITS, TOO_LARGE_HINT, checkManifestLimits, tooLong, type LimitCheck, type SessionLimits } from './session-limits.ts';
 
 /** Raised for input that no retry can fix: the job fails with this code, unretried. */
 export class CorruptInputError extends VerbatimError {
-  constructor(message: string, readonly errorCode = 'CORRUPT_RECORDING') {
-    super('BAD_REQUEST', message, { hint: 'Run `verbatim recording verify <session dir>`; the raw files are kept for forensic recovery.' });
+  constructor(
+    message: string,
+    readonly errorCode = 'CORRUPT_RECORDING',
+    hint = 'Run `verbatim recording verify <session dir>`; the raw files are kept for forensic recovery.',
+  ) {
+    super('BAD_REQUEST', message, { hint });
   }
+}
+
+function failLimit(check: LimitCheck): void {
+  if (check) throw new CorruptInputError(check.message, check.code, check.code === 'SESSION_TOO_LARGE' ? TOO_LARGE_HINT : undefined);
 }
 
 export interface MediaPiece {
@@ -36,6 +46,8 @@ export interface PipelineResult {
   pieces: MediaPiece[];
   files: { participant?: string; kind: 'participant-av' | 'participant-wav' | 'composite' | 'track'; path: string }[];
   syncSource: Record<string, 'rtcp-sr' | 'arrival'>;
+  /** Tracks whose RTP clock disagreed with arrival (see SessionClock). */
+  anomalies: ClockAnomaly[];
 }
 
 const PIECE_DIR = 'tracks';
@@ -67,6 +79,8 @@ export interface SessionClock {
   durationSeconds: number;
   /** Indexes into manifest.tracks of the tracks with media packets, in manifest order. */
   tracks: number[];
+  /** Tracks whose RTP clock disagreed with arrival (packets dropped, or the whole track left out). */
+  anomalies: ClockAnomaly[];
 }
 
 interface LoadedSegment {
@@ -86,16 +100,24 @@ export function readSessionManifest(manifestPath: string): SessionManifest {
   }
 }
 
-/** Reads and verifies (SHA-256, format) every segment of one track; segments without packets are left out. */
-function loadTrack(manifest: SessionManifest, sessionDir: string, index: number): LoadedSegment[] {
+/**
+ * Reads and verifies (size, SHA-256, format) every segment of one track; segments without
+ * packets on the arrival clock are left out, and `offClock` counts the packets dropped for it.
+ */
+function loadTrack(manifest: SessionManifest, sessionDir: string, index: number): { segments: LoadedSegment[]; offClock: number } {
   const track = manifest.tracks[index];
   if (!track) throw new CorruptInputError(`the manifest has no track ${index}`, 'CORRUPT_MANIFEST');
   const out: LoadedSegment[] = [];
+  let offClock = 0;
   for (const s of track.segments) {
     let buf: Buffer;
     try {
+      // A file larger than the sealed one is not read into memory to find that out.
+      const size = statSync(path.join(sessionDir, s.file)).size;
+      if (size !== s.bytes) throw new CorruptInputError(`segment ${s.file} is ${size} bytes, the manifest says ${s.bytes}`);
       buf = readFileSync(path.join(sessionDir, s.file));
     } catch (err) {
+      if (err instanceof CorruptInputError) throw err;
       throw new CorruptInputError(`segment ${s.file} is missing: ${(err as Error).message}`, 'MISSING_SEGMENT');
     }
     if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new CorruptInputError(`segment ${s.file} does not match its manifest SHA-256`);
@@ -105,16 +127,63 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
     } catch (err) {
       throw new CorruptInputError((err as Error).message);
     }
+    offClock += t.dropped.offClock;
     if (t.packets.length === 0) continue;
     out.push({ participant: track.participant, kind: track.kind, name: s.file.slice(0, -SEGMENT_EXTENSION.length), channels: track.codec.channels ?? 2, t });
   }
-  return out;
+  return { segments: out, offClock };
 }
 
-/** Wall-clock span (µs) of one segment's packets. */
-function spanOf(s: LoadedSegment, ntpOffsetUs: number): { startUs: number; endUs: number } {
-  const m = wallClockMapper(s.t, ntpOffsetUs);
-  return { startUs: m.toWallUs(s.t.packets[0]!.ts), endUs: m.toWallUs(s.t.packets.at(-1)!.ts) + (s.kind === 'audio' ? 20_000 : 0) };
+/** One segment on the session clock: its mapping, and the packets that fall inside its arrival window. */
+interface PlacedSegment {
+  map: ReturnType<typeof wallClockMapper>;
+  packets: RtpPacket[];
+  /** Packets whose mapped time fell outside the window (dropped). */
+  outsideArrival: number;
+  /** First and last arrival of the packets kept, and their span on the session clock (µs). */
+  firstArrivalUs: number;
+  lastArrivalUs: number;
+  startUs: number;
+  endUs: number;
+}
+
+/**
+ * Maps a segment onto the wall clock and cuts it to when its packets arrived: a packet whose
+ * mapped time lies outside [first arrival − tolerance − capture lead, last arrival + tolerance]
+ * is dropped, whatever its RTP timestamp or the sender reports say. The clock stage and the
+ * track stage place a segment through this one function, so they agree on every packet.
+ */
+function placeSegment(s: LoadedSegment, ntpOffsetUs: number): PlacedSegment {
+  const map = wallClockMapper(s.t, ntpOffsetUs);
+  const window = arrivalRange(s.t.packets);
+  const lo = window.firstUs - ARRIVAL_TOLERANCE_US - map.captureLeadUs;
+  const hi = window.lastUs + ARRIVAL_TOLERANCE_US;
+  const packets = s.t.packets.filter((p) => {
+    const at = map.toWallUs(p.ts);
+    return at >= lo && at <= hi;
+  });
+  const kept = arrivalRange(packets);
+  const audioEndUs = s.kind === 'audio' ? 20_000 : 0;
+  return {
+    map,
+    packets,
+    outsideArrival: s.t.packets.length - packets.length,
+    firstArrivalUs: kept.firstUs,
+    lastArrivalUs: kept.lastUs,
+    startUs: packets.length > 0 ? map.toWallUs(packets[0]!.ts) : 0,
+    endUs: packets.length > 0 ? map.toWallUs(packets.at(-1)!.ts) + audioEndUs : 0,
+  };
+}
+
+/** First and last arrival of some packets (a loop: a track can hold millions). */
+function arrivalRange(packets: readonly RtpPacket[]): { firstUs: number; lastUs: number } {
+  let firstUs = Infinity;
+  let lastUs = -Infinity;
+  for (const p of packets) {
+    if (p.arrivalUs < firstUs) firstUs = p.arrivalUs;
+    if (p.arrivalUs > lastUs) lastUs = p.arrivalUs;
+  }
+  return { firstUs, lastUs };
 }
 
 /**
@@ -122,25 +191,44 @@ function spanOf(s: LoadedSegment, ntpOffsetUs: number): { startUs: number; endUs
  * headers and sender reports matter here (no media is written), so it is cheap next to
  * depacketizing, and each track can then be depacketized on its own (track.depacketize).
  */
-export function sessionClock(manifestPath: string): SessionClock {
-  return clockOf(manifestPath).clock;
+export function sessionClock(manifestPath: string, limits: SessionLimits = DEFAULT_SESSION_LIMITS): SessionClock {
+  return clockOf(manifestPath, limits).clock;
 }
 
-function clockOf(manifestPath: string): { clock: SessionClock; loaded: Map<number, LoadedSegment[]> } {
+/**
+ * The session's extent comes from arrival: from the first to the last arrival of a kept
+ * packet over all tracks, widened only where a piece's first sample was captured before its
+ * packet arrived (the audio capture lead) or its last one lasts past it; placement within it
+ * comes from the RTP clock (sender reports or first arrival), cut to arrival by placeSegment.
+ */
+function clockOf(manifestPath: string, limits: SessionLimits): { clock: SessionClock; loaded: Map<number, LoadedSegment[]> } {
   const manifest = readSessionManifest(manifestPath);
   const sessionDir = path.dirname(manifestPath);
+  failLimit(checkManifestLimits(manifest, sessionDir, limits));
+  const read = manifest.tracks.map((_, i) => loadTrack(manifest, sessionDir, i));
+  const ntpOffsetUs = ntpToWallOffsetUs(read.flatMap((r) => r.segments.map((s) => s.t)));
   const loaded = new Map<number, LoadedSegment[]>();
-  manifest.tracks.forEach((_, i) => {
-    const segs = loadTrack(manifest, sessionDir, i);
-    if (segs.length > 0) loaded.set(i, segs);
+  const placed: PlacedSegment[] = [];
+  const anomalies: ClockAnomaly[] = [];
+  read.forEach((r, i) => {
+    const mine = r.segments.map((s) => placeSegment(s, ntpOffsetUs)).filter((p) => p.packets.length > 0 || p.outsideArrival > 0);
+    const kept = mine.filter((p) => p.packets.length > 0);
+    if (kept.length > 0) loaded.set(i, r.segments);
+    placed.push(...kept);
+    const outsideArrivalPackets = mine.reduce((n, p) => n + p.outsideArrival, 0);
+    const rejectedSenderReports = mine.reduce((n, p) => n + p.map.rejectedSenderReports, 0);
+    if (r.offClock + outsideArrivalPackets + rejectedSenderReports > 0) {
+      const t = manifest.tracks[i]!;
+      anomalies.push({ track: t.track, participant: t.participant, offClockPackets: r.offClock, outsideArrivalPackets, rejectedSenderReports, dropped: kept.length === 0 });
+    }
   });
-  const segs = [...loaded.values()].flat();
-  if (segs.length === 0) throw new CorruptInputError('the session has no media packets', 'EMPTY_SESSION');
-  const ntpOffsetUs = ntpToWallOffsetUs(segs.map((s) => s.t));
-  const spans = segs.map((s) => spanOf(s, ntpOffsetUs));
-  const originUs = Math.min(...spans.map((x) => x.startUs));
-  const endUs = Math.max(...spans.map((x) => x.endUs));
-  return { clock: { manifest, ntpOffsetUs, originUs, durationSeconds: round3((endUs - originUs) / 1e6), tracks: [...loaded.keys()] }, loaded };
+  if (placed.length === 0) throw new CorruptInputError('the session has no media packets on the arrival clock', 'EMPTY_SESSION');
+  const originUs = Math.min(...placed.map((p) => Math.min(p.firstArrivalUs, p.startUs)));
+  const endUs = Math.max(...placed.map((p) => Math.max(p.lastArrivalUs, p.endUs)));
+  const durationSeconds = round3((endUs - originUs) / 1e6);
+  if (!(durationSeconds > 0)) throw new CorruptInputError(`the session's media spans ${durationSeconds} s`, 'EMPTY_SESSION');
+  if (durationSeconds > limits.maxSessionSeconds) failLimit(tooLong(durationSeconds, limits));
+  return { clock: { manifest, ntpOffsetUs, originUs, durationSeconds, tracks: [...loaded.keys()], anomalies }, loaded };
 }
 
 export interface TrackPieces {
@@ -159,7 +247,7 @@ export async function depacketizeTrack(manifestPath: string, index: number, cloc
     const manifest = readSessionManifest(manifestPath);
     // The clock stage named this track; a manifest that changed since is not the session it measured.
     if (trackId !== undefined && manifest.tracks[index]?.track !== trackId) throw new CorruptInputError(`track ${index} of ${manifestPath} is not ${trackId}`, 'CORRUPT_MANIFEST');
-    segs = loadTrack(manifest, path.dirname(manifestPath), index);
+    segs = loadTrack(manifest, path.dirname(manifestPath), index).segments;
   }
   // Every segment's codec is checked before anything is written: an unknown one fails the track, unguessed.
   const plan = segs.map((p) => {
@@ -174,9 +262,11 @@ export async function depacketizeTrack(manifestPath: string, index: number, cloc
   const files: PipelineResult['files'] = [];
   const syncSource: Record<string, 'rtcp-sr' | 'arrival'> = {};
   for (const { p, depacketize } of plan) {
-    const m = wallClockMapper(p.t, ntpOffsetUs);
+    const placed = placeSegment(p, ntpOffsetUs);
+    if (placed.packets.length === 0) continue;
+    const m = placed.map;
     syncSource[p.name] = m.source;
-    const piece = await depacketize({ name: p.name, packets: p.t.packets, channels: p.channels, serial: serialOf(p.name) }, { dir, ffmpeg, write: writeAtomic });
+    const piece = await depacketize({ name: p.name, packets: placed.packets, channels: p.channels, serial: serialOf(p.name) }, { dir, ffmpeg, write: writeAtomic });
     if (!piece) continue;
     const offset = round3((m.toWallUs(piece.firstTs) - originUs) / 1e6);
     pieces.push({ participant: p.participant, kind: p.kind, file: piece.file, offset, duration: piece.durationSeconds });
@@ -186,8 +276,8 @@ export async function depacketizeTrack(manifestPath: string, index: number, cloc
 }
 
 /** Steps 1–3 in one process: the clock, then every track depacketized into codec files. */
-export async function depacketizeSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
-  const { clock, loaded } = clockOf(manifestPath);
+export async function depacketizeSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}, limits: SessionLimits = DEFAULT_SESSION_LIMITS): Promise<PipelineResult> {
+  const { clock, loaded } = clockOf(manifestPath, limits);
   progress(10, 'depacketize');
   const pieces: MediaPiece[] = [];
   const files: PipelineResult['files'] = [];
@@ -199,7 +289,7 @@ export async function depacketizeSession(manifestPath: string, outDir: string, f
     Object.assign(syncSource, r.syncSource);
   }
   progress(30, 'mux');
-  return { manifest: clock.manifest, originUs: clock.originUs, durationSeconds: clock.durationSeconds, pieces, files, syncSource };
+  return { manifest: clock.manifest, originUs: clock.originUs, durationSeconds: clock.durationSeconds, pieces, files, syncSource, anomalies: clock.anomalies };
 }
 
 /**

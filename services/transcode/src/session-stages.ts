@@ -34,11 +34,12 @@ import {
 } from '../../lib/contracts/jobs.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
+import { abortableRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { artifactKey, parseArtifactKey } from '../../lib/storage/artifact-keys.ts';
 import { artifactContentType, type ArtifactKind } from '../../lib/storage/artifact-kinds.ts';
 import { sha256File, type ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { CorruptInputError, depacketizeTrack, muxParticipant, renderComposite, sessionClock, type MediaPiece } from './session-pipeline.ts';
+import type { SessionLimits } from './session-limits.ts';
 import type { Transcriber } from './transcriber/transcriber.ts';
 
 /**
@@ -57,6 +58,8 @@ export interface TranscodeDeps {
   logger: Logger;
   /** Resolves the transcriber; throws MODEL_MISSING/MODEL_INVALID when it cannot. */
   transcriber: () => Promise<Transcriber>;
+  /** What one session may cost (TRANSCODE_MAX_SESSION_*); default: the configuration's defaults. */
+  limits?: SessionLimits;
 }
 
 export interface StageContext {
@@ -66,6 +69,8 @@ export interface StageContext {
   progress(pct: number): Promise<void>;
   /** Transcriptions running at once on this worker: each gets threads = budget / lanes. */
   asrLanes: number;
+  /** Aborted when the job must stop (shutdown, lock lost, cancelled): its ffmpeg and whisper-cli children are killed. */
+  signal?: AbortSignal;
 }
 
 type Session = { room: string; session: string };
@@ -116,7 +121,8 @@ async function localPieces(deps: TranscodeDeps, p: Session, outDir: string, piec
 // ---- session.clock: one clock for every track ---------------------------------------------------
 
 async function clockStage(p: StagePayload, ctx: StageContext): Promise<SessionClockResult> {
-  const clock = sessionClock(p.manifestPath);
+  const clock = sessionClock(p.manifestPath, ctx.deps.limits);
+  if (clock.anomalies.length > 0) ctx.log.warn({ anomalies: clock.anomalies }, 'RTP clock disagrees with arrival: packets dropped, tracks cut to their arrival');
   const m = clock.manifest;
   const names = new Map(m.participants.map((x) => [x.id, x.name]));
   const recOn = m.events.find((e) => e.type === 'recording-on');
@@ -130,6 +136,7 @@ async function clockStage(p: StagePayload, ctx: StageContext): Promise<SessionCl
     participants: [...new Set(clock.tracks.map((i) => m.tracks[i]!.participant))].sort().map((id) => ({ id, name: names.get(id) ?? id })),
     transcribe: recOn?.details.transcribe === true,
     language: typeof recOn?.details.language === 'string' ? recOn.details.language : 'en',
+    anomalies: clock.anomalies,
   };
 }
 
@@ -200,7 +207,7 @@ async function transcribeStage(p: ParticipantTranscribePayload, ctx: StageContex
   await ctx.progress(10);
   // The thread budget (WHISPER_THREADS) is shared by the transcriptions this worker runs at once.
   const threads = Math.max(1, Math.floor((transcriber.threads ?? 2) / Math.max(1, ctx.asrLanes)));
-  const segs = await transcriber.transcribe({ wavPath: wav, language: p.language, offsetSeconds: 0 }, { threads });
+  const segs = await transcriber.transcribe({ wavPath: wav, language: p.language, offsetSeconds: 0 }, { threads, ...(ctx.signal ? { signal: ctx.signal } : {}) });
   await ctx.progress(100);
   return { v: 1, participant: p.participant, status: 'done', segments: segs.map((s) => ({ speaker: p.speaker, participant: p.participant, start: s.start, end: s.end, text: s.text })) };
 }
@@ -233,16 +240,21 @@ export function isStageName(name: string): name is StageName {
 
 /**
  * Runs one stage on a payload checked against its contract. Input no retry can fix (a bad
- * payload, a corrupt recording) fails with an UnrecoverableError carrying its code first
- * ("CORRUPT_RECORDING: ..."); for a finalize, the session is marked failed with that code
- * (a re-render leaves the session's status alone: only the re-render failed).
+ * payload, a corrupt recording, a session over its limits, a result outside its contract)
+ * fails with an UnrecoverableError carrying its code first ("CORRUPT_RECORDING: ..."); for
+ * a finalize, the session is marked failed with that code (a re-render leaves the session's
+ * status alone: only the re-render failed). Every ffmpeg the stage runs dies with ctx.signal.
  */
 export async function runStage(name: StageName, data: unknown, ctx: StageContext): Promise<unknown> {
   const def = STAGES[name];
   const parsed = def.payload.safeParse(data);
   if (!parsed.success) throw new UnrecoverableError(`BAD_PAYLOAD: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  const run = ctx.signal ? { ...ctx, deps: { ...ctx.deps, ffmpeg: abortableRunner(ctx.deps.ffmpeg, ctx.signal) } } : ctx;
   try {
-    return await def.run(parsed.data, ctx);
+    const result = def.result.safeParse(await def.run(parsed.data, run));
+    // The same input gives the same result: a retry cannot mend it.
+    if (!result.success) throw new CorruptInputError(`${name} produced a result outside its contract: ${result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    return result.data;
   } catch (err) {
     if (!(err instanceof CorruptInputError)) throw err;
     const p = parsed.data as Partial<StagePayload>;

@@ -67,6 +67,9 @@ describe('A/V sync', () => {
     await expect.poll(() => readdirSync(roomDir).some((s) => readdirSync(path.join(roomDir, s)).includes('manifest.json')), { timeout: 20_000 }).toBe(true);
     const manifest = path.join(roomDir, readdirSync(roomDir)[0]!, 'manifest.json');
     const res = await runSessionPipeline(manifest, path.join(tmp, 'out'), new FluentFfmpegRunner());
+    // A real WebRTC recording agrees with its arrival: nothing dropped, every track placed by its sender reports.
+    expect(res.anomalies).toEqual([]);
+    expect(Object.values(res.syncSource)).toEqual(expect.arrayContaining(['rtcp-sr']));
     const avFile = res.files.find((f) => f.kind === 'participant-av')!;
     const got = avPairs(flashOnsets(avFile.path), audioOnsets(avFile.path, -30, 0.1));
     // Compare flash by flash on the wall clock: the recording starts when the page calls

@@ -74,6 +74,8 @@ describe('transcode: a recorded two-person meeting with a late joiner', () => {
     try {
       await worker.start();
       await expect.poll(async () => (await db.selectFrom('recording_sessions').select('status').where('id', '=', manifest.session).executeTakeFirst())?.status, { timeout: 120_000, interval: 500 }).toBe('done');
+      // A real meeting agrees with its arrival: no packet dropped for its RTP clock, no warning on the session.
+      expect((await db.selectFrom('recording_sessions').select('error_code').where('id', '=', manifest.session).executeTakeFirstOrThrow()).error_code).toBeNull();
       const artifacts = await db.selectFrom('artifacts').selectAll().where('session_id', '=', manifest.session).execute();
       const byKind = (k: string) => artifacts.filter((a) => a.kind === k);
       expect(byKind('participant-av')).toHaveLength(2);

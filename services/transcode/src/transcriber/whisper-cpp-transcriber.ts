@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../../../lib/config.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
+import { KILL_GRACE_MS } from '../../../lib/media/ffmpeg-runner.ts';
 import type { TranscribeInput, TranscribeOptions, Transcriber, TranscriptSegment } from './transcriber.ts';
 import { packedPcm, packSpeechSpans, unpackSegment } from './speech-packing.ts';
 import { detectSpeech, readWav16kMono, wavHeader, type VadOptions } from './vad.ts';
@@ -168,9 +169,13 @@ export async function runWhisperCli(
       timedOut = true;
       kill();
     }, timeoutMs);
+    let graceTimer: NodeJS.Timeout | undefined;
     const onAbort = () => {
+      // The job is going away (shutdown, lock lost): SIGTERM, then SIGKILL if it lingers.
       aborted = true;
-      kill();
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      graceTimer = setTimeout(kill, KILL_GRACE_MS);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) onAbort();
@@ -179,6 +184,7 @@ export async function runWhisperCli(
     });
     child.on('close', (code) => {
       clearTimeout(timer);
+      clearTimeout(graceTimer);
       signal?.removeEventListener('abort', onAbort);
       resolve({ code, stderr: tail, timedOut, aborted, ...(spawnError ? { spawnError } : {}) });
     });
