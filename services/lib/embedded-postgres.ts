@@ -145,15 +145,23 @@ function alive(pid: number): boolean {
   }
 }
 
-function run(bin: string, args: string[], user: RunAs | undefined, what: string): void {
-  const r = spawnSync(bin, args, { encoding: 'utf8', ...(user ? { uid: user.uid, gid: user.gid, cwd: user.home } : {}), stdio: ['ignore', 'pipe', 'pipe'] });
-  if (r.status !== 0) {
-    throw new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${(r.stderr || r.stdout || String(r.error ?? '')).trim()}`, { hint: 'See the message above; the embedded database lives in the directory it names.' });
-  }
+/** Runs a PostgreSQL tool to completion without blocking the event loop (a Ctrl-C meanwhile is still handled). */
+function run(bin: string, args: string[], user: RunAs | undefined, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { ...(user ? { uid: user.uid, gid: user.gid, cwd: user.home } : {}), stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout!.on('data', (d) => (output = (output + d).slice(-4000)));
+    child.stderr!.on('data', (d) => (output = (output + d).slice(-4000)));
+    child.once('error', (err) => reject(new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${err.message}`, { hint: 'Is the Debian postgresql package installed?' })));
+    child.once('exit', (code) => {
+      if (code === 0) resolve();
+      else reject(new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${output.trim()}`, { hint: 'See the message above; the embedded database lives in the directory it names.' }));
+    });
+  });
 }
 
 /** initdb into a scratch directory renamed into place, so a crash halfway leaves nothing half-made. */
-function initCluster(dataDir: string, clusterDir: string, user: RunAs | undefined): void {
+async function initCluster(dataDir: string, clusterDir: string, user: RunAs | undefined): Promise<void> {
   const bin = binDir();
   const scratch = `${clusterDir}.initdb`;
   rmSync(scratch, { recursive: true, force: true });
@@ -166,7 +174,7 @@ function initCluster(dataDir: string, clusterDir: string, user: RunAs | undefine
     chownSync(scratch, user.uid, user.gid);
   }
   // Trust over the socket only: the socket directory is the cluster's own (0700) and nothing listens on TCP.
-  run(path.join(bin, 'initdb'), ['-D', scratch, '-U', DB_USER, '-A', 'trust', '-E', 'UTF8', '--locale=C.UTF-8', '--data-checksums', '--no-instructions'], user, 'initdb of the embedded database');
+  await run(path.join(bin, 'initdb'), ['-D', scratch, '-U', DB_USER, '-A', 'trust', '-E', 'UTF8', '--locale=C.UTF-8', '--data-checksums', '--no-instructions'], user, 'initdb of the embedded database');
   renameSync(scratch, clusterDir);
   if (outside) {
     const file = path.join(dataDir, LOCATION_FILE);
@@ -183,7 +191,7 @@ export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Lo
   const user = runAsUser();
   const clusterDir = embeddedPostgresDir(dataDir);
   const created = !existsSync(path.join(clusterDir, 'PG_VERSION'));
-  if (created) initCluster(dataDir, clusterDir, user);
+  if (created) await initCluster(dataDir, clusterDir, user);
   const other = runningEmbeddedPostgres(dataDir);
   if (other) {
     throw new VerbatimError('DATABASE_UNAVAILABLE', `the embedded database of ${dataDir} is already running (postgres pid ${other.pid})`, {
