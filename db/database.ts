@@ -33,6 +33,10 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
       max: 10,
       ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
     });
+    // An idle connection the server closed (a restart, a shutdown under us) is an 'error'
+    // event on the pool: unhandled, it would end the process. The pool drops that client;
+    // queries in flight fail on their own.
+    pool.on('error', () => {});
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     try {
       if (opts.schema) await pool.query(`create schema if not exists "${opts.schema}"`);

@@ -93,11 +93,13 @@ async function start(): Promise<number> {
   let joinUrl: string;
   try {
     const room = 'demo';
-    const existing = await sfuAdmin(stack, 'GET', `/rooms/${room}`, undefined, { allow404: true });
+    const { signal } = controller;
+    const existing = await sfuAdmin(stack, 'GET', `/rooms/${room}`, undefined, { allow404: true, signal });
     if (!existing) {
-      await sfuAdmin(stack, 'POST', '/rooms', { id: room, name: 'Demo meeting', flags: { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true } });
+      const flags = { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true };
+      await sfuAdmin(stack, 'POST', '/rooms', { id: room, name: 'Demo meeting', flags }, { signal });
     }
-    ({ joinUrl } = (await sfuAdmin(stack, 'POST', `/rooms/${room}/tokens`, { identity: `guest-${Date.now().toString(36)}`, name: 'Guest', ttlMinutes: 24 * 60 })) as { joinUrl: string });
+    ({ joinUrl } = (await sfuAdmin(stack, 'POST', `/rooms/${room}/tokens`, { identity: `guest-${Date.now().toString(36)}`, name: 'Guest', ttlMinutes: 24 * 60 }, { signal })) as { joinUrl: string });
   } catch (err) {
     await stack.stop();
     if (controller.signal.aborted) return interruptedStart();

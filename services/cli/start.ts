@@ -53,10 +53,16 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
   const failNow = (e: VerbatimError) => {
     if (!closing) fail(e);
   };
+  // Servers still coming up when start-up was interrupted: released as soon as they are up.
+  const late: Promise<void>[] = [];
   const cleanUp = async () => {
     closing = true;
+    // What is still coming up (migrations, say) gets a moment to finish before the stores under it go.
+    await Promise.race([Promise.allSettled(late), new Promise((r) => setTimeout(r, 5000))]);
     for (const f of undo.splice(0).reverse()) await f().catch((err: unknown) => logger.error({ err }, 'stopping failed'));
+    await Promise.allSettled(late.splice(0));
   };
+  const untilAborted = <T>(p: Promise<T>, release: (v: T) => Promise<void>) => raceAbort(p, signal, release, late);
   try {
     checkAborted(signal);
     mkdirSync(config.DATA_DIR, { recursive: true });
@@ -66,7 +72,7 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
     let redisUrl = config.REDIS_URL;
     if (!redisUrl) {
       logger.info('starting the embedded Redis');
-      const redis = await untilAborted(startEmbeddedRedis(config.DATA_DIR), signal, (r) => r.stop());
+      const redis = await untilAborted(startEmbeddedRedis(config.DATA_DIR), (r) => r.stop());
       undo.push(() => redis.stop());
       redis.process.once('exit', () => failNow(storeDied('Redis')));
       redisUrl = redis.url;
@@ -75,15 +81,15 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
     let databaseUrl = config.DATABASE_URL;
     if (!databaseUrl) {
       logger.info('starting the embedded PostgreSQL');
-      const pg = await untilAborted(startEmbeddedPostgres(config.DATA_DIR, { logger }), signal, (p) => p.stop());
+      const pg = await untilAborted(startEmbeddedPostgres(config.DATA_DIR, { logger, signal }), (p) => p.stop());
       undo.push(() => pg.stop());
       void pg.exited.then(() => failNow(storeDied('PostgreSQL')));
       databaseUrl = pg.url;
-      await untilAborted(importPgliteDataDir(config.DATA_DIR, pg.url, logger), signal, async () => {});
+      await untilAborted(importPgliteDataDir(config.DATA_DIR, pg.url, logger), async () => {});
     }
 
     logger.info('running database migrations');
-    const db = await untilAborted(openDatabase({ url: databaseUrl, ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }), signal, (d) => d.destroy());
+    const db = await untilAborted(openDatabase({ url: databaseUrl, ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }), (d) => d.destroy());
     undo.push(() => db.destroy());
     // First start: an admin key for the compliance API, printed once.
     const admins = await db.selectFrom('users').select('id').where('role', '=', 'admin').execute();
@@ -158,12 +164,12 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
  * A call to the SFU admin API of a running stack; the parsed JSON body. `allow404`: a
  * missing resource answers undefined instead of throwing.
  */
-export async function sfuAdmin(stack: Pick<RunningStack, 'urls' | 'apiSecret'>, method: string, p: string, body?: unknown, opts: { allow404?: boolean } = {}): Promise<unknown> {
+export async function sfuAdmin(stack: Pick<RunningStack, 'urls' | 'apiSecret'>, method: string, p: string, body?: unknown, opts: { allow404?: boolean; signal?: AbortSignal } = {}): Promise<unknown> {
   const res = await fetch(`${stack.urls.sfu}/api/v1${p}`, {
     method,
     headers: { authorization: `Bearer ${stack.apiSecret}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    signal: AbortSignal.timeout(30_000),
+    signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
   });
   if (res.status === 404 && opts.allow404) return undefined;
   const json = (await res.json()) as { error?: { code: string; message: string } };
@@ -184,25 +190,25 @@ function storeDied(what: string): VerbatimError {
 }
 
 /**
- * Waits for `p` unless start-up is interrupted first; then rejects at once and releases
- * whatever `p` still brings up (a slow server start must not keep Ctrl-C waiting).
+ * Waits for `p` unless start-up is interrupted first; then rejects at once, and whatever
+ * `p` still brings up is released when it is up (`late` tracks that, for the cleanup to await).
  */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal, release: (v: T) => Promise<void>): Promise<T> {
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, release: (v: T) => Promise<void>, late: Promise<void>[]): Promise<T> {
+  const releaseLater = () => late.push(p.then(release, () => {}));
   if (signal.aborted) {
-    p.then(release, () => {});
+    releaseLater();
     return Promise.reject(interrupted());
   }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => {
-      p.then(release, () => {});
+      releaseLater();
       reject(interrupted());
     };
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(
       (v) => {
         signal.removeEventListener('abort', onAbort);
-        if (signal.aborted) return;
-        resolve(v);
+        if (!signal.aborted) resolve(v);
       },
       (err: unknown) => {
         signal.removeEventListener('abort', onAbort);

@@ -146,22 +146,23 @@ function alive(pid: number): boolean {
 }
 
 /** Runs a PostgreSQL tool to completion without blocking the event loop (a Ctrl-C meanwhile is still handled). */
-function run(bin: string, args: string[], user: RunAs | undefined, what: string): Promise<void> {
+function run(bin: string, args: string[], user: RunAs | undefined, what: string, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { ...(user ? { uid: user.uid, gid: user.gid, cwd: user.home } : {}), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(bin, args, { ...(user ? { uid: user.uid, gid: user.gid, cwd: user.home } : {}), stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
     let output = '';
     child.stdout!.on('data', (d) => (output = (output + d).slice(-4000)));
     child.stderr!.on('data', (d) => (output = (output + d).slice(-4000)));
-    child.once('error', (err) => reject(new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${err.message}`, { hint: 'Is the Debian postgresql package installed?' })));
+    child.once('error', (err) => reject(signal?.aborted ? interrupted() : new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${err.message}`, { hint: 'Is the Debian postgresql package installed?' })));
     child.once('exit', (code) => {
       if (code === 0) resolve();
+      else if (signal?.aborted) reject(interrupted());
       else reject(new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${output.trim()}`, { hint: 'See the message above; the embedded database lives in the directory it names.' }));
     });
   });
 }
 
 /** initdb into a scratch directory renamed into place, so a crash halfway leaves nothing half-made. */
-async function initCluster(dataDir: string, clusterDir: string, user: RunAs | undefined): Promise<void> {
+async function initCluster(dataDir: string, clusterDir: string, user: RunAs | undefined, signal?: AbortSignal): Promise<void> {
   const bin = binDir();
   const scratch = `${clusterDir}.initdb`;
   rmSync(scratch, { recursive: true, force: true });
@@ -174,7 +175,7 @@ async function initCluster(dataDir: string, clusterDir: string, user: RunAs | un
     chownSync(scratch, user.uid, user.gid);
   }
   // Trust over the socket only: the socket directory is the cluster's own (0700) and nothing listens on TCP.
-  await run(path.join(bin, 'initdb'), ['-D', scratch, '-U', DB_USER, '-A', 'trust', '-E', 'UTF8', '--locale=C.UTF-8', '--data-checksums', '--no-instructions'], user, 'initdb of the embedded database');
+  await run(path.join(bin, 'initdb'), ['-D', scratch, '-U', DB_USER, '-A', 'trust', '-E', 'UTF8', '--locale=C.UTF-8', '--data-checksums', '--no-instructions'], user, 'initdb of the embedded database', signal);
   renameSync(scratch, clusterDir);
   if (outside) {
     const file = path.join(dataDir, LOCATION_FILE);
@@ -187,11 +188,12 @@ async function initCluster(dataDir: string, clusterDir: string, user: RunAs | un
  * Starts the data dir's PostgreSQL (creating the cluster on first use) and the `verbatim`
  * database in it. Refuses when a server already runs on that cluster: one owner at a time.
  */
-export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Logger } = {}): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Logger; signal?: AbortSignal } = {}): Promise<EmbeddedPostgres> {
   const user = runAsUser();
   const clusterDir = embeddedPostgresDir(dataDir);
   const created = !existsSync(path.join(clusterDir, 'PG_VERSION'));
-  if (created) await initCluster(dataDir, clusterDir, user);
+  if (created) await initCluster(dataDir, clusterDir, user, opts.signal);
+  if (opts.signal?.aborted) throw interrupted();
   const other = runningEmbeddedPostgres(dataDir);
   if (other) {
     throw new VerbatimError('DATABASE_UNAVAILABLE', `the embedded database of ${dataDir} is already running (postgres pid ${other.pid})`, {
@@ -233,7 +235,7 @@ export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Lo
     await exited;
   };
   try {
-    await waitUntilAccepting(clusterDir, child, () => stderr);
+    await waitUntilAccepting(clusterDir, child, () => stderr, opts.signal);
     await ensureDatabase(sockDir);
   } catch (err) {
     await stop();
@@ -247,11 +249,12 @@ export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Lo
  * postmaster.pid says "ready" once the server accepts connections (probing earlier only
  * logs FATAL lines); a file left by a crashed server is older than this start.
  */
-async function waitUntilAccepting(clusterDir: string, child: ChildProcess, stderr: () => string): Promise<void> {
+async function waitUntilAccepting(clusterDir: string, child: ChildProcess, stderr: () => string, signal?: AbortSignal): Promise<void> {
   const startedSec = Math.floor(Date.now() / 1000) - 1;
   const deadline = Date.now() + 60_000;
   const pidFile = path.join(clusterDir, 'postmaster.pid');
   for (;;) {
+    if (signal?.aborted) throw interrupted();
     if (child.exitCode !== null) {
       throw new VerbatimError('DATABASE_UNAVAILABLE', `the embedded PostgreSQL exited during start-up: ${stderr().trim().split('\n').slice(-3).join(' | ')}`, { hint: 'See the PostgreSQL message; the cluster is in the directory it names.' });
     }
@@ -286,6 +289,10 @@ async function ensureDatabase(sockDir: string): Promise<void> {
 export function removeEmbeddedPostgres(dataDir: string): void {
   const located = readLocation(dataDir);
   if (located) rmSync(located, { recursive: true, force: true });
+}
+
+function interrupted(): VerbatimError {
+  return new VerbatimError('INTERRUPTED', 'start-up interrupted', { hint: 'Start again when you are ready.' });
 }
 
 function shellQuote(s: string): string {

@@ -10,9 +10,12 @@ export const ORPHAN_END_REASON = 'sfu-restarted';
 /**
  * An SFU that died (kill -9, a crash) leaves its recording sessions open at the recorder:
  * nobody will end them. On start, before it serves anyone, the SFU ends every session the
- * database still lists as recording for the rooms it hosts (the rooms of its database: one
- * SFU per database), so the recorder seals each with what was recorded and queues it for
- * transcoding. Participants who come back join as new peers, in a new session.
+ * database still lists as recording for its rooms, through its recorder (RECORDER_URL), so
+ * the recorder seals each with what was recorded and queues it for transcoding.
+ * Participants who come back join as new peers, in a new session. With several SFU hosts
+ * on one database, each with its own recorder (README, Scaling out), another host's
+ * sessions are unknown to this recorder and left alone; SFU hosts sharing one recorder
+ * would end each other's sessions at a restart.
  */
 export async function endOrphanedSessions(deps: { db: Db; config: Config; logger: Logger; retryForMs?: number }): Promise<{ ended: string[]; unknown: string[]; failed: string[] }> {
   const { db, config } = deps;
@@ -40,8 +43,8 @@ export async function endOrphanedSessions(deps: { db: Db; config: Config; logger
         } catch (err) {
           const code = err instanceof VerbatimError ? err.code : 'INTERNAL';
           if (code === 'ROOM_NOT_FOUND') {
-            // The recorder has no such open session (it ended meanwhile, or its journal is gone): nothing to seal here.
-            log.warn({ room, session: id }, 'the database lists a recording session the recorder does not have open');
+            // Not open at our recorder: another SFU host's session, or one that ended meanwhile.
+            log.info({ room, session: id }, 'a session listed as recording is not open at this recorder: left alone');
             out.unknown.push(id);
             return;
           }
