@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
-import type { Db } from '../db/database.ts';
+import { openDatabase, type Db } from '../db/database.ts';
 import { loadConfig, type ConfigKey } from '../services/lib/config.ts';
 import { createLogger } from '../services/lib/logger.ts';
 import { AuditLog } from '../services/audit/index.ts';
@@ -35,7 +35,10 @@ export async function startTestSfu(opts: { db?: Db; dataDir?: string; overrides?
       ...opts.overrides,
     },
   });
-  const running = await startSfu(config, createLogger({ level: config.LOG_LEVEL }), { ...(opts.db ? { db: opts.db } : {}), audit: (db) => new AuditLog(db) });
+  // Without a database of the test's own, an in-process PGlite in the data dir (as the SFU
+  // tests always had): no server to start per test, nothing left behind.
+  const ownDb = opts.db ? undefined : await openDatabase({ pgliteDir: path.join(dataDir, 'pglite') });
+  const running = await startSfu(config, createLogger({ level: config.LOG_LEVEL }), { db: opts.db ?? ownDb!, audit: (db) => new AuditLog(db) });
   return {
     running,
     url: running.url,
@@ -52,6 +55,7 @@ export async function startTestSfu(opts: { db?: Db; dataDir?: string; overrides?
     },
     async close() {
       await running.close();
+      await ownDb?.destroy();
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };

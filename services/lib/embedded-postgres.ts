@@ -175,7 +175,12 @@ async function initCluster(dataDir: string, clusterDir: string, user: RunAs | un
     chownSync(scratch, user.uid, user.gid);
   }
   // Trust over the socket only: the socket directory is the cluster's own (0700) and nothing listens on TCP.
-  await run(path.join(bin, 'initdb'), ['-D', scratch, '-U', DB_USER, '-A', 'trust', '-E', 'UTF8', '--locale=C.UTF-8', '--data-checksums', '--no-instructions'], user, 'initdb of the embedded database', signal);
+  try {
+    await run(path.join(bin, 'initdb'), ['-D', scratch, '-U', DB_USER, '-A', 'trust', '-E', 'UTF8', '--locale=C.UTF-8', '--data-checksums', '--no-instructions'], user, 'initdb of the embedded database', signal);
+  } catch (err) {
+    rmSync(scratch, { recursive: true, force: true });
+    throw err;
+  }
   renameSync(scratch, clusterDir);
   if (outside) {
     const file = path.join(dataDir, LOCATION_FILE);
@@ -287,8 +292,11 @@ async function ensureDatabase(sockDir: string): Promise<void> {
  * the data dir itself. For tests and for operators retiring a data dir.
  */
 export function removeEmbeddedPostgres(dataDir: string): void {
-  const located = readLocation(dataDir);
-  if (located) rmSync(located, { recursive: true, force: true });
+  if (!existsSync(dataDir)) return;
+  const clusterDir = embeddedPostgresDir(dataDir);
+  if (clusterDir === path.join(dataDir, 'postgres')) return;
+  rmSync(clusterDir, { recursive: true, force: true });
+  rmSync(`${clusterDir}.initdb`, { recursive: true, force: true });
 }
 
 function interrupted(): VerbatimError {
