@@ -1,7 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { FromStageSchema, STAGE_IPC_VERSION, type FromStage, type StageName, type ToStage } from '../lib/contracts/stage-ipc.ts';
-import { VerbatimError } from '../lib/errors.ts';
+import { interruptedError as interrupted, VerbatimError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 
 export interface StagePolicy {
@@ -227,8 +227,4 @@ export class SupervisedStage extends EventEmitter<StageEvents> {
       // already gone
     }
   }
-}
-
-function interrupted(): VerbatimError {
-  return new VerbatimError('INTERRUPTED', 'start-up interrupted', { hint: 'Start again when you are ready.' });
 }

@@ -5,7 +5,7 @@ import { createUserWithKey } from '../audit/index.ts';
 import { configToEnv, type Config } from '../lib/config.ts';
 import type { StageName } from '../lib/contracts/stage-ipc.ts';
 import { startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
-import { VerbatimError } from '../lib/errors.ts';
+import { interruptedError as interrupted, VerbatimError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedRedis } from '../lib/redis.ts';
 import { loadOrCreateSecrets } from '../lib/secrets.ts';
@@ -179,10 +179,6 @@ export async function sfuAdmin(stack: Pick<RunningStack, 'urls' | 'apiSecret'>, 
 
 function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw interrupted();
-}
-
-function interrupted(): VerbatimError {
-  return new VerbatimError('INTERRUPTED', 'start-up interrupted; everything started so far has been stopped', { hint: 'Start again when you are ready.' });
 }
 
 function storeDied(what: string): VerbatimError {

@@ -4,7 +4,7 @@ import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSy
 import path from 'node:path';
 import pg from 'pg';
 import { z } from 'zod';
-import { VerbatimError } from './errors.ts';
+import { interruptedError as interrupted, VerbatimError } from './errors.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -297,10 +297,6 @@ export function removeEmbeddedPostgres(dataDir: string): void {
   if (clusterDir === path.join(dataDir, 'postgres')) return;
   rmSync(clusterDir, { recursive: true, force: true });
   rmSync(`${clusterDir}.initdb`, { recursive: true, force: true });
-}
-
-function interrupted(): VerbatimError {
-  return new VerbatimError('INTERRUPTED', 'start-up interrupted', { hint: 'Start again when you are ready.' });
 }
 
 function shellQuote(s: string): string {

@@ -79,3 +79,8 @@ export function toVerbatimError(err: unknown): VerbatimError {
   const message = err instanceof Error ? err.message : String(err);
   return new VerbatimError('INTERNAL', `internal error: ${message}`, { cause: err });
 }
+
+/** Start-up stopped on request (Ctrl-C, SIGTERM) before it finished: not a failure. */
+export function interruptedError(): VerbatimError {
+  return new VerbatimError('INTERRUPTED', 'start-up interrupted; everything started so far has been stopped', { hint: 'Start again when you are ready.' });
+}
