@@ -1,6 +1,5 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
@@ -50,6 +49,8 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
   } else {
     const dir = opts.pgliteDir ?? 'memory://';
     if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true });
+    // Loaded only here: the processes on PostgreSQL never pay for PGlite's module.
+    const { PGlite } = await import('@electric-sql/pglite');
     const lite = await PGlite.create(dir);
     db = new Kysely<Database>({ dialect: new PGliteDialect(lite) });
   }

@@ -90,7 +90,7 @@ async function start(): Promise<number> {
     if (err instanceof VerbatimError && err.code === 'INTERRUPTED') return interruptedStart();
     throw err;
   }
-  let joinUrl: string;
+  let joinUrl = '';
   try {
     const room = 'demo';
     const { signal } = controller;
@@ -101,11 +101,14 @@ async function start(): Promise<number> {
     }
     ({ joinUrl } = (await sfuAdmin(stack, 'POST', `/rooms/${room}/tokens`, { identity: `guest-${Date.now().toString(36)}`, name: 'Guest', ttlMinutes: 24 * 60 }, { signal })) as { joinUrl: string });
   } catch (err) {
-    await stack.stop();
-    if (controller.signal.aborted) return interruptedStart();
-    throw err;
+    if (!controller.signal.aborted) {
+      await stack.stop();
+      throw err;
+    }
   }
   if (controller.signal.aborted) {
+    // The first admin key exists now and is shown only once: show it even so.
+    if (stack.firstAdminKey) process.stdout.write(`  Admin key    : ${stack.firstAdminKey}  (shown once: keep it; it creates the other keys)\n`);
     await stack.stop();
     return interruptedStart();
   }

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDatabase, type Db } from '../../db/database.ts';
-import { createUserWithKey } from '../audit/index.ts';
 import { configToEnv, type Config } from '../lib/config.ts';
 import type { StageName } from '../lib/contracts/stage-ipc.ts';
 import { startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
@@ -9,8 +9,6 @@ import { interruptedError as interrupted, VerbatimError } from '../lib/errors.ts
 import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedRedis } from '../lib/redis.ts';
 import { loadOrCreateSecrets } from '../lib/secrets.ts';
-import { modelLocation } from '../transcode/index.ts';
-import { importPgliteDataDir } from './pglite-import.ts';
 import { SupervisedStage, type StagePolicy, type StageSpec } from './stage-supervisor.ts';
 
 export interface RunningStack {
@@ -69,31 +67,35 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
     // Created here, once, so stages starting side by side never race to create it.
     const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
 
-    let redisUrl = config.REDIS_URL;
-    if (!redisUrl) {
-      logger.info('starting the embedded Redis');
-      const redis = await untilAborted(startEmbeddedRedis(config.DATA_DIR), (r) => r.stop());
+    // The private Redis and PostgreSQL (unless configured) come up side by side.
+    if (!config.REDIS_URL) logger.info('starting the embedded Redis');
+    if (!config.DATABASE_URL) logger.info('starting the embedded PostgreSQL');
+    const [redisStart, pgStart] = await Promise.allSettled([
+      config.REDIS_URL ? undefined : untilAborted(startEmbeddedRedis(config.DATA_DIR), (r) => r.stop()),
+      config.DATABASE_URL ? undefined : untilAborted(startEmbeddedPostgres(config.DATA_DIR, { logger, signal }), (p) => p.stop()),
+    ]);
+    const redis = redisStart.status === 'fulfilled' ? redisStart.value : undefined;
+    const pg = pgStart.status === 'fulfilled' ? pgStart.value : undefined;
+    if (redis) {
       undo.push(() => redis.stop());
       redis.process.once('exit', () => failNow(storeDied('Redis')));
-      redisUrl = redis.url;
     }
-
-    let databaseUrl = config.DATABASE_URL;
-    if (!databaseUrl) {
-      logger.info('starting the embedded PostgreSQL');
-      const pg = await untilAborted(startEmbeddedPostgres(config.DATA_DIR, { logger, signal }), (p) => p.stop());
+    if (pg) {
       undo.push(() => pg.stop());
       void pg.exited.then(() => failNow(storeDied('PostgreSQL')));
-      databaseUrl = pg.url;
+    }
+    for (const r of [redisStart, pgStart]) if (r.status === 'rejected') throw r.reason;
+    const redisUrl = config.REDIS_URL ?? redis!.url;
+    const databaseUrl = config.DATABASE_URL ?? pg!.url;
+    // Loaded only for a data dir that still needs it (the launcher stays small).
+    if (pg && existsSync(path.join(config.DATA_DIR, 'pglite'))) {
+      const { importPgliteDataDir } = await import('./pglite-import.ts');
       await untilAborted(importPgliteDataDir(config.DATA_DIR, pg.url, logger), async () => {});
     }
 
     logger.info('running database migrations');
     const db = await untilAborted(openDatabase({ url: databaseUrl, ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }), (d) => d.destroy());
     undo.push(() => db.destroy());
-    // First start: an admin key for the compliance API, printed once.
-    const admins = await db.selectFrom('users').select('id').where('role', '=', 'admin').execute();
-    const firstAdminKey = admins.length === 0 ? (await createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
     checkAborted(signal);
 
     const policy: StagePolicy = {
@@ -119,6 +121,12 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
       for (const s of [sfu, audit, transcode, recorder]) await s.stop('launcher stopping');
     };
     undo.push(stopStages);
+    // Loaded while the stages start, used once they are up (only then, or a start that failed
+    // would have made a key nobody saw): the first start's admin key, and the Whisper model's place.
+    const needsAdmin = (await db.selectFrom('users').select('id').where('role', '=', 'admin').execute()).length === 0;
+    const auditModule = needsAdmin ? import('../audit/index.ts') : undefined;
+    const transcodeModule = import('../transcode/index.ts');
+    for (const p of [auditModule, transcodeModule]) p?.catch(() => {});
     // One stage failing to start stops the others' starts at once.
     const starting = new AbortController();
     const abortStarts = () => starting.abort();
@@ -134,6 +142,8 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
       signal.removeEventListener('abort', abortStarts);
     }
 
+    const firstAdminKey = auditModule ? (await (await auditModule).createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
+    const { modelLocation } = await transcodeModule;
     const model = modelLocation({ model: config.WHISPER_MODEL, modelsDir: config.WHISPER_MODELS_DIR });
     const modelMissing = existsSync(model.path)
       ? undefined
