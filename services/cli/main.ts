@@ -127,7 +127,7 @@ async function start(): Promise<number> {
         : '  Admin key    : printed at the first start (POST /api/v1/keys with it creates more)',
       `  Metrics      : ${base}/metrics`,
       `  Data dir     : ${config.DATA_DIR}`,
-      ...(stack.modelMissing ? [`  Note         : ${stack.modelMissing}`] : []),
+      ...stack.notes.map((n) => `  Note         : ${n}`),
       'Press Ctrl-C to stop.',
       '',
     ].join('\n'),

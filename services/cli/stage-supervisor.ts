@@ -50,6 +50,8 @@ export class SupervisedStage extends EventEmitter<StageEvents> {
   private pinnedPort: string | undefined;
   private lastFatal: Extract<FromStage, { t: 'fatal' }> | undefined;
   url: string | undefined;
+  /** The operator notes of its last ready message. */
+  notes: string[] = [];
   /** Restarts so far (for reports and tests). */
   restarts = 0;
 
@@ -122,6 +124,7 @@ export class SupervisedStage extends EventEmitter<StageEvents> {
           this.url = m.url;
           this.pinnedPort ??= new URL(m.url).port;
         }
+        this.notes = m.notes ?? [];
         if (this.state === 'starting') this.state = 'running';
         log.info({ url: m.url }, 'stage ready');
         const restarted = this.restarts > 0 && !done;

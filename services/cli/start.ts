@@ -21,7 +21,8 @@ export interface RunningStack {
   db: Db;
   databaseUrl: string;
   redisUrl: string;
-  modelMissing: string | undefined;
+  /** What the stages want the operator to know (a missing Whisper model, say). */
+  notes: string[];
   stages: Record<StageName, SupervisedStage>;
   /** Resolves when the stack cannot go on: a stage kept crashing, or the embedded database or Redis died. */
   failed: Promise<VerbatimError>;
@@ -35,10 +36,11 @@ const entry = (stage: string) => fileURLToPath(new URL(`../${stage}/src/process.
  * `npm start`: one launcher supervising each stage as its own process (crash isolation:
  * one stage's exception never takes down another). The launcher brings up the stores
  * (a private redis-server and PostgreSQL unless REDIS_URL / DATABASE_URL are set, both
- * dying with it even on kill -9), migrates the database once, creates the first admin key,
- * then starts the stages with the configuration in their environment: the recorder first
- * (the SFU needs its URL), the transcode worker and the compliance API meanwhile. A stage
- * that exits unexpectedly is restarted on the same port while the others keep serving.
+ * dying with it even on kill -9), migrates the database once, then starts the stages with
+ * the configuration in their environment: the recorder first (the SFU needs its URL), the
+ * transcode worker and the compliance API meanwhile; once all are up, the first start's
+ * admin key. A stage that exits unexpectedly is restarted on the same port while the
+ * others keep serving.
  * `signal` interrupts start-up at any point; whatever was started is stopped again.
  */
 export async function startStack(config: Config, logger: Logger, opts: { signal?: AbortSignal } = {}): Promise<RunningStack> {
@@ -121,12 +123,11 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
       for (const s of [sfu, audit, transcode, recorder]) await s.stop('launcher stopping');
     };
     undo.push(stopStages);
-    // Loaded while the stages start, used once they are up (only then, or a start that failed
-    // would have made a key nobody saw): the first start's admin key, and the Whisper model's place.
+    // The first start's admin key, printed once: its module loads while the stages start, the
+    // key is made once they are all up (a start that failed would have made a key nobody saw).
     const needsAdmin = (await db.selectFrom('users').select('id').where('role', '=', 'admin').execute()).length === 0;
     const auditModule = needsAdmin ? import('../audit/index.ts') : undefined;
-    const transcodeModule = import('../transcode/index.ts');
-    for (const p of [auditModule, transcodeModule]) p?.catch(() => {});
+    auditModule?.catch(() => {});
     // One stage failing to start stops the others' starts at once.
     const starting = new AbortController();
     const abortStarts = () => starting.abort();
@@ -143,11 +144,6 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
     }
 
     const firstAdminKey = auditModule ? (await (await auditModule).createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
-    const { modelLocation } = await transcodeModule;
-    const model = modelLocation({ model: config.WHISPER_MODEL, modelsDir: config.WHISPER_MODELS_DIR });
-    const modelMissing = existsSync(model.path)
-      ? undefined
-      : `No Whisper model at ${model.path}: recordings are processed, but transcripts of rooms with "transcribe" wait (MODEL_MISSING) until you add one. See "Whisper model" in README.md.`;
     let stopping: Promise<void> | undefined;
     return {
       urls: { sfu: sfu.url!, recorder: recorder.url!, audit: audit.url! },
@@ -156,7 +152,7 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
       db,
       databaseUrl,
       redisUrl,
-      modelMissing,
+      notes: [recorder, sfu, transcode, audit].flatMap((st) => st.notes),
       stages,
       failed,
       stop() {

@@ -5,6 +5,8 @@ import type { Logger } from './logger.ts';
 /** What a stage's start function hands back: where it serves, and how to stop it. */
 export interface StartedStage {
   url?: string;
+  /** For the operator, printed by the launcher at start. */
+  notes?: string[];
   close(): Promise<void>;
 }
 
@@ -87,7 +89,7 @@ export function runStage(opts: StageOptions): void {
     (s) => {
       started = s;
       logger.info({ url: s.url }, `${stage} ready`);
-      send({ t: 'ready', v: STAGE_IPC_VERSION, stage, pid: process.pid, ...(s.url ? { url: s.url } : {}) });
+      send({ t: 'ready', v: STAGE_IPC_VERSION, stage, pid: process.pid, ...(s.url ? { url: s.url } : {}), ...(s.notes?.length ? { notes: s.notes } : {}) });
       if (stopReason !== undefined) void stop();
     },
     (err: unknown) => fatal(err, 'failed to start'),

@@ -19,8 +19,18 @@ export type ToStage = z.output<typeof ToStageSchema>;
 
 /** Stage → launcher. */
 export const FromStageSchema = z.discriminatedUnion('t', [
-  /** Serving. `url`: where its HTTP server listens (absent for a queue consumer). */
-  z.object({ t: z.literal('ready'), v: z.literal(STAGE_IPC_VERSION), stage: StageNameSchema, pid: z.number().int().positive(), url: z.string().url().optional() }),
+  /**
+   * Serving. `url`: where its HTTP server listens (absent for a queue consumer); `notes`:
+   * what the operator should know (the launcher prints them), e.g. a missing Whisper model.
+   */
+  z.object({
+    t: z.literal('ready'),
+    v: z.literal(STAGE_IPC_VERSION),
+    stage: StageNameSchema,
+    pid: z.number().int().positive(),
+    url: z.string().url().optional(),
+    notes: z.array(z.string().max(1000)).max(10).optional(),
+  }),
   /** Shutting down on request (a `stop` message, a signal, or the launcher gone). */
   z.object({ t: z.literal('stopping'), v: z.literal(STAGE_IPC_VERSION), stage: StageNameSchema, reason: z.string() }),
   /** It cannot go on: start-up failed or an exception escaped; the process exits next. */

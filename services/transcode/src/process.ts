@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openConfiguredDatabase } from '../../../db/database.ts';
@@ -10,6 +11,7 @@ import { runStage } from '../../lib/stage-process.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { transcriberFromConfig } from './transcriber-factory.ts';
 import { TranscodeWorker } from './transcode-worker.ts';
+import { modelLocation } from './transcriber/whisper-models.ts';
 
 /**
  * A transcode worker process (`npm run worker:transcode`, or a stage of `npm start`). Start
@@ -44,7 +46,12 @@ runStage({
       });
       await worker.start();
       logger.info({ concurrency: config.TRANSCODE_CONCURRENCY }, 'transcode worker ready');
+      const model = modelLocation({ model: config.WHISPER_MODEL, modelsDir: config.WHISPER_MODELS_DIR });
+      const notes = existsSync(model.path)
+        ? []
+        : [`No Whisper model at ${model.path}: recordings are processed, but transcripts of rooms with "transcribe" wait (MODEL_MISSING) until you add one. See "Whisper model" in README.md.`];
       return {
+        notes,
         async close() {
           await worker.close();
           await db.destroy();
