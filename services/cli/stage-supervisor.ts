@@ -49,6 +49,7 @@ export class SupervisedStage extends EventEmitter<StageEvents> {
   private backoffTimer: NodeJS.Timeout | undefined;
   private pinnedPort: string | undefined;
   private lastFatal: Extract<FromStage, { t: 'fatal' }> | undefined;
+  private retired = false;
   url: string | undefined;
   /** The operator notes of its last ready message. */
   notes: string[] = [];
@@ -157,6 +158,11 @@ export class SupervisedStage extends EventEmitter<StageEvents> {
   }
 
   private crashed(code: number | null, signal: NodeJS.Signals | null, log: Logger): void {
+    if (this.retired) {
+      log.warn({ code, signal }, 'stage exited while the launcher stops: not restarted');
+      this.state = 'stopped';
+      return;
+    }
     const now = Date.now();
     this.crashes = [...this.crashes.filter((t) => now - t < this.policy.windowMs), now];
     const why = this.lastFatal ? `${this.lastFatal.code}: ${this.lastFatal.message}` : signal ? `killed by ${signal}` : `exit code ${code}`;
@@ -185,6 +191,11 @@ export class SupervisedStage extends EventEmitter<StageEvents> {
         }
       });
     }, delay);
+  }
+
+  /** The launcher is stopping: a crash from now on is not restarted (stop() follows, in order). */
+  retire(): void {
+    this.retired = true;
   }
 
   /** Graceful stop (the stage's own close), SIGKILL after the grace period; a stage still starting is killed at once. */

@@ -119,6 +119,7 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
     const audit = stage({ name: 'audit', entry: entry('audit'), env: () => env, pinPortAs: 'AUDIT_PORT' });
     const stages = { recorder, sfu, transcode, audit };
     const stopStages = async () => {
+      for (const s of [sfu, audit, transcode, recorder]) s.retire();
       // The SFU first: it ends recording sessions while the recorder still runs to seal them.
       for (const s of [sfu, audit, transcode, recorder]) await s.stop('launcher stopping');
     };
