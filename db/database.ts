@@ -1,8 +1,9 @@
-import { mkdirSync } from 'node:fs';
-import { PGlite } from '@electric-sql/pglite';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { Kysely, PostgresDialect } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
+import { runningEmbeddedPostgres, startEmbeddedPostgres } from '../services/lib/embedded-postgres.ts';
 import { VerbatimError } from '../services/lib/errors.ts';
 import { migrationProvider } from './migrations/index.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
@@ -12,7 +13,7 @@ export type { Database } from './schema.ts';
 export type Db = Kysely<Database>;
 
 export interface DatabaseOptions {
-  /** Postgres URL; when absent the embedded PGlite is used. */
+  /** Postgres URL; when absent PGlite (pgliteDir) is used. */
   url?: string | undefined;
   /** PGlite data directory ('memory://' for an in-memory one). */
   pgliteDir?: string;
@@ -31,6 +32,10 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
       max: 10,
       ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
     });
+    // An idle connection the server closed (a restart, a shutdown under us) is an 'error'
+    // event on the pool: unhandled, it would end the process. The pool drops that client;
+    // queries in flight fail on their own.
+    pool.on('error', () => {});
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     try {
       if (opts.schema) await pool.query(`create schema if not exists "${opts.schema}"`);
@@ -38,12 +43,14 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
     } catch (err) {
       await db.destroy();
       throw new VerbatimError('CONFIG_INVALID', `cannot connect to DATABASE_URL: ${(err as Error).message}`, {
-        hint: 'Check that Postgres runs and DATABASE_URL is right, or unset DATABASE_URL to use the embedded PGlite database.',
+        hint: 'Check that Postgres runs and DATABASE_URL is right, or unset DATABASE_URL to use the embedded PostgreSQL in DATA_DIR.',
       });
     }
   } else {
     const dir = opts.pgliteDir ?? 'memory://';
     if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true });
+    // Loaded only here: the processes on PostgreSQL never pay for PGlite's module.
+    const { PGlite } = await import('@electric-sql/pglite');
     const lite = await PGlite.create(dir);
     db = new Kysely<Database>({ dialect: new PGliteDialect(lite) });
   }
@@ -67,9 +74,35 @@ export async function migrate<DB>(db: Kysely<DB>, schema?: string): Promise<void
 
 /**
  * The database the configuration names: Postgres (DATABASE_URL, DATABASE_SCHEMA) or the
- * embedded PGlite in DATA_DIR/pglite. PGlite is one process's database: services that
- * run as separate processes need DATABASE_URL; `npm start` runs them in one process.
+ * embedded PostgreSQL of DATA_DIR (services/lib/embedded-postgres.ts). `npm start` runs that
+ * server and hands its URL to every stage as DATABASE_URL; a command run on its own (an
+ * operator CLI, a standalone stage) connects to it while it runs, else starts it for as
+ * long as this database stays open. PGlite remains a backend of `openDatabase` (tests,
+ * benchmarks, and the one-time import of a data dir that still holds DATA_DIR/pglite).
  */
-export function openConfiguredDatabase(config: { DATABASE_URL?: string | undefined; DATABASE_SCHEMA?: string | undefined; DATA_DIR: string }): Promise<Db> {
-  return openDatabase({ url: config.DATABASE_URL, pgliteDir: `${config.DATA_DIR}/pglite`, ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) });
+export async function openConfiguredDatabase(config: { DATABASE_URL?: string | undefined; DATABASE_SCHEMA?: string | undefined; DATA_DIR: string }): Promise<Db> {
+  const schema = config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {};
+  if (config.DATABASE_URL) return openDatabase({ url: config.DATABASE_URL, ...schema });
+  const running = runningEmbeddedPostgres(config.DATA_DIR);
+  if (running) return openDatabase({ url: running.url, ...schema });
+  if (existsSync(path.join(config.DATA_DIR, 'pglite'))) {
+    throw new VerbatimError('DATABASE_UNAVAILABLE', `${config.DATA_DIR} still holds the embedded PGlite database of an earlier version`, {
+      hint: 'Run `npm start` once with this DATA_DIR: it moves the data into the embedded PostgreSQL (keeping the PGlite directory as a backup).',
+    });
+  }
+  const server = await startEmbeddedPostgres(config.DATA_DIR);
+  let db: Db;
+  try {
+    db = await openDatabase({ url: server.url, ...schema });
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  // The server lives as long as this handle: destroying the database stops it.
+  const destroy = db.destroy.bind(db);
+  db.destroy = async () => {
+    await destroy();
+    await server.stop();
+  };
+  return db;
 }

@@ -14,8 +14,8 @@ APT_PACKAGES=(
   flatbuffers-compiler libflatbuffers-dev
   # whisper-cli, built offline from the whisper.cpp sources in nodejs-whisper
   cmake
-  # media tools, browser for tests and the demo, embedded queue backend
-  ffmpeg chromium espeak-ng sox redis-server
+  # media tools, browser for tests and the demo, embedded queue backend and database
+  ffmpeg chromium espeak-ng sox redis-server postgresql
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import pg from 'pg';
-import { openDatabase, type Db } from '../db/database.ts';
+import { openConfiguredDatabase, openDatabase, type Db } from '../db/database.ts';
 import { TRANSCODE_QUEUE } from '../services/lib/contracts/jobs.ts';
 import { redisConnection } from '../services/lib/redis.ts';
 import { TEST_DATABASE_URL } from './databases.ts';
@@ -21,7 +21,7 @@ export interface TestRecorder {
   child: ChildProcess;
   queuePrefix: string;
   redisUrl: string;
-  /** Opens the database the recorder writes to (Postgres schema, or its PGlite after it stopped). */
+  /** Opens the database the recorder writes to (a Postgres schema, or the embedded PostgreSQL of its data dir). */
   openDb(): Promise<Db>;
   finalizeQueue(): Queue;
   api<T = any>(method: string, p: string, body?: unknown): Promise<{ status: number; body: T }>;
@@ -46,7 +46,7 @@ async function reachable(url: string): Promise<boolean> {
 /**
  * The recorder as a real separate process (so tests can kill -9 it), on Redis at
  * 127.0.0.1:6379 with a private queue prefix, and Postgres in a private schema when
- * available (else its own PGlite).
+ * available (else the embedded PostgreSQL of its data dir).
  */
 export async function startTestRecorder(overrides: Record<string, string> = {}): Promise<TestRecorder> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-rec-'));
@@ -74,7 +74,7 @@ export async function startTestRecorder(overrides: Record<string, string> = {}):
     queuePrefix,
     redisUrl,
     async openDb() {
-      return usePg ? openDatabase({ url: TEST_DATABASE_URL, schema }) : openDatabase({ pgliteDir: path.join(dataDir, 'pglite') });
+      return usePg ? openDatabase({ url: TEST_DATABASE_URL, schema }) : openConfiguredDatabase({ DATA_DIR: dataDir });
     },
     finalizeQueue() {
       return new Queue(TRANSCODE_QUEUE, { connection: redisConnection(redisUrl), prefix: queuePrefix });
@@ -108,7 +108,7 @@ export async function startTestRecorder(overrides: Record<string, string> = {}):
     const child = fork(entry, [], { execArgv: ['--import', 'tsx'], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
     rec.child = child;
     rec.url = await new Promise<string>((resolve, reject) => {
-      child.on('message', (m: any) => m?.t === 'listening' && resolve(m.url));
+      child.on('message', (m: any) => m?.t === 'ready' && resolve(m.url));
       child.once('exit', (code) => reject(new Error(`recorder exited early with ${code}`)));
     });
   };

@@ -7,7 +7,7 @@ import { FakeMediaStreamTrack } from 'fake-mediastreamtrack';
 import { Device, FakeHandler, type types as msc } from 'mediasoup-client';
 import * as fakeParameters from 'mediasoup-client/fakeParameters';
 import WebSocket from 'ws';
-import type { Db } from '../db/database.ts';
+import { openDatabase, type Db } from '../db/database.ts';
 import type { AuditEntryInput, AuditSink } from '../services/lib/audit-sink.ts';
 import { loadConfig, type ConfigKey } from '../services/lib/config.ts';
 import { createLogger } from '../services/lib/logger.ts';
@@ -41,7 +41,10 @@ export async function startTestSfu(opts: { db?: Db; dataDir?: string; overrides?
       ...opts.overrides,
     },
   });
-  const running = await startSfu(config, createLogger({ level: config.LOG_LEVEL }), { ...(opts.db ? { db: opts.db } : {}), audit: opts.audit ?? ((db) => new AuditLog(db)) });
+  // Without a database of the test's own, an in-process PGlite in the data dir (as the SFU
+  // tests always had): no server to start per test, nothing left behind.
+  const ownDb = opts.db ? undefined : await openDatabase({ pgliteDir: path.join(dataDir, 'pglite') });
+  const running = await startSfu(config, createLogger({ level: config.LOG_LEVEL }), { db: opts.db ?? ownDb!, audit: opts.audit ?? ((db) => new AuditLog(db)) });
   return {
     running,
     url: running.url,
@@ -58,6 +61,7 @@ export async function startTestSfu(opts: { db?: Db; dataDir?: string; overrides?
     },
     async close() {
       await running.close();
+      await ownDb?.destroy();
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -119,7 +119,7 @@ export async function startBenchRecorder(env: Record<string, string> = {}): Prom
     },
   );
   const url = await new Promise<string>((resolve, reject) => {
-    child.on('message', (m: { t?: string; url: string } | undefined) => m?.t === 'listening' && resolve(m.url));
+    child.on('message', (m: { t?: string; url: string } | undefined) => m?.t === 'ready' && resolve(m.url));
     child.once('exit', (code) => reject(new Error(`recorder exited early with ${code}`)));
   });
   const api = async <T>(method: string, p: string, body?: unknown): Promise<T> => {

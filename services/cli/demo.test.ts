@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { removeDataDir } from '../../testing/data-dirs.ts';
 import { descendantProcesses as descendants, processAlive as alive } from '../../testing/processes.ts';
 import { TEST_PHRASE } from '../transcode/index.ts';
 import { CAST, runDemo } from './demo.ts';
@@ -11,8 +12,9 @@ import { CAST, runDemo } from './demo.ts';
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-demo-test-'));
 const cliDataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-demo-cli-test-'));
 afterAll(() => {
-  rmSync(dataDir, { recursive: true, force: true });
-  rmSync(cliDataDir, { recursive: true, force: true });
+  // With the embedded PostgreSQL's cluster when, as root, it lives outside the data dir.
+  removeDataDir(dataDir);
+  removeDataDir(cliDataDir);
 });
 
 describe('npm run demo', () => {

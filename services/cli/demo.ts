@@ -15,7 +15,7 @@ import { fakeCameraY4m } from '../../testing/media-fixtures.ts';
 import { TEST_PHRASE, fixedPhraseModelPath, modelLocation } from '../transcode/index.ts';
 import { createUserWithKey } from '../audit/index.ts';
 import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './process-group.ts';
-import { startStack, type RunningStack } from './start.ts';
+import { sfuAdmin, startStack, type RunningStack } from './start.ts';
 
 /**
  * `npm run demo`: a scripted recorded meeting on the real stack. Three headless
@@ -173,11 +173,14 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
 
   const logger = createLogger({ level: config.LOG_LEVEL });
-  const stack = await startStack(config, logger);
+  const stack = await startStack(config, logger, signal ? { signal } : {}).catch((err: unknown) => {
+    if (signal?.aborted) throw new VerbatimError('DEMO_FAILED', 'demo interrupted; everything it started has been stopped', { hint: 'Run npm run demo again and let it finish.' });
+    throw err;
+  });
   const joined: Joined[] = [];
   const browsers: Browser[] = [];
   try {
-    out(`  Stack up: meeting server ${stack.sfu.url}, compliance API ${stack.audit.url}`);
+    out(`  Stack up: meeting server ${stack.urls.sfu}, compliance API ${stack.urls.audit}`);
     const room = `demo-${new Date().toISOString().replace(/\D/g, '').slice(0, 14)}`;
     await sfuAdmin(stack, 'POST', '/rooms', {
       id: room,
@@ -218,7 +221,15 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       await page.locator('#consent-dialog[open]').waitFor({ timeout: 10_000 });
       await page.click(c.consent === 'granted' ? '#consent-accept' : '#consent-decline');
       // The SFU's own view of the answer, not just the page's.
-      await poll(async () => (stack.sfu.sfu.rooms.get(room)?.peers.get(c.identity)?.consent === c.consent ? true : undefined), 10_000, signal, `${c.name}'s consent answer`);
+      await poll(
+        async () => {
+          const { peers } = (await sfuAdmin(stack, 'GET', `/rooms/${room}/peers`)) as { peers: { id: string; consent: string }[] };
+          return peers.find((p) => p.id === c.identity)?.consent === c.consent ? true : undefined;
+        },
+        10_000,
+        signal,
+        `${c.name}'s consent answer`,
+      );
       await page.waitForFunction((want) => (window as MeetingWindow).verbatim?.state.recording?.recordingYou === want, c.consent === 'granted', { timeout: 10_000 });
       const j = { member: c, browser, page };
       joined.push(j);
@@ -252,7 +263,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const officerKey = await apiKeyFor(stack, 'compliance_officer');
     const auditorKey = await apiKeyFor(stack, 'auditor');
     const api = async <T>(p: string, key = officerKey): Promise<T> => {
-      const res = await fetch(`${stack.audit.url}/api/v1${p}`, { headers: { authorization: `Bearer ${key}` } });
+      const res = await fetch(`${stack.urls.audit}/api/v1${p}`, { headers: { authorization: `Bearer ${key}` } });
       const body = (await res.json()) as T & { error?: { code: string; message: string } };
       if (!res.ok) throw new VerbatimError('DEMO_FAILED', `compliance API ${p}: ${res.status} ${body.error?.code ?? ''} ${body.error?.message ?? ''}`, { hint: 'See the log lines above.' });
       return body;
@@ -287,12 +298,12 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const manifest = readManifest(sessionDirOf(config.RECORDINGS_DIR, room, sessionId));
     const participants = describeParticipants(manifest, details);
     const checks = verify({ sessionId, participants, hits, details, consentLog, declinerHeardPackets, lateMember: CAST.find((c) => c.joinAfter > 0)! });
-    const consoleUrl = `${stack.audit.url}/console/sessions/${encodeURIComponent(sessionId)}`;
+    const consoleUrl = `${stack.urls.audit}/console/sessions/${encodeURIComponent(sessionId)}`;
     const result: DemoResult = {
       dataDir,
       room,
       sessionId,
-      auditUrl: stack.audit.url,
+      auditUrl: stack.urls.audit,
       consoleUrl,
       model,
       query,
@@ -461,7 +472,7 @@ function plainSnippet(html: string): string {
 async function apiKeyFor(stack: RunningStack, role: 'compliance_officer' | 'auditor'): Promise<string> {
   const name = `demo ${role.replace('_', ' ')}`;
   if (stack.firstAdminKey) {
-    const res = await fetch(`${stack.audit.url}/api/v1/keys`, {
+    const res = await fetch(`${stack.urls.audit}/api/v1/keys`, {
       method: 'POST',
       headers: { authorization: `Bearer ${stack.firstAdminKey}`, 'content-type': 'application/json' },
       body: JSON.stringify({ name, role }),
@@ -471,17 +482,6 @@ async function apiKeyFor(stack: RunningStack, role: 'compliance_officer' | 'audi
     return body.apiKey;
   }
   return (await createUserWithKey(stack.db, { name, role })).apiKey;
-}
-
-async function sfuAdmin(stack: RunningStack, method: string, p: string, body: unknown): Promise<unknown> {
-  const res = await fetch(`${stack.sfu.url}/api/v1${p}`, {
-    method,
-    headers: { authorization: `Bearer ${stack.sfu.apiSecret}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const json = (await res.json()) as { error?: { code: string; message: string } };
-  if (!res.ok) throw new VerbatimError('DEMO_FAILED', `SFU admin API ${method} ${p}: ${res.status} ${json.error?.code ?? ''} ${json.error?.message ?? ''}`, { hint: 'See the log lines above.' });
-  return json;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

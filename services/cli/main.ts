@@ -1,19 +1,17 @@
-import { runAuditCommand, runExportCommand, runComplianceCommand } from '../audit/index.ts';
 import { loadConfig } from '../lib/config.ts';
 import { VerbatimError } from '../lib/errors.ts';
 import { createLogger } from '../lib/logger.ts';
-import { runRecordingCommand } from '../recorder/index.ts';
-import { runDemoCommand } from './demo.ts';
 import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './process-group.ts';
-import { startStack } from './start.ts';
 
 /**
  * `verbatim <command>`: the single entry point behind the npm scripts.
- *   start       every service on embedded defaults (or the configured backends)
+ *   start       every stage as its own supervised process, on embedded defaults (or the configured backends)
  *   demo        a scripted recorded meeting (three headless participants), processed and searched
  *   recording   inspect a track segment file or verify a session directory
  *   audit       verify the hash-chained audit trail against its signed checkpoints
  *   export      write / verify an e-discovery archive (tar + manifest of SHA-256s)
+ * Commands load their modules on demand: `start` re-runs itself in its own process group
+ * first, and the front process of that pair only relays signals (it should start fast).
  */
 async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv;
@@ -22,18 +20,18 @@ async function main(argv: string[]): Promise<number> {
       // Own process group: a terminal's Ctrl-C must reach the launcher only, not its workers (process-group.ts).
       return inOwnProcessGroup() ? start() : rerunInOwnProcessGroup();
     case 'demo':
-      return runDemoCommand(rest);
+      return (await import('./demo.ts')).runDemoCommand(rest);
     case 'recording':
-      return runRecordingCommand(rest, (s) => process.stdout.write(s));
+      return (await import('../recorder/index.ts')).runRecordingCommand(rest, (s) => process.stdout.write(s));
     case 'audit':
-      return runAuditCommand(rest, (s) => process.stdout.write(s));
+      return (await import('../audit/index.ts')).runAuditCommand(rest, (s) => process.stdout.write(s));
     case 'export':
-      return runExportCommand(rest, (s) => process.stdout.write(s), { err: (s) => process.stderr.write(s) });
+      return (await import('../audit/index.ts')).runExportCommand(rest, (s) => process.stdout.write(s), { err: (s) => process.stderr.write(s) });
     case 'retention':
     case 'erasure':
     case 'holds':
     case 'consent':
-      return runComplianceCommand(command, rest, (s) => process.stdout.write(s));
+      return (await import('../audit/index.ts')).runComplianceCommand(command, rest, (s) => process.stdout.write(s));
     case 'help':
     case '--help':
       process.stdout.write(
@@ -60,46 +58,87 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function start(): Promise<number> {
+  // The stop handlers come first: a Ctrl-C at any moment of start-up stops what has started so far.
+  const controller = new AbortController();
+  let requested: string | undefined;
+  let wake!: () => void;
+  const stopRequested = new Promise<void>((r) => (wake = r));
+  const stop = (why: string) => {
+    if (requested !== undefined) return;
+    requested = why;
+    controller.abort();
+    wake();
+  };
+  // `on`, not `once`: a second Ctrl-C (or one relayed twice) must not kill the launcher mid-shutdown.
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  // The front process is gone (even kill -9): stop as if it had relayed Ctrl-C.
+  onParentGone(() => stop('parent gone'));
   const config = loadConfig();
-  const logger = createLogger({ level: config.LOG_LEVEL });
-  const stack = await startStack(config, logger);
-  const { sfu } = stack;
-  const room =
-    (await sfu.sfu.store.get('demo')) ??
-    (await sfu.sfu.createRoom({ id: 'demo', name: 'Demo meeting', flags: { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true } })).room;
-  const { token } = sfu.sfu.mintToken(room.id, `guest-${Date.now().toString(36)}`, 'Guest', 24 * 60);
-  const base = config.SFU_PUBLIC_URL ?? sfu.url;
+  const logger = createLogger({ level: config.LOG_LEVEL, name: 'verbatim-launcher' });
+  const { startStack, sfuAdmin } = await import('./start.ts');
+  const interruptedStart = () => {
+    logger.info({ signal: requested }, 'stopped during start-up');
+    process.stderr.write(`Stopped during start-up (${requested}); nothing is left running.\n`);
+    return 0;
+  };
+  if (controller.signal.aborted) return interruptedStart();
+  let stack: Awaited<ReturnType<typeof startStack>>;
+  try {
+    stack = await startStack(config, logger, { signal: controller.signal });
+  } catch (err) {
+    if (err instanceof VerbatimError && err.code === 'INTERRUPTED') return interruptedStart();
+    throw err;
+  }
+  let joinUrl = '';
+  try {
+    const room = 'demo';
+    const { signal } = controller;
+    const existing = await sfuAdmin(stack, 'GET', `/rooms/${room}`, undefined, { allow404: true, signal });
+    if (!existing) {
+      const flags = { record: false, lockRecord: false, consent: 'notify', transcribe: false, language: 'en', maxPublishers: 50, notifyJoining: true };
+      await sfuAdmin(stack, 'POST', '/rooms', { id: room, name: 'Demo meeting', flags }, { signal });
+    }
+    ({ joinUrl } = (await sfuAdmin(stack, 'POST', `/rooms/${room}/tokens`, { identity: `guest-${Date.now().toString(36)}`, name: 'Guest', ttlMinutes: 24 * 60 }, { signal })) as { joinUrl: string });
+  } catch (err) {
+    if (!controller.signal.aborted) {
+      await stack.stop();
+      throw err;
+    }
+  }
+  if (controller.signal.aborted) {
+    // The first admin key exists now and is shown only once: show it even so.
+    if (stack.firstAdminKey) process.stdout.write(`  Admin key    : ${stack.firstAdminKey}  (shown once: keep it; it creates the other keys)\n`);
+    await stack.stop();
+    return interruptedStart();
+  }
+  const base = config.SFU_PUBLIC_URL ?? stack.urls.sfu;
   process.stdout.write(
     [
       '',
       'Verbatim is running.',
-      `  Meeting page : ${base}/meet?token=${encodeURIComponent(token)}`,
-      `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${sfu.apiSecret})`,
-      `  Recorder     : ${stack.recorder.url}  (recordings in ${config.RECORDINGS_DIR})`,
-      `  Console      : ${stack.audit.url}/console/  (sign in with an API key)`,
-      `  Compliance   : ${stack.audit.url}/api/v1  (OpenAPI at ${stack.audit.url}/docs)`,
+      `  Meeting page : ${joinUrl}`,
+      `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${stack.apiSecret})`,
+      `  Recorder     : ${stack.urls.recorder}  (recordings in ${config.RECORDINGS_DIR})`,
+      `  Console      : ${stack.urls.audit}/console/  (sign in with an API key)`,
+      `  Compliance   : ${stack.urls.audit}/api/v1  (OpenAPI at ${stack.urls.audit}/docs)`,
       stack.firstAdminKey
         ? `  Admin key    : ${stack.firstAdminKey}  (shown once: keep it; it creates the other keys)`
         : '  Admin key    : printed at the first start (POST /api/v1/keys with it creates more)',
       `  Metrics      : ${base}/metrics`,
       `  Data dir     : ${config.DATA_DIR}`,
-      ...(stack.modelMissing ? [`  Note         : ${stack.modelMissing}`] : []),
+      ...stack.notes.map((n) => `  Note         : ${n}`),
       'Press Ctrl-C to stop.',
       '',
     ].join('\n'),
   );
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      logger.info({ signal: sig }, 'shutting down');
-      resolve();
-    };
-    // `on`, not `once`: a second Ctrl-C (or one relayed twice) must not kill the launcher mid-shutdown.
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    // The front process is gone (even kill -9): stop as if it had relayed Ctrl-C.
-    onParentGone(() => stop('parent gone'));
-  });
+  const failure = await Promise.race([stopRequested.then(() => undefined), stack.failed]);
+  logger.info({ signal: requested, failure: failure?.code }, 'shutting down');
   await stack.stop();
+  if (failure) {
+    process.stderr.write(`error ${failure.code}: ${failure.message}\n${failure.hint ? `fix: ${failure.hint}\n` : ''}`);
+    return 1;
+  }
   return 0;
 }
 

@@ -41,5 +41,7 @@ export function rerunInOwnProcessGroup(): Promise<number> {
 /** In the inner process: `stop` runs when the front process is gone. */
 export function onParentGone(stop: () => void): () => void {
   process.on('disconnect', stop);
+  // Gone before we listened (killed while this process was still loading): the event has passed.
+  if (typeof process.send === 'function' && !process.connected) queueMicrotask(stop);
   return () => process.off('disconnect', stop);
 }

@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openDatabase } from '../../db/database.ts';
+import { openConfiguredDatabase } from '../../db/database.ts';
 import { launchChromium } from '../../testing/browser.ts';
+import { removeDataDir, tempDataDir } from '../../testing/data-dirs.ts';
 import { descendantProcesses, processAlive as alive } from '../../testing/processes.ts';
 import { fakeCameraY4m, speechWav } from '../../testing/media-fixtures.ts';
 
@@ -35,13 +35,20 @@ function launch(dataDir: string): { child: ChildProcess; ready: Promise<string>;
 }
 
 const browsers: { close(): Promise<void> }[] = [];
+const dataDirs: string[] = [];
 afterAll(async () => {
   for (const b of browsers) await b.close();
+  for (const d of dataDirs) removeDataDir(d);
 });
+const newDataDir = () => {
+  const d = tempDataDir('verbatim-start-');
+  dataDirs.push(d);
+  return d;
+};
 
 describe('npm start on embedded defaults', () => {
   it('prints a join link that works, records, and stops cleanly on SIGINT with nothing left running', async () => {
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-start-'));
+    const dataDir = newDataDir();
     const { child, ready, printed } = launch(dataDir);
     const link = await ready;
     expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/meet\?token=/);
@@ -71,7 +78,7 @@ describe('npm start on embedded defaults', () => {
     await expect.poll(() => existsSync(artifacts) && readdirSync(artifacts).some((s) => existsSync(path.join(artifacts, s, 'composite.mp4'))), { timeout: 90_000, interval: 500 }).toBe(true);
 
     const procs = descendants(child.pid!);
-    expect(procs.length).toBeGreaterThan(3); // mediasoup workers, recorder worker, redis guard + redis-server
+    expect(procs.length).toBeGreaterThan(3); // stage processes, mediasoup workers, recorder worker, redis and postgres with their guards
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     // A terminal's Ctrl-C: SIGINT to every process of the foreground group at once.
     process.kill(-child.pid!, 'SIGINT');
@@ -84,7 +91,8 @@ describe('npm start on embedded defaults', () => {
       expect(readdirSync(path.join(recordings, s)).filter((f) => f.endsWith('.part'))).toEqual([]);
       expect(existsSync(path.join(recordings, s, 'manifest.json'))).toBe(true);
     }
-    const db = await openDatabase({ pgliteDir: path.join(dataDir, 'pglite') });
+    // The embedded PostgreSQL of the data dir, started again for this check (npm start has stopped it).
+    const db = await openConfiguredDatabase({ DATA_DIR: dataDir });
     try {
       const rows = await db.selectFrom('recording_sessions').select(['status', 'room_id']).execute();
       expect(rows).toEqual([{ status: 'done', room_id: 'demo' }]);
@@ -94,7 +102,7 @@ describe('npm start on embedded defaults', () => {
   });
 
   it('kill -9 of the launcher leaves no redis-server, recorder or media workers behind', async () => {
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-start-'));
+    const dataDir = newDataDir();
     const { child, ready } = launch(dataDir);
     await ready;
     const procs = descendants(child.pid!);

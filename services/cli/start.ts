@@ -1,103 +1,222 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { openConfiguredDatabase, type Db } from '../../db/database.ts';
-import type { Config } from '../lib/config.ts';
+import { fileURLToPath } from 'node:url';
+import { openDatabase, type Db } from '../../db/database.ts';
+import { configToEnv, type Config } from '../lib/config.ts';
+import type { StageName } from '../lib/contracts/stage-ipc.ts';
+import { startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
+import { interruptedError as interrupted, VerbatimError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedRedis } from '../lib/redis.ts';
-import { startRecorder, type RunningRecorder } from '../recorder/index.ts';
-import { startSfu, type RunningSfu } from '../sfu/index.ts';
-import { FluentFfmpegRunner } from '../lib/media/ffmpeg-runner.ts';
-import { storageFromConfig } from '../lib/storage/storage-from-config.ts';
-import { transcriberFromConfig, TranscodeWorker, modelLocation } from '../transcode/index.ts';
-import { AuditLog, auditServerOptionsFromConfig, createUserWithKey, objectLockRetention, startAuditServer, SweeperWorker, type AuditServer } from '../audit/index.ts';
+import { loadOrCreateSecrets } from '../lib/secrets.ts';
+import { SupervisedStage, type StagePolicy, type StageSpec } from './stage-supervisor.ts';
 
 export interface RunningStack {
-  sfu: RunningSfu;
-  recorder: RunningRecorder;
-  transcode: TranscodeWorker;
-  audit: AuditServer;
+  urls: { sfu: string; recorder: string; audit: string };
+  /** The SFU admin API secret (configured, or generated once into DATA_DIR/secrets.json). */
+  apiSecret: string;
   /** Set on the first start only: the first admin API key (shown once, never stored). */
   firstAdminKey: string | undefined;
+  /** The launcher's own connection to the shared database. */
   db: Db;
+  databaseUrl: string;
   redisUrl: string;
-  modelMissing: string | undefined;
+  /** What the stages want the operator to know (a missing Whisper model, say). */
+  notes: string[];
+  stages: Record<StageName, SupervisedStage>;
+  /** Resolves when the stack cannot go on: a stage kept crashing, or the embedded database or Redis died. */
+  failed: Promise<VerbatimError>;
+  /** In order: the SFU ends its sessions, the recorder seals them, then the queue consumer and the stores. */
   stop(): Promise<void>;
 }
 
+const entry = (stage: string) => fileURLToPath(new URL(`../${stage}/src/process.ts`, import.meta.url));
+
 /**
- * Every service in one launcher on embedded defaults: one PGlite database, a private
- * redis-server child (dies with us, even on kill -9), local storage and recordings under
- * DATA_DIR. The recorder's and the SFU's media still run in their own worker processes.
- * With DATABASE_URL / REDIS_URL set, the same launcher uses those instead.
+ * `npm start`: one launcher supervising each stage as its own process (crash isolation:
+ * one stage's exception never takes down another). The launcher brings up the stores
+ * (a private redis-server and PostgreSQL unless REDIS_URL / DATABASE_URL are set, both
+ * dying with it even on kill -9), migrates the database once, then starts the stages with
+ * the configuration in their environment: the recorder first (the SFU needs its URL), the
+ * transcode worker and the compliance API meanwhile; once all are up, the first start's
+ * admin key. A stage that exits unexpectedly is restarted on the same port while the
+ * others keep serving.
+ * `signal` interrupts start-up at any point; whatever was started is stopped again.
  */
-export async function startStack(config: Config, logger: Logger): Promise<RunningStack> {
-  const redis = config.REDIS_URL ? undefined : await startEmbeddedRedis(config.DATA_DIR);
-  const redisUrl = config.REDIS_URL ?? redis!.url;
-  const db = await openConfiguredDatabase(config);
-  const started: { stop(): Promise<void> }[] = [];
+export async function startStack(config: Config, logger: Logger, opts: { signal?: AbortSignal } = {}): Promise<RunningStack> {
+  const signal = opts.signal ?? new AbortController().signal;
+  const undo: (() => Promise<void>)[] = [];
+  let closing = false;
+  let fail!: (e: VerbatimError) => void;
+  const failed = new Promise<VerbatimError>((r) => (fail = r));
+  // A store or stage going away while we stop is expected, not a failure.
+  const failNow = (e: VerbatimError) => {
+    if (!closing) fail(e);
+  };
+  // Servers still coming up when start-up was interrupted: released as soon as they are up.
+  const late: Promise<void>[] = [];
+  const cleanUp = async () => {
+    closing = true;
+    // What is still coming up (migrations, say) gets a moment to finish before the stores under it go.
+    await Promise.race([Promise.allSettled(late), new Promise((r) => setTimeout(r, 5000))]);
+    for (const f of undo.splice(0).reverse()) await f().catch((err: unknown) => logger.error({ err }, 'stopping failed'));
+    await Promise.allSettled(late.splice(0));
+  };
+  const untilAborted = <T>(p: Promise<T>, release: (v: T) => Promise<void>) => raceAbort(p, signal, release, late);
   try {
-    const recorder = await startRecorder({ ...config, RECORDER_PORT: config.RECORDER_PORT }, logger, { db, redisUrl });
-    started.push({ stop: () => recorder.close() });
-    const sfu = await startSfu({ ...config, RECORDER_URL: config.RECORDER_URL ?? recorder.url }, logger, { db, audit: (d) => new AuditLog(d) });
-    started.push({ stop: () => sfu.close() });
-    const transcode = new TranscodeWorker({
-      db,
-      storage: storageFromConfig(config, { retainUntil: objectLockRetention(db) }),
-      ffmpeg: new FluentFfmpegRunner(),
-      workDir: path.join(config.DATA_DIR, 'transcode-work'),
-      logger: logger.child({ service: 'transcode' }),
-      transcriber: transcriberFromConfig(config),
-      redisUrl,
-      concurrency: config.TRANSCODE_CONCURRENCY,
-      lockMs: config.TRANSCODE_LOCK_MS,
-    });
-    await transcode.start();
-    started.push({ stop: () => transcode.close() });
-    // Same Redis (and default queue prefix) as the transcode worker above: erasure jobs queue composite re-renders to it.
-    const audit = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }), ...auditServerOptionsFromConfig(config, db), redisUrl });
-    started.push({ stop: () => audit.close() });
-    const sweeper =
-      config.RETENTION_SWEEP_INTERVAL_MS > 0
-        ? new SweeperWorker({ db, storage: storageFromConfig(config), recordingsDir: config.RECORDINGS_DIR, redisUrl, everyMs: config.RETENTION_SWEEP_INTERVAL_MS, logger: logger.child({ service: 'retention' }) })
-        : undefined;
-    await sweeper?.start();
-    started.push({ stop: async () => sweeper?.close() });
-    // First start: an admin key for the compliance API, printed once.
-    const admins = await db.selectFrom('users').select('id').where('role', '=', 'admin').execute();
-    const firstAdminKey = admins.length === 0 ? (await createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
-    const model = modelLocation({ model: config.WHISPER_MODEL, modelsDir: config.WHISPER_MODELS_DIR });
-    const modelMissing = existsSync(model.path)
-      ? undefined
-      : `No Whisper model at ${model.path}: recordings are processed, but transcripts of rooms with "transcribe" wait (MODEL_MISSING) until you add one. See "Whisper model" in README.md.`;
+    checkAborted(signal);
+    mkdirSync(config.DATA_DIR, { recursive: true });
+    // Created here, once, so stages starting side by side never race to create it.
+    const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
+
+    // The private Redis and PostgreSQL (unless configured) come up side by side.
+    if (!config.REDIS_URL) logger.info('starting the embedded Redis');
+    if (!config.DATABASE_URL) logger.info('starting the embedded PostgreSQL');
+    const [redisStart, pgStart] = await Promise.allSettled([
+      config.REDIS_URL ? undefined : untilAborted(startEmbeddedRedis(config.DATA_DIR), (r) => r.stop()),
+      config.DATABASE_URL ? undefined : untilAborted(startEmbeddedPostgres(config.DATA_DIR, { logger, signal }), (p) => p.stop()),
+    ]);
+    const redis = redisStart.status === 'fulfilled' ? redisStart.value : undefined;
+    const pg = pgStart.status === 'fulfilled' ? pgStart.value : undefined;
+    if (redis) {
+      undo.push(() => redis.stop());
+      redis.process.once('exit', () => failNow(storeDied('Redis')));
+    }
+    if (pg) {
+      undo.push(() => pg.stop());
+      void pg.exited.then(() => failNow(storeDied('PostgreSQL')));
+    }
+    for (const r of [redisStart, pgStart]) if (r.status === 'rejected') throw r.reason;
+    const redisUrl = config.REDIS_URL ?? redis!.url;
+    const databaseUrl = config.DATABASE_URL ?? pg!.url;
+    // Loaded only for a data dir that still needs it (the launcher stays small).
+    if (pg && existsSync(path.join(config.DATA_DIR, 'pglite'))) {
+      const { importPgliteDataDir } = await import('./pglite-import.ts');
+      await untilAborted(importPgliteDataDir(config.DATA_DIR, pg.url, logger), async () => {});
+    }
+
+    logger.info('running database migrations');
+    const db = await untilAborted(openDatabase({ url: databaseUrl, ...(config.DATABASE_SCHEMA ? { schema: config.DATABASE_SCHEMA } : {}) }), (d) => d.destroy());
+    undo.push(() => db.destroy());
+    checkAborted(signal);
+
+    const policy: StagePolicy = {
+      restartMax: config.STAGE_RESTART_MAX,
+      windowMs: config.STAGE_RESTART_WINDOW_MS,
+      backoffMs: config.STAGE_RESTART_BACKOFF_MS,
+      stopGraceMs: config.STAGE_STOP_GRACE_MS,
+      readyTimeoutMs: config.STAGE_READY_TIMEOUT_MS,
+    };
+    const env = { ...process.env, ...configToEnv(config), DATABASE_URL: databaseUrl, REDIS_URL: redisUrl };
+    const stage = (spec: StageSpec) => {
+      const s = new SupervisedStage(spec, policy, logger);
+      s.on('failed', failNow);
+      return s;
+    };
+    const recorder = stage({ name: 'recorder', entry: entry('recorder'), env: () => env, pinPortAs: 'RECORDER_PORT' });
+    const sfu = stage({ name: 'sfu', entry: entry('sfu'), env: () => ({ ...env, RECORDER_URL: config.RECORDER_URL ?? recorder.url }), pinPortAs: 'SFU_PORT' });
+    const transcode = stage({ name: 'transcode', entry: entry('transcode'), env: () => env });
+    const audit = stage({ name: 'audit', entry: entry('audit'), env: () => env, pinPortAs: 'AUDIT_PORT' });
+    const stages = { recorder, sfu, transcode, audit };
+    const stopStages = async () => {
+      for (const s of [sfu, audit, transcode, recorder]) s.retire();
+      // The SFU first: it ends recording sessions while the recorder still runs to seal them.
+      for (const s of [sfu, audit, transcode, recorder]) await s.stop('launcher stopping');
+    };
+    undo.push(stopStages);
+    // The first start's admin key, printed once: its module loads while the stages start, the
+    // key is made once they are all up (a start that failed would have made a key nobody saw).
+    const needsAdmin = (await db.selectFrom('users').select('id').where('role', '=', 'admin').execute()).length === 0;
+    const auditModule = needsAdmin ? import('../audit/index.ts') : undefined;
+    auditModule?.catch(() => {});
+    // One stage failing to start stops the others' starts at once.
+    const starting = new AbortController();
+    const abortStarts = () => starting.abort();
+    signal.addEventListener('abort', abortStarts, { once: true });
+    const starts = [recorder.start(starting.signal).then(() => sfu.start(starting.signal)), transcode.start(starting.signal), audit.start(starting.signal)];
+    try {
+      await Promise.all(starts);
+    } catch (err) {
+      starting.abort();
+      await Promise.allSettled(starts);
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', abortStarts);
+    }
+
+    const firstAdminKey = auditModule ? (await (await auditModule).createUserWithKey(db, { name: 'admin', role: 'admin' })).apiKey : undefined;
     let stopping: Promise<void> | undefined;
     return {
-      sfu,
-      recorder,
-      transcode,
-      audit,
+      urls: { sfu: sfu.url!, recorder: recorder.url!, audit: audit.url! },
+      apiSecret: secrets.apiSecret,
       firstAdminKey,
       db,
+      databaseUrl,
       redisUrl,
-      modelMissing,
+      notes: [recorder, sfu, transcode, audit].flatMap((st) => st.notes),
+      stages,
+      failed,
       stop() {
-        // Order matters: the SFU ends recording sessions, the recorder seals and queues
-        // them, then the queue consumer and the stores go.
-        stopping ??= (async () => {
-          await sfu.close();
-          await audit.close();
-          await sweeper?.close();
-          await transcode.close();
-          await recorder.close();
-          await db.destroy();
-          await redis?.stop();
-        })();
+        stopping ??= cleanUp();
         return stopping;
       },
     };
   } catch (err) {
-    for (const s of started.reverse()) await s.stop().catch(() => {});
-    await db.destroy().catch(() => {});
-    await redis?.stop();
-    throw err;
+    await cleanUp();
+    throw signal.aborted ? interrupted() : err;
   }
+}
+
+/**
+ * A call to the SFU admin API of a running stack; the parsed JSON body. `allow404`: a
+ * missing resource answers undefined instead of throwing.
+ */
+export async function sfuAdmin(stack: Pick<RunningStack, 'urls' | 'apiSecret'>, method: string, p: string, body?: unknown, opts: { allow404?: boolean; signal?: AbortSignal } = {}): Promise<unknown> {
+  const res = await fetch(`${stack.urls.sfu}/api/v1${p}`, {
+    method,
+    headers: { authorization: `Bearer ${stack.apiSecret}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
+  });
+  if (res.status === 404 && opts.allow404) return undefined;
+  const json = (await res.json()) as { error?: { code: string; message: string } };
+  if (!res.ok) throw new VerbatimError('STAGE_FAILED', `SFU admin API ${method} ${p}: ${res.status} ${json.error?.code ?? ''} ${json.error?.message ?? ''}`, { hint: 'See the log lines above.' });
+  return json;
+}
+
+function checkAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw interrupted();
+}
+
+function storeDied(what: string): VerbatimError {
+  return new VerbatimError('DATABASE_UNAVAILABLE', `the embedded ${what} exited unexpectedly`, { hint: 'See its log lines above; the data is in DATA_DIR. Start again.' });
+}
+
+/**
+ * Waits for `p` unless start-up is interrupted first; then rejects at once, and whatever
+ * `p` still brings up is released when it is up (`late` tracks that, for the cleanup to await).
+ */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, release: (v: T) => Promise<void>, late: Promise<void>[]): Promise<T> {
+  const releaseLater = () => late.push(p.then(release, () => {}));
+  if (signal.aborted) {
+    releaseLater();
+    return Promise.reject(interrupted());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      releaseLater();
+      reject(interrupted());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        if (!signal.aborted) resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }

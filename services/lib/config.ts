@@ -21,9 +21,9 @@ const optionalString = z
   .transform((v) => (v === undefined || v === '' ? undefined : v));
 
 export const configSpec = {
-  DATA_DIR: { schema: z.string().min(1), default: './data', doc: 'Root of every embedded-default state: PGlite, recordings, artifacts, secrets.' },
+  DATA_DIR: { schema: z.string().min(1), default: './data', doc: 'Root of every embedded-default state: the PostgreSQL cluster (DATA_DIR/postgres; as root, where DATA_DIR/postgres-location.json says), Redis, recordings, artifacts, secrets.' },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.' },
-  DATABASE_URL: { schema: optionalString, default: undefined, doc: 'Postgres URL (postgres://user@host:5432/db). Unset: embedded PGlite in DATA_DIR/pglite.' },
+  DATABASE_URL: { schema: optionalString, default: undefined, doc: 'Postgres URL (postgres://user@host:5432/db). Unset: a private PostgreSQL server on a unix socket, cluster in DATA_DIR (started by npm start for every stage; an older DATA_DIR/pglite is imported once).' },
   DATABASE_SCHEMA: { schema: optionalString, default: undefined, doc: 'Postgres schema for Verbatim tables (default: public).' },
   REDIS_URL: { schema: optionalString, default: undefined, doc: 'Redis URL for job queues. Unset: a private redis-server child process.' },
   SFU_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the SFU HTTP/WebSocket server binds.' },
@@ -84,6 +84,11 @@ export const configSpec = {
   AUDIT_FAILED_AUTH_PER_MIN: { schema: int(0, 100_000), default: 10, doc: 'Failed API-key/session guesses per client address per minute before the compliance API answers RATE_LIMITED (0 = no limit).' },
   RETENTION_SWEEP_INTERVAL_MS: { schema: int(0, 2_147_483_647).refine((v) => v === 0 || v >= 1000, 'must be 0 (off) or at least 1000'), default: 3_600_000, doc: 'How often the retention sweeper runs (BullMQ job scheduler; 0 = never, minimum 1000).' },
   S3_OBJECT_LOCK: { schema: z.enum(['off', 'GOVERNANCE', 'COMPLIANCE']), default: 'off', doc: 'The S3 bucket has Object Lock: uploads carry this retention mode until the retention policy expires, holds set the legal-hold flag. Untested against a real endpoint.' },
+  STAGE_RESTART_MAX: { schema: int(0, 1000), default: 5, doc: 'npm start restarts a stage process that exits unexpectedly; after this many restarts within STAGE_RESTART_WINDOW_MS it gives up and stops everything (exit code 1).' },
+  STAGE_RESTART_WINDOW_MS: { schema: int(1000, 86_400_000), default: 300_000, doc: 'Window in which STAGE_RESTART_MAX restarts of one stage are allowed.' },
+  STAGE_RESTART_BACKOFF_MS: { schema: int(0, 600_000), default: 500, doc: 'Delay before restarting a crashed stage, doubled for each further crash in the window (at most 30 s).' },
+  STAGE_STOP_GRACE_MS: { schema: int(100, 600_000), default: 20_000, doc: 'How long a stage may take to stop gracefully (SFU ends sessions, recorder seals) before it is killed.' },
+  STAGE_READY_TIMEOUT_MS: { schema: int(1000, 3_600_000), default: 180_000, doc: 'How long a stage process may take to start before npm start gives up on it.' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
 } as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
 
@@ -161,4 +166,18 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
 export function configTable(): string {
   const rows = Object.entries(configSpec).map(([k, s]) => `| \`${k}\` | ${s.default === undefined ? '—' : `\`${String(s.default)}\``} | ${s.doc} |`);
   return ['| Variable | Default | Meaning |', '| --- | --- | --- |', ...rows].join('\n');
+}
+
+/**
+ * A loaded configuration as environment variables: what the launcher hands each stage
+ * process, so the stage's own loadConfig() sees exactly what the launcher validated
+ * (overrides, VERBATIM_CONFIG and derived defaults included).
+ */
+export function configToEnv(config: Config): Record<ConfigKey, string> {
+  const env = {} as Record<ConfigKey, string>;
+  for (const key of Object.keys(configSpec) as ConfigKey[]) {
+    const v = (config as Record<ConfigKey, unknown>)[key];
+    env[key] = v === undefined ? '' : String(v);
+  }
+  return env;
 }

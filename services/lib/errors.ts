@@ -57,6 +57,10 @@ export const ErrorCodes = {
   REQUEST_TIMEOUT: 408,
   URI_TOO_LONG: 414,
   HEADERS_TOO_LARGE: 431,
+  // The supervised stages of npm start.
+  DATABASE_UNAVAILABLE: 503,
+  STAGE_FAILED: 503,
+  INTERRUPTED: 503,
   INTERNAL: 500,
 } as const;
 
@@ -92,4 +96,9 @@ export function toVerbatimError(err: unknown): VerbatimError {
   if (err instanceof VerbatimError) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new VerbatimError('INTERNAL', `internal error: ${message}`, { cause: err });
+}
+
+/** Start-up stopped on request (Ctrl-C, SIGTERM) before it finished: not a failure. */
+export function interruptedError(): VerbatimError {
+  return new VerbatimError('INTERRUPTED', 'start-up interrupted; everything started so far has been stopped', { hint: 'Start again when you are ready.' });
 }

@@ -1,18 +1,33 @@
 import { loadConfig } from '../../lib/config.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { startEmbeddedRedis } from '../../lib/redis.ts';
+import { runStage } from '../../lib/stage-process.ts';
 import { startRecorder } from './main.ts';
 
-/** The recorder as its own process (`npm run recorder`): config from the environment. */
-const config = loadConfig();
-const logger = createLogger({ level: config.LOG_LEVEL, name: 'verbatim-recorder' });
-const redis = config.REDIS_URL ? undefined : await startEmbeddedRedis(config.DATA_DIR);
-const running = await startRecorder(config, logger, { redisUrl: config.REDIS_URL ?? redis!.url, ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}) });
-process.send?.({ t: 'listening', url: running.url });
-const stop = async () => {
-  await running.close();
-  await redis?.stop();
-  process.exit(0);
-};
-process.once('SIGINT', () => void stop());
-process.once('SIGTERM', () => void stop());
+/**
+ * The recorder as its own process (`npm run recorder`, or a stage of `npm start`):
+ * configuration from the environment; without REDIS_URL it starts a private redis-server.
+ */
+const logger = createLogger({ name: 'verbatim-recorder' }).child({ stage: 'recorder' });
+runStage({
+  stage: 'recorder',
+  logger,
+  async start() {
+    const config = loadConfig();
+    logger.level = config.LOG_LEVEL;
+    const redis = config.REDIS_URL ? undefined : await startEmbeddedRedis(config.DATA_DIR);
+    try {
+      const running = await startRecorder(config, logger, { redisUrl: config.REDIS_URL ?? redis!.url, ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}) });
+      return {
+        url: running.url,
+        async close() {
+          await running.close();
+          await redis?.stop();
+        },
+      };
+    } catch (err) {
+      await redis?.stop();
+      throw err;
+    }
+  },
+});
