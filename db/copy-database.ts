@@ -4,7 +4,7 @@ import { VerbatimError } from '../services/lib/errors.ts';
 const IDENT = /^[a-z_][a-z0-9_]*$/;
 const BATCH = 1000;
 
-async function tablesOf(db: Kysely<any>): Promise<string[]> {
+async function tablesOf<T>(db: Kysely<T>): Promise<string[]> {
   const { rows } = await sql<{ name: string }>`
     select table_name as name from information_schema.tables
     where table_schema = current_schema() and table_type = 'BASE TABLE' and table_name not like 'kysely\\_%'
@@ -27,7 +27,7 @@ function ident(name: string): ReturnType<typeof sql.raw> {
  * highest copied id. One transaction: an interrupted copy leaves the target empty.
  * Returns the rows copied per table.
  */
-export async function copyAllRows(from: Kysely<any>, to: Kysely<any>): Promise<Record<string, number>> {
+export async function copyAllRows<A, B>(from: Kysely<A>, to: Kysely<B>): Promise<Record<string, number>> {
   const tables = await tablesOf(to);
   const sourceTables = await tablesOf(from);
   if (tables.join() !== sourceTables.join()) {
@@ -74,7 +74,7 @@ export async function copyAllRows(from: Kysely<any>, to: Kysely<any>): Promise<R
 }
 
 /** Rows per table, for checking a copy. */
-export async function rowCounts(db: Kysely<any>): Promise<Record<string, number>> {
+export async function rowCounts<T>(db: Kysely<T>): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const t of await tablesOf(db)) {
     const { rows } = await sql<{ n: string | number }>`select count(*) as n from ${ident(t)}`.execute(db);

@@ -50,7 +50,7 @@ export function launchStart(dataDir: string, env: Record<string, string> = {}): 
   );
   const ready = new Promise<Banner>((resolve, reject) => {
     const onData = (d: Buffer) => {
-      out += d;
+      out += d.toString();
       if (!out.includes('Press Ctrl-C')) return;
       const m = (re: RegExp) => re.exec(out)?.[1];
       resolve({
@@ -62,8 +62,8 @@ export function launchStart(dataDir: string, env: Record<string, string> = {}): 
         adminKey: m(/Admin key {4}: (vb_\S+)/),
       });
     };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (d: Buffer) => (out += d));
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     void exited.then((code) => reject(new Error(`npm start exited (${code}) before it was ready:\n${out}`)));
   });
   ready.catch(() => {});

@@ -97,7 +97,7 @@ describe('the one-time import of an earlier PGlite data dir', () => {
       detached: true,
     });
     let out = '';
-    child.stdout!.on('data', (d) => (out += d));
+    child.stdout.on('data', (d) => (out += d));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     let procs: number[] = [];
     try {
@@ -105,7 +105,7 @@ describe('the one-time import of an earlier PGlite data dir', () => {
       expect(out).toContain('Press Ctrl-C');
       // The admin of the PGlite database still exists: no new key is printed.
       expect(out).toContain('Admin key    : printed at the first start');
-      const compliance = /Compliance   : (\S+)\/api\/v1/.exec(out)![1]!;
+      const compliance = /Compliance {3}: (\S+)\/api\/v1/.exec(out)![1]!;
       const me = await fetch(`${compliance}/api/v1/me`, { headers: { authorization: `Bearer ${old.adminKey}` } });
       expect(me.status).toBe(200);
       expect(((await me.json()) as { role: string }).role).toBe('admin');

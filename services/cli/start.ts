@@ -215,7 +215,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, release: (v: T) => Pro
       },
       (err: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       },
     );
   });

@@ -177,7 +177,7 @@ export function configToEnv(config: Config): Record<ConfigKey, string> {
   const env = {} as Record<ConfigKey, string>;
   for (const key of Object.keys(configSpec) as ConfigKey[]) {
     const v = (config as Record<ConfigKey, unknown>)[key];
-    env[key] = v === undefined ? '' : String(v);
+    env[key] = v === undefined ? '' : typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v);
   }
   return env;
 }

@@ -83,7 +83,7 @@ describe('the embedded PostgreSQL', () => {
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     await new Promise<void>((resolve, reject) => {
-      owner.stdout!.on('data', (d) => String(d).includes('up') && resolve());
+      owner.stdout.on('data', (d) => String(d).includes('up') && resolve());
       owner.once('exit', (code) => reject(new Error(`owner exited ${code}`)));
     });
     const running = runningEmbeddedPostgres(dir)!;

@@ -150,8 +150,8 @@ function run(bin: string, args: string[], user: RunAs | undefined, what: string,
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, { ...(user ? { uid: user.uid, gid: user.gid, cwd: user.home } : {}), stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
     let output = '';
-    child.stdout!.on('data', (d) => (output = (output + d).slice(-4000)));
-    child.stderr!.on('data', (d) => (output = (output + d).slice(-4000)));
+    child.stdout.on('data', (d) => (output = (output + d).slice(-4000)));
+    child.stderr.on('data', (d) => (output = (output + d).slice(-4000)));
     child.once('error', (err) => reject(signal?.aborted ? interrupted() : new VerbatimError('DATABASE_UNAVAILABLE', `${what} failed: ${err.message}`, { hint: 'Is the Debian postgresql package installed?' })));
     child.once('exit', (code) => {
       if (code === 0) resolve();
@@ -225,7 +225,7 @@ export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Lo
   const child = spawn('bash', ['-c', guard], { stdio: ['pipe', 'ignore', 'pipe'], detached: true, ...(user ? { uid: user.uid, gid: user.gid, cwd: user.home } : {}) });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
     stderr = (stderr + d).slice(-4000);
     for (const line of d.split('\n').filter(Boolean)) {
       if (/\b(FATAL|PANIC)\b/.test(line)) opts.logger?.error({ component: 'postgres' }, line);

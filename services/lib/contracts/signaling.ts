@@ -23,8 +23,6 @@ export const MediaIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 const id = MediaIdSchema;
 
 const kind = z.enum(['audio', 'video']);
-const uint8 = z.number().int().min(0).max(0xff);
-const uint32 = z.number().int().min(0).max(0xffffffff);
 const ssrc = z.number().int().min(1).max(0xffffffff);
 const payloadType = z.number().int().min(0).max(127);
 const clockRate = z.number().int().min(1).max(1_000_000);
