@@ -118,6 +118,8 @@ async function start(): Promise<number> {
       '',
       'Verbatim is running.',
       `  Meeting page : ${joinUrl}`,
+      // Join tokens are single-use (issue 12): this one is one participant; reloading it rejoins as them.
+      `                 (one participant; more: POST ${base}/api/v1/rooms/demo/tokens with the admin API secret)`,
       `  Admin API    : ${base}/api/v1  (Authorization: Bearer ${stack.apiSecret})`,
       `  Recorder     : ${stack.urls.recorder}  (recordings in ${config.RECORDINGS_DIR})`,
       `  Console      : ${stack.urls.audit}/console/  (sign in with an API key)`,
