@@ -44,6 +44,15 @@ export const ErrorCodes = {
   RANGE_NOT_SATISFIABLE: 416,
   RATE_LIMITED: 429,
   DEMO_FAILED: 500,
+  // HTTP servers against hostile input (issue 12): refusals before routing, and evidence that cannot be written.
+  /** A request's audit entry could not be written, so the request is not answered with its result. */
+  AUDIT_UNAVAILABLE: 503,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  URI_TOO_LONG: 414,
+  HEADERS_TOO_LARGE: 431,
+  REQUEST_TIMEOUT: 408,
+  /** A recording session that was sealed: it takes no more events or tracks. */
+  SESSION_ENDED: 409,
   INTERNAL: 500,
 } as const;
 
