@@ -54,12 +54,13 @@ export interface RefusalPolicy {
 export function refusingFastify(policy: RefusalPolicy, opts: { trustProxy?: boolean } = {}): FastifyInstance {
   const answer = (socket: Duplex, r: RefusedRequest, e: VerbatimError) =>
     policy.record(r, e).then(
-      (final) => writeRaw(socket, final),
+      (final) => writeRaw(socket, final, r.method),
       (err: unknown) => {
         policy.logger.error({ err, code: e.code }, 'could not record a refused request');
-        writeRaw(socket, e);
+        writeRaw(socket, e, r.method);
       },
     );
+  const refusedSockets = new WeakSet<Duplex>();
   const app = Fastify({
     logger: false,
     bodyLimit: policy.bodyLimit,
@@ -69,6 +70,11 @@ export function refusingFastify(policy: RefusalPolicy, opts: { trustProxy?: bool
     http: { maxHeaderSize: MAX_HEADER_BYTES, requireHostHeader: false },
     frameworkErrors: (err, req, reply) => void refuse(req, reply, frameworkError(err, policy.bodyLimit)),
     clientErrorHandler(error, socket) {
+      // One refusal per connection: the rest of what the client sends (a body behind oversized
+      // headers) is not parsed into further "requests" while the answer is being recorded.
+      if (refusedSockets.has(socket)) return;
+      refusedSockets.add(socket);
+      socket.pause();
       // Node's parser errors carry the bytes it refused (Fastify's type for them is out of date).
       const err = error as unknown as NodeJS.ErrnoException & { rawPacket?: Buffer };
       const e = parserRefusal(err);
@@ -145,12 +151,12 @@ function requestLine(packet: Buffer | undefined): { method: string; path: string
   return { method: m?.[1] ?? '', path: pathOf(m?.[2]), length: packet && eol < 0 ? Math.max(line.length, LONG_REQUEST_LINE + 1) : line.length };
 }
 
-/** Answers on the bare socket (there is no response object) and closes it once written. */
-function writeRaw(socket: Duplex, e: VerbatimError): void {
+/** Answers on the bare socket (there is no response object) and closes it once written; the answer to a HEAD has no body. */
+function writeRaw(socket: Duplex, e: VerbatimError, method: string): void {
   if (socket.destroyed || !socket.writable) return void socket.destroy();
   const body = JSON.stringify({ error: e.toJSON() });
   const headers = Object.entries({ 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...refusalHeaders(e) })
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
-  socket.end(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\n${headers}\r\n${body}`, () => socket.destroy());
+  socket.end(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\n${headers}\r\n${method === 'HEAD' ? '' : body}`, () => socket.destroy());
 }

@@ -392,7 +392,6 @@ function sessionEnded(session: string): VerbatimError {
 
 /** A name that stays one path segment: no separator, not "." or "..", no NUL. */
 function isPlainName(name: string): boolean {
-  // eslint-disable-next-line no-control-regex -- NUL is one of the refused characters
   return name.length > 0 && name !== '.' && name !== '..' && !/[/\\\0]/.test(name);
 }
 
