@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { z, type ZodType } from 'zod';
 import { CodecSchema, ConsentRefSchema, HeaderExtensionSchema } from './recording.ts';
 import { UNSTORABLE_MESSAGE, isStorableText, storableJson, storableText } from './storable-text.ts';
 
@@ -88,3 +88,23 @@ export const RecorderHealthSchema = z.object({
   tracks: z.number().int(),
 });
 export type RecorderHealth = z.output<typeof RecorderHealthSchema>;
+
+/** GET /v1/stats?resetLag=1: restart the worker lag percentiles. */
+export const StatsQuerySchema = z.object({ resetLag: z.enum(['1', 'true', '0', 'false']).optional() });
+
+/**
+ * Every route of the control API with the schemas of its input: the recorder registers exactly
+ * these (each must have a handler) and parses each input with them before it touches the
+ * filesystem or the database; the fuzz suite sends hostile input to each.
+ */
+export const RECORDER_CONTROL_ROUTES = {
+  'GET /v1/health': { auth: false },
+  'GET /metrics': { auth: false },
+  'POST /v1/tracks': { auth: true, body: StartTrackRequestSchema },
+  'DELETE /v1/sessions/:session/tracks/:track': { auth: true, params: TrackParamsSchema },
+  'POST /v1/sessions/:session/events': { auth: true, params: SessionParamsSchema, body: SessionEventsRequestSchema },
+  'POST /v1/sessions/:session/end': { auth: true, params: SessionParamsSchema, body: EndSessionRequestSchema },
+  'GET /v1/dropped': { auth: true },
+  'GET /v1/stats': { auth: true, query: StatsQuerySchema },
+} as const satisfies Record<string, { auth: boolean; params?: ZodType; body?: ZodType; query?: ZodType }>;
+export type RecorderControlRoute = keyof typeof RECORDER_CONTROL_ROUTES;

@@ -1,11 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { FastifyRequest } from 'fastify';
-import type { ZodType } from 'zod';
+import type { FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
+import type { z, ZodType } from 'zod';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
-import { EndSessionRequestSchema, SessionEventsRequestSchema, SessionParamsSchema, StartTrackRequestSchema, TrackParamsSchema } from '../../lib/contracts/recorder-control.ts';
+import { RECORDER_CONTROL_ROUTES, type RecorderControlRoute } from '../../lib/contracts/recorder-control.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
 import { refusingFastify, type RefusedRequest } from '../../lib/http/refusals.ts';
@@ -17,6 +17,12 @@ import { RecorderSupervisor } from './supervisor.ts';
 
 const CONTROL_API_HINT = 'See services/lib/contracts/recorder-control.ts.';
 const BODY_LIMIT = 1024 * 1024;
+
+type RouteSpec = { auth: boolean; params?: ZodType; body?: ZodType; query?: ZodType };
+type Parsed<S, F extends 'params' | 'body' | 'query'> = S extends Record<F, infer T extends ZodType> ? z.output<T> : undefined;
+type Spec<K extends RecorderControlRoute> = (typeof RECORDER_CONTROL_ROUTES)[K];
+/** What a control route's handler gets: its path parameters, query and body, parsed by the route's schemas. */
+type RouteInput<K extends RecorderControlRoute> = { params: Parsed<Spec<K>, 'params'>; query: Parsed<Spec<K>, 'query'>; body: Parsed<Spec<K>, 'body'> };
 
 export interface RunningRecorder {
   supervisor: RecorderSupervisor;
@@ -63,31 +69,40 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
     if (!m || !timingSafeEqual(sha256(m[1]!), keyHash)) throw new VerbatimError('UNAUTHORIZED', 'recorder control API needs "Authorization: Bearer <RECORDER_SECRET>"', { hint: 'Give the SFU and the recorder the same RECORDER_SECRET.' });
     authenticated.add(req);
   };
-  const params = <T>(schema: ZodType<T>, req: FastifyRequest): T => parseOrBadRequest(schema, req.params, 'path', CONTROL_API_HINT);
-  app.get('/v1/health', async () => supervisor.health());
-  app.get('/metrics', async (_req, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
-  app.register(async (api) => {
-    api.addHook('onRequest', auth);
-    api.post('/v1/tracks', async (req, reply) => reply.status(201).send(await supervisor.startTrack(parseOrBadRequest(StartTrackRequestSchema, req.body, 'body', CONTROL_API_HINT))));
-    api.delete('/v1/sessions/:session/tracks/:track', async (req, reply) => {
-      const p = params(TrackParamsSchema, req);
-      await supervisor.stopTrack(p.session, p.track);
+  const handlers: { [K in RecorderControlRoute]: (input: RouteInput<K>, reply: FastifyReply) => Promise<unknown> } = {
+    'GET /v1/health': async () => supervisor.health(),
+    'GET /metrics': async (_input, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()),
+    'POST /v1/tracks': async ({ body }, reply) => reply.status(201).send(await supervisor.startTrack(body)),
+    'DELETE /v1/sessions/:session/tracks/:track': async ({ params }, reply) => {
+      await supervisor.stopTrack(params.session, params.track);
       return reply.status(204).send();
-    });
-    api.post('/v1/sessions/:session/events', async (req, reply) => {
-      const { session } = params(SessionParamsSchema, req);
-      const b = parseOrBadRequest(SessionEventsRequestSchema, req.body, 'body', CONTROL_API_HINT);
-      await supervisor.addEvents(b.room, session, b.events);
+    },
+    'POST /v1/sessions/:session/events': async ({ params, body }, reply) => {
+      await supervisor.addEvents(body.room, params.session, body.events);
       return reply.status(204).send();
+    },
+    'POST /v1/sessions/:session/end': async ({ params, body }) => supervisor.endSession(body.room, params.session, body.reason),
+    'GET /v1/dropped': async () => ({ dropped: await supervisor.droppedCounts() }),
+    'GET /v1/stats': async ({ query }) => supervisor.stats({ resetLag: query.resetLag === '1' || query.resetLag === 'true' }),
+  };
+  for (const key of Object.keys(RECORDER_CONTROL_ROUTES) as RecorderControlRoute[]) {
+    const spec: RouteSpec = RECORDER_CONTROL_ROUTES[key];
+    const [method, url] = key.split(' ') as [HTTPMethods, string];
+    app.route({
+      method,
+      url,
+      ...(spec.auth ? { onRequest: auth } : {}),
+      // Every input through its schema before it reaches the supervisor (and so the disk or the database).
+      handler: (req, reply) => {
+        const input = {
+          params: spec.params ? parseOrBadRequest(spec.params, req.params, 'path', CONTROL_API_HINT) : undefined,
+          query: spec.query ? parseOrBadRequest(spec.query, req.query ?? {}, 'query', CONTROL_API_HINT) : undefined,
+          body: spec.body ? parseOrBadRequest(spec.body, req.body, 'body', CONTROL_API_HINT) : undefined,
+        };
+        return (handlers[key] as (input: unknown, reply: FastifyReply) => Promise<unknown>)(input, reply);
+      },
     });
-    api.post('/v1/sessions/:session/end', async (req) => {
-      const { session } = params(SessionParamsSchema, req);
-      const b = parseOrBadRequest(EndSessionRequestSchema, req.body, 'body', CONTROL_API_HINT);
-      return supervisor.endSession(b.room, session, b.reason);
-    });
-    api.get('/v1/dropped', async () => ({ dropped: await supervisor.droppedCounts() }));
-    api.get('/v1/stats', async (req) => supervisor.stats({ resetLag: ['1', 'true'].includes(String((req.query as { resetLag?: string }).resetLag)) }));
-  });
+  }
   await app.listen({ host: config.RECORDER_HOST, port: config.RECORDER_PORT });
   const addr = app.server.address() as AddressInfo;
   const url = `http://${addr.address}:${addr.port}`;
