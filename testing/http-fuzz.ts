@@ -253,6 +253,8 @@ interface JsonSchema {
   maxLength?: number;
   minimum?: number;
   maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
   minItems?: number;
   maxItems?: number;
 }
@@ -264,7 +266,9 @@ interface JsonSchema {
  */
 export function fromJsonSchema(s: JsonSchema | undefined, known: Record<string, readonly unknown[]> = {}, name?: string): fc.Arbitrary<unknown> {
   const generated = generate(s, known);
-  const existing = name !== undefined ? known[name] : undefined;
+  // Only where the field is of that type (a name can mean an object in one schema, a string in another).
+  const type = s && !s.anyOf && !s.oneOf ? (Array.isArray(s.type) ? s.type[0] : s.type) : undefined;
+  const existing = name !== undefined ? known[name]?.filter((v) => type === undefined || (v === null ? type === 'null' : typeof v === type)) : undefined;
   return existing?.length ? fc.oneof({ weight: 1, arbitrary: generated }, { weight: 2, arbitrary: fc.constantFrom(...existing) }) : generated;
 }
 
@@ -282,7 +286,10 @@ function generate(s: JsonSchema | undefined, known: Record<string, readonly unkn
       return fc.boolean();
     case 'integer':
     case 'number':
-      return fc.integer({ min: Math.max(s.minimum ?? -1000, -1e9), max: Math.min(s.maximum ?? 1000, 1e9) });
+      return fc.integer({
+        min: Math.max(s.minimum ?? (s.exclusiveMinimum !== undefined ? s.exclusiveMinimum + 1 : -1000), -1e9),
+        max: Math.min(s.maximum ?? (s.exclusiveMaximum !== undefined ? s.exclusiveMaximum - 1 : 1000), 1e9),
+      });
     case 'string':
       return stringFor(s);
     case 'array':
@@ -303,12 +310,10 @@ function stringFor(s: JsonSchema): fc.Arbitrary<string> {
   if (s.format === 'date-time' && !s.pattern) return fc.date({ min: new Date('2000-01-01'), max: new Date('2099-12-31'), noInvalidDate: true }).map((d) => d.toISOString());
   if (s.format === 'date-time') return fc.oneof(stringFor({ format: 'date-time' }), stringFor({ pattern: s.pattern }));
   if (s.pattern) {
-    try {
-      const re = new RegExp(s.pattern);
-      return fc.stringMatching(re).filter((x) => x.length >= (s.minLength ?? 0) && x.length <= (s.maxLength ?? Infinity));
-    } catch {
-      // a pattern fast-check cannot generate from (lookaheads): plain text below
-    }
+    const re = new RegExp(s.pattern);
+    // fast-check cannot generate from lookaheads: generate without them and keep what the whole pattern accepts.
+    const generating = new RegExp(s.pattern.replace(/\(\?[!=][^()]*\)/g, ''));
+    return fc.stringMatching(generating).filter((x) => re.test(x) && x.length >= (s.minLength ?? 0) && x.length <= (s.maxLength ?? Infinity));
   }
   return fc.string({ minLength: s.minLength ?? 0, maxLength: Math.min(s.maxLength ?? 30, 30) }).filter((x) => x.length >= (s.minLength ?? 0));
 }
