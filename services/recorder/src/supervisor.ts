@@ -336,7 +336,7 @@ export class RecorderSupervisor {
   /** Seals every track, writes the manifest, registers the session, queues session.finalize. */
   async endSession(room: string, sessionId: string, reason: string): Promise<{ manifestPath: string }> {
     const s = this.sessions.get(sessionId);
-    if (s && s.room === room && (s.endedAt || this.ending.has(sessionId))) throw sessionEnded(sessionId);
+    if (s && s.room === room && this.ending.has(sessionId)) throw sessionEnded(sessionId);
     if (!s || s.room !== room) {
       if (existsSync(path.join(sessionDirWithin(this.config.RECORDINGS_DIR, room, sessionId), MANIFEST_FILE))) throw sessionEnded(sessionId);
       throw new VerbatimError('ROOM_NOT_FOUND', `no open recording session ${sessionId} in room ${room}`, { hint: 'It may have ended already.' });
@@ -352,10 +352,13 @@ export class RecorderSupervisor {
 
   private async seal(s: RecordingSession, reason: string): Promise<{ manifestPath: string }> {
     const { room, id: sessionId } = s;
-    for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'session-ended');
-    s.endedAt = new Date().toISOString();
-    s.endReason = reason;
-    s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
+    // A seal that failed part way (the database was down) is retried by ending the session again.
+    if (!s.endedAt) {
+      for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'session-ended');
+      s.endedAt = new Date().toISOString();
+      s.endReason = reason;
+      s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
+    }
     const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
     const manifest = s.manifest();
     await this.store.registerSealed(manifest, manifestPath, sha256);
