@@ -53,14 +53,19 @@ export const ErrorCodes = {
   ALREADY_CONNECTED: 409,
   PORTS_EXHAUSTED: 503,
   CONSENT_NOT_STORED: 503,
-  AUDIT_UNAVAILABLE: 503,
-  REQUEST_TIMEOUT: 408,
-  URI_TOO_LONG: 414,
-  HEADERS_TOO_LARGE: 431,
   // The supervised stages of npm start.
   DATABASE_UNAVAILABLE: 503,
   STAGE_FAILED: 503,
   INTERRUPTED: 503,
+  // HTTP servers against hostile input (issue 12): refusals before routing, and evidence that cannot be written.
+  /** A request's audit entry could not be written, so the request is not answered with its result. */
+  AUDIT_UNAVAILABLE: 503,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  URI_TOO_LONG: 414,
+  HEADERS_TOO_LARGE: 431,
+  REQUEST_TIMEOUT: 408,
+  /** A recording session that was sealed: it takes no more events or tracks. */
+  SESSION_ENDED: 409,
   INTERNAL: 500,
 } as const;
 

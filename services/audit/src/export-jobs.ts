@@ -6,7 +6,7 @@ import { toVerbatimError, VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { AuditEntryInput, AuditLog } from './audit-log.ts';
-import { exportArchive, type ExportProgress, type ExportSelection } from './export.ts';
+import { checkExportSelection, exportArchive, type ExportProgress, type ExportSelection } from './export.ts';
 
 /**
  * E-discovery exports requested over the API. An archive can take minutes (it streams every
@@ -61,6 +61,8 @@ export class ExportJobs {
 
   /** Records the request and starts building; resolves as soon as the row exists. */
   async start(selection: ExportSelection, actor: NonNullable<AuditEntryInput['actor']>): Promise<ExportRecord> {
+    // An unknown hold or session is refused now (404), not accepted and failed in the background.
+    await checkExportSelection(this.opts.db, selection);
     await this.recoverInterrupted();
     const id = randomUUID();
     await this.opts.db

@@ -139,15 +139,32 @@ function padding(size: number): Buffer {
 
 // ---------------------------------------------------------------- selection
 
+/**
+ * Refuses a selection that names a legal hold or sessions that do not exist (404), so a request
+ * for one is answered at once instead of accepted and failed later.
+ */
+export async function checkExportSelection(db: Db, selection: ExportSelection): Promise<void> {
+  if ('sessionIds' in selection) await knownSessions(db, selection.sessionIds);
+  if ('holdId' in selection) await knownHold(db, selection.holdId);
+}
+
+async function knownSessions(db: Db, sessionIds: string[]): Promise<string[]> {
+  const ids = [...new Set(sessionIds)];
+  if (ids.length === 0) throw new VerbatimError('BAD_REQUEST', 'export: no sessions selected', { hint: 'Name at least one session, or a legal hold.' });
+  const found = new Set((await db.selectFrom('recording_sessions').select('id').where('id', 'in', ids).execute()).map((r) => r.id));
+  const missing = ids.filter((id) => !found.has(id));
+  if (missing.length) throw new VerbatimError('SESSION_NOT_FOUND', `export: no session ${missing.slice(0, 20).join(', ')}${missing.length > 20 ? ` and ${missing.length - 20} more` : ''}`, { hint: 'Check the session ids.', details: { missing: missing.slice(0, 20) } });
+  return ids.sort();
+}
+
+async function knownHold(db: Db, holdId: string) {
+  const hold = await db.selectFrom('legal_holds').selectAll().where('id', '=', holdId).executeTakeFirst();
+  if (!hold) throw new VerbatimError('NOT_FOUND', `export: no legal hold ${holdId}`, { hint: 'List the legal holds to find its id.', details: { hold: holdId } });
+  return hold;
+}
+
 async function resolveSessions(db: Db, selection: ExportSelection): Promise<string[]> {
-  if ('sessionIds' in selection) {
-    const ids = [...new Set(selection.sessionIds)];
-    if (ids.length === 0) throw new VerbatimError('BAD_REQUEST', 'export: no sessions selected', { hint: 'Name at least one session, or a legal hold.' });
-    const found = new Set((await db.selectFrom('recording_sessions').select('id').where('id', 'in', ids).execute()).map((r) => r.id));
-    const missing = ids.filter((id) => !found.has(id));
-    if (missing.length) throw new VerbatimError('SESSION_NOT_FOUND', `export: no session ${missing.join(', ')}`, { hint: 'Check the session ids.' });
-    return ids.sort();
-  }
+  if ('sessionIds' in selection) return knownSessions(db, selection.sessionIds);
   if ('query' in selection) {
     // The query is resolved once, here: the manifest records it and the session list it matched.
     const rows = await db
@@ -160,8 +177,7 @@ async function resolveSessions(db: Db, selection: ExportSelection): Promise<stri
     if (ids.length === 0) throw new VerbatimError('BAD_REQUEST', `export: no transcript matches "${selection.query}"`, { hint: 'Try the query in search first; an export needs at least one matching session.' });
     return ids;
   }
-  const hold = await db.selectFrom('legal_holds').selectAll().where('id', '=', selection.holdId).executeTakeFirst();
-  if (!hold) throw new VerbatimError('BAD_REQUEST', `export: no legal hold ${selection.holdId}`, { hint: 'List the legal holds to find its id.' });
+  const hold = await knownHold(db, selection.holdId);
   const frozen = Array.isArray(hold.frozen_session_ids) ? hold.frozen_session_ids.map(String) : (JSON.parse(String(hold.frozen_session_ids ?? '[]')) as string[]);
   const rh = { id: hold.id, scopeType: hold.scope_type, scopeValue: hold.scope_value, frozenSessionIds: frozen, releasedAt: hold.released_at };
   const sessions = await db.selectFrom('recording_sessions').select(['id', 'room_id']).execute();

@@ -1,5 +1,6 @@
-import { z } from 'zod';
+import { z, type ZodType } from 'zod';
 import { CodecSchema, ConsentRefSchema, HeaderExtensionSchema } from './recording.ts';
+import { UNSTORABLE_MESSAGE, isStorableText, storableJson, storableText } from './storable-text.ts';
 
 /**
  * SFU ↔ recorder control contract (HTTP + JSON, v1), so a recorder can run on another
@@ -8,27 +9,48 @@ import { CodecSchema, ConsentRefSchema, HeaderExtensionSchema } from './recordin
  */
 export const RECORDER_CONTROL_VERSION = 1 as const;
 const v = z.literal(RECORDER_CONTROL_VERSION);
-const safeId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/, 'ids: 1-128 chars of A-Z a-z 0-9 _ . @ -');
 
-export const StartTrackRequestSchema = z.object({
-  v,
-  room: safeId,
-  session: safeId,
-  track: safeId,
-  participant: z.object({ id: safeId, name: z.string().min(1).max(200) }),
-  kind: z.enum(['audio', 'video']),
-  codec: CodecSchema,
-  ssrc: z.number().int().min(0).max(0xffffffff),
-  headerExtensions: z.array(HeaderExtensionSchema).default([]),
-  consent: ConsentRefSchema,
-});
+/**
+ * Room, session, track and participant ids: a closed pattern, because the recorder makes
+ * directory and file names of them (RECORDINGS_DIR/<room>/<session>/<track>-<n>.vrtp): no `/`,
+ * no `..`, no NUL or control characters, at most 128 characters.
+ */
+export const RECORDER_ID_RE = /^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/;
+export const RecorderIdSchema = z.string().regex(RECORDER_ID_RE, 'ids: 1-128 chars of A-Z a-z 0-9 _ . @ -, starting with a letter or digit, without ".."');
+const safeId = RecorderIdSchema;
+
+/** The path parameters of /v1/sessions/:session/... */
+export const SessionParamsSchema = z.object({ session: RecorderIdSchema }).strict();
+export const TrackParamsSchema = z.object({ session: RecorderIdSchema, track: RecorderIdSchema }).strict();
+
+/** Everything a request carries ends up in a journal, a manifest and the database: every string must be storable there. */
+const storableRequest = storableJson({ maxDepth: 8, maxBytes: 64 * 1024 });
+
+export const StartTrackRequestSchema = z
+  .object({
+    v,
+    room: safeId,
+    session: safeId,
+    track: safeId,
+    participant: z.object({ id: safeId, name: storableText(200) }),
+    kind: z.enum(['audio', 'video']),
+    codec: CodecSchema,
+    ssrc: z.number().int().min(0).max(0xffffffff),
+    headerExtensions: z.array(HeaderExtensionSchema).max(32).default([]),
+    consent: ConsentRefSchema,
+  })
+  .superRefine((req, ctx) => {
+    const r = storableRequest.safeParse(req);
+    if (!r.success) for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message });
+  });
 export type StartTrackRequest = z.output<typeof StartTrackRequestSchema>;
 
 export const StartTrackResponseSchema = z.object({ v, ip: z.string(), rtpPort: z.number().int(), rtcpPort: z.number().int(), segment: z.number().int() });
 export type StartTrackResponse = z.output<typeof StartTrackResponseSchema>;
 
 export const TimelineEventSchema = z.object({
-  at: z.string(),
+  /** Stored as a timestamp when the session is sealed: anything else would make it unsealable. */
+  at: z.iso.datetime({ offset: true }),
   type: z.enum([
     'session-started',
     'session-ended',
@@ -44,14 +66,17 @@ export const TimelineEventSchema = z.object({
     'recorder-restarted',
     'track-failed',
   ]),
-  participant: z.string().optional(),
-  track: z.string().optional(),
-  details: z.record(z.string(), z.unknown()).default({}),
+  participant: safeId.optional(),
+  track: safeId.optional(),
+  // Free-form, but stored with the session: storable text, bounded (a deep nesting would overflow the journal writer).
+  details: storableJson({ maxDepth: 6, maxBytes: 8 * 1024 })
+    .pipe(z.record(z.string(), z.unknown()))
+    .default({}),
 });
 export type TimelineEvent = z.output<typeof TimelineEventSchema>;
 
 export const SessionEventsRequestSchema = z.object({ v, room: safeId, events: z.array(TimelineEventSchema).min(1).max(1000) });
-export const EndSessionRequestSchema = z.object({ v, room: safeId, reason: z.string().max(200).default('ended') });
+export const EndSessionRequestSchema = z.object({ v, room: safeId, reason: z.string().max(200).refine(isStorableText, UNSTORABLE_MESSAGE).default('ended') });
 
 export const RecorderHealthSchema = z.object({
   v,
@@ -63,3 +88,23 @@ export const RecorderHealthSchema = z.object({
   tracks: z.number().int(),
 });
 export type RecorderHealth = z.output<typeof RecorderHealthSchema>;
+
+/** GET /v1/stats?resetLag=1: restart the worker lag percentiles. */
+export const StatsQuerySchema = z.object({ resetLag: z.enum(['1', 'true', '0', 'false']).optional() });
+
+/**
+ * Every route of the control API with the schemas of its input: the recorder registers exactly
+ * these (each must have a handler) and parses each input with them before it touches the
+ * filesystem or the database; the fuzz suite sends hostile input to each.
+ */
+export const RECORDER_CONTROL_ROUTES = {
+  'GET /v1/health': { auth: false },
+  'GET /metrics': { auth: false },
+  'POST /v1/tracks': { auth: true, body: StartTrackRequestSchema },
+  'DELETE /v1/sessions/:session/tracks/:track': { auth: true, params: TrackParamsSchema },
+  'POST /v1/sessions/:session/events': { auth: true, params: SessionParamsSchema, body: SessionEventsRequestSchema },
+  'POST /v1/sessions/:session/end': { auth: true, params: SessionParamsSchema, body: EndSessionRequestSchema },
+  'GET /v1/dropped': { auth: true },
+  'GET /v1/stats': { auth: true, query: StatsQuerySchema },
+} as const satisfies Record<string, { auth: boolean; params?: ZodType; body?: ZodType; query?: ZodType }>;
+export type RecorderControlRoute = keyof typeof RECORDER_CONTROL_ROUTES;

@@ -1,17 +1,28 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import Fastify from 'fastify';
+import type { FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
+import type { z, ZodType } from 'zod';
+import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
-import { EndSessionRequestSchema, SessionEventsRequestSchema, StartTrackRequestSchema } from '../../lib/contracts/recorder-control.ts';
-import { VerbatimError, toVerbatimError } from '../../lib/errors.ts';
+import { RECORDER_CONTROL_ROUTES, type RecorderControlRoute } from '../../lib/contracts/recorder-control.ts';
+import { VerbatimError } from '../../lib/errors.ts';
 import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
+import { refusingFastify, type RefusedRequest } from '../../lib/http/refusals.ts';
+import { toStorable, toStorableJson } from '../../lib/contracts/storable-text.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { createRegistry } from '../../lib/metrics.ts';
 import { loadOrCreateSecrets } from '../../lib/secrets.ts';
 import { RecorderSupervisor } from './supervisor.ts';
 
 const CONTROL_API_HINT = 'See services/lib/contracts/recorder-control.ts.';
+const BODY_LIMIT = 1024 * 1024;
+
+type RouteSpec = { auth: boolean; params?: ZodType; body?: ZodType; query?: ZodType };
+type Parsed<S, F extends 'params' | 'body' | 'query'> = S extends Record<F, infer T extends ZodType> ? z.output<T> : undefined;
+type Spec<K extends RecorderControlRoute> = (typeof RECORDER_CONTROL_ROUTES)[K];
+/** What a control route's handler gets: its path parameters, query and body, parsed by the route's schemas. */
+type RouteInput<K extends RecorderControlRoute> = { params: Parsed<Spec<K>, 'params'>; query: Parsed<Spec<K>, 'query'>; body: Parsed<Spec<K>, 'body'> };
 
 export interface RunningRecorder {
   supervisor: RecorderSupervisor;
@@ -19,8 +30,14 @@ export interface RunningRecorder {
   close(): Promise<void>;
 }
 
-/** Starts the recorder: supervisor + workers, and its control API for SFUs. */
-export async function startRecorder(config: Config, logger: Logger, opts: { db?: Db; redisUrl: string; queuePrefix?: string }): Promise<RunningRecorder> {
+/**
+ * Starts the recorder: supervisor + workers, and its control API for SFUs. `audit` is the audit
+ * trail refused control requests are written to (a bad secret, ids that could leave
+ * RECORDINGS_DIR, malformed bodies, a sealed session), as the SFU writes its own: the launcher
+ * passes the compliance service's writer. Served control requests are not audited: the SFU
+ * audits the recording changes they carry, and the session's timeline records them.
+ */
+export async function startRecorder(config: Config, logger: Logger, opts: { db?: Db; redisUrl: string; queuePrefix?: string; audit?: (db: Db) => AuditSink }): Promise<RunningRecorder> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const ownDb = !opts.db;
   const db = opts.db ?? (await openConfiguredDatabase(config));
@@ -29,40 +46,63 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}) });
   await supervisor.start();
 
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
   const keyHash = sha256(secrets.recorderSecret);
-  app.setErrorHandler((err, _req, reply) => {
-    const status = (err as { statusCode?: number }).statusCode;
-    const e = err instanceof VerbatimError ? err : status && status < 500 ? new VerbatimError('BAD_REQUEST', (err as Error).message) : toVerbatimError(err);
-    if (e.code === 'INTERNAL') log.error({ err }, 'recorder request failed');
-    void reply.status(e.status).send({ error: e.toJSON() });
+  const audit = opts.audit?.(db);
+  /** Requests that carried the secret: their refusals name the caller as the recorder's client. */
+  const authenticated = new WeakSet<FastifyRequest>();
+  const app = refusingFastify({
+    bodyLimit: BODY_LIMIT,
+    maxParamLength: 256,
+    hint: CONTROL_API_HINT,
+    logger: log,
+    record: async (r, e) => {
+      // Capacity and failures (5xx) are not refusals of the request: the log has them.
+      if (e.status >= 500) return e;
+      // Without an audit trail the log is the only evidence.
+      log[audit ? 'debug' : 'warn']({ method: r.method, route: r.route, code: e.code, client: r.clientAddress }, 'recorder control request refused');
+      await audit?.append(refusalEntry(r, e, r.req !== undefined && authenticated.has(r.req))).catch((err: unknown) => log.error({ err, route: r.route, code: e.code }, 'could not audit a refused recorder control request'));
+      return e;
+    },
   });
-  const auth = async (req: { headers: Record<string, string | string[] | undefined> }) => {
+  const auth = async (req: FastifyRequest) => {
     const m = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ''));
     if (!m || !timingSafeEqual(sha256(m[1]!), keyHash)) throw new VerbatimError('UNAUTHORIZED', 'recorder control API needs "Authorization: Bearer <RECORDER_SECRET>"', { hint: 'Give the SFU and the recorder the same RECORDER_SECRET.' });
+    authenticated.add(req);
   };
-  app.get('/v1/health', async () => supervisor.health());
-  app.get('/metrics', async (_req, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()));
-  app.register(async (api) => {
-    api.addHook('onRequest', auth);
-    api.post('/v1/tracks', async (req, reply) => reply.status(201).send(await supervisor.startTrack(parseOrBadRequest(StartTrackRequestSchema, req.body, 'body', CONTROL_API_HINT))));
-    api.delete('/v1/sessions/:session/tracks/:track', async (req, reply) => {
-      const p = req.params as { session: string; track: string };
-      await supervisor.stopTrack(p.session, p.track);
+  const handlers: { [K in RecorderControlRoute]: (input: RouteInput<K>, reply: FastifyReply) => Promise<unknown> } = {
+    'GET /v1/health': async () => supervisor.health(),
+    'GET /metrics': async (_input, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()),
+    'POST /v1/tracks': async ({ body }, reply) => reply.status(201).send(await supervisor.startTrack(body)),
+    'DELETE /v1/sessions/:session/tracks/:track': async ({ params }, reply) => {
+      await supervisor.stopTrack(params.session, params.track);
       return reply.status(204).send();
-    });
-    api.post('/v1/sessions/:session/events', async (req, reply) => {
-      const b = parseOrBadRequest(SessionEventsRequestSchema, req.body, 'body', CONTROL_API_HINT);
-      supervisor.addEvents(b.room, (req.params as { session: string }).session, b.events);
+    },
+    'POST /v1/sessions/:session/events': async ({ params, body }, reply) => {
+      await supervisor.addEvents(body.room, params.session, body.events);
       return reply.status(204).send();
+    },
+    'POST /v1/sessions/:session/end': async ({ params, body }) => supervisor.endSession(body.room, params.session, body.reason),
+    'GET /v1/dropped': async () => ({ dropped: await supervisor.droppedCounts() }),
+    'GET /v1/stats': async ({ query }) => supervisor.stats({ resetLag: query.resetLag === '1' || query.resetLag === 'true' }),
+  };
+  for (const key of Object.keys(RECORDER_CONTROL_ROUTES) as RecorderControlRoute[]) {
+    const spec: RouteSpec = RECORDER_CONTROL_ROUTES[key];
+    const [method, url] = key.split(' ') as [HTTPMethods, string];
+    app.route({
+      method,
+      url,
+      ...(spec.auth ? { onRequest: auth } : {}),
+      // Every input through its schema before it reaches the supervisor (and so the disk or the database).
+      handler: (req, reply) => {
+        const input = {
+          params: spec.params ? parseOrBadRequest(spec.params, req.params, 'path', CONTROL_API_HINT) : undefined,
+          query: spec.query ? parseOrBadRequest(spec.query, req.query ?? {}, 'query', CONTROL_API_HINT) : undefined,
+          body: spec.body ? parseOrBadRequest(spec.body, req.body, 'body', CONTROL_API_HINT) : undefined,
+        };
+        return (handlers[key] as (input: unknown, reply: FastifyReply) => Promise<unknown>)(input, reply);
+      },
     });
-    api.post('/v1/sessions/:session/end', async (req) => {
-      const b = parseOrBadRequest(EndSessionRequestSchema, req.body, 'body', CONTROL_API_HINT);
-      return supervisor.endSession(b.room, (req.params as { session: string }).session, b.reason);
-    });
-    api.get('/v1/dropped', async () => ({ dropped: await supervisor.droppedCounts() }));
-    api.get('/v1/stats', async (req) => supervisor.stats({ resetLag: ['1', 'true'].includes(String((req.query as { resetLag?: string }).resetLag)) }));
-  });
+  }
   await app.listen({ host: config.RECORDER_HOST, port: config.RECORDER_PORT });
   const addr = app.server.address() as AddressInfo;
   const url = `http://${addr.address}:${addr.port}`;
@@ -79,6 +119,17 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
       })();
       return closing;
     },
+  };
+}
+
+/** The audit entry of a refused control request: who (the secret's holder, or anyone), which route, which code. */
+function refusalEntry(r: RefusedRequest, e: VerbatimError, authenticated: boolean): AuditEntryInput {
+  return {
+    action: e.status === 401 ? 'auth.denied' : 'request.rejected',
+    actor: authenticated ? { type: 'service', id: 'recorder-client' } : { type: 'anonymous' },
+    target: { type: 'recorder_route', id: r.method ? `${r.method} ${r.route}` : r.route || null },
+    details: { service: 'recorder', status: e.status, code: e.code, message: toStorable(e.message, 500), ...(e.details !== undefined ? { error: toStorableJson(e.details) } : {}), ...(r.req ? {} : { stage: 'before-routing' }) },
+    clientAddress: r.clientAddress ? toStorable(r.clientAddress, 100) : null,
   };
 }
 

@@ -2,6 +2,7 @@ import { loadConfig } from '../../lib/config.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { startEmbeddedRedis } from '../../lib/redis.ts';
 import { runStage } from '../../lib/stage-process.ts';
+import { AuditLog } from '../../audit/index.ts';
 import { startRecorder } from './main.ts';
 
 /**
@@ -17,7 +18,12 @@ runStage({
     logger.level = config.LOG_LEVEL;
     const redis = config.REDIS_URL ? undefined : await startEmbeddedRedis(config.DATA_DIR);
     try {
-      const running = await startRecorder(config, logger, { redisUrl: config.REDIS_URL ?? redis!.url, ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}) });
+      const running = await startRecorder(config, logger, {
+        redisUrl: config.REDIS_URL ?? redis!.url,
+        ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}),
+        // Refused control requests go to the same audit trail as everything else.
+        audit: (db) => new AuditLog(db),
+      });
       return {
         url: running.url,
         async close() {

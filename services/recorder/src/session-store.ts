@@ -18,6 +18,12 @@ export class SessionStore {
       .execute();
   }
 
+  /** A session's room and status, if the database knows it (a sealed session is not opened again). */
+  async sessionRow(session: string): Promise<{ room: string; status: string } | undefined> {
+    const r = await this.db.selectFrom('recording_sessions').select(['room_id', 'status']).where('id', '=', session).executeTakeFirst();
+    return r ? { room: r.room_id, status: r.status } : undefined;
+  }
+
   /** Idempotent: a retried finalize after a crash rewrites the same rows. */
   async registerSealed(m: SessionManifest, manifestPath: string, manifestSha256: string): Promise<void> {
     await this.db.transaction().execute(async (tx) => {

@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, statfsSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -12,7 +13,7 @@ import { RECORDER_CONTROL_VERSION, type RecorderHealth, type StartTrackRequest, 
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
-import { findUnsealedSessionDirs, sessionDirOf } from '../../lib/recording/session-dir.ts';
+import { MANIFEST_FILE, findUnsealedSessionDirs, sessionDirOf } from '../../lib/recording/session-dir.ts';
 import { RecordingSession } from './recording-session.ts';
 import { SessionStore } from './session-store.ts';
 
@@ -62,6 +63,10 @@ export class RecorderSupervisor {
   readonly instanceId = randomBytes(8).toString('hex');
   private readonly workers: WorkerHandle[] = [];
   private readonly sessions = new Map<string, RecordingSession>();
+  /** Sessions whose first request is opening them. */
+  private readonly opening = new Map<string, Promise<RecordingSession>>();
+  /** Sessions being sealed. */
+  private readonly ending = new Set<string>();
   private readonly pending = new Map<string, { resolve: (m: ToSupervisor) => void }>();
   private readonly dropped: Record<string, number> = {};
   private readonly queue: Queue;
@@ -242,19 +247,40 @@ export class RecorderSupervisor {
     return { v: RECORDER_CONTROL_VERSION, ok: !this.closed, instanceId: this.instanceId, acceptingTracks: accepting && !this.diskFull, freeBytes: free, tracks: this.workers.reduce((a, w) => a + w.tracks, 0) };
   }
 
-  private session(req: { room: string; session: string }): RecordingSession {
-    let s = this.sessions.get(req.session);
-    if (s && s.room !== req.room) throw new VerbatimError('BAD_REQUEST', `session ${req.session} belongs to room ${s.room}`, { hint: 'Session ids are unique per room.' });
-    if (!s) {
-      const dir = sessionDirOf(this.config.RECORDINGS_DIR, req.room, req.session);
-      mkdirSync(dir, { recursive: true });
-      s = new RecordingSession(dir, req.room, req.session, new Date().toISOString());
-      s.addEvents([{ at: s.startedAt, type: 'session-started', details: {} }]);
-      this.sessions.set(req.session, s);
-      s.saveJournal();
-      this.store.markRecording(req.room, req.session, s.startedAt).catch((err: unknown) => this.deps.logger.error({ err, session: req.session }, 'failed to register recording session'));
+  /**
+   * The open session of a request, opened on its first track or event. A session that was sealed
+   * stays sealed: its directory holds a manifest (or the database says it ended, also when
+   * retention already removed the directory), and nothing reopens a journal there.
+   */
+  private async session(req: { room: string; session: string }): Promise<RecordingSession> {
+    const open = this.sessions.get(req.session) ?? (await this.opening.get(req.session));
+    if (open) {
+      if (open.room !== req.room) throw new VerbatimError('BAD_REQUEST', `session ${req.session} belongs to room ${open.room}`, { hint: 'Session ids are unique per room.' });
+      if (open.endedAt || this.ending.has(req.session)) throw sessionEnded(req.session);
+      return open;
     }
-    if (s.endedAt) throw new VerbatimError('ROOM_CLOSED', `recording session ${req.session} has ended`, { hint: 'Start a new session id.' });
+    // One opening per session id: concurrent first requests must not make two journals.
+    const opening = this.openSession(req).finally(() => this.opening.delete(req.session));
+    this.opening.set(req.session, opening);
+    return opening;
+  }
+
+  private async openSession(req: { room: string; session: string }): Promise<RecordingSession> {
+    const dir = sessionDirWithin(this.config.RECORDINGS_DIR, req.room, req.session);
+    if (existsSync(path.join(dir, MANIFEST_FILE))) throw sessionEnded(req.session);
+    const row = await this.store.sessionRow(req.session).catch((err: unknown) => {
+      // The disk is the evidence that matters while recording: a database hiccup must not stop new sessions.
+      this.deps.logger.warn({ err, room: req.room, session: req.session }, 'could not look the session up in the database; going by the disk');
+      return undefined;
+    });
+    if (row && row.room !== req.room) throw new VerbatimError('BAD_REQUEST', `session ${req.session} belongs to room ${row.room}`, { hint: 'Session ids are unique per room.' });
+    if (row && row.status !== 'recording') throw sessionEnded(req.session);
+    mkdirSync(dir, { recursive: true });
+    const s = new RecordingSession(dir, req.room, req.session, new Date().toISOString());
+    s.addEvents([{ at: s.startedAt, type: 'session-started', details: {} }]);
+    this.sessions.set(req.session, s);
+    s.saveJournal();
+    this.store.markRecording(req.room, req.session, s.startedAt).catch((err: unknown) => this.deps.logger.error({ err, session: req.session }, 'failed to register recording session'));
     return s;
   }
 
@@ -268,7 +294,8 @@ export class RecorderSupervisor {
         hint: 'Free space on the recordings disk (or move old sessions to storage); recording resumes for new tracks by itself.',
       });
     }
-    const s = this.session(req);
+    const s = await this.session(req);
+    if (!isPlainName(req.track)) throw new VerbatimError('BAD_REQUEST', `track id ${JSON.stringify(req.track)} cannot name a file`, { hint: 'Track ids match services/lib/contracts/recorder-control.ts RECORDER_ID_RE.' });
     if (s.openTracks.has(req.track)) await this.stopTrack(req.session, req.track, 'restarted');
     const segment = s.addTrack(req);
     const w = [...this.workers].sort((a, b) => a.tracks - b.tracks)[0]!;
@@ -300,8 +327,8 @@ export class RecorderSupervisor {
     s.openTracks.delete(track);
   }
 
-  addEvents(room: string, sessionId: string, events: TimelineEvent[]): void {
-    const s = this.session({ room, session: sessionId });
+  async addEvents(room: string, sessionId: string, events: TimelineEvent[]): Promise<void> {
+    const s = await this.session({ room, session: sessionId });
     s.addEvents(events);
     s.saveJournal();
   }
@@ -309,11 +336,29 @@ export class RecorderSupervisor {
   /** Seals every track, writes the manifest, registers the session, queues session.finalize. */
   async endSession(room: string, sessionId: string, reason: string): Promise<{ manifestPath: string }> {
     const s = this.sessions.get(sessionId);
-    if (!s || s.room !== room) throw new VerbatimError('ROOM_NOT_FOUND', `no open recording session ${sessionId} in room ${room}`, { hint: 'It may have ended already.' });
-    for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'session-ended');
-    s.endedAt = new Date().toISOString();
-    s.endReason = reason;
-    s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
+    if (s && s.room === room && this.ending.has(sessionId)) throw sessionEnded(sessionId);
+    if (!s || s.room !== room) {
+      if (existsSync(path.join(sessionDirWithin(this.config.RECORDINGS_DIR, room, sessionId), MANIFEST_FILE))) throw sessionEnded(sessionId);
+      throw new VerbatimError('ROOM_NOT_FOUND', `no open recording session ${sessionId} in room ${room}`, { hint: 'It may have ended already.' });
+    }
+    // From here on the session takes no new tracks or events: it is being sealed.
+    this.ending.add(sessionId);
+    try {
+      return await this.seal(s, reason);
+    } finally {
+      this.ending.delete(sessionId);
+    }
+  }
+
+  private async seal(s: RecordingSession, reason: string): Promise<{ manifestPath: string }> {
+    const { room, id: sessionId } = s;
+    // A seal that failed part way (the database was down) is retried by ending the session again.
+    if (!s.endedAt) {
+      for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'session-ended');
+      s.endedAt = new Date().toISOString();
+      s.endReason = reason;
+      s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
+    }
     const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
     const manifest = s.manifest();
     await this.store.registerSealed(manifest, manifestPath, sha256);
@@ -342,4 +387,28 @@ export class RecorderSupervisor {
     );
     await this.queue.close();
   }
+}
+
+function sessionEnded(session: string): VerbatimError {
+  return new VerbatimError('SESSION_ENDED', `recording session ${session} has ended (sealed): it takes no more tracks or events`, { hint: 'Start a new session id.', details: { session } });
+}
+
+/** A name that stays one path segment: no separator, not "." or "..", no NUL. */
+function isPlainName(name: string): boolean {
+  return name.length > 0 && name !== '.' && name !== '..' && !/[/\\\0]/.test(name);
+}
+
+/**
+ * The session's directory, checked to be exactly RECORDINGS_DIR/<room>/<session>. The control API's
+ * schemas already refuse ids that could leave it; this holds wherever else an id comes from.
+ */
+function sessionDirWithin(recordingsDir: string, room: string, session: string): string {
+  const root = path.resolve(recordingsDir);
+  const dir = path.resolve(sessionDirOf(root, room, session));
+  if (!isPlainName(room) || !isPlainName(session) || dir !== path.join(root, room, session) || path.relative(root, dir).split(path.sep).length !== 2) {
+    throw new VerbatimError('BAD_REQUEST', `room ${JSON.stringify(room)} / session ${JSON.stringify(session)} do not name a directory inside RECORDINGS_DIR`, {
+      hint: 'Room and session ids match services/lib/contracts/recorder-control.ts RECORDER_ID_RE.',
+    });
+  }
+  return dir;
 }

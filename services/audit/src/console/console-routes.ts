@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { bundleBrowserScript } from '../../../lib/browser-bundle.ts';
+import { VerbatimError } from '../../../lib/errors.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { ROLE_PERMISSIONS } from '../auth.ts';
 import { SESSION_ID_RE } from '../http/schemas.ts';
@@ -90,9 +91,8 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions = {})
     scope.get('/console/*', page);
     scope.get<{ Params: { session: string }; Querystring: Record<string, string | undefined> }>('/play/:session', async (req, reply) => {
       const { session } = req.params;
-      if (!SESSION_ID_RE.test(session)) {
-        return reply.status(400).send({ error: { code: 'BAD_REQUEST', message: 'invalid session id', hint: 'Play links look like /play/<session>?t=<seconds>.' } });
-      }
+      // Thrown, not sent: the server's error handler answers and audits every refusal.
+      if (!SESSION_ID_RE.test(session)) throw new VerbatimError('BAD_REQUEST', 'invalid session id', { hint: 'Play links look like /play/<session>?t=<seconds>.' });
       const t = req.query.t;
       const seconds = t !== undefined && /^\d{1,7}(\.\d{1,3})?$/.test(t) ? `?t=${t}` : '';
       return reply.redirect(`/console/sessions/${encodeURIComponent(session)}${seconds}`, 302);

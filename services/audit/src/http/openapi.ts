@@ -36,7 +36,10 @@ export function openApiDocument(table: readonly AnyRoute[]): Record<string, unkn
         '401': errorResponse('UNAUTHORIZED: missing, malformed, unknown, forged, revoked or expired key'),
         '403': errorResponse("FORBIDDEN: the key's role lacks the permission (or a cookie-authenticated change lacks the CSRF header)"),
         '429': errorResponse('RATE_LIMITED: too many failed credential guesses from this address (Retry-After)'),
-        ...(r.body ? { '413': errorResponse('MESSAGE_TOO_LARGE: body over 64 KiB') } : {}),
+        ...(r.params ? { '414': errorResponse('URI_TOO_LONG: a path segment or the request line is too long') } : {}),
+        ...(r.body ? { '413': errorResponse('MESSAGE_TOO_LARGE: body over 64 KiB'), '415': errorResponse('UNSUPPORTED_MEDIA_TYPE: the body is not application/json') } : {}),
+        '431': errorResponse('HEADERS_TOO_LARGE: request line and headers over 16 KiB'),
+        '503': errorResponse("AUDIT_UNAVAILABLE: the request's audit entry could not be written, so its result is not given (Retry-After)"),
       },
     };
   }

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { ZodType } from 'zod';
@@ -100,7 +101,13 @@ export function mountRouteTable(api: FastifyInstance, table: readonly AnyRoute[]
         const body: unknown = r.body ? parseOrBadRequest(r.body, req.body ?? {}, 'body', API_HINT) : undefined;
         const result = await r.handler({ req, reply, principal: audit.principalOf(req)!, query, body, params });
         // Sign-in sets the principal inside its handler, so the entry is written after it ran.
-        await audit.succeeded(req, result.action ?? r.action, result.audit);
+        try {
+          await audit.succeeded(req, result.action ?? r.action, result.audit);
+        } catch (err) {
+          // No entry, no data: a stream opened for the answer is closed unread.
+          if (result.response instanceof Readable) result.response.destroy();
+          throw err;
+        }
         for (const [k, v] of Object.entries(result.headers ?? {})) reply.header(k, v);
         return reply.status(result.status ?? r.status ?? 200).send(result.response);
       },

@@ -1,16 +1,10 @@
 import { z } from 'zod';
+import { storableText } from '../../../lib/contracts/storable-text.ts';
 
 /** Request schemas that several route files use; a schema only one route uses lives next to it. */
 
-// eslint-disable-next-line no-control-regex -- NUL is exactly what it refuses
-const NO_BAD_TEXT = /[\u0000]|\p{Cs}/u;
 /** Free text of 1..max characters, without NUL or lone surrogates (Postgres text refuses both). */
-export const text = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .refine((s) => !NO_BAD_TEXT.test(s), 'must not hold NUL characters or lone surrogates');
+export const text = storableText;
 /** A query-string integer in [min, max]. */
 export const intParam = (min: number, max: number) =>
   z

@@ -1,11 +1,11 @@
 import type { AddressInfo } from 'node:net';
 import { createHmac, randomBytes } from 'node:crypto';
 import path from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Database } from '../../../../db/schema.ts';
 import type { Config } from '../../../lib/config.ts';
-import { frameworkError } from '../../../lib/http/framework-error.ts';
+import { refusingFastify } from '../../../lib/http/refusals.ts';
 import { loadOrCreateSecrets } from '../../../lib/secrets.ts';
 import { storageFromConfig } from '../../../lib/storage/storage-from-config.ts';
 import { AuditLog } from '../audit-log.ts';
@@ -31,6 +31,8 @@ import { routeTable } from './routes/index.ts';
 export type { AuditServer, AuditServerOptions } from './audit-server-options.ts';
 
 export const BODY_LIMIT = 64 * 1024;
+/** Longer than any id of the API percent-encoded (an artifact id is up to 300 characters of a path): longer is 414. */
+export const MAX_PARAM_LENGTH = 1024;
 
 /** Builds the app without listening (tests may inject). */
 export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
@@ -45,7 +47,8 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
   const limiter = new FailedAuthLimiter({ limit: opts.failedAuthPerMinute ?? 10, windowMs: 60_000, ...(opts.now ? { now: opts.now } : {}) });
   const audit = new RequestAudit(log, logger);
   const setPrincipal = audit.setPrincipal.bind(audit);
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT, trustProxy: opts.trustProxy ?? false });
+  // Every refusal, wherever it happens (before routing included), is answered with a code and audited once.
+  const app = refusingFastify({ bodyLimit: BODY_LIMIT, maxParamLength: MAX_PARAM_LENGTH, hint: API_HINT, logger, record: (r, e) => audit.refused(r, e) }, { trustProxy: opts.trustProxy ?? false });
   const erasure =
     opts.storage && opts.recordingsDir
       ? new ErasureJobs({
@@ -66,23 +69,6 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
   const table = routeTable({ db, log, options: opts, now: () => opts.now?.() ?? new Date(), verifier, sessions, limiter, setPrincipal, erasure });
   const authenticate = requestAuthenticator({ verifier, sessions, limiter, setPrincipal });
   const doc = openApiDocument(table);
-  const isApi = (url: string) => url.startsWith('/api/');
-
-  app.setErrorHandler(async (err, req, reply) => {
-    const e = frameworkError(err, BODY_LIMIT);
-    if (e.code === 'INTERNAL') logger.error({ err, url: req.url }, 'request failed');
-    if (isApi(req.url)) await audit.refused(req, e);
-    if (e.code === 'RANGE_NOT_SATISFIABLE') reply.header('content-range', `bytes */${(e.details as { size?: number } | undefined)?.size ?? 0}`);
-    if (e.code === 'RATE_LIMITED') reply.header('retry-after', String((e.details as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? 60));
-    if (reply.sent) return;
-    return reply.status(e.status).send({ error: e.toJSON() });
-  });
-  app.setNotFoundHandler(async (req, reply) => {
-    const error = { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}`, hint: API_HINT };
-    if (isApi(req.url)) await audit.refused(req, { status: 404, ...error });
-    return reply.status(404).send({ error });
-  });
-
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/docs', async (_req, reply) => reply.type('text/html; charset=utf-8').send(docsPage(doc)));
   app.get('/docs/json', async () => doc);
