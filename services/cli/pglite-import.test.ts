@@ -111,8 +111,12 @@ describe('the one-time import of an earlier PGlite data dir', () => {
       expect(((await me.json()) as { role: string }).role).toBe('admin');
       const verify = await fetch(`${compliance}/api/v1/audit/verify`, { method: 'POST', headers: { authorization: `Bearer ${old.auditorKey}`, 'content-type': 'application/json' }, body: '{}' });
       expect(verify.status).toBe(200);
-      // The two entries made under PGlite, the demo room npm start creates, and GET /me (this request is written after it answers).
-      expect((await verify.json()) as object).toMatchObject({ ok: true, checked: 4 });
+      // The two entries made under PGlite, then npm start's own: its look-up of the demo room (an
+      // audited 404 of the SFU admin API), the room, the meeting link's token; and GET /me.
+      expect((await verify.json()) as object).toMatchObject({ ok: true, checked: 6 });
+      const trail = await fetch(`${compliance}/api/v1/audit`, { headers: { authorization: `Bearer ${old.auditorKey}` } });
+      const actions = ((await trail.json()) as { entries: { action: string }[] }).entries.map((e) => e.action);
+      expect(actions.slice(0, 6)).toEqual(['room.create', 'consent.event', 'request.rejected', 'room.create', 'token.mint', 'me.view']);
       procs = [...descendantProcesses(child.pid!).keys()];
     } finally {
       process.kill(-child.pid!, 'SIGINT');

@@ -107,4 +107,18 @@ describe('the embedded PostgreSQL', () => {
     await db.destroy();
     expect(processAlive(running.pid)).toBe(false);
   });
+  it('an interruption right after the postmaster was spawned stops it by fast shutdown, not by the 15 s QUIT fallback', { timeout: 120_000 }, async () => {
+    const dir = newDir();
+    await (await startEmbeddedPostgres(dir)).stop();
+    // Aborted 0-2 ms after the spawn: the postmaster may not have its SIGINT handler yet (bash
+    // starts it with SIGINT ignored); one lost signal used to cost 15 s on a loaded machine.
+    for (let i = 0; i < 6; i++) {
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), i % 3);
+      const t = Date.now();
+      await expect(startEmbeddedPostgres(dir, { signal: ac.signal })).rejects.toMatchObject({ code: 'INTERRUPTED' });
+      expect(Date.now() - t).toBeLessThan(12_000);
+      expect(runningEmbeddedPostgres(dir)).toBeUndefined();
+    }
+  });
 });

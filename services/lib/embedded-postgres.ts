@@ -214,11 +214,13 @@ export async function startEmbeddedPostgres(dataDir: string, opts: { logger?: Lo
   const args = ['-D', clusterDir, '-k', sockDir, '-p', String(PORT), '-c', 'listen_addresses=', '-c', 'unix_socket_permissions=0700', '-c', 'max_connections=200', '-c', 'shared_buffers=32MB'];
   // The watcher (explicit <&0: a background job would get /dev/null) waits for our stdin to
   // close, then asks for a fast shutdown (SIGINT: clients disconnected, a clean checkpoint),
-  // QUIT after 15 s if it hangs. The guard itself waits on the postmaster, so its exit also
-  // says when PostgreSQL died on its own.
+  // QUIT after 15 s if it hangs. SIGINT is repeated every 0.5 s: bash starts a background job
+  // with SIGINT ignored, and a postmaster stopped before it installed its own handler (a
+  // Ctrl-C right at start-up) would lose a single one. The guard itself waits on the
+  // postmaster, so its exit also says when PostgreSQL died on its own.
   const guard = [
     `${postgres} ${args.map(shellQuote).join(' ')} & pid=$!`,
-    '{ cat >/dev/null; kill -INT $pid 2>/dev/null; for i in $(seq 150); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; kill -QUIT $pid 2>/dev/null; } <&0 &',
+    '{ cat >/dev/null; for i in $(seq 150); do [ $((i % 5)) = 1 ] && kill -INT $pid 2>/dev/null; kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; kill -QUIT $pid 2>/dev/null; } <&0 &',
     'wait $pid',
   ].join('\n');
   // detached: a Ctrl-C to the launcher's process group must not stop the database before the stages.
