@@ -147,12 +147,15 @@ async function chainVsCheckpoints(log: AuditLog, chainChecked: number, trusted: 
   const out: Finding[] = [];
   const head = await log.head();
   const rows = new Map((await log.hashesAt(trusted.map((t) => t.doc.seq))).map((r) => [r.seq, r.hash]));
-  for (const { name, doc } of trusted) {
+  const end = head?.seq ?? 0;
+  // The newest checkpoint beyond the chain's end shows how much of the tail is gone.
+  const beyond = trusted.filter((t) => t.doc.seq > end).at(-1);
+  if (beyond) {
+    const { name, doc } = beyond;
+    out.push({ kind: 'tail_truncated', seq: doc.seq, checkpoint: name, message: `the chain ends at seq ${end} but checkpoint ${name} signed at ${doc.at} covers seq ${doc.seq}: entries ${end + 1}..${doc.seq} (at least) were removed from the tail` });
+  }
+  for (const { name, doc } of trusted.filter((t) => t.doc.seq <= end)) {
     const hash = rows.get(doc.seq);
-    if (hash === undefined && doc.seq > (head?.seq ?? 0)) {
-      out.push({ kind: 'tail_truncated', seq: doc.seq, checkpoint: name, message: `the chain ends at seq ${head?.seq ?? 0} but checkpoint ${name} signed at ${doc.at} covers seq ${doc.seq}: entries ${(head?.seq ?? 0) + 1}..${doc.seq} (at least) were removed from the tail` });
-      break;
-    }
     if (hash === undefined) {
       out.push({ kind: 'entry_missing', seq: doc.seq, checkpoint: name, message: `entry ${doc.seq}, signed by checkpoint ${name}, was deleted` });
     } else if (hash !== doc.head_hash && chainChecked >= doc.seq) {
