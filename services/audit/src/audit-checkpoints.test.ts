@@ -186,6 +186,26 @@ describe.each(backends)('audit checkpoints ($name)', (backend) => {
     expect((await s.kinds()).map(([k]) => k).sort()).toEqual(['checkpoint_missing', 'tail_truncated']);
   });
 
+  it.skipIf(skip)('the writer links to the newest valid checkpoint wherever a copy of it is left, and never signs over a chain that lost what it covered', async () => {
+    const s = await checkpointed(backend.name);
+    const newestFile = path.join(s.dir, 'audit-checkpoint-000000000030.json');
+    const saved = readFileSync(newestFile);
+    unlinkSync(newestFile);
+    await s.fill(2);
+    const next = (await writeCheckpoint(s.db, s.store, s.signer))!;
+    expect(next.prev).toEqual({ seq: 30, sha256: documentHash(parseCheckpoint(saved) as CheckpointDocument) });
+    writeFileSync(newestFile, saved);
+    expect(await s.kinds()).toEqual([]);
+
+    // The tail truncated and refilled, the newest checkpoint deleted from the directory: its storage copy still refuses.
+    const t = await checkpointed(backend.name);
+    unlinkSync(path.join(t.dir, 'audit-checkpoint-000000000030.json'));
+    await bypass(t.db, sql`delete from audit_log where seq > 25`);
+    await t.fill(10);
+    await expect(writeCheckpoint(t.db, t.store, t.signer)).rejects.toMatchObject({ code: 'CHECKPOINT_MISMATCH' });
+    expect((await t.kinds()).map(([k]) => k)).toEqual(expect.arrayContaining(['checkpoint_missing', 'chain_rewritten']));
+  });
+
   it.skipIf(skip)('signs with HMAC-SHA256 when asked to, verified only with the secret', async () => {
     const s = await setup(backend.name);
     const hmac = new HmacCheckpointSigner('an-hmac-secret-of-enough-length');

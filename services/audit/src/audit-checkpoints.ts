@@ -197,11 +197,50 @@ export class CheckpointStore {
     for (const key of await this.storage.list(CHECKPOINT_STORAGE_PREFIX)) {
       const name = key.slice(CHECKPOINT_STORAGE_PREFIX.length);
       if (!FILE_RE.test(name)) continue;
-      const chunks: Buffer[] = [];
-      for await (const c of await this.storage.getStream(key)) chunks.push(c as Buffer);
-      storage.set(name, Buffer.concat(chunks));
+      const bytes = await this.readStorageCopy(name);
+      if (bytes) storage.set(name, bytes);
     }
     return { dir, storage, ignored };
+  }
+
+  /**
+   * The newest checkpoint whose signature holds (what the writer links to), without reading them
+   * all: the directory's names and the given ones (the database's index) newest first, each from
+   * the directory or, where it is gone there, from storage.
+   */
+  async newest(verifiers: readonly CheckpointVerifier[], known: readonly string[] = []): Promise<CheckpointDocument | undefined> {
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const candidates = [...new Set([...names, ...known])].filter((n) => FILE_RE.test(n)).sort().reverse();
+    for (const name of candidates) {
+      for (const bytes of [await this.readDirCopy(name), await this.readStorageCopy(name)]) {
+        if (!bytes) continue;
+        const doc = parseCheckpoint(bytes);
+        if (typeof doc !== 'string' && signatureValid(doc, verifiers)) return doc;
+      }
+    }
+    return undefined;
+  }
+
+  private async readDirCopy(name: string): Promise<Buffer | undefined> {
+    try {
+      return readFileSync(path.join(this.dir, name));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  private async readStorageCopy(name: string): Promise<Buffer | undefined> {
+    const key = `${CHECKPOINT_STORAGE_PREFIX}${name}`;
+    if (!this.storage || !(await this.storage.exists(key))) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const c of await this.storage.getStream(key)) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
   }
 }
 
@@ -227,19 +266,6 @@ function fsyncPath(p: string): void {
   }
 }
 
-/** The newest checkpoint whose signature holds, from either copy. */
-export function newestValid(copies: CheckpointCopies, verifiers: readonly CheckpointVerifier[]): CheckpointDocument | undefined {
-  const names = [...new Set([...copies.dir.keys(), ...(copies.storage?.keys() ?? [])])].sort().reverse();
-  for (const name of names) {
-    for (const bytes of [copies.dir.get(name), copies.storage?.get(name)]) {
-      if (!bytes) continue;
-      const doc = parseCheckpoint(bytes);
-      if (typeof doc !== 'string' && signatureValid(doc, verifiers)) return doc;
-    }
-  }
-  return undefined;
-}
-
 function tamperError(message: string): VerbatimError {
   return new VerbatimError('CHECKPOINT_MISMATCH', message, {
     hint: 'The audit trail was tampered with outside Verbatim: no checkpoint is signed over it. Preserve the database and the checkpoints as evidence; `verbatim audit verify` names every finding.',
@@ -259,7 +285,8 @@ export async function writeCheckpoint(db: Db, store: CheckpointStore, signer: Ch
     const log = new AuditLog(trx);
     const head = await log.head();
     if (!head) return null;
-    const prev = newestValid(await store.read(), [signer]);
+    const indexed = await trx.selectFrom('audit_checkpoints').select('seq').orderBy('seq', 'desc').limit(3).execute();
+    const prev = await store.newest([signer], indexed.map((r) => checkpointFileName(Number(r.seq))));
     let start: AuditHead = { seq: 0, hash: GENESIS_HASH };
     if (prev) {
       if (prev.seq > head.seq) throw tamperError(`the audit chain ends at seq ${head.seq} but the checkpoint of ${prev.at} covers seq ${prev.seq}: entries were removed from the tail`);
