@@ -16,6 +16,8 @@ APT_PACKAGES=(
   cmake
   # media tools, browser for tests and the demo, embedded queue backend and database
   ffmpeg chromium espeak-ng sox redis-server postgresql
+  # a real S3 server that enforces Object Lock (Ceph radosgw on a one-node cluster), for the WORM tests
+  radosgw ceph-mon ceph-osd
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -66,6 +66,8 @@ export const ErrorCodes = {
   REQUEST_TIMEOUT: 408,
   /** A recording session that was sealed: it takes no more events or tracks. */
   SESSION_ENDED: 409,
+  /** S3 Object Lock (retention until a date, or a legal hold) refuses to delete a stored object. */
+  OBJECT_RETAINED: 409,
   INTERNAL: 500,
 } as const;
 
