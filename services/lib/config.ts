@@ -47,6 +47,13 @@ export const configSpec = {
   SFU_MAX_CONSUMERS_PER_PEER: { schema: int(1, 100_000), default: 500, doc: 'Tracks one participant may receive at once; more are refused with LIMIT_EXCEEDED.' },
   SFU_SIGNALING_RATE_PER_SEC: { schema: int(1, 100_000), default: 50, doc: 'Signaling requests per second one connection may send on average (token bucket); over it a request is answered RATE_LIMITED.' },
   SFU_SIGNALING_BURST: { schema: int(1, 1_000_000), default: 200, doc: 'Token bucket size for signaling requests (a join with many producers sends a burst); a connection that collects this many refusals beyond the rate is closed (1008 RATE_LIMITED).' },
+  SFU_TURN_URLS: {
+    schema: optionalString,
+    default: undefined,
+    doc: 'TURN servers handed to participants with the join answer, comma-separated (e.g. turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349). Unset: no TURN.',
+  },
+  SFU_TURN_SECRET: { schema: optionalString, default: undefined, doc: "coturn's static-auth-secret (use-auth-secret): the SFU derives each participant's short-lived TURN credentials from it (min 16 chars; required with SFU_TURN_URLS)." },
+  SFU_TURN_TTL_S: { schema: int(60, 604_800), default: 43_200, doc: "Lifetime of a participant's TURN credentials in seconds: it must outlast the longest meeting (coturn checks it on every allocation refresh)." },
   RECORDER_URL: { schema: optionalString, default: undefined, doc: 'Recorder control API the SFU taps recorded rooms to (http://host:port). Unset: recording is unavailable and recorded rooms show it.' },
   RECORDER_SECRET: { schema: optionalString, default: undefined, doc: 'Bearer secret between SFU and recorder (min 16 chars). Unset: generated into DATA_DIR/secrets.json.' },
   RECORDER_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder control API binds.' },
@@ -141,7 +148,12 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (problems.length === 0 && cfg.RECORDER_MIN_PORT + 1 > cfg.RECORDER_MAX_PORT) {
     problems.push(`RECORDER_MIN_PORT=${cfg.RECORDER_MIN_PORT}: must be below RECORDER_MAX_PORT=${cfg.RECORDER_MAX_PORT}`);
   }
-  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET'] as const) {
+  if (problems.length === 0 && cfg.SFU_TURN_URLS !== undefined) {
+    const bad = cfg.SFU_TURN_URLS.split(',').map((u) => u.trim()).filter((u) => !/^turns?:[^\s/?#]+(:\d{1,5})?(\?transport=(udp|tcp))?$/.test(u));
+    if (bad.length > 0) problems.push(`SFU_TURN_URLS: ${bad.map((u) => JSON.stringify(u)).join(', ')} is not a turn: or turns: URL (turn:host:port?transport=udp)`);
+    if (cfg.SFU_TURN_SECRET === undefined) problems.push('SFU_TURN_SECRET: required with SFU_TURN_URLS (the static-auth-secret of coturn)');
+  }
+  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET', 'SFU_TURN_SECRET'] as const) {
     const v = cfg[key];
     if (v !== undefined && v.length < 16) problems.push(`${key}: must be at least 16 characters`);
   }
