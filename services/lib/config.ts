@@ -47,6 +47,9 @@ export const configSpec = {
   SFU_MAX_CONSUMERS_PER_PEER: { schema: int(1, 100_000), default: 500, doc: 'Tracks one participant may receive at once; more are refused with LIMIT_EXCEEDED.' },
   SFU_SIGNALING_RATE_PER_SEC: { schema: int(1, 100_000), default: 50, doc: 'Signaling requests per second one connection may send on average (token bucket); over it a request is answered RATE_LIMITED.' },
   SFU_SIGNALING_BURST: { schema: int(1, 1_000_000), default: 200, doc: 'Token bucket size for signaling requests (a join with many producers sends a burst); a connection that collects this many refusals beyond the rate is closed (1008 RATE_LIMITED).' },
+  SFU_QUALITY_SAMPLE_MS: { schema: int(0, 600_000), default: 5000, doc: "How often every participant's loss and RTT are sampled from mediasoup (room stats, /metrics); 0 = off." },
+  SFU_QUALITY_LOSS_PCT: { schema: z.coerce.number().min(0).max(100), default: 5, doc: 'Packet loss (percent, up or down) over which a participant is logged and counted as poor.' },
+  SFU_QUALITY_RTT_MS: { schema: int(0, 60_000), default: 300, doc: 'Round-trip time (ms) over which a participant is logged and counted as poor.' },
   SFU_TURN_URLS: {
     schema: optionalString,
     default: undefined,
