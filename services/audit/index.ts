@@ -6,7 +6,7 @@
  */
 export { startAuditServer, auditServerOptionsFromConfig, type AuditServer } from './src/http/server.ts';
 export { AuditLog, type AuditEntryInput } from './src/audit-log.ts';
-export { createUserWithKey } from './src/auth.ts';
+export { createUserWithKey } from './src/key-lifecycle.ts';
 export { SweeperWorker } from './src/sweeper-worker.ts';
 export { objectLockRetention } from './src/object-lock.ts';
 export { runAuditCommand, AUDIT_USAGE } from './src/audit-cli.ts';

@@ -66,6 +66,8 @@ export const ErrorCodes = {
   REQUEST_TIMEOUT: 408,
   /** A recording session that was sealed: it takes no more events or tracks. */
   SESSION_ENDED: 409,
+  /** The change would leave no enabled admin with a usable API key (services/audit key lifecycle). */
+  LAST_ADMIN: 409,
   INTERNAL: 500,
 } as const;
 

@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database, UserRole } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
@@ -100,47 +100,7 @@ export function parseApiKey(key: string): { prefix: string } | null {
   return m ? { prefix: m[1]! } : null;
 }
 
-export interface CreatedKey {
-  user: { id: string; name: string; role: Role };
-  key: { id: string; prefix: string; expiresAt: string | null };
-  /** The plain key: shown once, never stored. */
-  apiKey: string;
-}
-
 type Db = Kysely<Database>;
-
-/** Creates a user with the given role and one API key for it. */
-export async function createUserWithKey(db: Db, opts: { name: string; role: Role; expiresAt?: Date | null }): Promise<CreatedKey> {
-  if (!(ROLES as readonly string[]).includes(opts.role)) throw new VerbatimError('BAD_REQUEST', `unknown role ${String(opts.role)}`, { hint: `Roles: ${ROLES.join(', ')}.` });
-  const userId = `usr_${randomUUID()}`;
-  return db.transaction().execute(async (trx) => {
-    await trx.insertInto('users').values({ id: userId, name: opts.name, role: opts.role }).execute();
-    const key = await createApiKey(trx, userId, { expiresAt: opts.expiresAt ?? null });
-    return { user: { id: userId, name: opts.name, role: opts.role }, ...key };
-  });
-}
-
-/** Adds an API key to an existing user. */
-export async function createApiKey(db: Db, userId: string, opts: { expiresAt?: Date | null } = {}): Promise<Omit<CreatedKey, 'user'>> {
-  for (let attempt = 0; ; attempt++) {
-    const prefix = randomBytes(4).toString('hex');
-    const apiKey = `vb_${prefix}_${randomBytes(32).toString('base64url')}`;
-    const id = `key_${randomUUID()}`;
-    const expiresAt = opts.expiresAt ?? null;
-    const taken = await db.selectFrom('api_keys').select('id').where('prefix', '=', prefix).executeTakeFirst();
-    if (taken) {
-      if (attempt > 5) throw new VerbatimError('INTERNAL', 'could not find a free API key prefix');
-      continue;
-    }
-    await db.insertInto('api_keys').values({ id, user_id: userId, prefix, hash: await hashApiKey(apiKey), expires_at: expiresAt }).execute();
-    return { key: { id, prefix, expiresAt: expiresAt ? expiresAt.toISOString() : null }, apiKey };
-  }
-}
-
-export async function revokeApiKey(db: Db, keyId: string, at: Date = new Date()): Promise<boolean> {
-  const r = await db.updateTable('api_keys').set({ revoked_at: at }).where('id', '=', keyId).where('revoked_at', 'is', null).executeTakeFirst();
-  return Number(r.numUpdatedRows) > 0;
-}
 
 /** Why a key was refused; all are UNAUTHORIZED, told apart in the message and details.reason. */
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'forged' | 'revoked' | 'expired' | 'disabled' | 'session_invalid' | 'session_expired' | 'session_ended';
@@ -231,7 +191,8 @@ export class ApiKeyVerifier {
   }): Promise<Principal> {
     const parsed = { prefix: row.prefix };
     const now = this.opts.now?.() ?? new Date();
-    if (row.revoked_at) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
+    // A rotated key's revoked_at lies in the future until its grace period ends.
+    if (row.revoked_at && new Date(row.revoked_at).getTime() <= now.getTime()) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
     if (row.expires_at && new Date(row.expires_at).getTime() <= now.getTime()) {
       throw unauthorized('expired', `API key ${parsed.prefix} expired at ${new Date(row.expires_at).toISOString()}`, parsed.prefix);
     }

@@ -4,7 +4,7 @@ import type { UserRole } from '../../../../db/schema.ts';
 import { createLogger } from '../../../lib/logger.ts';
 import { testBackends, type TestBackend } from '../../../../testing/databases.ts';
 import { AuditLog } from '../audit-log.ts';
-import { createUserWithKey, revokeApiKey } from '../auth.ts';
+import { createUserWithKey, revokeApiKey } from '../key-lifecycle.ts';
 import { startAuditServer, type AuditServer } from './server.ts';
 import { verifyArchive } from '../export.ts';
 import { LocalArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
@@ -80,6 +80,8 @@ const DOC_PATHS = [
   '/api/v1/exports/{id}',
   '/api/v1/exports/{id}/archive',
   '/api/v1/keys',
+  '/api/v1/keys/{id}/revoke',
+  '/api/v1/keys/{id}/rotate',
   '/api/v1/legal-holds',
   '/api/v1/legal-holds/{id}',
   '/api/v1/legal-holds/{id}/release',
@@ -95,6 +97,10 @@ const DOC_PATHS = [
   '/api/v1/sessions/{id}/artifacts',
   '/api/v1/sessions/{id}/artifacts/{artifactId}/content',
   '/api/v1/sessions/{id}/transcript',
+  '/api/v1/users',
+  '/api/v1/users/{id}/disable',
+  '/api/v1/users/{id}/enable',
+  '/api/v1/users/{id}/keys',
 ];
 
 const WIDGETS = 25;
