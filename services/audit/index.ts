@@ -12,3 +12,4 @@ export { objectLockRetention } from './src/object-lock.ts';
 export { runAuditCommand, AUDIT_USAGE } from './src/audit-cli.ts';
 export { runComplianceCommand, COMPLIANCE_USAGE } from './src/compliance-cli.ts';
 export { runExportCommand } from './src/export-cli.ts';
+export { runKeysCommand, KEYS_USAGE } from './src/keys-cli.ts';
