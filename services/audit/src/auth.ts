@@ -122,6 +122,18 @@ function unauthorized(reason: AuthFailure, message: string, prefix?: string): Ve
 
 const LAST_USED_RESOLUTION_MS = 60_000;
 
+interface KeyStateRow {
+  keyId: string;
+  prefix: string;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+  userId: string;
+  name: string;
+  role: Role;
+  disabled_at: Date | null;
+}
+
 /**
  * Verifies API keys against the database. A verified key's digest is remembered (keyed
  * by row and stored hash), so repeated requests skip scrypt; revocation, expiry and
@@ -165,10 +177,10 @@ export class ApiKeyVerifier {
   }
 
   /** The key's principal when the key (found by id, e.g. from a console session) is still usable. */
-  async byKeyId(keyId: string): Promise<Principal> {
+  async byKeyId(keyId: string, opts: { touch?: boolean } = {}): Promise<Principal> {
     const row = await this.keyRow().where('api_keys.id', '=', keyId).executeTakeFirst();
     if (!row) throw unauthorized('revoked', 'the API key this session was opened with no longer exists');
-    return this.checkState(row);
+    return this.checkState(row, opts.touch ?? true);
   }
 
   private keyRow() {
@@ -178,17 +190,8 @@ export class ApiKeyVerifier {
       .select(['api_keys.id as keyId', 'api_keys.prefix', 'api_keys.hash', 'api_keys.expires_at', 'api_keys.revoked_at', 'api_keys.last_used_at', 'users.id as userId', 'users.name', 'users.role', 'users.disabled_at']);
   }
 
-  private async checkState(row: {
-    keyId: string;
-    prefix: string;
-    expires_at: Date | null;
-    revoked_at: Date | null;
-    last_used_at: Date | null;
-    userId: string;
-    name: string;
-    role: Role;
-    disabled_at: Date | null;
-  }): Promise<Principal> {
+  /** touch: record the use (last_used_at, at most once a minute per key); false for a refused session's check. */
+  private async checkState(row: KeyStateRow, touch = true): Promise<Principal> {
     const parsed = { prefix: row.prefix };
     const now = this.opts.now?.() ?? new Date();
     // A rotated key's revoked_at lies in the future until its grace period ends.
@@ -197,7 +200,7 @@ export class ApiKeyVerifier {
       throw unauthorized('expired', `API key ${parsed.prefix} expired at ${new Date(row.expires_at).toISOString()}`, parsed.prefix);
     }
     if (row.disabled_at) throw unauthorized('disabled', `the user of API key ${parsed.prefix} is disabled`, parsed.prefix);
-    if (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS) {
+    if (touch && (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS)) {
       await this.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.keyId).execute();
     }
     return { userId: row.userId, userName: row.name, role: row.role, keyId: row.keyId, keyPrefix: row.prefix };
@@ -255,7 +258,11 @@ export class ConsoleSessions {
     if (exp <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(exp).toISOString()}`);
     const row = await this.db.selectFrom('console_sessions').select(['key_id', 'ended_at', 'expires_at']).where('id', '=', id).executeTakeFirst();
     if (!row) throw unauthorized('session_invalid', 'unknown console session');
-    if (row.ended_at) throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    if (row.ended_at) {
+      // Ended by its key's revocation or its user's disabling: say that, rather than "signed out".
+      await this.verifier.byKeyId(row.key_id, { touch: false });
+      throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    }
     if (new Date(row.expires_at).getTime() <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(row.expires_at).toISOString()}`);
     return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
   }
