@@ -39,6 +39,7 @@ const SEEDED_EXPORT = '00000000-0000-4000-8000-000000000003';
 const SEEDED_ARCHIVE = Buffer.from('not really a tar, but bytes to serve');
 const ENDPOINTS: Endpoint[] = [
   { name: 'create key', method: 'POST', path: '/api/v1/keys', body: { name: 'matrix user', role: 'auditor' }, roles: ['admin'], action: 'key.create', okStatus: 201 },
+  { name: 'list users', method: 'GET', path: '/api/v1/users', roles: ['admin'], action: 'user.list', okStatus: 200 },
   { name: 'search', method: 'GET', path: '/api/v1/search?q=budget', roles: ['compliance_officer'], action: 'search', okStatus: 200 },
   { name: 'sessions', method: 'GET', path: '/api/v1/sessions?room=board', roles: ['compliance_officer', 'auditor'], action: 'session.list', okStatus: 200 },
   { name: 'session', method: 'GET', path: '/api/v1/sessions/s1', roles: ['compliance_officer', 'auditor'], action: 'session.view', okStatus: 200 },
