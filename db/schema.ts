@@ -169,8 +169,11 @@ export interface ApiKeysTable {
   hash: string;
   created_at: Timestamp;
   expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** When the key stops being accepted; in the future while a rotated key's grace period runs (migration 0012). */
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The key this one replaced by rotation (migration 0012). */
+  rotated_from: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type RetentionKind = 'media' | 'transcript' | 'raw';

@@ -68,6 +68,8 @@ export const ErrorCodes = {
   SESSION_ENDED: 409,
   /** S3 Object Lock (retention until a date, or a legal hold) refuses to delete a stored object. */
   OBJECT_RETAINED: 409,
+  /** The change would leave no enabled admin with a usable API key (services/audit key lifecycle). */
+  LAST_ADMIN: 409,
   INTERNAL: 500,
 } as const;
 

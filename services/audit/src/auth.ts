@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database, UserRole } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
@@ -100,47 +100,7 @@ export function parseApiKey(key: string): { prefix: string } | null {
   return m ? { prefix: m[1]! } : null;
 }
 
-export interface CreatedKey {
-  user: { id: string; name: string; role: Role };
-  key: { id: string; prefix: string; expiresAt: string | null };
-  /** The plain key: shown once, never stored. */
-  apiKey: string;
-}
-
 type Db = Kysely<Database>;
-
-/** Creates a user with the given role and one API key for it. */
-export async function createUserWithKey(db: Db, opts: { name: string; role: Role; expiresAt?: Date | null }): Promise<CreatedKey> {
-  if (!(ROLES as readonly string[]).includes(opts.role)) throw new VerbatimError('BAD_REQUEST', `unknown role ${String(opts.role)}`, { hint: `Roles: ${ROLES.join(', ')}.` });
-  const userId = `usr_${randomUUID()}`;
-  return db.transaction().execute(async (trx) => {
-    await trx.insertInto('users').values({ id: userId, name: opts.name, role: opts.role }).execute();
-    const key = await createApiKey(trx, userId, { expiresAt: opts.expiresAt ?? null });
-    return { user: { id: userId, name: opts.name, role: opts.role }, ...key };
-  });
-}
-
-/** Adds an API key to an existing user. */
-export async function createApiKey(db: Db, userId: string, opts: { expiresAt?: Date | null } = {}): Promise<Omit<CreatedKey, 'user'>> {
-  for (let attempt = 0; ; attempt++) {
-    const prefix = randomBytes(4).toString('hex');
-    const apiKey = `vb_${prefix}_${randomBytes(32).toString('base64url')}`;
-    const id = `key_${randomUUID()}`;
-    const expiresAt = opts.expiresAt ?? null;
-    const taken = await db.selectFrom('api_keys').select('id').where('prefix', '=', prefix).executeTakeFirst();
-    if (taken) {
-      if (attempt > 5) throw new VerbatimError('INTERNAL', 'could not find a free API key prefix');
-      continue;
-    }
-    await db.insertInto('api_keys').values({ id, user_id: userId, prefix, hash: await hashApiKey(apiKey), expires_at: expiresAt }).execute();
-    return { key: { id, prefix, expiresAt: expiresAt ? expiresAt.toISOString() : null }, apiKey };
-  }
-}
-
-export async function revokeApiKey(db: Db, keyId: string, at: Date = new Date()): Promise<boolean> {
-  const r = await db.updateTable('api_keys').set({ revoked_at: at }).where('id', '=', keyId).where('revoked_at', 'is', null).executeTakeFirst();
-  return Number(r.numUpdatedRows) > 0;
-}
 
 /** Why a key was refused; all are UNAUTHORIZED, told apart in the message and details.reason. */
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'forged' | 'revoked' | 'expired' | 'disabled' | 'session_invalid' | 'session_expired' | 'session_ended';
@@ -161,6 +121,18 @@ function unauthorized(reason: AuthFailure, message: string, prefix?: string): Ve
 }
 
 const LAST_USED_RESOLUTION_MS = 60_000;
+
+interface KeyStateRow {
+  keyId: string;
+  prefix: string;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+  userId: string;
+  name: string;
+  role: Role;
+  disabled_at: Date | null;
+}
 
 /**
  * Verifies API keys against the database. A verified key's digest is remembered (keyed
@@ -205,10 +177,10 @@ export class ApiKeyVerifier {
   }
 
   /** The key's principal when the key (found by id, e.g. from a console session) is still usable. */
-  async byKeyId(keyId: string): Promise<Principal> {
+  async byKeyId(keyId: string, opts: { touch?: boolean } = {}): Promise<Principal> {
     const row = await this.keyRow().where('api_keys.id', '=', keyId).executeTakeFirst();
     if (!row) throw unauthorized('revoked', 'the API key this session was opened with no longer exists');
-    return this.checkState(row);
+    return this.checkState(row, opts.touch ?? true);
   }
 
   private keyRow() {
@@ -218,25 +190,17 @@ export class ApiKeyVerifier {
       .select(['api_keys.id as keyId', 'api_keys.prefix', 'api_keys.hash', 'api_keys.expires_at', 'api_keys.revoked_at', 'api_keys.last_used_at', 'users.id as userId', 'users.name', 'users.role', 'users.disabled_at']);
   }
 
-  private async checkState(row: {
-    keyId: string;
-    prefix: string;
-    expires_at: Date | null;
-    revoked_at: Date | null;
-    last_used_at: Date | null;
-    userId: string;
-    name: string;
-    role: Role;
-    disabled_at: Date | null;
-  }): Promise<Principal> {
+  /** touch: record the use (last_used_at, at most once a minute per key); false for a refused session's check. */
+  private async checkState(row: KeyStateRow, touch = true): Promise<Principal> {
     const parsed = { prefix: row.prefix };
     const now = this.opts.now?.() ?? new Date();
-    if (row.revoked_at) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
+    // A rotated key's revoked_at lies in the future until its grace period ends.
+    if (row.revoked_at && new Date(row.revoked_at).getTime() <= now.getTime()) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
     if (row.expires_at && new Date(row.expires_at).getTime() <= now.getTime()) {
       throw unauthorized('expired', `API key ${parsed.prefix} expired at ${new Date(row.expires_at).toISOString()}`, parsed.prefix);
     }
     if (row.disabled_at) throw unauthorized('disabled', `the user of API key ${parsed.prefix} is disabled`, parsed.prefix);
-    if (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS) {
+    if (touch && (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS)) {
       await this.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.keyId).execute();
     }
     return { userId: row.userId, userName: row.name, role: row.role, keyId: row.keyId, keyPrefix: row.prefix };
@@ -294,7 +258,11 @@ export class ConsoleSessions {
     if (exp <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(exp).toISOString()}`);
     const row = await this.db.selectFrom('console_sessions').select(['key_id', 'ended_at', 'expires_at']).where('id', '=', id).executeTakeFirst();
     if (!row) throw unauthorized('session_invalid', 'unknown console session');
-    if (row.ended_at) throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    if (row.ended_at) {
+      // Ended by its key's revocation or its user's disabling: say that, rather than "signed out".
+      await this.verifier.byKeyId(row.key_id, { touch: false });
+      throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    }
     if (new Date(row.expires_at).getTime() <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(row.expires_at).toISOString()}`);
     return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
   }

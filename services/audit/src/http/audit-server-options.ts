@@ -32,6 +32,8 @@ export interface AuditServerOptions {
    */
   redisUrl?: string;
   queuePrefix?: string;
+  /** How long a rotated API key stays valid (hours; default 24, AUDIT_KEY_ROTATION_GRACE_HOURS). */
+  keyRotationGraceHours?: number;
   /** Where e-discovery archives requested over the API are built and kept (with storage). */
   exportsDir?: string;
 }

@@ -86,7 +86,7 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
 export function auditServerOptionsFromConfig(
   config: Config,
   db?: Kysely<Database>,
-): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl'> {
+): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl' | 'keyRotationGraceHours'> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   return {
     sessionSecret: createHmac('sha256', secrets.tokenSecret).update('verbatim console session v1').digest(),
@@ -95,6 +95,7 @@ export function auditServerOptionsFromConfig(
     workDir: path.join(config.DATA_DIR, 'erasure-work'),
     exportsDir: path.join(config.DATA_DIR, 'exports'),
     failedAuthPerMinute: config.AUDIT_FAILED_AUTH_PER_MIN,
+    keyRotationGraceHours: config.AUDIT_KEY_ROTATION_GRACE_HOURS,
     // Erasure jobs run on this Redis and queue composite re-renders to the transcode workers on it.
     redisUrl: config.REDIS_URL,
   };

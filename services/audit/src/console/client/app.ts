@@ -3,7 +3,8 @@ import { api, ApiError, setUnauthorizedHandler, type Me } from './api.ts';
 import { clear, field, fill, h, stackable } from './dom.ts';
 import { errorBox, setRetry } from './errors.ts';
 import { renderAudit, renderConsent } from './pages-auditor.ts';
-import { renderErasure, renderExports, renderHolds, renderKeys, renderPolicies } from './pages-manage.ts';
+import { renderKeys } from './pages-keys.ts';
+import { renderErasure, renderExports, renderHolds, renderPolicies } from './pages-manage.ts';
 import { renderSearch } from './pages-search.ts';
 import { renderSession, renderSessionLookup } from './pages-session.ts';
 
@@ -267,7 +268,13 @@ async function render(): Promise<void> {
 setRetry(() => void render());
 setUnauthorizedHandler((e) => {
   me = null;
-  flash = e.message.includes('signed out') ? 'You were signed out. Sign in again.' : 'Your session has ended. Sign in again.';
+  flash = / was revoked /.test(e.message)
+    ? 'Your session has ended: its API key was revoked. Sign in with a current key.'
+    : / is disabled/.test(e.message)
+      ? 'Your session has ended: your user was disabled. Ask an admin.'
+      : e.message.includes('signed out')
+        ? 'You were signed out. Sign in again.'
+        : 'Your session has ended. Sign in again.';
   const next = location.pathname.startsWith('/console/signin') ? '' : `?next=${encodeURIComponent(location.pathname + location.search)}`;
   navigate(`/console/signin${next}`, { replace: true });
 });
