@@ -52,6 +52,8 @@ export interface RouteDef<Q, B, P> {
   summary: string;
   query: ZodType<Q>;
   body?: ZodType<B>;
+  /** The body's media type when not JSON (the server parses it for this route only). */
+  bodyType?: 'application/x-www-form-urlencoded';
   params?: ZodType<P>;
   status?: number;
   handler(ctx: HandlerContext<Q, B, P>): Promise<HandlerResult>;

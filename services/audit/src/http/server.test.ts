@@ -95,6 +95,9 @@ const DOC_PATHS = [
   '/api/v1/sessions/{id}/artifacts',
   '/api/v1/sessions/{id}/artifacts/{artifactId}/content',
   '/api/v1/sessions/{id}/transcript',
+  '/api/v1/sso/backchannel-logout',
+  '/api/v1/sso/callback',
+  '/api/v1/sso/login',
 ];
 
 const WIDGETS = 25;

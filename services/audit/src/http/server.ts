@@ -84,9 +84,10 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
   registerConsole(app, { sso: sso !== undefined });
   app.register(
     async (api) => {
-      // The IdP's back-channel logout posts a form; no other route takes one.
+      // Only routes that say so take a form (the IdP's back-channel logout posts one).
+      const formRoutes = new Set(table.filter((r) => r.bodyType === 'application/x-www-form-urlencoded').map((r) => `/api/v1${r.url}`));
       api.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (req, body, done) => {
-        if (routeOf(req) !== SSO_PATHS.backchannelLogout) return done(new VerbatimError('UNSUPPORTED_MEDIA_TYPE', 'this route takes application/json', { hint: API_HINT }), undefined);
+        if (!formRoutes.has(routeOf(req))) return done(new VerbatimError('UNSUPPORTED_MEDIA_TYPE', 'this route takes application/json', { hint: API_HINT }), undefined);
         done(null, Object.fromEntries(new URLSearchParams(body as string)));
       });
       mountRouteTable(api, table, audit, authenticate);

@@ -80,6 +80,7 @@ export function ssoRoutes({ sso, sessions, now, setPrincipal }: RouteContext): A
       summary: 'OpenID Connect Back-Channel Logout: the IdP posts a signed logout_token (application/x-www-form-urlencoded); the console sessions of that IdP session (sid) or user (sub) end. Invalid token: 400.',
       query: z.object({}).strict(),
       body: BackchannelBodySchema,
+      bodyType: 'application/x-www-form-urlencoded',
       async handler({ body }) {
         const token = await rp().verifyLogoutToken(body.logout_token);
         const { ended, userIds } = await sessions.endIdpSessions(token);
