@@ -1,6 +1,6 @@
 import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { Database, UserRole } from '../../../db/schema.ts';
+import { USER_ROLES, type Database, type UserRole } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 
 /**
@@ -13,7 +13,7 @@ import { VerbatimError } from '../../lib/errors.ts';
  * whoever knows only a prefix learns nothing about the key's state.
  */
 
-export const ROLES = ['admin', 'compliance_officer', 'auditor'] as const satisfies readonly UserRole[];
+export const ROLES = USER_ROLES;
 export type Role = UserRole;
 
 export const PERMISSIONS = [
@@ -53,10 +53,13 @@ export interface Principal {
   userId: string;
   userName: string;
   role: Role;
-  keyId: string;
-  keyPrefix: string;
+  /** The API key of the request, or of the console session it opened; absent for an SSO session. */
+  keyId?: string;
+  keyPrefix?: string;
   /** Set when the request authenticated with a console session cookie instead of a Bearer key. */
   sessionId?: string;
+  /** The IdP identity of a console session opened by SSO. */
+  sso?: { issuer: string; subject: string };
 }
 
 /** Throws FORBIDDEN unless the principal's role grants the permission. */
@@ -114,7 +117,7 @@ function unauthorized(reason: AuthFailure, message: string, prefix?: string): Ve
       reason === 'expired' || reason === 'revoked' || reason === 'disabled'
         ? 'Ask an admin for a new API key.'
         : reason.startsWith('session_')
-          ? 'Sign in again (POST /api/v1/login with your API key).'
+          ? 'Sign in again (POST /api/v1/login with your API key, or the console\'s "Sign in with SSO").'
           : 'Send "Authorization: Bearer vb_<prefix>_<secret>" with a key an admin created (POST /api/v1/keys).',
     details: { reason, ...(prefix ? { keyPrefix: prefix } : {}) },
   });
@@ -248,6 +251,18 @@ export class ConsoleSessions {
     return { cookie: `${id}.${exp}.${this.mac(id, exp)}`, sessionId: id, expiresAt };
   }
 
+  /** Opens a session for a user the IdP signed in (no API key: the IdP session and the user's state bound it). */
+  async openSso(user: { userId: string; name: string; role: Role }, idp: { issuer: string; subject: string; sid: string | null; idToken: string }, clientAddress: string | null): Promise<{ cookie: string; sessionId: string; expiresAt: Date }> {
+    const id = randomBytes(18).toString('base64url');
+    const expiresAt = new Date(this.now().getTime() + this.ttlMs);
+    await this.db
+      .insertInto('console_sessions')
+      .values({ id, key_id: null, user_id: user.userId, expires_at: expiresAt, client_address: clientAddress, method: 'sso', idp_issuer: idp.issuer, idp_subject: idp.subject, idp_sid: idp.sid, id_token: idp.idToken })
+      .execute();
+    const exp = expiresAt.getTime();
+    return { cookie: `${id}.${exp}.${this.mac(id, exp)}`, sessionId: id, expiresAt };
+  }
+
   async verify(cookie: string): Promise<Principal> {
     const m = /^([A-Za-z0-9_-]{24})\.(\d{13})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
     if (!m) throw unauthorized('session_invalid', 'the session cookie is malformed');
@@ -256,15 +271,41 @@ export class ConsoleSessions {
     const expected = Buffer.from(this.mac(id, exp));
     if (!timingSafeEqual(expected, Buffer.from(mac))) throw unauthorized('session_invalid', 'the session cookie does not carry a valid signature');
     if (exp <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(exp).toISOString()}`);
-    const row = await this.db.selectFrom('console_sessions').select(['key_id', 'ended_at', 'expires_at']).where('id', '=', id).executeTakeFirst();
+    const row = await this.db.selectFrom('console_sessions').select(['key_id', 'user_id', 'ended_at', 'expires_at', 'idp_issuer', 'idp_subject']).where('id', '=', id).executeTakeFirst();
     if (!row) throw unauthorized('session_invalid', 'unknown console session');
     if (row.ended_at) {
       // Ended by its key's revocation or its user's disabling: say that, rather than "signed out".
-      await this.verifier.byKeyId(row.key_id, { touch: false });
+      if (row.key_id) await this.verifier.byKeyId(row.key_id, { touch: false });
+      else {
+        const user = await this.db.selectFrom('users').select('disabled_at').where('id', '=', row.user_id).executeTakeFirst();
+        if (user?.disabled_at) throw unauthorized('disabled', 'the user of this console session is disabled');
+      }
       throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
     }
     if (new Date(row.expires_at).getTime() <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(row.expires_at).toISOString()}`);
-    return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
+    if (row.key_id) return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
+    // An SSO session: the user's current role (re-mapped at each sign-in) and state decide.
+    const user = await this.db.selectFrom('users').select(['id', 'name', 'role', 'disabled_at']).where('id', '=', row.user_id).executeTakeFirst();
+    if (!user || user.disabled_at) throw unauthorized('disabled', 'the user of this console session is disabled');
+    return { userId: user.id, userName: user.name, role: user.role, sessionId: id, sso: { issuer: row.idp_issuer!, subject: row.idp_subject! } };
+  }
+
+  /** The ID token of an SSO session (the IdP's sign-out takes it as id_token_hint); null for a key session. */
+  async idTokenOf(sessionId: string): Promise<string | null> {
+    const row = await this.db.selectFrom('console_sessions').select('id_token').where('id', '=', sessionId).executeTakeFirst();
+    return row?.id_token ?? null;
+  }
+
+  /**
+   * Ends the sessions an IdP logout names (back-channel logout): those of its session id when it
+   * names one, else every session of the subject. Returns the ended sessions' users.
+   */
+  async endIdpSessions(idp: { issuer: string; subject: string | null; sid: string | null }): Promise<{ ended: number; userIds: string[] }> {
+    let q = this.db.updateTable('console_sessions').set({ ended_at: this.now() }).where('method', '=', 'sso').where('idp_issuer', '=', idp.issuer).where('ended_at', 'is', null);
+    if (idp.sid) q = q.where('idp_sid', '=', idp.sid);
+    if (idp.subject) q = q.where('idp_subject', '=', idp.subject);
+    const rows = await q.returning('user_id').execute();
+    return { ended: rows.length, userIds: [...new Set(rows.map((r) => r.user_id))] };
   }
 
   async end(sessionId: string): Promise<boolean> {

@@ -4,6 +4,7 @@ import type { Database } from '../../../../db/schema.ts';
 import type { Logger } from '../../../lib/logger.ts';
 import type { ArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import type { CheckpointSigner } from '../audit-log.ts';
+import type { SsoOptions } from '../sso.ts';
 
 export interface AuditServerOptions {
   db: Kysely<Database>;
@@ -36,6 +37,8 @@ export interface AuditServerOptions {
   keyRotationGraceHours?: number;
   /** Where e-discovery archives requested over the API are built and kept (with storage). */
   exportsDir?: string;
+  /** Console sign-in through an OpenID Connect provider (OIDC_* settings); unset: API keys only. */
+  sso?: SsoOptions;
 }
 
 export interface AuditServer {

@@ -122,7 +122,9 @@ function renderHeader(): void {
 
 async function signOut(): Promise<void> {
   try {
-    await api('POST', '/logout', undefined, { quiet401: true });
+    const r = await api<{ ended: boolean; endSessionUrl?: string }>('POST', '/logout', undefined, { quiet401: true });
+    // Signed in by SSO: sign out at the identity provider too (it returns to the sign-in page).
+    if (r.endSessionUrl) return location.assign(r.endSessionUrl);
   } catch {
     // Already signed out or offline: the cookie is cleared or expires anyway.
   }
@@ -130,6 +132,15 @@ async function signOut(): Promise<void> {
   flash = 'You are signed out.';
   navigate('/console/signin');
 }
+
+/** The console page to go to after sign-in (?next=), if it is one. */
+function nextPath(): string | null {
+  const next = new URLSearchParams(location.search).get('next');
+  return next && next.startsWith('/console/') && !next.startsWith('/console/signin') ? next : null;
+}
+
+/** The SSO sign-in route when the server has an identity provider (the page says so). */
+const ssoLogin = (JSON.parse(document.getElementById('signin-options')?.textContent ?? '{}') as { sso?: string | null }).sso ?? null;
 
 function renderSignIn(message?: string): void {
   document.title = 'Sign in · Verbatim';
@@ -150,8 +161,7 @@ function renderSignIn(message?: string): void {
         try {
           me = await api<Me>('POST', '/login', { apiKey: key.value.trim() }, { quiet401: true });
           key.value = '';
-          const next = new URLSearchParams(location.search).get('next');
-          navigate(next && next.startsWith('/console/') && !next.startsWith('/console/signin') ? next : home(), { replace: true });
+          navigate(nextPath() ?? home(), { replace: true });
         } catch (e) {
           status.textContent = '';
           error.append(errorBox(e, e instanceof ApiError && e.status === 401 ? 'That API key was not accepted.' : undefined));
@@ -163,6 +173,14 @@ function renderSignIn(message?: string): void {
     },
     h('h1', { id: 'signin-title' }, 'Sign in'),
     message ? h('p', { class: 'notice', role: 'status' }, message) : null,
+    ssoLogin
+      ? h(
+          'p',
+          { class: 'sso' },
+          h('a', { class: 'button', href: `${ssoLogin}?${new URLSearchParams({ next: nextPath() ?? '/console/' }).toString()}` }, 'Sign in with SSO'),
+          ' with your organisation account, or with an API key:',
+        )
+      : null,
     h('p', {}, 'Use the API key an admin gave you. The console keeps you signed in with a session cookie for up to 8 hours; the key itself is not stored in the browser.'),
     // Password managers pair a secret with a user name; the key is its own identity.
     h('input', { type: 'text', name: 'username', autocomplete: 'username', value: 'api-key', hidden: true, 'aria-hidden': 'true', tabindex: -1 }),
