@@ -150,7 +150,9 @@ export interface AuditCheckpointsTable {
   storage_key: string | null;
 }
 
-export type UserRole = 'admin' | 'compliance_officer' | 'auditor';
+/** The roles of the compliance API (services/audit/src/auth.ts gives each its permissions). */
+export const USER_ROLES = ['admin', 'compliance_officer', 'auditor'] as const;
+export type UserRole = (typeof USER_ROLES)[number];
 
 /** Users of the compliance API (migration 0005). */
 export interface UsersTable {
@@ -159,6 +161,9 @@ export interface UsersTable {
   role: UserRole;
   created_at: Timestamp;
   disabled_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The OpenID Connect identity (iss, sub) of a user provisioned by SSO (migration 0012). */
+  external_issuer: ColumnType<string | null, string | null | undefined, string | null>;
+  external_subject: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** API keys `vb_<prefix>_<secret>`: the prefix for lookup, an scrypt hash of the whole key. */
@@ -169,8 +174,11 @@ export interface ApiKeysTable {
   hash: string;
   created_at: Timestamp;
   expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** When the key stops being accepted; in the future while a rotated key's grace period runs (migration 0012). */
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The key this one replaced by rotation (migration 0012). */
+  rotated_from: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type RetentionKind = 'media' | 'transcript' | 'raw';
@@ -216,12 +224,19 @@ export interface TombstonesTable {
 /** Signed-in browsers of the compliance console (migration 0007). */
 export interface ConsoleSessionsTable {
   id: string;
-  key_id: string;
+  /** The API key the session was opened with; NULL for an SSO session (migration 0012). */
+  key_id: ColumnType<string | null, string | null | undefined, string | null>;
   user_id: string;
   created_at: Timestamp;
   expires_at: ColumnType<Date, Date | string, Date | string>;
   ended_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   client_address: string | null;
+  method: ColumnType<'key' | 'sso', 'key' | 'sso' | undefined, 'key' | 'sso'>;
+  idp_issuer: ColumnType<string | null, string | null | undefined, string | null>;
+  idp_subject: ColumnType<string | null, string | null | undefined, string | null>;
+  idp_sid: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Sent back to the IdP as id_token_hint at sign-out. */
+  id_token: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export type ErasureStatus = 'pending' | 'running' | 'completed' | 'restricted' | 'partial' | 'failed';

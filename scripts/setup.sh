@@ -16,6 +16,10 @@ APT_PACKAGES=(
   cmake
   # media tools, browser for tests and the demo, embedded queue backend and database
   ffmpeg chromium espeak-ng sox redis-server postgresql
+  # a real S3 server that enforces Object Lock (Ceph radosgw on a one-node cluster), for the WORM tests
+  radosgw ceph-mon ceph-osd
+  # a TURN server for the relay-only participant test (the tests start their own on 127.0.0.1)
+  coturn
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -29,6 +33,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     bash -c "$cmd" >&2
+    # Only the binaries are needed: a system TURN server on port 3478 is not ours to start.
+    if [[ " ${missing[*]} " == *" coturn "* ]] && [ -d /run/systemd/system ]; then
+      log "coturn: disabling the system service the package enabled (the tests run their own)"
+      systemctl disable --now coturn >&2 || true
+    fi
   else
     log "missing Debian packages: ${missing[*]}"
     log "run as root:  sudo sh -c '$cmd'"

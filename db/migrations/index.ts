@@ -10,6 +10,8 @@ import * as m0008 from './0008-search-time-index.ts';
 import * as m0009 from './0009-exports.ts';
 import * as m0010 from './0010-session-events.ts';
 import * as m0011 from './0011-erasure-jobs.ts';
+import * as m0012 from './0012-key-lifecycle.ts';
+import * as m0013 from './0013-sso.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -28,6 +30,8 @@ const migrations: Record<string, Migration> = {
   '0009-exports': m0009,
   '0010-session-events': m0010,
   '0011-erasure-jobs': m0011,
+  '0012-key-lifecycle': m0012,
+  '0013-sso': m0013,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -6,9 +6,10 @@
  */
 export { startAuditServer, auditServerOptionsFromConfig, type AuditServer } from './src/http/server.ts';
 export { AuditLog, type AuditEntryInput } from './src/audit-log.ts';
-export { createUserWithKey } from './src/auth.ts';
+export { createUserWithKey } from './src/key-lifecycle.ts';
 export { SweeperWorker } from './src/sweeper-worker.ts';
 export { objectLockRetention } from './src/object-lock.ts';
 export { runAuditCommand, AUDIT_USAGE } from './src/audit-cli.ts';
 export { runComplianceCommand, COMPLIANCE_USAGE } from './src/compliance-cli.ts';
 export { runExportCommand } from './src/export-cli.ts';
+export { runKeysCommand, KEYS_USAGE } from './src/keys-cli.ts';

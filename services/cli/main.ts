@@ -10,6 +10,7 @@ import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './proce
  *   recording   inspect a track segment file or verify a session directory
  *   audit       verify the hash-chained audit trail against its signed checkpoints
  *   export      write / verify an e-discovery archive (tar + manifest of SHA-256s)
+ *   keys        list users and API keys, revoke a key, create an admin key (recovery) on the host
  * Commands load their modules on demand: `start` re-runs itself in its own process group
  * first, and the front process of that pair only relays signals (it should start fast).
  */
@@ -27,6 +28,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('../audit/index.ts')).runAuditCommand(rest, (s) => process.stdout.write(s));
     case 'export':
       return (await import('../audit/index.ts')).runExportCommand(rest, (s) => process.stdout.write(s), { err: (s) => process.stderr.write(s) });
+    case 'keys':
+      return (await import('../audit/index.ts')).runKeysCommand(rest, (s) => process.stdout.write(s));
     case 'retention':
     case 'erasure':
     case 'holds':
@@ -48,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
           '       verbatim holds list [--all] | holds place --case <id> --reason <r> --scope <s> --value <v> | holds release <id>',
           '       verbatim consent list [--participant <id>] [--session <id>] [--room <id>] [--json | --csv]',
           '       verbatim export verify <archive.tar> [--json]',
+          '       verbatim keys list [--json] | keys revoke <key prefix | id> [--reason <text>] | keys create-admin [--name <n>] [--expires <date-time>]',
           '',
         ].join('\n'),
       );

@@ -36,6 +36,17 @@ describe('config', () => {
     expect(() => loadConfig({ env: { SFU_API_SECRET: 'short' } })).toThrow(/SFU_API_SECRET/);
   });
 
+  it('validates the OIDC settings at start-up: needed companions, the role map, https off loopback', () => {
+    const oidc = { OIDC_ISSUER_URL: 'https://idp.example.com/realms/acme', OIDC_CLIENT_ID: 'verbatim', OIDC_ROLE_MAP: 'verbatim-admins=admin,compliance=compliance_officer' };
+    expect(loadConfig({ env: oidc })).toMatchObject({ ...oidc, OIDC_GROUPS_CLAIM: 'groups', OIDC_SCOPES: 'openid profile email' });
+    expect(() => loadConfig({ env: { OIDC_ISSUER_URL: oidc.OIDC_ISSUER_URL } })).toThrow(/OIDC_CLIENT_ID: needed.*OIDC_ROLE_MAP: needed/);
+    expect(() => loadConfig({ env: { ...oidc, OIDC_ROLE_MAP: 'audit=officer' } })).toThrow(/OIDC_ROLE_MAP=.*unknown role officer/);
+    expect(() => loadConfig({ env: { ...oidc, OIDC_ISSUER_URL: 'http://idp.example.com' } })).toThrow(/must be https/);
+    expect(loadConfig({ env: { ...oidc, OIDC_ISSUER_URL: 'http://127.0.0.1:9000' } }).OIDC_ISSUER_URL).toBe('http://127.0.0.1:9000');
+    expect(() => loadConfig({ env: { ...oidc, OIDC_CLIENT_SECRET: 's', OIDC_CLIENT_SECRET_FILE: '/x' } })).toThrow(/either it or OIDC_CLIENT_SECRET/);
+    expect(() => loadConfig({ env: { ...oidc, OIDC_SCOPES: 'profile' } })).toThrow(/must include openid/);
+  });
+
   it('reads a JSON file, env wins, unknown keys are rejected', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-cfg-'));
     const file = path.join(dir, 'c.json');

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { USER_ROLES, type UserRole } from '../../db/schema.ts';
 import { VerbatimError } from './errors.ts';
 import { readToolchain } from './toolchain.ts';
 
@@ -19,6 +20,32 @@ const optionalString = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v === '' ? undefined : v));
+const optionalUrl = optionalString.pipe(z.url({ protocol: /^https?$/ }).optional());
+
+/** OIDC_ROLE_MAP "group=role,group=role" → pairs in priority order; throws a message naming the bad pair. */
+export function parseRoleMap(text: string): { group: string; role: UserRole }[] {
+  const pairs = text
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  if (pairs.length === 0) throw new Error('needs at least one group=role pair');
+  return pairs.map((pair) => {
+    const i = pair.lastIndexOf('=');
+    const group = pair.slice(0, i).trim();
+    const role = pair.slice(i + 1).trim();
+    if (i <= 0 || group === '') throw new Error(`"${pair}" is not group=role`);
+    if (!(USER_ROLES as readonly string[]).includes(role)) throw new Error(`"${pair}": unknown role ${role} (roles: ${USER_ROLES.join(', ')})`);
+    return { group, role: role as UserRole };
+  });
+}
+const roleMap = optionalString.superRefine((v, ctx) => {
+  if (v === undefined) return;
+  try {
+    parseRoleMap(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
 
 export const configSpec = {
   DATA_DIR: { schema: z.string().min(1), default: './data', doc: 'Root of every embedded-default state: the PostgreSQL cluster (DATA_DIR/postgres; as root, where DATA_DIR/postgres-location.json says), Redis, recordings, artifacts, secrets.' },
@@ -47,6 +74,16 @@ export const configSpec = {
   SFU_MAX_CONSUMERS_PER_PEER: { schema: int(1, 100_000), default: 500, doc: 'Tracks one participant may receive at once; more are refused with LIMIT_EXCEEDED.' },
   SFU_SIGNALING_RATE_PER_SEC: { schema: int(1, 100_000), default: 50, doc: 'Signaling requests per second one connection may send on average (token bucket); over it a request is answered RATE_LIMITED.' },
   SFU_SIGNALING_BURST: { schema: int(1, 1_000_000), default: 200, doc: 'Token bucket size for signaling requests (a join with many producers sends a burst); a connection that collects this many refusals beyond the rate is closed (1008 RATE_LIMITED).' },
+  SFU_QUALITY_SAMPLE_MS: { schema: int(0, 600_000), default: 5000, doc: "How often every participant's loss and RTT are sampled from mediasoup (room stats, /metrics); 0 = off." },
+  SFU_QUALITY_LOSS_PCT: { schema: z.coerce.number().min(0).max(100), default: 5, doc: 'Packet loss (percent, up or down) over which a participant is logged and counted as poor.' },
+  SFU_QUALITY_RTT_MS: { schema: int(0, 60_000), default: 300, doc: 'Round-trip time (ms) over which a participant is logged and counted as poor.' },
+  SFU_TURN_URLS: {
+    schema: optionalString,
+    default: undefined,
+    doc: 'TURN servers handed to participants with the join answer, comma-separated (e.g. turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349). Unset: no TURN.',
+  },
+  SFU_TURN_SECRET: { schema: optionalString, default: undefined, doc: "coturn's static-auth-secret (use-auth-secret): the SFU derives each participant's short-lived TURN credentials from it (min 16 chars; required with SFU_TURN_URLS)." },
+  SFU_TURN_TTL_S: { schema: int(60, 604_800), default: 43_200, doc: "Lifetime of a participant's TURN credentials in seconds: it must outlast the longest meeting (coturn checks it on every allocation refresh)." },
   RECORDER_URL: { schema: optionalString, default: undefined, doc: 'Recorder control API the SFU taps recorded rooms to (http://host:port). Unset: recording is unavailable and recorded rooms show it.' },
   RECORDER_SECRET: { schema: optionalString, default: undefined, doc: 'Bearer secret between SFU and recorder (min 16 chars). Unset: generated into DATA_DIR/secrets.json.' },
   RECORDER_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder control API binds.' },
@@ -85,8 +122,18 @@ export const configSpec = {
   AUDIT_CHECKPOINT_INTERVAL_MS: { schema: int(0, 2_147_483_647).refine((v) => v === 0 || v >= 1000, 'must be 0 (only at shutdown) or at least 1000'), default: 60_000, doc: 'How often the head of the audit chain is checkpointed (BullMQ job scheduler: one writer however many compliance processes run); also at every stop of the compliance API. 0 = only at stop.' },
   AUDIT_CHECKPOINT_RETAIN_DAYS: { schema: int(1, 36_500), default: 2557, doc: 'With S3_OBJECT_LOCK: Object Lock retention of each checkpoint copy in the bucket (default 7 years).' },
   AUDIT_FAILED_AUTH_PER_MIN: { schema: int(0, 100_000), default: 10, doc: 'Failed API-key/session guesses per client address per minute before the compliance API answers RATE_LIMITED (0 = no limit).' },
+  AUDIT_KEY_ROTATION_GRACE_HOURS: { schema: z.coerce.number().min(0).max(720), default: 24, doc: 'After POST /api/v1/keys/{id}/rotate the old API key stays valid this many hours, then is refused (a request may set its own graceHours; 0 = at once).' },
+  AUDIT_PUBLIC_URL: { schema: optionalUrl, default: undefined, doc: 'Base URL browsers reach the compliance API and console at, behind a proxy (default http://AUDIT_HOST:AUDIT_PORT); the SSO redirect URL derives from it.' },
+  OIDC_ISSUER_URL: { schema: optionalUrl, default: undefined, doc: 'OpenID Connect issuer for console sign-in (SSO; its /.well-known/openid-configuration is read at the first sign-in). Unset: API keys only. http:// only for a loopback host.' },
+  OIDC_CLIENT_ID: { schema: optionalString, default: undefined, doc: 'The client id Verbatim is registered with at the IdP (needed with OIDC_ISSUER_URL).' },
+  OIDC_CLIENT_SECRET: { schema: optionalString, default: undefined, doc: 'Its client secret (client_secret_basic). Unset, and no OIDC_CLIENT_SECRET_FILE: a public client (PKCE only).' },
+  OIDC_CLIENT_SECRET_FILE: { schema: optionalString, default: undefined, doc: 'A file holding the client secret (instead of OIDC_CLIENT_SECRET), read at start-up.' },
+  OIDC_REDIRECT_URL: { schema: optionalUrl, default: undefined, doc: 'Redirect URI registered at the IdP (default AUDIT_PUBLIC_URL/api/v1/sso/callback). Register AUDIT_PUBLIC_URL/console/signin as post-logout redirect and AUDIT_PUBLIC_URL/api/v1/sso/backchannel-logout as back-channel logout URI.' },
+  OIDC_SCOPES: { schema: z.string().regex(/(^| )openid( |$)/, 'must include openid'), default: 'openid profile email', doc: 'Scopes requested at sign-in (add e.g. groups where the IdP releases the groups claim only for a scope).' },
+  OIDC_GROUPS_CLAIM: { schema: z.string().min(1), default: 'groups', doc: 'ID token / userinfo claim holding the user\'s groups (a list of strings, or one string).' },
+  OIDC_ROLE_MAP: { schema: roleMap, default: undefined, doc: 'Groups → roles, "group=role,...", e.g. "verbatim-admins=admin,compliance=compliance_officer,audit=auditor". The first pair whose group the user has decides the role, at every sign-in; no match: 403 SSO_NO_ROLE.' },
   RETENTION_SWEEP_INTERVAL_MS: { schema: int(0, 2_147_483_647).refine((v) => v === 0 || v >= 1000, 'must be 0 (off) or at least 1000'), default: 3_600_000, doc: 'How often the retention sweeper runs (BullMQ job scheduler; 0 = never, minimum 1000).' },
-  S3_OBJECT_LOCK: { schema: z.enum(['off', 'GOVERNANCE', 'COMPLIANCE']), default: 'off', doc: 'The S3 bucket has Object Lock: uploads carry this retention mode until the retention policy expires, holds set the legal-hold flag. Untested against a real endpoint.' },
+  S3_OBJECT_LOCK: { schema: z.enum(['off', 'GOVERNANCE', 'COMPLIANCE']), default: 'off', doc: 'The S3 bucket has Object Lock: uploads carry this retention mode until the retention policy expires, holds set the legal-hold flag; a delete the lock refuses fails with OBJECT_RETAINED. Tested against Ceph radosgw.' },
   STAGE_RESTART_MAX: { schema: int(0, 1000), default: 5, doc: 'npm start restarts a stage process that exits unexpectedly; after this many restarts within STAGE_RESTART_WINDOW_MS it gives up and stops everything (exit code 1).' },
   STAGE_RESTART_WINDOW_MS: { schema: int(1000, 86_400_000), default: 300_000, doc: 'Window in which STAGE_RESTART_MAX restarts of one stage are allowed.' },
   STAGE_RESTART_BACKOFF_MS: { schema: int(0, 600_000), default: 500, doc: 'Delay before restarting a crashed stage, doubled for each further crash in the window (at most 30 s).' },
@@ -144,9 +191,21 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (problems.length === 0 && cfg.RECORDER_MIN_PORT + 1 > cfg.RECORDER_MAX_PORT) {
     problems.push(`RECORDER_MIN_PORT=${cfg.RECORDER_MIN_PORT}: must be below RECORDER_MAX_PORT=${cfg.RECORDER_MAX_PORT}`);
   }
-  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET'] as const) {
+  if (problems.length === 0 && cfg.SFU_TURN_URLS !== undefined) {
+    const bad = cfg.SFU_TURN_URLS.split(',').map((u) => u.trim()).filter((u) => !/^turns?:[^\s/?#]+(:\d{1,5})?(\?transport=(udp|tcp))?$/.test(u));
+    if (bad.length > 0) problems.push(`SFU_TURN_URLS: ${bad.map((u) => JSON.stringify(u)).join(', ')} is not a turn: or turns: URL (turn:host:port?transport=udp)`);
+    if (cfg.SFU_TURN_SECRET === undefined) problems.push('SFU_TURN_SECRET: required with SFU_TURN_URLS (the static-auth-secret of coturn)');
+  }
+  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET', 'SFU_TURN_SECRET'] as const) {
     const v = cfg[key];
     if (v !== undefined && v.length < 16) problems.push(`${key}: must be at least 16 characters`);
+  }
+  if (problems.length === 0 && cfg.OIDC_ISSUER_URL !== undefined) {
+    if (cfg.OIDC_CLIENT_ID === undefined) problems.push('OIDC_CLIENT_ID: needed with OIDC_ISSUER_URL');
+    if (cfg.OIDC_ROLE_MAP === undefined) problems.push('OIDC_ROLE_MAP: needed with OIDC_ISSUER_URL (no group would grant a role)');
+    if (cfg.OIDC_CLIENT_SECRET !== undefined && cfg.OIDC_CLIENT_SECRET_FILE !== undefined) problems.push('OIDC_CLIENT_SECRET_FILE: set either it or OIDC_CLIENT_SECRET, not both');
+    const issuer = new URL(cfg.OIDC_ISSUER_URL);
+    if (issuer.protocol === 'http:' && !isLoopbackHost(issuer.hostname)) problems.push(`OIDC_ISSUER_URL=${cfg.OIDC_ISSUER_URL}: must be https:// (http:// only for a loopback host)`);
   }
   if (problems.length > 0) {
     throw new VerbatimError('CONFIG_INVALID', `invalid configuration: ${problems.join(' | ')}`, {
@@ -163,6 +222,11 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   cfg.WHISPER_MODELS_DIR = path.resolve(cfg.WHISPER_MODELS_DIR ?? path.join(cfg.DATA_DIR, 'models'));
   cfg.STORAGE_DIR = path.resolve(cfg.STORAGE_DIR ?? path.join(cfg.DATA_DIR, 'artifacts'));
   return cfg;
+}
+
+/** 127.0.0.0/8, ::1 and localhost: the only hosts plain http:// to an IdP is accepted for (tests, a local IdP). */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || hostname === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 
 /** Markdown table of every setting, for the README. */

@@ -66,6 +66,17 @@ export const ErrorCodes = {
   REQUEST_TIMEOUT: 408,
   /** A recording session that was sealed: it takes no more events or tracks. */
   SESSION_ENDED: 409,
+  /** S3 Object Lock (retention until a date, or a legal hold) refuses to delete a stored object. */
+  OBJECT_RETAINED: 409,
+  /** The change would leave no enabled admin with a usable API key (services/audit key lifecycle). */
+  LAST_ADMIN: 409,
+  // Console sign-in through the organisation's OpenID Connect provider.
+  /** SSO sign-in asked for, but no OIDC_ISSUER_URL is configured. */
+  SSO_NOT_CONFIGURED: 404,
+  /** The IdP signed the user in, but none of their groups maps to a role (OIDC_ROLE_MAP). */
+  SSO_NO_ROLE: 403,
+  /** The IdP could not be reached, refused the sign-in, or answered something that did not verify. */
+  SSO_FAILED: 502,
   INTERNAL: 500,
 } as const;
 

@@ -1,6 +1,6 @@
-import { createHash, createHmac, randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { Database, UserRole } from '../../../db/schema.ts';
+import { USER_ROLES, type Database, type UserRole } from '../../../db/schema.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 
 /**
@@ -13,7 +13,7 @@ import { VerbatimError } from '../../lib/errors.ts';
  * whoever knows only a prefix learns nothing about the key's state.
  */
 
-export const ROLES = ['admin', 'compliance_officer', 'auditor'] as const satisfies readonly UserRole[];
+export const ROLES = USER_ROLES;
 export type Role = UserRole;
 
 export const PERMISSIONS = [
@@ -53,10 +53,13 @@ export interface Principal {
   userId: string;
   userName: string;
   role: Role;
-  keyId: string;
-  keyPrefix: string;
+  /** The API key of the request, or of the console session it opened; absent for an SSO session. */
+  keyId?: string;
+  keyPrefix?: string;
   /** Set when the request authenticated with a console session cookie instead of a Bearer key. */
   sessionId?: string;
+  /** The IdP identity of a console session opened by SSO. */
+  sso?: { issuer: string; subject: string };
 }
 
 /** Throws FORBIDDEN unless the principal's role grants the permission. */
@@ -100,47 +103,7 @@ export function parseApiKey(key: string): { prefix: string } | null {
   return m ? { prefix: m[1]! } : null;
 }
 
-export interface CreatedKey {
-  user: { id: string; name: string; role: Role };
-  key: { id: string; prefix: string; expiresAt: string | null };
-  /** The plain key: shown once, never stored. */
-  apiKey: string;
-}
-
 type Db = Kysely<Database>;
-
-/** Creates a user with the given role and one API key for it. */
-export async function createUserWithKey(db: Db, opts: { name: string; role: Role; expiresAt?: Date | null }): Promise<CreatedKey> {
-  if (!(ROLES as readonly string[]).includes(opts.role)) throw new VerbatimError('BAD_REQUEST', `unknown role ${String(opts.role)}`, { hint: `Roles: ${ROLES.join(', ')}.` });
-  const userId = `usr_${randomUUID()}`;
-  return db.transaction().execute(async (trx) => {
-    await trx.insertInto('users').values({ id: userId, name: opts.name, role: opts.role }).execute();
-    const key = await createApiKey(trx, userId, { expiresAt: opts.expiresAt ?? null });
-    return { user: { id: userId, name: opts.name, role: opts.role }, ...key };
-  });
-}
-
-/** Adds an API key to an existing user. */
-export async function createApiKey(db: Db, userId: string, opts: { expiresAt?: Date | null } = {}): Promise<Omit<CreatedKey, 'user'>> {
-  for (let attempt = 0; ; attempt++) {
-    const prefix = randomBytes(4).toString('hex');
-    const apiKey = `vb_${prefix}_${randomBytes(32).toString('base64url')}`;
-    const id = `key_${randomUUID()}`;
-    const expiresAt = opts.expiresAt ?? null;
-    const taken = await db.selectFrom('api_keys').select('id').where('prefix', '=', prefix).executeTakeFirst();
-    if (taken) {
-      if (attempt > 5) throw new VerbatimError('INTERNAL', 'could not find a free API key prefix');
-      continue;
-    }
-    await db.insertInto('api_keys').values({ id, user_id: userId, prefix, hash: await hashApiKey(apiKey), expires_at: expiresAt }).execute();
-    return { key: { id, prefix, expiresAt: expiresAt ? expiresAt.toISOString() : null }, apiKey };
-  }
-}
-
-export async function revokeApiKey(db: Db, keyId: string, at: Date = new Date()): Promise<boolean> {
-  const r = await db.updateTable('api_keys').set({ revoked_at: at }).where('id', '=', keyId).where('revoked_at', 'is', null).executeTakeFirst();
-  return Number(r.numUpdatedRows) > 0;
-}
 
 /** Why a key was refused; all are UNAUTHORIZED, told apart in the message and details.reason. */
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'forged' | 'revoked' | 'expired' | 'disabled' | 'session_invalid' | 'session_expired' | 'session_ended';
@@ -154,13 +117,25 @@ function unauthorized(reason: AuthFailure, message: string, prefix?: string): Ve
       reason === 'expired' || reason === 'revoked' || reason === 'disabled'
         ? 'Ask an admin for a new API key.'
         : reason.startsWith('session_')
-          ? 'Sign in again (POST /api/v1/login with your API key).'
+          ? 'Sign in again (POST /api/v1/login with your API key, or the console\'s "Sign in with SSO").'
           : 'Send "Authorization: Bearer vb_<prefix>_<secret>" with a key an admin created (POST /api/v1/keys).',
     details: { reason, ...(prefix ? { keyPrefix: prefix } : {}) },
   });
 }
 
 const LAST_USED_RESOLUTION_MS = 60_000;
+
+interface KeyStateRow {
+  keyId: string;
+  prefix: string;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+  userId: string;
+  name: string;
+  role: Role;
+  disabled_at: Date | null;
+}
 
 /**
  * Verifies API keys against the database. A verified key's digest is remembered (keyed
@@ -205,10 +180,10 @@ export class ApiKeyVerifier {
   }
 
   /** The key's principal when the key (found by id, e.g. from a console session) is still usable. */
-  async byKeyId(keyId: string): Promise<Principal> {
+  async byKeyId(keyId: string, opts: { touch?: boolean } = {}): Promise<Principal> {
     const row = await this.keyRow().where('api_keys.id', '=', keyId).executeTakeFirst();
     if (!row) throw unauthorized('revoked', 'the API key this session was opened with no longer exists');
-    return this.checkState(row);
+    return this.checkState(row, opts.touch ?? true);
   }
 
   private keyRow() {
@@ -218,25 +193,17 @@ export class ApiKeyVerifier {
       .select(['api_keys.id as keyId', 'api_keys.prefix', 'api_keys.hash', 'api_keys.expires_at', 'api_keys.revoked_at', 'api_keys.last_used_at', 'users.id as userId', 'users.name', 'users.role', 'users.disabled_at']);
   }
 
-  private async checkState(row: {
-    keyId: string;
-    prefix: string;
-    expires_at: Date | null;
-    revoked_at: Date | null;
-    last_used_at: Date | null;
-    userId: string;
-    name: string;
-    role: Role;
-    disabled_at: Date | null;
-  }): Promise<Principal> {
+  /** touch: record the use (last_used_at, at most once a minute per key); false for a refused session's check. */
+  private async checkState(row: KeyStateRow, touch = true): Promise<Principal> {
     const parsed = { prefix: row.prefix };
     const now = this.opts.now?.() ?? new Date();
-    if (row.revoked_at) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
+    // A rotated key's revoked_at lies in the future until its grace period ends.
+    if (row.revoked_at && new Date(row.revoked_at).getTime() <= now.getTime()) throw unauthorized('revoked', `API key ${parsed.prefix} was revoked at ${new Date(row.revoked_at).toISOString()}`, parsed.prefix);
     if (row.expires_at && new Date(row.expires_at).getTime() <= now.getTime()) {
       throw unauthorized('expired', `API key ${parsed.prefix} expired at ${new Date(row.expires_at).toISOString()}`, parsed.prefix);
     }
     if (row.disabled_at) throw unauthorized('disabled', `the user of API key ${parsed.prefix} is disabled`, parsed.prefix);
-    if (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS) {
+    if (touch && (!row.last_used_at || now.getTime() - new Date(row.last_used_at).getTime() > LAST_USED_RESOLUTION_MS)) {
       await this.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.keyId).execute();
     }
     return { userId: row.userId, userName: row.name, role: row.role, keyId: row.keyId, keyPrefix: row.prefix };
@@ -284,6 +251,18 @@ export class ConsoleSessions {
     return { cookie: `${id}.${exp}.${this.mac(id, exp)}`, sessionId: id, expiresAt };
   }
 
+  /** Opens a session for a user the IdP signed in (no API key: the IdP session and the user's state bound it). */
+  async openSso(user: { userId: string; name: string; role: Role }, idp: { issuer: string; subject: string; sid: string | null; idToken: string }, clientAddress: string | null): Promise<{ cookie: string; sessionId: string; expiresAt: Date }> {
+    const id = randomBytes(18).toString('base64url');
+    const expiresAt = new Date(this.now().getTime() + this.ttlMs);
+    await this.db
+      .insertInto('console_sessions')
+      .values({ id, key_id: null, user_id: user.userId, expires_at: expiresAt, client_address: clientAddress, method: 'sso', idp_issuer: idp.issuer, idp_subject: idp.subject, idp_sid: idp.sid, id_token: idp.idToken })
+      .execute();
+    const exp = expiresAt.getTime();
+    return { cookie: `${id}.${exp}.${this.mac(id, exp)}`, sessionId: id, expiresAt };
+  }
+
   async verify(cookie: string): Promise<Principal> {
     const m = /^([A-Za-z0-9_-]{24})\.(\d{13})\.([A-Za-z0-9_-]{43})$/.exec(cookie);
     if (!m) throw unauthorized('session_invalid', 'the session cookie is malformed');
@@ -292,11 +271,41 @@ export class ConsoleSessions {
     const expected = Buffer.from(this.mac(id, exp));
     if (!timingSafeEqual(expected, Buffer.from(mac))) throw unauthorized('session_invalid', 'the session cookie does not carry a valid signature');
     if (exp <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(exp).toISOString()}`);
-    const row = await this.db.selectFrom('console_sessions').select(['key_id', 'ended_at', 'expires_at']).where('id', '=', id).executeTakeFirst();
+    const row = await this.db.selectFrom('console_sessions').select(['key_id', 'user_id', 'ended_at', 'expires_at', 'idp_issuer', 'idp_subject']).where('id', '=', id).executeTakeFirst();
     if (!row) throw unauthorized('session_invalid', 'unknown console session');
-    if (row.ended_at) throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    if (row.ended_at) {
+      // Ended by its key's revocation or its user's disabling: say that, rather than "signed out".
+      if (row.key_id) await this.verifier.byKeyId(row.key_id, { touch: false });
+      else {
+        const user = await this.db.selectFrom('users').select('disabled_at').where('id', '=', row.user_id).executeTakeFirst();
+        if (user?.disabled_at) throw unauthorized('disabled', 'the user of this console session is disabled');
+      }
+      throw unauthorized('session_ended', `the console session was signed out at ${new Date(row.ended_at).toISOString()}`);
+    }
     if (new Date(row.expires_at).getTime() <= this.now().getTime()) throw unauthorized('session_expired', `the console session expired at ${new Date(row.expires_at).toISOString()}`);
-    return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
+    if (row.key_id) return { ...(await this.verifier.byKeyId(row.key_id)), sessionId: id };
+    // An SSO session: the user's current role (re-mapped at each sign-in) and state decide.
+    const user = await this.db.selectFrom('users').select(['id', 'name', 'role', 'disabled_at']).where('id', '=', row.user_id).executeTakeFirst();
+    if (!user || user.disabled_at) throw unauthorized('disabled', 'the user of this console session is disabled');
+    return { userId: user.id, userName: user.name, role: user.role, sessionId: id, sso: { issuer: row.idp_issuer!, subject: row.idp_subject! } };
+  }
+
+  /** The ID token of an SSO session (the IdP's sign-out takes it as id_token_hint); null for a key session. */
+  async idTokenOf(sessionId: string): Promise<string | null> {
+    const row = await this.db.selectFrom('console_sessions').select('id_token').where('id', '=', sessionId).executeTakeFirst();
+    return row?.id_token ?? null;
+  }
+
+  /**
+   * Ends the sessions an IdP logout names (back-channel logout): those of its session id when it
+   * names one, else every session of the subject. Returns the ended sessions' users.
+   */
+  async endIdpSessions(idp: { issuer: string; subject: string | null; sid: string | null }): Promise<{ ended: number; userIds: string[] }> {
+    let q = this.db.updateTable('console_sessions').set({ ended_at: this.now() }).where('method', '=', 'sso').where('idp_issuer', '=', idp.issuer).where('ended_at', 'is', null);
+    if (idp.sid) q = q.where('idp_sid', '=', idp.sid);
+    if (idp.subject) q = q.where('idp_subject', '=', idp.subject);
+    const rows = await q.returning('user_id').execute();
+    return { ended: rows.length, userIds: [...new Set(rows.map((r) => r.user_id))] };
   }
 
   async end(sessionId: string): Promise<boolean> {

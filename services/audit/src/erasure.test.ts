@@ -17,7 +17,7 @@ import { transcriptText } from '../../lib/transcript/transcript-files.ts';
 import { syntheticTrack } from '../../../testing/synthetic-session.ts';
 import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../testing/transcode-worker.ts';
 import { AuditLog } from './audit-log.ts';
-import { createUserWithKey } from './auth.ts';
+import { createUserWithKey } from './key-lifecycle.ts';
 import { startAuditServer, type AuditServer } from './http/server.ts';
 
 const backends = await testBackends();

@@ -70,6 +70,8 @@ export interface SessionOutcome {
   session: string;
   room: string;
   state: 'erased' | 'restricted' | 'failed';
+  /** Why a failed session failed (OBJECT_RETAINED: S3 Object Lock kept the media). */
+  code?: string;
   holds?: { id: string; caseId: string | undefined }[];
   deleted?: { transcriptSegments: number; artifacts: string[]; rawFiles: string[]; tracks: string[] };
   composite?: CompositeOutcome;
@@ -437,7 +439,8 @@ export class ErasureService {
   /** The erase step failed (nothing of it was committed): recorded as a failed session. */
   async failed(req: ErasureJobContext, works: SessionWork[], i: number, err: unknown): Promise<void> {
     this.opts.logger?.error({ err, session: works[i]!.session, request: req.id }, 'erasure of a session failed');
-    works[i] = { session: works[i]!.session, step: 'audit', outcome: { session: works[i]!.session, room: '', state: 'failed', note: (err as Error).message.slice(0, 500) } };
+    const code = err instanceof VerbatimError ? err.code : 'ERASURE_FAILED';
+    works[i] = { session: works[i]!.session, step: 'audit', outcome: { session: works[i]!.session, room: '', state: 'failed', code, note: (err as Error).message.slice(0, 500) } };
     await saveWork(this.opts.db, req.id, works);
   }
 

@@ -11,7 +11,7 @@ import { DAY_MS, holdsInForce, winningRetention, type RetentionHold, type Retent
  * so the bucket refuses to delete them earlier; a session with no expiring policy (keep forever,
  * or not ended) gets no retention date. Legal holds set the S3 legal-hold flag on every stored
  * artifact of the sessions they cover, and releasing a hold clears it where no other hold in
- * force covers the session. Untested against a real Object Lock endpoint (s3rver has none).
+ * force covers the session. Tested against Ceph radosgw, which enforces it (worm.test.ts).
  */
 
 /** What the audit service needs of a storage with Object Lock (S3ArtifactStorage). */

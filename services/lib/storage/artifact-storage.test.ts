@@ -7,18 +7,20 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { CreateBucketCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, HeadObjectCommand, ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type ConfigKey } from '../config.ts';
 import { VerbatimError } from '../errors.ts';
 import { LocalArtifactStorage, type ArtifactStorage } from './artifact-storage.ts';
 import { S3ArtifactStorage } from './s3-storage.ts';
 import { storageFromConfig } from './storage-from-config.ts';
+import { radosgwUnavailable, startRadosgw, type Radosgw } from '../../../testing/radosgw.ts';
 
 /**
- * One conformance suite, run against every ArtifactStorage backend: the embedded local directory, and S3
- * against an s3rver (a fake S3 on 127.0.0.1) this file starts. s3rver does not verify SigV4 signatures or
- * payload hashes, ignores x-amz-checksum-* headers, and has no Object Lock, so those are not proven here.
+ * One conformance suite, run against every ArtifactStorage backend: the embedded local directory, S3
+ * against an s3rver (a fake S3 on 127.0.0.1) this file starts, and S3 against a real one, Ceph radosgw,
+ * with an Object Lock bucket (signatures, checksums and versioning enforced). s3rver does not verify
+ * SigV4 signatures or payload hashes and ignores x-amz-checksum-* headers; radosgw does.
  */
 
 // s3rver ships no types; this is the part of its API the suite uses.
@@ -158,6 +160,55 @@ const backends: { name: string; make: () => Promise<Backend> }[] = [
       ),
   },
 ];
+
+// The real S3 server: an Object Lock bucket (versioned), built from configuration with S3_OBJECT_LOCK.
+const noRadosgw = radosgwUnavailable();
+let rgw: Radosgw | undefined;
+afterAll(async () => {
+  await rgw?.stop();
+});
+if (!noRadosgw) {
+  backends.push({
+    name: 's3 (radosgw, Object Lock bucket)',
+    make: async () => {
+      rgw = await startRadosgw();
+      const bucket = 'verbatim-worm-conformance';
+      const credentials = { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey };
+      const client = new S3Client({ endpoint: rgw.endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+      await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+      const storage = storageFromConfig(
+        loadConfig({
+          env: {},
+          overrides: { DATA_DIR: tmp, STORAGE_BACKEND: 's3', S3_ENDPOINT: rgw.endpoint, S3_BUCKET: bucket, S3_ACCESS_KEY_ID: credentials.accessKeyId, S3_SECRET_ACCESS_KEY: credentials.secretAccessKey, S3_FORCE_PATH_STYLE: 'true', S3_OBJECT_LOCK: 'GOVERNANCE' },
+        }),
+      );
+      const endpoint = rgw.endpoint;
+      return {
+        storage,
+        // Every version and delete marker in the bucket: unchanged means nothing was written or deleted.
+        fingerprint: async () => {
+          const res = await client.send(new ListObjectVersionsCommand({ Bucket: bucket }));
+          return JSON.stringify([...(res.Versions ?? []), ...(res.DeleteMarkers ?? [])].map((v) => [v.Key, v.VersionId]));
+        },
+        readLocated: async (location) => {
+          expect(location).toMatch(new RegExp(`^${endpoint}/${bucket}/.*X-Amz-Signature=`));
+          const res = await fetch(location);
+          expect(res.status).toBe(200);
+          return Buffer.from(await res.arrayBuffer());
+        },
+        close: async () => {
+          (storage as S3ArtifactStorage).destroy();
+          client.destroy();
+        },
+      };
+    },
+  });
+}
+if (noRadosgw) {
+  describe('ArtifactStorage conformance: s3 (radosgw)', () => {
+    it.skip(`not run: ${noRadosgw}`, () => {});
+  });
+}
 
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];

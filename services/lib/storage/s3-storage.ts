@@ -3,8 +3,11 @@ import { Readable, Transform } from 'node:stream';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
+  GetObjectLegalHoldCommand,
+  GetObjectRetentionCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutObjectLegalHoldCommand,
   S3Client,
   S3ServiceException,
@@ -50,7 +53,7 @@ export interface S3ArtifactStorageOptions {
   serverChecksums?: boolean;
   /**
    * S3 Object Lock: every upload carries ObjectLockMode + ObjectLockRetainUntilDate. The bucket must have been
-   * created with Object Lock enabled. Not exercised by the test suite: s3rver has no Object Lock support.
+   * created with Object Lock enabled (hence versioned). Tested against Ceph radosgw (worm.test.ts).
    */
   objectLock?: S3ObjectLockOptions;
 }
@@ -140,12 +143,36 @@ export class S3ArtifactStorage implements ArtifactStorage {
     return (await this.head(key)) !== undefined;
   }
 
+  /**
+   * Without Object Lock: one DeleteObject. With it the bucket is versioned, where a plain delete
+   * only stacks a delete marker on top of versions that stay readable; so every version of the
+   * key is deleted by id, and a version the lock protects fails the call with OBJECT_RETAINED,
+   * naming its retention date or legal hold (never a silent "deleted").
+   */
   async delete(key: string): Promise<void> {
     validateKey(key);
-    try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
-    } catch (err) {
-      throw storageError(`deleting s3://${this.bucket}/${key} failed`, err);
+    if (!this.objectLock) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+      } catch (err) {
+        throw storageError(`deleting s3://${this.bucket}/${key} failed`, err);
+      }
+      return;
+    }
+    const retained: string[] = [];
+    for (const versionId of await this.versionsOf(key)) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }));
+      } catch (err) {
+        if (!(err instanceof S3ServiceException && err.$metadata.httpStatusCode === 403)) throw storageError(`deleting version ${versionId} of s3://${this.bucket}/${key} failed`, err);
+        retained.push(await this.lockOf(key, versionId));
+      }
+    }
+    if (retained.length > 0) {
+      throw new VerbatimError('OBJECT_RETAINED', `s3://${this.bucket}/${key} is under S3 Object Lock and cannot be deleted: ${retained.join('; ')}`, {
+        hint: 'The bucket keeps it until the retention date passes (COMPLIANCE: no one can shorten it) or the legal hold is released; GDPR erasure of locked media needs crypto-shredding.',
+        details: { key, locks: retained },
+      });
     }
   }
 
@@ -239,6 +266,38 @@ export class S3ArtifactStorage implements ArtifactStorage {
   /** Closes the client's sockets. */
   destroy(): void {
     this.client.destroy();
+  }
+
+  /** Every version id and delete marker of exactly this key. */
+  private async versionsOf(key: string): Promise<string[]> {
+    const ids: string[] = [];
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    do {
+      let res;
+      try {
+        res = await this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }));
+      } catch (err) {
+        throw storageError(`listing the versions of s3://${this.bucket}/${key} failed`, err);
+      }
+      for (const v of [...(res.Versions ?? []), ...(res.DeleteMarkers ?? [])]) if (v.Key === key && v.VersionId) ids.push(v.VersionId);
+      keyMarker = res.IsTruncated ? res.NextKeyMarker : undefined;
+      versionIdMarker = res.IsTruncated ? res.NextVersionIdMarker : undefined;
+    } while (keyMarker !== undefined);
+    return ids;
+  }
+
+  /** What protects one version: "version V: COMPLIANCE retention until <date>, legal hold ON". */
+  private async lockOf(key: string, versionId: string): Promise<string> {
+    const [retention, hold] = await Promise.all([
+      this.client.send(new GetObjectRetentionCommand({ Bucket: this.bucket, Key: key, VersionId: versionId })).then((r) => r.Retention, () => undefined),
+      this.client.send(new GetObjectLegalHoldCommand({ Bucket: this.bucket, Key: key, VersionId: versionId })).then((r) => r.LegalHold?.Status, () => undefined),
+    ]);
+    const parts = [
+      ...(retention?.RetainUntilDate ? [`${retention.Mode ?? 'retention'} until ${retention.RetainUntilDate.toISOString()}`] : []),
+      ...(hold === 'ON' ? ['legal hold ON'] : []),
+    ];
+    return `version ${versionId}: ${parts.length > 0 ? parts.join(', ') : 'access denied'}`;
   }
 
   private async head(key: string) {

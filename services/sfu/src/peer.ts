@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
 import type { ServerNotification } from '../../lib/contracts/signaling.ts';
+import type { PeerQuality } from './quality-monitor.ts';
 
 export type ConsentState = 'pending' | 'granted' | 'declined';
 
@@ -33,6 +34,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   onCloseFault: ((err: unknown) => void) | undefined;
   /** How and when the current decision was made (a recording session started later restates it). */
   consentDecision: { method: 'click' | 'announcement' | 'pre-accepted'; at: Date } | undefined;
+  /** Their link as last sampled (QualityMonitor); undefined before the first sample. */
+  quality: PeerQuality | undefined;
   readonly joinedAt = new Date();
   lastSeen = Date.now();
   private closedFlag = false;

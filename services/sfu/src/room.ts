@@ -9,6 +9,7 @@ import { mediaFailure, type WorkerHealth } from './media-failure.ts';
 import type { Peer } from './peer.ts';
 import { checkProduce, type PeerLimits } from './produce-checks.ts';
 import type { SfuMetrics } from './sfu-metrics.ts';
+import type { PeerQuality } from './quality-monitor.ts';
 
 export interface RoomTransportConfig {
   listenIp: string;
@@ -118,13 +119,14 @@ export class Room extends EventEmitter<RoomEvents> {
     return out;
   }
 
-  listPeers(): { id: string; name: string; kind: string; producers: { id: string; kind: string; paused: boolean }[]; consent: string; joinedAt: string }[] {
+  listPeers(): { id: string; name: string; kind: string; producers: { id: string; kind: string; paused: boolean }[]; consent: string; joinedAt: string; quality: PeerQuality | null }[] {
     return [...this.peers.values()].map((p) => ({
       id: p.id,
       name: p.name,
       kind: p.kind,
       consent: p.consent,
       joinedAt: p.joinedAt.toISOString(),
+      quality: p.quality ?? null,
       producers: [...p.producers.values()].map((pr) => ({ id: pr.id, kind: pr.kind, paused: pr.paused })),
     }));
   }
@@ -340,6 +342,7 @@ export class Room extends EventEmitter<RoomEvents> {
       [...this.peers.values()].map(async (p) => ({
         id: p.id,
         name: p.name,
+        quality: p.quality ?? null,
         transports: await Promise.all([...p.transports.values()].map(async (t) => ({ id: t.id, stats: await t.getStats() }))),
         producers: await Promise.all([...p.producers.values()].map(async (pr) => ({ id: pr.id, kind: pr.kind, paused: pr.paused, stats: await pr.getStats() }))),
         consumers: await Promise.all([...p.consumers.values()].map(async (c) => ({ id: c.id, kind: c.kind, producerId: c.producerId, paused: c.paused, stats: await c.getStats() }))),

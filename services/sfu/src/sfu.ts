@@ -15,6 +15,7 @@ import { RecorderClient } from './recorder-client.ts';
 import { RecordingTap } from './recording-tap.ts';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import type { AuditContext } from './audit-context.ts';
+import { QualityMonitor } from './quality-monitor.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -51,18 +52,27 @@ export class Sfu {
   private closed = false;
   readonly recorder: RecorderClient | undefined;
   readonly taps = new Map<string, RecordingTap>();
+  readonly quality: QualityMonitor;
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
     this.audit = deps.audit;
     this.metrics = createSfuMetrics(deps.registry);
     this.pool = new WorkerPool({ size: deps.config.SFU_WORKERS, workerBin: deps.config.MEDIASOUP_WORKER_BIN, logger: deps.logger, metrics: this.metrics });
+    this.quality = new QualityMonitor({
+      rooms: () => this.rooms.values(),
+      thresholds: { lossPct: deps.config.SFU_QUALITY_LOSS_PCT, rttMs: deps.config.SFU_QUALITY_RTT_MS },
+      intervalMs: deps.config.SFU_QUALITY_SAMPLE_MS,
+      registry: deps.registry,
+      logger: deps.logger.child({ component: 'quality' }),
+    });
     if (deps.config.RECORDER_URL) this.recorder = new RecorderClient(deps.config.RECORDER_URL, deps.secrets.recorderSecret, deps.logger.child({ component: 'recorder-client' }));
   }
 
   async start(): Promise<void> {
     await this.pool.start();
     this.recorder?.start();
+    this.quality.start();
   }
 
   get config(): Config {
@@ -366,6 +376,7 @@ export class Sfu {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.quality.stop();
     // End recording sessions first so the recorder seals them while media still flows.
     await Promise.all([...this.taps.values()].map((t) => t.close()));
     this.recorder?.stop();

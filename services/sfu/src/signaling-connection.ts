@@ -17,6 +17,7 @@ import type { Peer, PeerChannel } from './peer.ts';
 import type { Room } from './room.ts';
 import type { Sfu } from './sfu.ts';
 import { TokenBucket } from './token-bucket.ts';
+import { turnIceServers } from './turn-credentials.ts';
 
 /** WebSocket close codes this server uses besides the room's 4000-4002. */
 export const CLOSE_INTERNAL = 1011;
@@ -213,6 +214,7 @@ export class SignalingConnection implements PeerChannel {
       recording: room.recordingStateFor(peer),
       consentNeeded: room.flags.consent === 'required' && (room.flags.record || room.recording) && peer.consent === 'pending',
       reclaimed,
+      iceServers: turnIceServers(this.sfu.config, peer.id),
     };
   }
 

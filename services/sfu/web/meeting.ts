@@ -17,6 +17,8 @@ interface JoinResult {
   producers: { producerId: string; peerId: string; peerName: string; kind: 'audio' | 'video' }[];
   recording: RecordingState;
   consentNeeded: boolean;
+  /** TURN servers with this participant's short-lived credentials (empty without TURN). */
+  iceServers: RTCIceServer[];
 }
 interface RecordingState {
   recording: boolean;
@@ -114,6 +116,7 @@ const state = {
   recording: undefined as RecordingState | undefined,
   producers: {} as Record<string, string>,
   consumers: new Map<string, { consumer: types.Consumer; peerId: string; peerName: string }>(),
+  transports: [] as types.Transport[],
 };
 
 function showError(code: string, message: string, hint?: string): void {
@@ -177,7 +180,10 @@ function remoteTile(peerId: string, peerName: string): HTMLElement {
 }
 
 async function main(): Promise<void> {
-  const token = new URLSearchParams(location.search).get('token');
+  const query = new URLSearchParams(location.search);
+  const token = query.get('token');
+  // ?relay=1: media only through the TURN servers (to check a TURN set-up, or behind a strict firewall).
+  const iceTransportPolicy: RTCIceTransportPolicy = query.get('relay') === '1' ? 'relay' : 'all';
   if (!token) {
     state.phase = 'error';
     showError('TOKEN_INVALID', 'This page needs a join link with a token.', 'Ask the meeting host for a join link.');
@@ -208,7 +214,9 @@ async function main(): Promise<void> {
 
   const transportFor = async (direction: 'send' | 'recv') => {
     const params = await sig.request<types.TransportOptions>('createWebRtcTransport', { direction });
-    const t = direction === 'send' ? device.createSendTransport(params) : device.createRecvTransport(params);
+    const options = { ...params, iceServers: joined.iceServers, iceTransportPolicy };
+    const t = direction === 'send' ? device.createSendTransport(options) : device.createRecvTransport(options);
+    state.transports.push(t);
     t.on('connect', ({ dtlsParameters }, ok, fail) => {
       sig.request('connectWebRtcTransport', { transportId: t.id, dtlsParameters: dtlsParameters as unknown as Json }).then(() => ok(), fail);
     });
@@ -346,7 +354,21 @@ async function inboundStats(): Promise<{ peerId: string; kind: string; bytesRece
   return out;
 }
 
-const verbatim = { state, inboundStats } as Record<string, unknown>;
+/** Test hook: the candidate types ("host", "relay", ...) of each transport's selected ICE pair. */
+async function iceRoutes(): Promise<{ direction: string; local: string; remote: string }[]> {
+  const out = [];
+  for (const t of state.transports) {
+    const report = await t.getStats();
+    const stats = [...(report.values() as Iterable<Record<string, unknown>>)];
+    const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+    const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId);
+    const candidate = (id: unknown) => stats.find((s) => s.id === id)?.candidateType as string | undefined;
+    if (pair) out.push({ direction: t.direction, local: candidate(pair.localCandidateId) ?? '?', remote: candidate(pair.remoteCandidateId) ?? '?' });
+  }
+  return out;
+}
+
+const verbatim = { state, inboundStats, iceRoutes } as Record<string, unknown>;
 (window as unknown as { verbatim: unknown }).verbatim = verbatim;
 
 main().catch((e: unknown) => {

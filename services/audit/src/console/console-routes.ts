@@ -5,6 +5,7 @@ import { VerbatimError } from '../../../lib/errors.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { ROLE_PERMISSIONS } from '../auth.ts';
 import { SESSION_ID_RE } from '../http/schemas.ts';
+import { SSO_PATHS } from '../sso.ts';
 
 /**
  * The web console: one static page plus its bundle, served by the compliance service
@@ -16,7 +17,6 @@ import { SESSION_ID_RE } from '../http/schemas.ts';
 const clientDir = fileURLToPath(new URL('./client/', import.meta.url));
 
 export interface ConsoleAssets {
-  html: string;
   js: string;
   css: string;
 }
@@ -30,7 +30,7 @@ export function buildConsoleAssets(): Promise<ConsoleAssets> {
       readFile(`${clientDir}app.css`, 'utf8'),
       bundleBrowserScript(`${clientDir}app.ts`),
     ]);
-    return { html: consoleHtml(), js: bundle, css };
+    return { js: bundle, css };
   })();
   assets.catch(() => {
     assets = undefined; // a failed build is retried by the next app, not cached
@@ -38,9 +38,11 @@ export function buildConsoleAssets(): Promise<ConsoleAssets> {
   return assets;
 }
 
-function consoleHtml(): string {
+function consoleHtml(opts: { sso: boolean }): string {
   // The role → permission table travels with the page so navigation follows auth.ts without a copy of it.
   const rbac = JSON.stringify(ROLE_PERMISSIONS).replace(/</g, '\\u003c');
+  // Whether the sign-in page offers "Sign in with SSO" (the server has an OpenID Connect provider).
+  const signIn = JSON.stringify({ sso: opts.sso ? SSO_PATHS.login : null });
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -50,6 +52,7 @@ function consoleHtml(): string {
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/console/app.css">
 <script type="application/json" id="rbac">${rbac}</script>
+<script type="application/json" id="signin-options">${signIn}</script>
 <script type="module" src="/console/app.js"></script>
 </head>
 <body>
@@ -71,6 +74,8 @@ function secure(reply: FastifyReply): FastifyReply {
 export interface ConsoleOptions {
   /** Build the bundle before the server listens (default) — a broken bundle then fails start-up, not the first visit. */
   eager?: boolean;
+  /** Offer "Sign in with SSO" on the sign-in page. */
+  sso?: boolean;
 }
 
 /**
@@ -82,7 +87,8 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions = {})
   void app.register(async (scope) => {
     const ready = opts.eager === false ? undefined : await buildConsoleAssets();
     const get = async () => ready ?? (await buildConsoleAssets());
-    const page = async (_req: unknown, reply: FastifyReply) => secure(reply).type('text/html; charset=utf-8').header('cache-control', 'no-store').send((await get()).html);
+    const html = consoleHtml({ sso: opts.sso ?? false });
+    const page = async (_req: unknown, reply: FastifyReply) => secure(reply).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(html);
 
     scope.get('/console', async (_req, reply) => reply.redirect('/console/', 301));
     scope.get('/console/', page);

@@ -16,7 +16,7 @@ import { runSessionPipeline } from '../../../transcode/index.ts';
 import { LocalArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import { syntheticSession } from '../../../../testing/synthetic-session.ts';
 import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../../testing/transcode-worker.ts';
-import { createUserWithKey } from '../auth.ts';
+import { createUserWithKey } from '../key-lifecycle.ts';
 import { verifyArchive } from '../export.ts';
 import type { SessionDetails } from './client/api.ts';
 import { timelineEvents } from './client/timeline.ts';

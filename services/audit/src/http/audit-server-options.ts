@@ -4,6 +4,7 @@ import type { Database } from '../../../../db/schema.ts';
 import type { Logger } from '../../../lib/logger.ts';
 import type { ArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import type { CheckpointStore, CheckpointVerifier } from '../audit-checkpoints.ts';
+import type { SsoOptions } from '../sso.ts';
 
 export interface AuditServerOptions {
   db: Kysely<Database>;
@@ -32,8 +33,12 @@ export interface AuditServerOptions {
    */
   redisUrl?: string;
   queuePrefix?: string;
+  /** How long a rotated API key stays valid (hours; default 24, AUDIT_KEY_ROTATION_GRACE_HOURS). */
+  keyRotationGraceHours?: number;
   /** Where e-discovery archives requested over the API are built and kept (with storage). */
   exportsDir?: string;
+  /** Console sign-in through an OpenID Connect provider (OIDC_* settings); unset: API keys only. */
+  sso?: SsoOptions;
 }
 
 export interface AuditServer {

@@ -10,7 +10,7 @@ import { createLogger } from '../../../lib/logger.ts';
 import { LocalArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import { artifactKey } from '../../../lib/storage/artifact-keys.ts';
 import { AuditLog } from '../audit-log.ts';
-import { createUserWithKey } from '../auth.ts';
+import { createUserWithKey } from '../key-lifecycle.ts';
 import { startAuditServer, type AuditServer } from './server.ts';
 
 /**

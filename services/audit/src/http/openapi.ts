@@ -29,7 +29,7 @@ export function openApiDocument(table: readonly AnyRoute[]): Record<string, unkn
       operationId: `${r.method.toLowerCase()}${r.url.replace(/:(\w+)/g, 'By_$1').replace(/[/_-](\w)/g, (_m, c: string) => c.toUpperCase())}`,
       security: r.auth === 'none' ? [] : [{ apiKey: [] }, { sessionCookie: [] }],
       parameters,
-      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(r.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
+      ...(r.body ? { requestBody: { required: true, content: { [r.bodyType ?? 'application/json']: { schema: z.toJSONSchema(r.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
       responses: {
         [String(r.status ?? 200)]: { description: 'OK' },
         '400': errorResponse('BAD_REQUEST: invalid parameters or body'),
@@ -37,7 +37,7 @@ export function openApiDocument(table: readonly AnyRoute[]): Record<string, unkn
         '403': errorResponse("FORBIDDEN: the key's role lacks the permission (or a cookie-authenticated change lacks the CSRF header)"),
         '429': errorResponse('RATE_LIMITED: too many failed credential guesses from this address (Retry-After)'),
         ...(r.params ? { '414': errorResponse('URI_TOO_LONG: a path segment or the request line is too long') } : {}),
-        ...(r.body ? { '413': errorResponse('MESSAGE_TOO_LARGE: body over 64 KiB'), '415': errorResponse('UNSUPPORTED_MEDIA_TYPE: the body is not application/json') } : {}),
+        ...(r.body ? { '413': errorResponse('MESSAGE_TOO_LARGE: body over 64 KiB'), '415': errorResponse(`UNSUPPORTED_MEDIA_TYPE: the body is not ${r.bodyType ?? 'application/json'}`) } : {}),
         '431': errorResponse('HEADERS_TOO_LARGE: request line and headers over 16 KiB'),
         '503': errorResponse("AUDIT_UNAVAILABLE: the request's audit entry could not be written, so its result is not given (Retry-After)"),
       },

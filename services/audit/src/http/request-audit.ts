@@ -5,6 +5,7 @@ import type { RefusedRequest } from '../../../lib/http/refusals.ts';
 import type { Logger } from '../../../lib/logger.ts';
 import type { AuditEntryInput, AuditLog } from '../audit-log.ts';
 import type { Principal } from '../auth.ts';
+import { SSO_PATHS } from '../sso.ts';
 
 /** What a route's handler says about a request for its audit entry. */
 export interface AuditNote {
@@ -46,14 +47,18 @@ export class RequestAudit {
     return this.principals.get(req);
   }
 
-  /** The entry of a request that succeeded (the caller is known: routes without one sign it in); throws AUDIT_UNAVAILABLE. */
+  /**
+   * The entry of a request that succeeded (the caller is known, or anonymous for the routes
+   * without a credential that sign nobody in: the SSO redirect, the IdP's back-channel logout);
+   * throws AUDIT_UNAVAILABLE.
+   */
   async succeeded(req: FastifyRequest, action: string, note: AuditNote): Promise<void> {
-    const principal = this.principals.get(req)!;
+    const principal = this.principals.get(req);
     const entry: AuditEntryInput = {
       action,
       actor: actorOf(principal),
       target: note.target,
-      details: { ...note.details, apiKey: principal.keyId, role: principal.role, ...(principal.sessionId ? { via: 'session' } : {}) },
+      details: { ...note.details, ...principalDetails(principal), ...(principal?.sessionId ? { via: principal.sso ? 'sso-session' : 'session' } : {}) },
       clientAddress: storableAddress(req.ip),
     };
     try {
@@ -77,7 +82,7 @@ export class RequestAudit {
     }
     const p = r.req ? this.principals.get(r.req) : undefined;
     const denied = e.status === 401 || e.status === 403 || e.status === 429;
-    const login = r.method === 'POST' && r.route === '/api/v1/login';
+    const login = (r.method === 'POST' && r.route === '/api/v1/login') || (r.method === 'GET' && r.route === SSO_PATHS.callback);
     const entry: AuditEntryInput = {
       action: login && denied ? 'login.failed' : denied ? 'auth.denied' : 'request.rejected',
       actor: actorOf(p),
@@ -86,7 +91,7 @@ export class RequestAudit {
         status: e.status,
         code: e.code,
         message: toStorable(e.message, 500),
-        ...(p ? { apiKey: p.keyId, role: p.role } : {}),
+        ...principalDetails(p),
         ...(isPlainObject(e.details) ? { error: toStorableJson(e.details) } : {}),
         ...(r.req ? {} : { stage: 'before-routing' }),
       },
@@ -101,6 +106,7 @@ export class RequestAudit {
   }
 }
 
+const principalDetails = (p: Principal | undefined) => (p ? { ...(p.keyId ? { apiKey: p.keyId } : {}), role: p.role } : {});
 const actorOf = (p: Principal | undefined) => (p ? { type: 'user' as const, id: p.userId } : { type: 'anonymous' as const });
 /** Behind a trusted proxy the address comes from X-Forwarded-For: any text the client chose. */
 const storableAddress = (a: string | null | undefined) => (a ? toStorable(a, 100) : null);

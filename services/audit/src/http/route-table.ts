@@ -8,6 +8,7 @@ import { parseOrBadRequest } from '../../../lib/http/parse-or-bad-request.ts';
 import type { AuditLog } from '../audit-log.ts';
 import { authorize, can, type ApiKeyVerifier, type ConsoleSessions, type FailedAuthLimiter, type Permission, type Principal } from '../auth.ts';
 import type { ErasureJobs } from '../erasure-jobs.ts';
+import type { OidcRelyingParty } from '../sso.ts';
 import type { AuditServerOptions } from './audit-server-options.ts';
 import type { AuditNote, RequestAudit } from './request-audit.ts';
 
@@ -51,6 +52,8 @@ export interface RouteDef<Q, B, P> {
   summary: string;
   query: ZodType<Q>;
   body?: ZodType<B>;
+  /** The body's media type when not JSON (the server parses it for this route only). */
+  bodyType?: 'application/x-www-form-urlencoded';
   params?: ZodType<P>;
   status?: number;
   handler(ctx: HandlerContext<Q, B, P>): Promise<HandlerResult>;
@@ -74,6 +77,8 @@ export interface RouteContext {
   setPrincipal: (req: FastifyRequest, p: Principal) => void;
   /** Erasure requests and their background jobs (with storage and RECORDINGS_DIR). */
   erasure: ErasureJobs | undefined;
+  /** Console sign-in through the OpenID Connect provider (OIDC_ISSUER_URL); undefined: API keys only. */
+  sso: OidcRelyingParty | undefined;
 }
 
 /** A request field that parsed but makes no sense (e.g. an expiry in the past). */

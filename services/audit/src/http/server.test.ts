@@ -4,7 +4,7 @@ import type { UserRole } from '../../../../db/schema.ts';
 import { createLogger } from '../../../lib/logger.ts';
 import { testBackends, type TestBackend } from '../../../../testing/databases.ts';
 import { AuditLog } from '../audit-log.ts';
-import { createUserWithKey, revokeApiKey } from '../auth.ts';
+import { createUserWithKey, revokeApiKey } from '../key-lifecycle.ts';
 import { startAuditServer, type AuditServer } from './server.ts';
 import { verifyArchive } from '../export.ts';
 import { LocalArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
@@ -39,6 +39,7 @@ const SEEDED_EXPORT = '00000000-0000-4000-8000-000000000003';
 const SEEDED_ARCHIVE = Buffer.from('not really a tar, but bytes to serve');
 const ENDPOINTS: Endpoint[] = [
   { name: 'create key', method: 'POST', path: '/api/v1/keys', body: { name: 'matrix user', role: 'auditor' }, roles: ['admin'], action: 'key.create', okStatus: 201 },
+  { name: 'list users', method: 'GET', path: '/api/v1/users', roles: ['admin'], action: 'user.list', okStatus: 200 },
   { name: 'search', method: 'GET', path: '/api/v1/search?q=budget', roles: ['compliance_officer'], action: 'search', okStatus: 200 },
   { name: 'sessions', method: 'GET', path: '/api/v1/sessions?room=board', roles: ['compliance_officer', 'auditor'], action: 'session.list', okStatus: 200 },
   { name: 'session', method: 'GET', path: '/api/v1/sessions/s1', roles: ['compliance_officer', 'auditor'], action: 'session.view', okStatus: 200 },
@@ -80,6 +81,8 @@ const DOC_PATHS = [
   '/api/v1/exports/{id}',
   '/api/v1/exports/{id}/archive',
   '/api/v1/keys',
+  '/api/v1/keys/{id}/revoke',
+  '/api/v1/keys/{id}/rotate',
   '/api/v1/legal-holds',
   '/api/v1/legal-holds/{id}',
   '/api/v1/legal-holds/{id}/release',
@@ -95,6 +98,13 @@ const DOC_PATHS = [
   '/api/v1/sessions/{id}/artifacts',
   '/api/v1/sessions/{id}/artifacts/{artifactId}/content',
   '/api/v1/sessions/{id}/transcript',
+  '/api/v1/sso/backchannel-logout',
+  '/api/v1/sso/callback',
+  '/api/v1/sso/login',
+  '/api/v1/users',
+  '/api/v1/users/{id}/disable',
+  '/api/v1/users/{id}/enable',
+  '/api/v1/users/{id}/keys',
 ];
 
 const WIDGETS = 25;

@@ -66,7 +66,7 @@ export interface Me {
   user: { id: string; name: string };
   role: Role;
   permissions: string[];
-  via?: 'session' | 'key';
+  via?: 'session' | 'sso' | 'key';
   keyPrefix?: string;
 }
 export type Role = 'admin' | 'compliance_officer' | 'auditor';

@@ -3,7 +3,8 @@ import { api, ApiError, setUnauthorizedHandler, type Me } from './api.ts';
 import { clear, field, fill, h, stackable } from './dom.ts';
 import { errorBox, setRetry } from './errors.ts';
 import { renderAudit, renderConsent } from './pages-auditor.ts';
-import { renderErasure, renderExports, renderHolds, renderKeys, renderPolicies } from './pages-manage.ts';
+import { renderKeys } from './pages-keys.ts';
+import { renderErasure, renderExports, renderHolds, renderPolicies } from './pages-manage.ts';
 import { renderSearch } from './pages-search.ts';
 import { renderSession, renderSessionLookup } from './pages-session.ts';
 
@@ -121,7 +122,9 @@ function renderHeader(): void {
 
 async function signOut(): Promise<void> {
   try {
-    await api('POST', '/logout', undefined, { quiet401: true });
+    const r = await api<{ ended: boolean; endSessionUrl?: string }>('POST', '/logout', undefined, { quiet401: true });
+    // Signed in by SSO: sign out at the identity provider too (it returns to the sign-in page).
+    if (r.endSessionUrl) return location.assign(r.endSessionUrl);
   } catch {
     // Already signed out or offline: the cookie is cleared or expires anyway.
   }
@@ -129,6 +132,15 @@ async function signOut(): Promise<void> {
   flash = 'You are signed out.';
   navigate('/console/signin');
 }
+
+/** The console page to go to after sign-in (?next=), if it is one. */
+function nextPath(): string | null {
+  const next = new URLSearchParams(location.search).get('next');
+  return next && next.startsWith('/console/') && !next.startsWith('/console/signin') ? next : null;
+}
+
+/** The SSO sign-in route when the server has an identity provider (the page says so). */
+const ssoLogin = (JSON.parse(document.getElementById('signin-options')?.textContent ?? '{}') as { sso?: string | null }).sso ?? null;
 
 function renderSignIn(message?: string): void {
   document.title = 'Sign in · Verbatim';
@@ -149,8 +161,7 @@ function renderSignIn(message?: string): void {
         try {
           me = await api<Me>('POST', '/login', { apiKey: key.value.trim() }, { quiet401: true });
           key.value = '';
-          const next = new URLSearchParams(location.search).get('next');
-          navigate(next && next.startsWith('/console/') && !next.startsWith('/console/signin') ? next : home(), { replace: true });
+          navigate(nextPath() ?? home(), { replace: true });
         } catch (e) {
           status.textContent = '';
           error.append(errorBox(e, e instanceof ApiError && e.status === 401 ? 'That API key was not accepted.' : undefined));
@@ -162,6 +173,14 @@ function renderSignIn(message?: string): void {
     },
     h('h1', { id: 'signin-title' }, 'Sign in'),
     message ? h('p', { class: 'notice', role: 'status' }, message) : null,
+    ssoLogin
+      ? h(
+          'p',
+          { class: 'sso' },
+          h('a', { class: 'button', href: `${ssoLogin}?${new URLSearchParams({ next: nextPath() ?? '/console/' }).toString()}` }, 'Sign in with SSO'),
+          ' with your organisation account, or with an API key:',
+        )
+      : null,
     h('p', {}, 'Use the API key an admin gave you. The console keeps you signed in with a session cookie for up to 8 hours; the key itself is not stored in the browser.'),
     // Password managers pair a secret with a user name; the key is its own identity.
     h('input', { type: 'text', name: 'username', autocomplete: 'username', value: 'api-key', hidden: true, 'aria-hidden': 'true', tabindex: -1 }),
@@ -267,7 +286,13 @@ async function render(): Promise<void> {
 setRetry(() => void render());
 setUnauthorizedHandler((e) => {
   me = null;
-  flash = e.message.includes('signed out') ? 'You were signed out. Sign in again.' : 'Your session has ended. Sign in again.';
+  flash = / was revoked /.test(e.message)
+    ? 'Your session has ended: its API key was revoked. Sign in with a current key.'
+    : / is disabled/.test(e.message)
+      ? 'Your session has ended: your user was disabled. Ask an admin.'
+      : e.message.includes('signed out')
+        ? 'You were signed out. Sign in again.'
+        : 'Your session has ended. Sign in again.';
   const next = location.pathname.startsWith('/console/signin') ? '' : `?next=${encodeURIComponent(location.pathname + location.search)}`;
   navigate(`/console/signin${next}`, { replace: true });
 });

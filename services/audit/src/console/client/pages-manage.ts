@@ -438,53 +438,6 @@ export async function renderErasure(ctx: Ctx): Promise<void> {
   await load();
 }
 
-// ---------------------------------------------------------------- users and keys (admin)
-
-export function renderKeys(ctx: Ctx): void {
-  const name = h('input', { name: 'name', required: true, autocomplete: 'off' });
-  const role = h('select', { name: 'role' }, [['compliance_officer', 'Compliance officer'], ['auditor', 'Auditor'], ['admin', 'Admin']].map(([v, l]) => h('option', { value: v }, l)));
-  const expires = h('input', { name: 'expiresAt', type: 'date' });
-  const status = formStatus();
-  const created = h('div', { 'aria-live': 'polite' });
-  const form = h(
-    'form',
-    {
-      class: 'card',
-      onsubmit: async (ev: Event) => {
-        ev.preventDefault();
-        status.busy('Creating…');
-        try {
-          const r = await api<{ user: { id: string; name: string; role: string }; key: { prefix: string; expiresAt: string | null }; apiKey: string }>('POST', '/keys', {
-            name: name.value.trim(),
-            role: role.value,
-            ...(expires.value ? { expiresAt: new Date(`${expires.value}T23:59:59Z`).toISOString() } : {}),
-          });
-          status.ok(`Created ${r.user.name} (${r.user.role}).`);
-          const keyField = h('input', { type: 'text', readonly: true, value: r.apiKey, 'aria-label': 'New API key', class: 'mono' });
-          created.replaceChildren(
-            h(
-              'div',
-              { class: 'card ok' },
-              h('strong', {}, 'Copy this key now — it is shown only once.'),
-              keyField,
-              h('p', { class: 'muted' }, `Key ${r.key.prefix}, ${r.key.expiresAt ? `expires ${formatTime(r.key.expiresAt)}` : 'does not expire'}.`),
-            ),
-          );
-          keyField.select();
-        } catch (e) {
-          status.fail(e);
-        }
-      },
-    },
-    h('h2', {}, 'Create a user and API key'),
-    h('div', { class: 'grid' }, field('Name', name), field('Role', role), field('Expires (optional)', expires)),
-    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Create')),
-    status.el,
-  );
-  ctx.main.append(h('h1', {}, 'Users and API keys'), form, created);
-  name.focus();
-}
-
 // ---------------------------------------------------------------- e-discovery exports (officer)
 
 interface ExportRow {

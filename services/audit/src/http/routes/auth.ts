@@ -8,7 +8,7 @@ import { EmptyQuerySchema } from '../schemas.ts';
 export const LoginBodySchema = z.object({ apiKey: z.string().min(1).max(200).describe('An API key vb_<prefix>_<secret>.') }).strict();
 
 /** Who the caller is, and the console's sign-in and sign-out. */
-export function authRoutes({ now, verifier, sessions, limiter, setPrincipal }: RouteContext): AnyRoute[] {
+export function authRoutes({ now, verifier, sessions, limiter, setPrincipal, sso }: RouteContext): AnyRoute[] {
   return [
     defineRoute({
       method: 'GET',
@@ -19,7 +19,7 @@ export function authRoutes({ now, verifier, sessions, limiter, setPrincipal }: R
       query: EmptyQuerySchema,
       async handler({ principal }) {
         return {
-          response: { user: { id: principal.userId, name: principal.userName }, role: principal.role, permissions: ROLE_PERMISSIONS[principal.role], via: principal.sessionId ? 'session' : 'key', keyPrefix: principal.keyPrefix },
+          response: { user: { id: principal.userId, name: principal.userName }, role: principal.role, permissions: ROLE_PERMISSIONS[principal.role], via: principal.sso ? 'sso' : principal.sessionId ? 'session' : 'key', ...(principal.keyPrefix ? { keyPrefix: principal.keyPrefix } : {}) },
           audit: { target: { type: 'user', id: principal.userId } },
         };
       },
@@ -57,17 +57,24 @@ export function authRoutes({ now, verifier, sessions, limiter, setPrincipal }: R
       url: '/logout',
       permissions: [],
       action: 'logout',
-      summary: 'Ends the console session of the cookie (and clears it).',
+      summary: "Ends the console session of the cookie (and clears it). A session opened by SSO also answers endSessionUrl: the IdP's sign-out, for the browser to go to.",
       query: EmptyQuerySchema,
       async handler({ req, principal }) {
+        const idToken = principal.sso && principal.sessionId ? await sessions.idTokenOf(principal.sessionId) : null;
         const ended = principal.sessionId ? await sessions.end(principal.sessionId) : false;
-        return { response: { ended }, headers: { 'set-cookie': sessionCookie(req, '', 0) }, audit: { target: { type: 'user', id: principal.userId }, details: { ended } } };
+        // RP-initiated logout: the IdP's session ends too, and its back-channel logout reaches every app of it.
+        const endSessionUrl = principal.sso && sso ? await sso.endSessionUrl(idToken, new URL('/console/signin', sso.redirectUrl).href).catch(() => undefined) : undefined;
+        return {
+          response: { ended, ...(endSessionUrl ? { endSessionUrl } : {}) },
+          headers: { 'set-cookie': sessionCookie(req, '', 0) },
+          audit: { target: { type: 'user', id: principal.userId }, details: { ended, ...(principal.sso ? { method: 'sso', issuer: principal.sso.issuer, subject: principal.sso.subject, idpLogout: endSessionUrl !== undefined } : {}) } },
+        };
       },
     }),
   ];
 }
 
 /** The console session cookie (empty value + Max-Age=0 clears it). Secure when the request came over HTTPS. */
-function sessionCookie(req: FastifyRequest, value: string, maxAgeSeconds: number): string {
+export function sessionCookie(req: FastifyRequest, value: string, maxAgeSeconds: number): string {
   return `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSeconds}${req.protocol === 'https' ? '; Secure' : ''}`;
 }

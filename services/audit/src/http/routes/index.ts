@@ -10,12 +10,14 @@ import { mediaRoutes } from './media.ts';
 import { retentionRoutes } from './retention.ts';
 import { searchRoutes } from './search.ts';
 import { sessionRoutes } from './sessions.ts';
+import { ssoRoutes } from './sso.ts';
 
 /** Every /api/v1 route, one file per domain; this order is the order of the OpenAPI document. */
 export function routeTable(ctx: RouteContext): AnyRoute[] {
   return [
     ...exportRoutes(ctx),
     ...authRoutes(ctx),
+    ...ssoRoutes(ctx),
     ...keyRoutes(ctx),
     ...mediaRoutes(ctx),
     ...erasureRoutes(ctx),

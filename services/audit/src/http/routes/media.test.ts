@@ -10,7 +10,7 @@ import { openDatabase, type Db } from '../../../../../db/database.ts';
 import { createLogger } from '../../../../lib/logger.ts';
 import { LocalArtifactStorage, type ArtifactStorage } from '../../../../lib/storage/artifact-storage.ts';
 import { S3ArtifactStorage } from '../../../../lib/storage/s3-storage.ts';
-import { createUserWithKey } from '../../auth.ts';
+import { createUserWithKey } from '../../key-lifecycle.ts';
 import { startAuditServer, type AuditServer } from '../server.ts';
 
 /**

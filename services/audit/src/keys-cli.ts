@@ -1,0 +1,102 @@
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
+import { loadConfig, type Config } from '../../lib/config.ts';
+import { VerbatimError } from '../../lib/errors.ts';
+import { AuditLog } from './audit-log.ts';
+import { createUserWithKey, findKey, listUsers, revokeKey, type UserView } from './key-lifecycle.ts';
+
+/**
+ * `verbatim keys list|revoke|create-admin` on the host, straight against the configured database
+ * (or the embedded PostgreSQL of DATA_DIR): the way back in when every admin key is lost, and a
+ * revocation that needs no working admin key. Audited as the service `cli:<os user>`, with the same
+ * before/after details as the API. Exit 0 ok, 1 refused, 2 usage.
+ */
+export const KEYS_USAGE = [
+  'usage: verbatim keys list [--json]',
+  '       verbatim keys revoke <key prefix | key id> [--reason <text>] [--json]',
+  '       verbatim keys create-admin [--name <name>] [--expires <ISO date-time>] [--json]',
+  '',
+].join('\n');
+
+export interface KeysCommandDeps {
+  db?: Db;
+  config?: Config;
+  env?: NodeJS.ProcessEnv;
+  err?: (s: string) => void;
+}
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  reason: { type: 'string' },
+  name: { type: 'string' },
+  expires: { type: 'string' },
+} as const;
+
+export async function runKeysCommand(args: string[], out: (s: string) => void, deps: KeysCommandDeps = {}): Promise<number> {
+  const err = deps.err ?? ((s: string) => process.stderr.write(s));
+  const usage = (why: string) => {
+    err(`${why}\n${KEYS_USAGE}`);
+    return 2;
+  };
+  const [sub, ...rest] = args;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    return usage((e as Error).message);
+  }
+  const o = parsed.values;
+  if (sub !== 'list' && sub !== 'revoke' && sub !== 'create-admin') return usage(`unknown command "verbatim keys${sub ? ` ${sub}` : ''}"`);
+  if (sub === 'revoke' ? parsed.positionals.length !== 1 : parsed.positionals.length !== 0) return usage(sub === 'revoke' ? 'keys revoke takes one key prefix or id' : `unexpected argument(s) ${parsed.positionals.join(' ')}`);
+  let expiresAt: Date | null = null;
+  if (o.expires !== undefined) {
+    expiresAt = new Date(o.expires);
+    if (Number.isNaN(expiresAt.getTime()) || expiresAt.getTime() <= Date.now()) return usage(`--expires "${o.expires}" is not a future date-time`);
+  }
+
+  const config = deps.config ?? loadConfig({ env: deps.env ?? process.env });
+  const db = deps.db ?? (await openConfiguredDatabase(config));
+  const audit = new AuditLog(db);
+  const actor = { type: 'service' as const, id: `cli:${os.userInfo().username}` };
+  const print = (v: unknown, text: string) => out(o.json ? `${JSON.stringify(v, null, 2)}\n` : text);
+  try {
+    switch (sub) {
+      case 'list': {
+        const users = await listUsers(db);
+        await audit.append({ action: 'user.list', actor, target: { type: 'users' }, details: { returned: users.length, via: 'cli' } });
+        print({ users }, users.map(describeUser).join(''));
+        return 0;
+      }
+      case 'revoke': {
+        const key = await findKey(db, parsed.positionals[0]!);
+        const r = await revokeKey(db, key.id);
+        await audit.append({ action: 'key.revoke', actor, target: { type: 'api_key', id: key.id }, details: { keyPrefix: key.prefix, userId: key.userId, before: r.before, after: r.after, sessionsEnded: r.sessionsEnded, reason: o.reason, via: 'cli' } });
+        print({ key: r.after, sessionsEnded: r.sessionsEnded }, `revoked key ${key.prefix}${r.sessionsEnded ? `; ended ${r.sessionsEnded} console session(s)` : ''}\n`);
+        return 0;
+      }
+      case 'create-admin': {
+        const name = o.name ?? 'admin';
+        const created = await createUserWithKey(db, { name, role: 'admin', expiresAt });
+        await audit.append({ action: 'key.create', actor, target: { type: 'api_key', id: created.key.id }, details: { userId: created.user.id, name, role: 'admin', keyPrefix: created.key.prefix, expiresAt: created.key.expiresAt, via: 'cli' } });
+        print(created, `created admin "${name}" (${created.user.id})\nAPI key: ${created.apiKey}\n(shown once: keep it; sign in to the console or send it as "Authorization: Bearer <key>")\n`);
+        return 0;
+      }
+    }
+    return 2;
+  } catch (e) {
+    if (!(e instanceof VerbatimError)) throw e;
+    if (o.json) out(`${JSON.stringify({ error: e.toJSON() }, null, 2)}\n`);
+    else err(`error ${e.code}: ${e.message}${e.hint ? `\nfix: ${e.hint}` : ''}\n`);
+    return 1;
+  } finally {
+    if (!deps.db) await db.destroy();
+  }
+}
+
+const day = (s: string | null) => (s ? s.slice(0, 16).replace('T', ' ') : '-');
+
+function describeUser(u: UserView): string {
+  const keys = u.keys.map((k) => `    ${k.prefix}  ${k.state.padEnd(8)}  created ${day(k.createdAt)}  last used ${day(k.lastUsedAt)}  expires ${day(k.expiresAt)}${k.state === 'rotating' ? `  refused from ${day(k.revokedAt)}` : ''}\n`);
+  return `${u.name}  ${u.role}  ${u.state}  ${u.id}\n${keys.join('') || '    (no keys)\n'}`;
+}
