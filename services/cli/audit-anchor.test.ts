@@ -58,10 +58,12 @@ describe('anchored audit trail against the npm start stack', () => {
     await su.connect();
     const headSeq = async () => Number((await su!.query<{ m: string | null }>('select max(seq) as m from audit_log')).rows[0]!.m ?? 0);
     const cpDir = path.join(dir, 'audit-checkpoints');
-    const newestCheckpoint = () => Math.max(0, ...readdirSync(cpDir).map((f) => Number(/(\d{12})/.exec(f)?.[1] ?? 0)));
+    // The database's index row is written last (after the file and the storage copy): a checkpoint in it is complete.
+    const newestCheckpoint = async () => Number((await su!.query<{ m: string | null }>('select max(seq) as m from audit_checkpoints')).rows[0]!.m ?? 0);
     /** Until the checkpointer (every second) has signed the current head. */
     const anchored = async () => {
-      await expect.poll(async () => newestCheckpoint() === (await headSeq()), { timeout: 30_000, interval: 250 }).toBe(true);
+      await expect.poll(async () => (await newestCheckpoint()) === (await headSeq()), { timeout: 30_000, interval: 250 }).toBe(true);
+      expect(readdirSync(cpDir)).toContain(`audit-checkpoint-${String(await headSeq()).padStart(12, '0')}.json`);
       return headSeq();
     };
     const asSuperuser = async (statements: string, params: unknown[] = []) => {
