@@ -254,6 +254,14 @@ describe.each(backends)('ArtifactStorage conformance: $name', ({ make }) => {
     expect(await b.storage.exists('sessions/s1')).toBe(false);
   });
 
+  it('list gives the keys under a folder prefix, nested ones included, sorted; an absent folder is empty', async () => {
+    expect(await b.storage.list('sessions/s1/')).toEqual([smallKey, bigKey].sort());
+    expect(await b.storage.list('sessions/s1/audio')).toEqual([smallKey]);
+    expect(await b.storage.list('sessions/none/')).toEqual([]);
+    // A folder is a whole path segment, not a string prefix.
+    expect(await b.storage.list('sessions/s1/aud')).toEqual([]);
+  });
+
   it('getStream returns the identical bytes', async () => {
     expect((await readAll(await b.storage.getStream(smallKey))).equals(small.data)).toBe(true);
     const got = await readAll(await b.storage.getStream(bigKey));

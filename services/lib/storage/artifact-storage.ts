@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { VerbatimError } from '../errors.ts';
@@ -30,6 +30,8 @@ export interface ArtifactStorage {
   getRange(key: string, start: number, end: number): Promise<Readable>;
   /** The stored artifact's size, or undefined when no artifact is stored under the key. */
   stat(key: string): Promise<{ bytes: number } | undefined>;
+  /** Keys stored under a folder prefix (`a/b/`), sorted; nested folders included. */
+  list(prefix: string): Promise<string[]>;
 }
 
 /** The error `getStream` rejects with for a key that holds no artifact (errors.ts has no generic not-found code). */
@@ -126,6 +128,19 @@ export class LocalArtifactStorage implements ArtifactStorage {
         throw err;
       },
     );
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const dir = path.join(this.root, validateKey(prefix.replace(/\/+$/, '')));
+    const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
+      throw err;
+    });
+    // Half-written uploads (put's temporary names) are not artifacts.
+    return entries
+      .filter((e) => e.isFile() && !e.name.endsWith('.tmp'))
+      .map((e) => path.relative(this.root, path.join(e.parentPath, e.name)).split(path.sep).join('/'))
+      .sort();
   }
 
   /** Opens the artifact's file, so a missing artifact rejects here instead of erroring a stream later. */

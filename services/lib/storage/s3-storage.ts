@@ -6,6 +6,7 @@ import {
   GetObjectLegalHoldCommand,
   GetObjectRetentionCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectLegalHoldCommand,
   S3Client,
@@ -228,6 +229,23 @@ export class S3ArtifactStorage implements ArtifactStorage {
     validateKey(key);
     const head = await this.head(key);
     return head ? { bytes: head.ContentLength ?? 0 } : undefined;
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    validateKey(prefix.replace(/\/+$/, ''));
+    const folder = prefix.endsWith('/') ? prefix : `${prefix}/`;
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      try {
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: folder, ...(token ? { ContinuationToken: token } : {}) }));
+        for (const o of page.Contents ?? []) if (o.Key) keys.push(o.Key);
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } catch (err) {
+        throw storageError(`listing s3://${this.bucket}/${folder} failed`, err);
+      }
+    } while (token);
+    return keys.sort();
   }
 
   /** Whether the bucket is configured with Object Lock (uploads carry retention; legal holds can be set). */

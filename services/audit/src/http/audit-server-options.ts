@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../../../../db/schema.ts';
 import type { Logger } from '../../../lib/logger.ts';
 import type { ArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
-import type { CheckpointSigner } from '../audit-log.ts';
+import type { CheckpointStore, CheckpointVerifier } from '../audit-checkpoints.ts';
 import type { SsoOptions } from '../sso.ts';
 
 export interface AuditServerOptions {
@@ -11,8 +11,8 @@ export interface AuditServerOptions {
   host?: string;
   port?: number;
   logger: Logger;
-  /** Checks checkpoint signatures in POST /api/v1/audit/verify. */
-  checkpointSigner?: CheckpointSigner;
+  /** Where POST /api/v1/audit/verify finds the checkpoints, and the keys it checks them with. Unset: the chain alone. */
+  checkpoints?: { store: CheckpointStore; verifiers: readonly CheckpointVerifier[] };
   /** Trust X-Forwarded-For (behind a reverse proxy) for the audited client address. */
   trustProxy?: boolean;
   now?: () => Date;

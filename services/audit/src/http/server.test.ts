@@ -557,6 +557,10 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     expect(v.status).toBe(200);
     expect(v.json).toMatchObject({ ok: true, checked: rows.length });
     expect(await lastAudit()).toMatchObject({ action: 'audit.verify', actor_id: userIds.auditor });
+    // A JSON content type with no body at all is no body, not a 400; a malformed one still is.
+    expect((await call('POST', '/api/v1/audit/verify', as('auditor'), undefined, '')).status).toBe(200);
+    expect((await call('POST', '/api/v1/audit/verify', as('auditor'), undefined, '{')).status).toBe(400);
+    expect((await call('POST', '/api/v1/audit/verify', as('auditor'), undefined, '{"x":1}')).status).toBe(400);
   });
 
   const BAD: [string, string, string, unknown?, string?][] = [

@@ -14,7 +14,7 @@ import { AuditLog } from '../audit-log.ts';
 import { ApiKeyVerifier, ConsoleSessions, FailedAuthLimiter } from '../auth.ts';
 import { registerConsole } from '../console/console-routes.ts';
 import { ErasureJobs } from '../erasure-jobs.ts';
-import { objectLockRetention } from '../object-lock.ts';
+import { artifactRetention, checkpointStoreFromConfig, checkpointVerifiersFromConfig } from '../checkpoint-setup.ts';
 import { OidcRelyingParty, SSO_PATHS, type SsoOptions } from '../sso.ts';
 import type { AuditServer, AuditServerOptions } from './audit-server-options.ts';
 import { requestAuthenticator } from './authenticate.ts';
@@ -55,6 +55,14 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
   const setPrincipal = audit.setPrincipal.bind(audit);
   // Every refusal, wherever it happens (before routing included), is answered with a code and audited once.
   const app = refusingFastify({ bodyLimit: BODY_LIMIT, maxParamLength: MAX_PARAM_LENGTH, hint: API_HINT, logger, record: (r, e) => audit.refused(r, e) }, { trustProxy: opts.trustProxy ?? false });
+  // An empty JSON body is no body (POST /audit/verify needs none); anything else goes to Fastify's own
+  // parser, with its prototype-poisoning checks.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') return done(null, undefined);
+    return json(req, body as string, done);
+  });
   const erasure =
     opts.storage && opts.recordingsDir
       ? new ErasureJobs({
@@ -105,11 +113,13 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
 export function auditServerOptionsFromConfig(
   config: Config,
   db?: Kysely<Database>,
-): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl' | 'keyRotationGraceHours' | 'sso'> {
+): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl' | 'keyRotationGraceHours' | 'sso' | 'checkpoints'> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
+  const storage = storageFromConfig(config, db ? { retainUntil: artifactRetention(config, db) } : {});
   return {
     sessionSecret: createHmac('sha256', secrets.tokenSecret).update('verbatim console session v1').digest(),
-    storage: storageFromConfig(config, db ? { retainUntil: objectLockRetention(db) } : {}),
+    storage,
+    ...(db ? { checkpoints: { store: checkpointStoreFromConfig(config, db, storage), verifiers: checkpointVerifiersFromConfig(config) } } : {}),
     recordingsDir: config.RECORDINGS_DIR,
     workDir: path.join(config.DATA_DIR, 'erasure-work'),
     exportsDir: path.join(config.DATA_DIR, 'exports'),

@@ -142,11 +142,4 @@ export interface ConsentEvent {
   at: string;
 }
 export type { AuditRecord as AuditEntry } from '../../audit-log.ts';
-export interface VerifyResult {
-  ok: boolean;
-  checked: number;
-  head: { seq: number; hash: string } | null;
-  checkpoints: number;
-  signaturesVerified: boolean;
-  firstBroken?: { seq: number; reason: string; message: string };
-}
+export type { TrailVerifyResult as VerifyResult } from '../../audit-verify.ts';

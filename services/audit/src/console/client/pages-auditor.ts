@@ -109,14 +109,14 @@ function verifyBox(r: VerifyResult): HTMLElement {
       { class: 'ok', role: 'status', 'data-ok': 'true' },
       h('strong', {}, 'OK — the audit chain is intact'),
       h('p', {}, `${r.checked} entries checked`, r.head ? `; head #${r.head.seq} ` : '', r.head ? h('code', { class: 'hash' }, r.head.hash) : null),
-      h('p', {}, `${r.checkpoints} checkpoint${r.checkpoints === 1 ? '' : 's'} compared${r.signaturesVerified ? ', signatures verified' : ', signatures not checked (no checkpoint secret configured)'}.`),
+      h('p', {}, `${r.checkpoints} signed checkpoint${r.checkpoints === 1 ? '' : 's'} compared${r.signaturesVerified ? `, signatures verified with ${r.keys.join(', ')}` : ', signatures not checked (no key)'}.`),
     );
   }
   return h(
     'div',
     { class: 'error', role: 'alert', 'data-ok': 'false' },
     h('strong', {}, `BROKEN at entry #${r.firstBroken?.seq ?? '?'}`),
-    h('p', {}, `${r.firstBroken?.reason ?? 'unknown'}: ${r.firstBroken?.message ?? ''}`),
+    h('ul', {}, ...r.findings.map((f) => h('li', {}, h('code', {}, f.kind), ` at #${f.seq}: ${f.message}`))),
     h('p', {}, `${r.checked} entries checked out before it. Keep the database as it is and investigate (\`verbatim audit verify\`).`),
   );
 }

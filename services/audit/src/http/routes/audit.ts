@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineRoute, type AnyRoute, type RouteContext } from '../route-table.ts';
+import { verifyAuditTrail } from '../../audit-verify.ts';
 import { EmptyQuerySchema, intParam } from '../schemas.ts';
 
 export const AuditQuerySchema = z
@@ -12,7 +13,7 @@ export const AuditQuerySchema = z
 const VerifyBodySchema = z.object({}).strict();
 
 /** The audit trail: read page by page, and verified against its checkpoints. */
-export function auditRoutes({ log, options }: RouteContext): AnyRoute[] {
+export function auditRoutes({ db, log, options }: RouteContext): AnyRoute[] {
   return [
     defineRoute({
       method: 'GET',
@@ -36,12 +37,13 @@ export function auditRoutes({ log, options }: RouteContext): AnyRoute[] {
       url: '/audit/verify',
       permissions: ['audit.verify'],
       action: 'audit.verify',
-      summary: 'Recompute the audit chain and compare it with the recorded checkpoints.',
+      summary: 'Recompute the audit chain and compare it with every signed checkpoint (directory and storage copies); each finding is named by kind.',
       query: EmptyQuerySchema,
       body: VerifyBodySchema,
       async handler() {
-        const result = await log.verify({ checkpoints: await log.listCheckpoints(), ...(options.checkpointSigner ? { signer: options.checkpointSigner } : {}) });
-        return { response: result, audit: { target: { type: 'audit_log' }, details: { ok: result.ok, checked: result.checked, head: result.head, firstBroken: result.firstBroken } } };
+        const result = await verifyAuditTrail(db, { store: options.checkpoints?.store, verifiers: options.checkpoints?.verifiers ?? [] });
+        const kinds = [...new Set(result.findings.map((f) => f.kind))];
+        return { response: result, audit: { target: { type: 'audit_log' }, details: { ok: result.ok, checked: result.checked, head: result.head, checkpoints: result.checkpoints, findings: kinds, firstBroken: result.firstBroken } } };
       },
     }),
   ];
