@@ -56,7 +56,7 @@ function req(track: string, session = 's1'): StartTrackRequest {
     ssrc: SSRC,
     headerExtensions: [],
     consent: { decision: 'granted', method: 'click' },
-  } as StartTrackRequest;
+  };
 }
 
 async function harness(segmentSeconds = 60) {

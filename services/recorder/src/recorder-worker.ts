@@ -123,7 +123,7 @@ async function sendStats(resetLag: boolean): Promise<void> {
 process.on('disconnect', () => {
   for (const rec of tracks.values()) rec.stop('recorder-restart');
   if (!native) process.exit(0);
-  native.shutdown('recorder-restart').finally(() => process.exit(0));
+  void native.shutdown('recorder-restart').finally(() => process.exit(0));
 });
 
 if (native) {
