@@ -62,7 +62,7 @@ export const configSpec = {
   RECORDER_SEGMENT_SECONDS: { schema: int(1, 86_400), default: 60, doc: 'Open track segments are sealed and a new one started after this long (a segment with no packets yet stays open).' },
   RECORDER_RX: { schema: z.enum(['native', 'node']).optional(), default: undefined, doc: 'Receive path of recorder workers: native (recorder-rx: packets never enter JavaScript) or node (dgram sockets in the worker). Unset: native when its binary is built, else node.' },
   RECORDER_RX_BIN: { schema: optionalString, default: undefined, doc: 'recorder-rx binary (set by npm scripts to the cached offline build of services/recorder/native).' },
-  RECORDER_RX_DRAIN_MS: { schema: int(0, 50), default: 5, doc: 'recorder-rx wakes at most this often and drains every ready socket in batches: fewer wake-ups per packet, at most this much added delay before a packet is written.' },
+  RECORDER_RX_DRAIN_MS: { schema: int(0, 50), default: 20, doc: 'recorder-rx wakes at most this often and drains every ready socket in batches: fewer wake-ups and syscalls per packet; packets wait at most this long in the kernel (well inside the 200 ms hand-off, and arrival times are the kernel\'s).' },
   WHISPER_MODEL: { schema: z.string().min(1), default: 'base.en', doc: 'Whisper model: a known name (tiny.en, base.en, small.en, ...) looked up in WHISPER_MODELS_DIR, or a path to a ggml .bin file.' },
   WHISPER_MODELS_DIR: { schema: optionalString, default: undefined, doc: 'Where named Whisper models live (default DATA_DIR/models).' },
   WHISPER_THREADS: { schema: int(1, 256), default: 2, doc: 'CPU threads per transcription job.' },

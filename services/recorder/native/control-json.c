@@ -207,7 +207,8 @@ void emit(struct sbuf *b) {
     ssize_t w = write(1, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      exit(3); /* the worker is gone */
+      /* The worker is gone: keep sealing (end of input follows) without telling anyone. */
+      break;
     }
     p += w;
     n -= (size_t)w;

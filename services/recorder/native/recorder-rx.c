@@ -304,7 +304,7 @@ int main(void) {
   cfg.max_packet = env_int("RECORDER_RX_MAX_PACKET_BYTES", 1500);
   cfg.fsync_ms = env_int("RECORDER_RX_FSYNC_MS", 1000);
   cfg.segment_s = env_int("RECORDER_RX_SEGMENT_SECONDS", 60);
-  cfg.drain_us = env_int("RECORDER_RX_DRAIN_MS", 5) * 1000;
+  cfg.drain_us = env_int("RECORDER_RX_DRAIN_MS", 20) * 1000;
   if (cfg.max_packet < 64 || cfg.max_packet > 65535) cfg.max_packet = 1500;
   signal(SIGPIPE, SIG_IGN);
   rx_setup();

@@ -16,7 +16,7 @@ const maxPacketBytes = Number(process.env.RECORDER_WORKER_MAX_PACKET_BYTES ?? 15
 const fsyncIntervalMs = Number(process.env.RECORDER_WORKER_FSYNC_MS ?? 1000);
 const segmentSeconds = Number(process.env.RECORDER_WORKER_SEGMENT_SECONDS ?? 60);
 const rxBin = process.env.RECORDER_WORKER_RX === 'native' ? process.env.RECORDER_WORKER_RX_BIN : undefined;
-const drainMs = Number(process.env.RECORDER_WORKER_RX_DRAIN_MS ?? 5);
+const drainMs = Number(process.env.RECORDER_WORKER_RX_DRAIN_MS ?? 20);
 
 const tracks = new Map<string, TrackRecorder>();
 const taken = new Set<number>();
