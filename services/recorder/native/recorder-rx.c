@@ -25,6 +25,7 @@ uint64_t dropped_total[DR_COUNT];
 unsigned next_serial = 1;
 uint64_t batches, datagrams;
 static uint64_t rounds;
+#define ROTATIONS_PER_TICK 8
 
 static int env_int(const char *name, int dflt) {
   const char *v = getenv(name);
@@ -122,6 +123,7 @@ static void cmd_start(const struct json_obj *m) {
     char msg[256];
     snprintf(msg, sizeof msg, err == -EADDRNOTAVAIL ? "no free UDP port pair in %d-%d" : "cannot start track (%d-%d): %s", cfg.min_port, cfg.max_port, strerror(-err));
     start_failed(id, err == -EADDRNOTAVAIL ? "NO_PORTS" : err == -ENOSPC ? "DISK_FULL" : errno_code(-err), msg);
+    segment_free(&t->seg);
     free(t->id), free(t->dir), free(t->name), free(t->header_rest), free(t);
     return;
   }
@@ -286,13 +288,19 @@ static void on_tick(int64_t now_mono, int64_t *next_fsync, int64_t *next_rotate_
     }
   }
   if (now_mono >= *next_rotate_check) {
-    *next_rotate_check = now_mono + 1000000;
     int64_t wall = now_us();
+    /* A seal waits for fsync, rename and a directory fsync: tracks that started together
+     * (a large room) rotate a few per tick rather than stall the receive loop all at once. */
+    int budget = ROTATIONS_PER_TICK, due_left = 0;
     for (struct track *t = tracks; t; t = t->next) {
       struct segment_file *s = &t->seg;
       /* a segment with nothing in it stays open: silence does not make empty files */
-      if (!t->dead && wall - t->seg_started_us >= (int64_t)cfg.segment_s * 1000000 && s->rtp + s->rtcp + s->staged_rtp + s->staged_rtcp > 0) rotate(t, t->ssrc, "rotation");
+      if (t->dead || wall - t->seg_started_us < (int64_t)cfg.segment_s * 1000000 || s->rtp + s->rtcp + s->staged_rtp + s->staged_rtcp == 0) continue;
+      if (budget-- > 0) rotate(t, t->ssrc, "rotation");
+      else due_left = 1;
     }
+    /* more due: look again at the next tick, else in a second */
+    *next_rotate_check = due_left ? now_mono : now_mono + 1000000;
   }
   free_dead_tracks();
 }
