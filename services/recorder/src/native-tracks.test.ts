@@ -153,7 +153,8 @@ describe('native receive path (recorder-rx)', () => {
     const h = await harness();
     const started = await h.start('d1');
     await h.send(started.rtpPort, Array.from({ length: 50 }, (_, i) => rtp(i)));
-    await h.tracks.stats();
+    await h.send(started.rtpPort, [Buffer.alloc(3)]);
+    expect(await h.tracks.stats()).toMatchObject({ stored: 50, dropped: { too_short: 1 } });
     await new Promise((r) => setTimeout(r, 400)); // past a 200 ms hand-off to the kernel
     const pid = h.tracks.pid!;
     process.kill(pid, 'SIGKILL');
@@ -164,6 +165,8 @@ describe('native receive path (recorder-rx)', () => {
     await h.tracks.ready;
     expect(h.tracks.pid).not.toBe(pid);
     expect(h.tracks.restartCount).toBe(1);
+    // Counters carry over the restart: the supervisor's totals never go back.
+    expect(await h.tracks.stats()).toMatchObject({ tracks: 0, stored: 50, dropped: { too_short: 1 } });
     // The new process takes tracks again.
     await h.tracks.start({ t: 'start', v: IPC_VERSION, req: req('d1'), dir: h.dir, segment: 1 });
     expect(h.msgs.filter((m) => m.t === 'started' && m.track === 'd1')).toHaveLength(2);

@@ -29,6 +29,9 @@ export class NativeTracks {
   private rx!: NativeRx;
   private readonly tracks = new Map<string, OpenTrack>();
   private restarts = 0;
+  /** Counters of recorder-rx processes that died (each new one starts at zero): reported totals never go back. */
+  private readonly carried = { received: 0, stored: 0, dropped: {} as Record<string, number> };
+  private lastStats: RxStats | undefined;
 
   constructor(
     private readonly opts: Omit<NativeRxOptions, 'onMessage' | 'onExit'>,
@@ -82,6 +85,13 @@ export class NativeTracks {
   private recover(code: number | null, signal: NodeJS.Signals | null): void {
     process.stderr.write(`recorder worker: recorder-rx exited (code ${code}, signal ${signal}); sealing its open segments and restarting it\n`);
     this.restarts++;
+    // What it counted since its last stats answer is lost with it.
+    if (this.lastStats) {
+      this.carried.received += this.lastStats.received;
+      this.carried.stored += this.lastStats.stored;
+      for (const [k, n] of Object.entries(this.lastStats.dropped)) this.carried.dropped[k] = (this.carried.dropped[k] ?? 0) + n;
+      this.lastStats = undefined;
+    }
     for (const [id, t] of this.tracks) {
       this.tracks.delete(id);
       const final = path.join(t.dir, segmentFileName(t.track, t.segment));
@@ -143,8 +153,14 @@ export class NativeTracks {
     this.send({ t: 'sealed', v: IPC_VERSION, session: m.session, track: m.track, entry: sealed.entry, trackOpen: false });
   }
 
-  stats(): Promise<RxStats | undefined> {
-    return this.rx.stats();
+  /** recorder-rx's stats, with the counts of earlier processes (before a restart) added in. */
+  async stats(): Promise<RxStats | undefined> {
+    const s = await this.rx.stats();
+    if (!s) return undefined;
+    this.lastStats = s;
+    const dropped = { ...this.carried.dropped };
+    for (const [k, n] of Object.entries(s.dropped)) dropped[k] = (dropped[k] ?? 0) + n;
+    return { ...s, received: s.received + this.carried.received, stored: s.stored + this.carried.stored, dropped };
   }
 
   /** Seals every open segment (the supervisor is gone or shutting down). */
