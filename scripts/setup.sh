@@ -2,7 +2,7 @@
 # One idempotent set-up behind `npm start`, `npm test` and `npm run bench`:
 #   1. Debian packages (installed when root, else the exact apt-get line is printed)
 #   2. npm install (locked) when node_modules is missing or older than package-lock.json
-#   3. native builds cached outside node_modules (mediasoup worker, whisper-cli), recorded in
+#   3. native builds cached outside node_modules (mediasoup worker, whisper-cli, recorder-rx), recorded in
 #      .cache/toolchain.json for the services to read.
 # A second run with nothing to do takes about a second.
 set -euo pipefail
@@ -14,6 +14,8 @@ APT_PACKAGES=(
   flatbuffers-compiler libflatbuffers-dev
   # whisper-cli, built offline from the whisper.cpp sources in nodejs-whisper
   cmake
+  # recorder-rx, the recorder's native receive path (services/recorder/native)
+  gcc zlib1g-dev
   # media tools, browser for tests and the demo, embedded queue backend and database
   ffmpeg chromium espeak-ng sox redis-server postgresql
   # a real S3 server that enforces Object Lock (Ceph radosgw on a one-node cluster), for the WORM tests
@@ -66,7 +68,10 @@ worker_bin=$(bash scripts/build-mediasoup-worker.sh | tail -n 1)
 whisper_bin=$(bash scripts/build-whisper.sh | tail -n 1)
 [ -x "$whisper_bin" ] || { log "whisper-cli build did not produce a binary"; exit 1; }
 
+rx_bin=$(bash scripts/build-recorder-rx.sh | tail -n 1)
+[ -x "$rx_bin" ] || { log "recorder-rx build did not produce a binary"; exit 1; }
+
 mkdir -p .cache
 tmp=$(mktemp .cache/toolchain.json.XXXXXX)
-printf '{\n  "mediasoupWorkerBin": "%s",\n  "whisperCliBin": "%s"\n}\n' "$worker_bin" "$whisper_bin" > "$tmp"
+printf '{\n  "mediasoupWorkerBin": "%s",\n  "whisperCliBin": "%s",\n  "recorderRxBin": "%s"\n}\n' "$worker_bin" "$whisper_bin" "$rx_bin" > "$tmp"
 mv "$tmp" .cache/toolchain.json

@@ -22,7 +22,7 @@ export interface BenchRecorder {
   database: 'postgres' | 'pglite';
   api<T = unknown>(method: string, p: string, body?: unknown): Promise<T>;
   stats(resetLag?: boolean): Promise<RecorderStats>;
-  /** Supervisor + worker pids. */
+  /** Supervisor + worker pids (each worker followed by its recorder-rx on the native path). */
   pids(): Promise<number[]>;
   /** SIGTERM (the recorder seals its tracks), SIGKILL after a grace period; removes its data. */
   stop(): Promise<void>;
@@ -141,7 +141,7 @@ export async function startBenchRecorder(env: Record<string, string> = {}): Prom
     stats: (resetLag = false) => api<RecorderStats>('GET', `/v1/stats${resetLag ? '?resetLag=1' : ''}`),
     async pids() {
       const s = await rec.stats();
-      return [s.supervisor.pid, ...s.workers.map((w) => w.pid).filter((p): p is number => p !== null)];
+      return [s.supervisor.pid, ...s.workers.flatMap((w) => [w.pid, w.rx?.pid ?? null]).filter((p): p is number => p !== null)];
     },
     stop: release,
     async kill() {

@@ -15,6 +15,14 @@ describe('config', () => {
     expect(cfg.SFU_WORKERS).toBeGreaterThanOrEqual(1);
   });
 
+  it('RECORDER_RX: native when its binary exists, node when it does not, and native without a binary is refused', () => {
+    const missing = path.join(os.tmpdir(), 'no-such-recorder-rx');
+    expect(loadConfig({ env: { RECORDER_RX_BIN: missing } }).RECORDER_RX).toBe('node');
+    expect(loadConfig({ env: { RECORDER_RX_BIN: process.execPath } }).RECORDER_RX).toBe('native');
+    expect(loadConfig({ env: { RECORDER_RX_BIN: process.execPath, RECORDER_RX: 'node' } }).RECORDER_RX).toBe('node');
+    expect(() => loadConfig({ env: { RECORDER_RX_BIN: missing, RECORDER_RX: 'native' } })).toThrow(/RECORDER_RX=native/);
+  });
+
   it('coerces env strings and names the bad key on invalid values', () => {
     expect(loadConfig({ env: { SFU_PORT: '9000', SFU_WORKERS: '3' } }).SFU_PORT).toBe(9000);
     const err = (() => {

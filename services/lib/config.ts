@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -96,6 +96,10 @@ export const configSpec = {
   RECORDER_FSYNC_INTERVAL_MS: { schema: int(10, 60_000), default: 1000, doc: 'fsync period of open track files: the most a crash can lose.' },
   RECORDER_MIN_FREE_MB: { schema: int(0, 10_000_000), default: 1024, doc: 'Below this much free disk new tracks are refused with DISK_FULL.' },
   RECORDER_MAX_PACKET_BYTES: { schema: int(64, 65_535), default: 1500, doc: 'Datagrams larger than this (MTU) are dropped and counted.' },
+  RECORDER_SEGMENT_SECONDS: { schema: int(1, 86_400), default: 60, doc: 'Open track segments are sealed and a new one started after this long (a segment with no packets yet stays open).' },
+  RECORDER_RX: { schema: z.enum(['native', 'node']).optional(), default: undefined, doc: 'Receive path of recorder workers: native (recorder-rx: packets never enter JavaScript) or node (dgram sockets in the worker). Unset: native when its binary is built, else node.' },
+  RECORDER_RX_BIN: { schema: optionalString, default: undefined, doc: 'recorder-rx binary (set by npm scripts to the cached offline build of services/recorder/native).' },
+  RECORDER_RX_DRAIN_MS: { schema: int(0, 50), default: 20, doc: 'recorder-rx wakes at most this often and drains every ready socket in batches: fewer wake-ups and syscalls per packet; packets wait at most this long in the kernel (well inside the 200 ms hand-off, and arrival times are the kernel\'s).' },
   WHISPER_MODEL: { schema: z.string().min(1), default: 'base.en', doc: 'Whisper model: a known name (tiny.en, base.en, small.en, ...) looked up in WHISPER_MODELS_DIR, or a path to a ggml .bin file.' },
   WHISPER_MODELS_DIR: { schema: optionalString, default: undefined, doc: 'Where named Whisper models live (default DATA_DIR/models).' },
   WHISPER_THREADS: { schema: int(1, 256), default: 2, doc: 'CPU threads per transcription job.' },
@@ -219,6 +223,14 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   const toolchain = readToolchain();
   cfg.MEDIASOUP_WORKER_BIN ??= toolchain.mediasoupWorkerBin;
   cfg.WHISPER_CLI_BIN ??= toolchain.whisperCliBin;
+  cfg.RECORDER_RX_BIN ??= toolchain.recorderRxBin;
+  const rxBuilt = cfg.RECORDER_RX_BIN !== undefined && existsSync(cfg.RECORDER_RX_BIN);
+  if (cfg.RECORDER_RX === 'native' && !rxBuilt) {
+    throw new VerbatimError('CONFIG_INVALID', `RECORDER_RX=native but the recorder-rx binary ${cfg.RECORDER_RX_BIN ?? '(not built)'} does not exist`, {
+      hint: 'Run `bash scripts/setup.sh` (it builds services/recorder/native), set RECORDER_RX_BIN, or set RECORDER_RX=node.',
+    });
+  }
+  cfg.RECORDER_RX ??= rxBuilt ? 'native' : 'node';
   cfg.WHISPER_MODELS_DIR = path.resolve(cfg.WHISPER_MODELS_DIR ?? path.join(cfg.DATA_DIR, 'models'));
   cfg.STORAGE_DIR = path.resolve(cfg.STORAGE_DIR ?? path.join(cfg.DATA_DIR, 'artifacts'));
   return cfg;

@@ -10,6 +10,7 @@ const toolchainFile = fileURLToPath(new URL('../../.cache/toolchain.json', impor
 export interface Toolchain {
   mediasoupWorkerBin?: string;
   whisperCliBin?: string;
+  recorderRxBin?: string;
 }
 
 export function readToolchain(): Toolchain {

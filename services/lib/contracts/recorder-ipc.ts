@@ -45,6 +45,14 @@ export const ToSupervisorSchema = z.discriminatedUnion('t', [
      * started or the last resetLag, in ms: how late packets get handled.
      */
     lag: z.object({ p50Ms: z.number(), p99Ms: z.number(), maxMs: z.number(), meanMs: z.number(), windowMs: z.number() }).optional(),
+    /**
+     * The worker's recorder-rx process (RECORDER_RX=native): its CPU time and RSS (not in
+     * cpu/rssBytes above), drain rounds, recvmmsg batches and datagrams, and how often
+     * the worker had to restart it.
+     */
+    rx: z
+      .object({ pid: z.number().int(), cpu: z.object({ userUs: z.number(), systemUs: z.number() }), rssBytes: z.number(), rounds: z.number().int(), batches: z.number().int(), datagrams: z.number().int(), restarts: z.number().int() })
+      .optional(),
   }),
 ]);
 export type ToSupervisor = z.output<typeof ToSupervisorSchema>;

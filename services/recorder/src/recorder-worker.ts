@@ -1,5 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { IPC_VERSION, ToWorkerSchema, type ToSupervisor } from '../../lib/contracts/recorder-ipc.ts';
+import { NativeTracks } from './native-tracks.ts';
 import type { DropReason } from './packet-classifier.ts';
 import { TrackRecorder, bindPortPair } from './track-recorder.ts';
 
@@ -13,6 +14,9 @@ const minPort = Number(process.env.RECORDER_WORKER_MIN_PORT);
 const maxPort = Number(process.env.RECORDER_WORKER_MAX_PORT);
 const maxPacketBytes = Number(process.env.RECORDER_WORKER_MAX_PACKET_BYTES ?? 1500);
 const fsyncIntervalMs = Number(process.env.RECORDER_WORKER_FSYNC_MS ?? 1000);
+const segmentSeconds = Number(process.env.RECORDER_WORKER_SEGMENT_SECONDS ?? 60);
+const rxBin = process.env.RECORDER_WORKER_RX === 'native' ? process.env.RECORDER_WORKER_RX_BIN : undefined;
+const drainMs = Number(process.env.RECORDER_WORKER_RX_DRAIN_MS ?? 20);
 
 const tracks = new Map<string, TrackRecorder>();
 const taken = new Set<number>();
@@ -26,8 +30,11 @@ loopDelay.enable();
 let lagWindowStart = performance.now();
 
 function send(m: ToSupervisor): void {
-  process.send?.(m);
+  if (process.connected) process.send?.(m);
 }
+
+/** RECORDER_RX=native: recorder-rx owns the sockets and files; this process only relays. */
+const native = rxBin ? new NativeTracks({ bin: rxBin, ip, minPort, maxPort, maxPacketBytes, fsyncIntervalMs, segmentSeconds, drainMs }, send) : undefined;
 
 process.on('message', (raw) => {
   onMessage(raw).catch((err: unknown) => {
@@ -42,6 +49,7 @@ async function onMessage(raw: unknown): Promise<void> {
   if (!parsed.success) return;
   const m = parsed.data;
   if (m.t === 'stats') return sendStats(m.resetLag === true);
+  if (native) return m.t === 'stop' ? native.stop(m) : native.start(m);
   if (m.t === 'stop') {
     const key = `${m.session}/${m.track}`;
     const rec = tracks.get(key);
@@ -63,6 +71,7 @@ async function onMessage(raw: unknown): Promise<void> {
       segment: m.segment,
       maxPacketBytes,
       fsyncIntervalMs,
+      segmentSeconds,
       onDrop: (reason) => (dropped[reason] = (dropped[reason] ?? 0) + 1),
       onSealed: (entry, trackOpen) => {
         send({ t: 'sealed', v: IPC_VERSION, session: req.session, track: req.track, entry, trackOpen });
@@ -82,10 +91,18 @@ async function onMessage(raw: unknown): Promise<void> {
   }
 }
 
-function sendStats(resetLag: boolean): void {
+async function sendStats(resetLag: boolean): Promise<void> {
   let received = 0;
   let stored = 0;
-  const perTrackDropped: Record<string, Record<string, number>> = {};
+  let count = tracks.size;
+  let perTrackDropped: Record<string, Record<string, number>> = {};
+  let droppedNow: Record<string, number> = dropped;
+  let rx: { pid: number; cpu: { userUs: number; systemUs: number }; rssBytes: number; rounds: number; batches: number; datagrams: number; restarts: number } | undefined;
+  const rxStats = native ? await native.stats() : undefined;
+  if (native && rxStats) {
+    ({ received, stored, perTrack: perTrackDropped, dropped: droppedNow, tracks: count } = rxStats);
+    rx = { pid: native.pid ?? 0, cpu: rxStats.cpu, rssBytes: rxStats.rssBytes, rounds: rxStats.rounds, batches: rxStats.batches, datagrams: rxStats.datagrams, restarts: native.restartCount };
+  }
   for (const [key, t] of tracks) {
     received += t.received;
     stored += t.stored;
@@ -94,7 +111,7 @@ function sendStats(resetLag: boolean): void {
   const ms = (ns: number) => (Number.isFinite(ns) && loopDelay.count > 0 ? Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS) : 0);
   const lag = { p50Ms: ms(loopDelay.percentile(50)), p99Ms: ms(loopDelay.percentile(99)), maxMs: ms(loopDelay.max), meanMs: ms(loopDelay.mean), windowMs: performance.now() - lagWindowStart };
   const cpu = process.cpuUsage();
-  send({ t: 'stats', v: IPC_VERSION, tracks: tracks.size, received, stored, dropped: dropped, perTrackDropped, cpu: { userUs: cpu.user, systemUs: cpu.system }, rssBytes: process.memoryUsage.rss(), lag });
+  send({ t: 'stats', v: IPC_VERSION, tracks: count, received, stored, dropped: droppedNow, perTrackDropped, cpu: { userUs: cpu.user, systemUs: cpu.system }, rssBytes: process.memoryUsage.rss(), lag, ...(rx ? { rx } : {}) });
   if (resetLag) {
     loopDelay.reset();
     lagWindowStart = performance.now();
@@ -105,8 +122,18 @@ function sendStats(resetLag: boolean): void {
 // stay consistent either way; sealing just saves the supervisor a recovery step.
 process.on('disconnect', () => {
   for (const rec of tracks.values()) rec.stop('recorder-restart');
-  process.exit(0);
+  if (!native) process.exit(0);
+  void native.shutdown('recorder-restart').finally(() => process.exit(0));
 });
 
-
-send({ t: 'ready', v: IPC_VERSION });
+if (native) {
+  native.ready.then(
+    () => send({ t: 'ready', v: IPC_VERSION }),
+    (err: unknown) => {
+      process.stderr.write(`recorder worker: recorder-rx does not start: ${String(err)}\n`);
+      process.exit(1);
+    },
+  );
+} else {
+  send({ t: 'ready', v: IPC_VERSION });
+}

@@ -94,7 +94,8 @@ export class RecordingSession {
       for (let i = 1; i < t.segments.length; i++) {
         const prev = t.segments[i - 1]!;
         const next = t.segments[i]!;
-        if (prev.endReason === 'ssrc-change') continue;
+        // A new SSRC or a timed rotation continues the track without a break.
+        if (prev.endReason === 'ssrc-change' || prev.endReason === 'rotation') continue;
         const from = prev.lastArrivalUs !== null ? new Date(prev.lastArrivalUs / 1000).toISOString() : prev.endedAt;
         gaps.push({ track: t.track, from, to: next.startedAt, reason: prev.endReason });
       }
@@ -156,7 +157,11 @@ export class RecordingSession {
   }
 }
 
-function sealOrphan(file: string, segment: number, isPart: boolean): SegmentEntry | undefined {
+/**
+ * Seals a segment file its writer left behind (recorder kill -9, recorder-rx crash): cut back
+ * to the last complete record, renamed from .part, described with end reason "recorder-crash".
+ */
+export function sealOrphan(file: string, segment: number, isPart: boolean): SegmentEntry | undefined {
   const buf = readFileSync(file);
   let parsed;
   try {

@@ -78,6 +78,11 @@ export class SegmentWriter {
     this.timer.unref();
   }
 
+  /** Any record appended, written or still staged. */
+  get hasRecords(): boolean {
+    return this.firstArrivalUs !== null;
+  }
+
   get isOpen(): boolean {
     return this.sealed === undefined && this.failed === undefined;
   }

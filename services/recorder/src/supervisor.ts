@@ -41,6 +41,8 @@ export interface RecorderStats {
     cpu: NonNullable<WorkerStatsMessage['cpu']> | null;
     rssBytes: number | null;
     lag: NonNullable<WorkerStatsMessage['lag']> | null;
+    /** The worker's recorder-rx process, on the native receive path. */
+    rx: NonNullable<WorkerStatsMessage['rx']> | null;
   }[];
 }
 
@@ -124,6 +126,10 @@ export class RecorderSupervisor {
         RECORDER_WORKER_MAX_PORT: String(maxPort),
         RECORDER_WORKER_MAX_PACKET_BYTES: String(this.config.RECORDER_MAX_PACKET_BYTES),
         RECORDER_WORKER_FSYNC_MS: String(this.config.RECORDER_FSYNC_INTERVAL_MS),
+        RECORDER_WORKER_SEGMENT_SECONDS: String(this.config.RECORDER_SEGMENT_SECONDS),
+        RECORDER_WORKER_RX: this.config.RECORDER_RX,
+        RECORDER_WORKER_RX_BIN: this.config.RECORDER_RX_BIN ?? '',
+        RECORDER_WORKER_RX_DRAIN_MS: String(this.config.RECORDER_RX_DRAIN_MS),
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -212,6 +218,7 @@ export class RecorderSupervisor {
           cpu: s?.cpu ?? null,
           rssBytes: s?.rssBytes ?? null,
           lag: s?.lag ?? null,
+          rx: s?.rx ?? null,
         };
       }),
     };

@@ -13,6 +13,8 @@ export interface TrackRecorderOptions {
   segment: number;
   maxPacketBytes: number;
   fsyncIntervalMs: number;
+  /** Open segments are sealed and a new one started after this long (RECORDER_SEGMENT_SECONDS). */
+  segmentSeconds: number;
   onDrop: (reason: DropReason) => void;
   /** A segment was sealed (SSRC change, write failure, stop). */
   onSealed: (entry: SegmentEntry, trackOpen: boolean) => void;
@@ -41,6 +43,7 @@ export class TrackRecorder {
   private source: { address: string; rtpPort: number } | undefined;
   private candidate: { ssrc: number; packets: { at: number; data: Buffer }[] } | undefined;
   private stopped = false;
+  private readonly rotationTimer: NodeJS.Timeout;
   stored = 0;
   received = 0;
   readonly dropped: Partial<Record<DropReason, number>> = {};
@@ -60,6 +63,15 @@ export class TrackRecorder {
     this.rtcp.on('message', (msg, rinfo) => this.onRtcp(msg, rinfo));
     this.rtp.on('error', () => {});
     this.rtcp.on('error', () => {});
+    this.rotationTimer = setInterval(() => this.rotateIfDue(), 1000);
+    this.rotationTimer.unref();
+  }
+
+  /** Time-based rotation; a segment with no packets yet stays open (silence makes no empty files). */
+  private rotateIfDue(): void {
+    if (this.stopped || !this.writer.isOpen) return;
+    if (nowUs() - this.segmentStartedUs < this.opts.segmentSeconds * 1_000_000 || !this.writer.hasRecords) return;
+    this.rotate(this.ssrc, 'rotation');
   }
 
   get name(): string {
@@ -148,6 +160,7 @@ export class TrackRecorder {
     if (this.writer.failed && !this.stopped) {
       // Write failure (ENOSPC...): the writer sealed itself as truncated; report once.
       this.stopped = true;
+      clearInterval(this.rotationTimer);
       this.opts.onSealed(this.entry('write-failed'), false);
       this.closeSockets();
     }
@@ -195,6 +208,7 @@ export class TrackRecorder {
   stop(reason: string): SegmentEntry | undefined {
     if (this.stopped) return undefined;
     this.stopped = true;
+    clearInterval(this.rotationTimer);
     this.closeSockets();
     for (const _ of this.candidate?.packets ?? []) this.drop('unknown_ssrc');
     this.candidate = undefined;

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { readManifest } from '../../lib/recording/manifest-file.ts';
 import { SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
+import { parseHeader } from '../../lib/recording/vrtp-format.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { depacketizerFor } from './depacketize/registry.ts';
 import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
@@ -109,7 +110,22 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
   if (!track) throw new CorruptInputError(`the manifest has no track ${index}`, 'CORRUPT_MANIFEST');
   const out: LoadedSegment[] = [];
   let offClock = 0;
-  for (const s of track.segments) {
+  // Segments split only by the recorder's timed rotation (RECORDER_SEGMENT_SECONDS) are one
+  // stream from one sender: they are read as one, so video cut between keyframes still decodes.
+  let chain: { file: string; bufs: Buffer[] } | undefined;
+  const readChain = () => {
+    if (!chain) return;
+    let t: TrackPackets;
+    try {
+      t = readTrackPackets(chain.bufs.length === 1 ? chain.bufs[0]! : Buffer.concat(chain.bufs), chain.file);
+    } catch (err) {
+      throw new CorruptInputError((err as Error).message);
+    }
+    offClock += t.dropped.offClock;
+    if (t.packets.length > 0) out.push({ participant: track.participant, kind: track.kind, name: chain.file.slice(0, -SEGMENT_EXTENSION.length), channels: track.codec.channels ?? 2, t });
+    chain = undefined;
+  };
+  track.segments.forEach((s, i) => {
     let buf: Buffer;
     try {
       // A file larger than the sealed one is not read into memory to find that out.
@@ -121,16 +137,21 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
       throw new CorruptInputError(`segment ${s.file} is missing: ${(err as Error).message}`, 'MISSING_SEGMENT');
     }
     if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new CorruptInputError(`segment ${s.file} does not match its manifest SHA-256`);
-    let t: TrackPackets;
-    try {
-      t = readTrackPackets(buf, s.file);
-    } catch (err) {
-      throw new CorruptInputError((err as Error).message);
+    const prev = track.segments[i - 1];
+    if (chain && prev?.endReason === 'rotation' && prev.ssrc === s.ssrc) {
+      let headerBytes: number;
+      try {
+        headerBytes = parseHeader(buf, s.file).headerBytes;
+      } catch (err) {
+        throw new CorruptInputError((err as Error).message);
+      }
+      chain.bufs.push(buf.subarray(headerBytes));
+      return;
     }
-    offClock += t.dropped.offClock;
-    if (t.packets.length === 0) continue;
-    out.push({ participant: track.participant, kind: track.kind, name: s.file.slice(0, -SEGMENT_EXTENSION.length), channels: track.codec.channels ?? 2, t });
-  }
+    readChain();
+    chain = { file: s.file, bufs: [buf] };
+  });
+  readChain();
   return { segments: out, offClock };
 }
 

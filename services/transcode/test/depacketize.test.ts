@@ -85,6 +85,22 @@ describe('session pipeline input checks', () => {
     expect(readFileSync(again.av).equals(readFileSync(av))).toBe(true);
   });
 
+  it('segments split by the recorder\'s timed rotation are read as one stream: one piece per track, gapless', async () => {
+    const manifest = syntheticSession(
+      tmp,
+      (_dir, m) => {
+        for (const t of m.tracks) t.segments[0]!.endReason = 'rotation';
+      },
+      { seconds: 2, restart: { gapSeconds: 0, seconds: 2 }, video: true },
+    );
+    const out = mkdtempSync(path.join(tmp, 'out-'));
+    const res = await runSessionPipeline(manifest, out, new FluentFfmpegRunner());
+    expect(res.pieces.filter((p) => p.kind === 'audio')).toHaveLength(1);
+    expect(res.pieces.filter((p) => p.kind === 'video')).toHaveLength(1);
+    const av = res.files.find((f) => f.kind === 'participant-av')!.path;
+    expect(Math.abs(Number(ffprobe(av).format.duration) - 4)).toBeLessThan(0.1);
+  });
+
   it('corrupt input fails with a stable code: flipped byte, missing segment, bad manifest', async () => {
     const out = mkdtempSync(path.join(tmp, 'out-'));
     const flipped = syntheticSession(tmp, (dir) => {
