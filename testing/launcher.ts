@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import path from 'node:path';
 import { descendantProcesses } from './processes.ts';
 
 /** `npm start` as a test runs it: the CLI in a process group of its own, like a terminal's foreground job. */
@@ -31,7 +30,7 @@ export interface Banner {
 }
 
 export function launchStart(dataDir: string, env: Record<string, string> = {}): Launched {
-  const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'start'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/cli/main.ts', 'start'], {
     env: { ...process.env, DATA_DIR: dataDir, SFU_PORT: '0', RECORDER_PORT: '0', AUDIT_PORT: '0', RECORDER_MIN_FREE_MB: '1', SFU_WORKERS: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,

@@ -88,7 +88,7 @@ describe('npm run demo', () => {
 
   it('Ctrl-C in a terminal (SIGINT to the whole process group) stops the demo cleanly: recording sealed, nothing left running', { timeout: 120_000 }, async () => {
     // detached: the CLI leads its own group here, as a terminal's foreground job does.
-    const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'demo', '--data-dir', cliDataDir], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'services/cli/main.ts', 'demo', '--data-dir', cliDataDir], {
       detached: true,
       env: { ...process.env, DATABASE_URL: '', REDIS_URL: '', RECORDER_MIN_FREE_MB: '1', SFU_WORKERS: '1', WHISPER_MODEL: path.join(cliDataDir, 'no-model.bin') },
       stdio: ['ignore', 'pipe', 'pipe'],

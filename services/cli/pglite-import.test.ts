@@ -91,7 +91,7 @@ describe('the one-time import of an earlier PGlite data dir', () => {
 
   it('npm start on such a data dir imports it: the keys made under PGlite still open the compliance API', { timeout: 240_000 }, async () => {
     const old = await oldDataDir();
-    const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'start'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'services/cli/main.ts', 'start'], {
       env: { ...process.env, DATA_DIR: old.dir, SFU_PORT: '0', RECORDER_PORT: '0', AUDIT_PORT: '0', RECORDER_MIN_FREE_MB: '1', SFU_WORKERS: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '' },
       stdio: ['ignore', 'pipe', 'inherit'],
       detached: true,

@@ -11,7 +11,7 @@ import { fakeCameraY4m, speechWav } from '../../testing/media-fixtures.ts';
 const descendants = (pid: number): number[] => [...descendantProcesses(pid).keys()];
 
 function launch(dataDir: string): { child: ChildProcess; ready: Promise<string>; printed: Promise<string> } {
-  const child = spawn(path.resolve('node_modules/.bin/tsx'), ['services/cli/main.ts', 'start'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/cli/main.ts', 'start'], {
     env: { ...process.env, DATA_DIR: dataDir, SFU_PORT: '0', RECORDER_PORT: '0', AUDIT_PORT: '0', RECORDER_MIN_FREE_MB: '1', LOG_LEVEL: 'warn', REDIS_URL: '', DATABASE_URL: '' },
     stdio: ['ignore', 'pipe', 'inherit'],
     // Its own process group, like a terminal's foreground job: Ctrl-C goes to the whole group.

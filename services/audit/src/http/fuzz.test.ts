@@ -51,7 +51,7 @@ interface RouteSpec {
 
 interface OpenApiOperation {
   parameters?: { name: string; in: 'path' | 'query'; required?: boolean; schema: Record<string, unknown> }[];
-  requestBody?: { content: { 'application/json': { schema: Record<string, unknown> } } };
+  requestBody?: { content: Record<string, { schema: Record<string, unknown> } | undefined> };
 }
 
 function routesOf(doc: { paths: Record<string, Record<string, OpenApiOperation>> }): RouteSpec[] {
@@ -61,7 +61,8 @@ function routesOf(doc: { paths: Record<string, Record<string, OpenApiOperation>>
       path: p,
       params: (op.parameters ?? []).filter((x) => x.in === 'path').map((x) => ({ name: x.name, schema: x.schema })),
       query: (op.parameters ?? []).filter((x) => x.in === 'query').map((x) => ({ name: x.name, required: x.required === true, schema: x.schema })),
-      ...(op.requestBody ? { body: op.requestBody.content['application/json'].schema } : {}),
+      // A form route (SSO back-channel logout) gets the same generated values, sent as JSON too: refused 415, coded and audited.
+      ...(op.requestBody ? { body: (op.requestBody.content['application/json'] ?? Object.values(op.requestBody.content)[0])!.schema } : {}),
     })),
   );
 }
