@@ -105,7 +105,8 @@ export const RtpParametersSchema = z
       .max(16)
       .optional(),
     encodings: z.array(RtpEncodingParametersSchema).min(1).max(8).optional(),
-    rtcp: z.object({ cname: printable(255).min(1).optional(), reducedSize: z.boolean().optional(), mux: z.boolean().optional() }).strict().optional(),
+    // Empty from Chrome when it sends simulcast by RID (its SDP has no a=ssrc cname line for mediasoup-client to read).
+    rtcp: z.object({ cname: z.union([z.literal(''), printable(255)]).optional(), reducedSize: z.boolean().optional(), mux: z.boolean().optional() }).strict().optional(),
     msid: z.string().regex(/^[\x21-\x7e]{1,100}( [\x21-\x7e]{1,100})?$/, 'msid: "<stream id> <track id>"').optional(),
   })
   .strict();
