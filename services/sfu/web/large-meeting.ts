@@ -25,8 +25,17 @@ export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
 export const CAMERA_CONSTRAINTS: MediaTrackConstraints = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 15 } };
 const TOP_LAYER_HEIGHT = 720;
 
+/**
+ * Video goes out in as many layers as Chromium sends for the camera's height (its simulcast table:
+ * three from 540 lines, two from 270, else one); a layer it would never send is not announced,
+ * so a small camera publishes one plain stream as before.
+ */
 export function produceOptions(track: MediaStreamTrack): types.ProducerOptions {
-  return track.kind === 'video' ? { track, encodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })), codecOptions: { videoGoogleStartBitrate: 1000 } } : { track };
+  if (track.kind !== 'video') return { track };
+  const height = track.getSettings().height ?? 0;
+  const layers = height >= 540 ? 3 : height >= 270 ? 2 : 1;
+  if (layers === 1) return { track };
+  return { track, encodings: SIMULCAST_ENCODINGS.slice(3 - layers).map((e) => ({ ...e })), codecOptions: { videoGoogleStartBitrate: 1000 } };
 }
 
 /** Spatial layers a consumer offers, from its scalability mode (L3T3: 3); 1 for a single stream. */
