@@ -165,7 +165,9 @@ export function setupLargeMeeting(
         largeState.role = data.role as Role;
         largeState.handRaised = false;
         renderHand();
-        if (largeState.role === 'speaker') void publish();
+        if (largeState.role === 'speaker') {
+          publish().catch((e: unknown) => (el('status').textContent = `Promoted to speaker, but the camera or microphone could not start: ${(e as Error).message}`));
+        }
         break;
     }
   };
