@@ -20,10 +20,11 @@ function cached(name: string, make: (out: string) => void): string {
   return file;
 }
 
-/** 320x240 test pattern with a moving counter, 15 fps, looped by Chromium. */
-export function fakeCameraY4m(seconds = 4): string {
-  return cached(`camera-${seconds}s.y4m`, (out) => {
-    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc2=size=320x240:rate=15:duration=${seconds}`, '-pix_fmt', 'yuv420p', '-f', 'yuv4mpegpipe', out]);
+/** Test pattern with a moving counter (320x240 unless asked), 15 fps, looped by Chromium. */
+export function fakeCameraY4m(seconds = 4, size = '320x240'): string {
+  const name = size === '320x240' ? `camera-${seconds}s.y4m` : `camera-${size}-${seconds}s.y4m`;
+  return cached(name, (out) => {
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=15:duration=${seconds}`, '-pix_fmt', 'yuv420p', '-f', 'yuv4mpegpipe', out]);
   });
 }
 

@@ -25,6 +25,10 @@ export const ErrorCodes = {
   CONSUMER_NOT_FOUND: 404,
   CANNOT_CONSUME: 400,
   MAX_PUBLISHERS: 429,
+  /** A receive-only participant of an allhands room tried to publish (raise a hand; a host may promote). */
+  NOT_A_SPEAKER: 403,
+  /** The request needs a host's join token (promoting a viewer). */
+  NOT_HOST: 403,
   DRAINING: 503,
   WORKER_DIED: 503,
   RECORDER_UNAVAILABLE: 503,

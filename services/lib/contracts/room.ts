@@ -41,6 +41,12 @@ const RoomFlagFields = {
   maxPublishers: z.number().int().min(0).max(1000),
   /** Join/leave fan-out floods big rooms; off by default, the list is fetched on demand. */
   notifyJoining: z.boolean(),
+  /** meeting: everyone may publish; allhands: only `speakers` (and those a host promotes), the rest join receive-only. */
+  mode: z.enum(['meeting', 'allhands']),
+  /** Identities that may publish in an allhands room (maxPublishers still caps them). */
+  speakers: z.array(ParticipantIdSchema).max(1000),
+  /** Video of only the N most recent active speakers is forwarded to each participant; 0 forwards every video. */
+  lastN: z.number().int().min(0).max(100),
 };
 
 /** Room flags, set by the admin API and persisted with the room (v1). */
@@ -54,6 +60,9 @@ export const RoomFlagsSchema = z
     retentionPolicy: RoomFlagFields.retentionPolicy.optional(),
     maxPublishers: RoomFlagFields.maxPublishers.default(50),
     notifyJoining: RoomFlagFields.notifyJoining.default(false),
+    mode: RoomFlagFields.mode.default('meeting'),
+    speakers: RoomFlagFields.speakers.default([]),
+    lastN: RoomFlagFields.lastN.default(0),
   })
   .strict();
 export type RoomFlags = z.output<typeof RoomFlagsSchema>;
@@ -79,8 +88,13 @@ export const MintTokenBodySchema = z
     identity: ParticipantIdSchema,
     name: DisplayNameSchema,
     ttlMinutes: z.number().int().min(1).max(10_080).optional(),
+    /** A host may promote viewers of an allhands room to speakers. */
+    role: z.enum(['participant', 'host']).optional(),
   })
   .strict();
+
+/** Admin promotion of a participant in an allhands room to speaker. */
+export const PromoteBodySchema = z.object({ peerId: ParticipantIdSchema }).strict();
 
 export const DrainBodySchema = z.object({ enabled: z.boolean() }).strict();
 

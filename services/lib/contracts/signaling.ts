@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ParticipantIdSchema } from './room.ts';
 
 /**
  * WebSocket signaling between the meeting page and the SFU. Every frame is JSON with
@@ -104,7 +105,8 @@ export const RtpParametersSchema = z
       .max(16)
       .optional(),
     encodings: z.array(RtpEncodingParametersSchema).min(1).max(8).optional(),
-    rtcp: z.object({ cname: printable(255).min(1).optional(), reducedSize: z.boolean().optional(), mux: z.boolean().optional() }).strict().optional(),
+    // Empty from Chrome when it sends simulcast by RID (its SDP has no a=ssrc cname line for mediasoup-client to read).
+    rtcp: z.object({ cname: z.union([z.literal(''), printable(255)]).optional(), reducedSize: z.boolean().optional(), mux: z.boolean().optional() }).strict().optional(),
     msid: z.string().regex(/^[\x21-\x7e]{1,100}( [\x21-\x7e]{1,100})?$/, 'msid: "<stream id> <track id>"').optional(),
   })
   .strict();
@@ -198,6 +200,12 @@ export const ClientRequestSchema = z.discriminatedUnion('method', [
   z.object({ method: z.literal('pauseConsumer'), data: z.object({ consumerId: id }).strict() }),
   z.object({ method: z.literal('consent'), data: z.object({ decision: z.enum(['granted', 'declined']), method: z.enum(['click', 'announcement', 'pre-accepted']).default('click') }).strict() }),
   z.object({ method: z.literal('setRecording'), data: z.object({ enabled: z.boolean(), roomSecret: z.string().max(256).optional() }).strict() }),
+  z.object({
+    method: z.literal('setPreferredLayers'),
+    data: z.object({ consumerId: id, spatialLayer: z.number().int().min(0).max(15), temporalLayer: z.number().int().min(0).max(15).optional() }).strict(),
+  }),
+  z.object({ method: z.literal('raiseHand'), data: z.object({ raised: z.boolean().default(true) }).strict().default({ raised: true }) }),
+  z.object({ method: z.literal('promote'), data: z.object({ peerId: ParticipantIdSchema }).strict() }),
   z.object({ method: z.literal('listPeers'), data: z.object({}).strict().default({}) }),
   z.object({ method: z.literal('ping'), data: z.object({}).strict().default({}) }),
   z.object({ method: z.literal('leave'), data: z.object({}).strict().default({}) }),
@@ -240,7 +248,20 @@ export type ServerNotification =
   | { notification: 'peerLeft'; data: { peerId: string } }
   | { notification: 'recordingState'; data: RecordingState }
   | { notification: 'roomClosed'; data: { code: string; reason: string } }
-  | { notification: 'sessionReplaced'; data: Record<string, never> };
+  | { notification: 'sessionReplaced'; data: Record<string, never> }
+  /** The dominant speaker (mediasoup's active speaker observer) changed. */
+  | { notification: 'activeSpeaker'; data: { peerId: string } }
+  /** Whose video is forwarded under the room's last-N policy (every publisher's when lastN is 0). */
+  | { notification: 'videoSet'; data: { peerIds: string[] } }
+  /** The spatial/temporal layer a simulcast consumer now forwards (null: none, e.g. too little bandwidth). */
+  | { notification: 'consumerLayers'; data: { consumerId: string; spatialLayer: number | null; temporalLayer: number | null } }
+  /** To hosts: a viewer raised or lowered a hand. */
+  | { notification: 'handRaised'; data: { peerId: string; name: string; raised: boolean } }
+  /** To the participant: its role changed (a host promoted it). */
+  | { notification: 'roleChanged'; data: { role: ParticipantRole } };
+
+/** host: may promote; speaker: may publish in an allhands room; viewer: receive-only; participant: a meeting room's. */
+export type ParticipantRole = 'host' | 'speaker' | 'viewer' | 'participant';
 
 export interface RecordingState {
   recording: boolean;

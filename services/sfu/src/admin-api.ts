@@ -5,6 +5,7 @@ import {
   DrainBodySchema,
   IngestBodySchema,
   MintTokenBodySchema,
+  PromoteBodySchema,
   RoomIdSchema,
   SetRecordingBodySchema,
   UpdateRoomFlagsBodySchema,
@@ -69,8 +70,8 @@ export function registerAdminApi(app: FastifyInstance, sfu: Sfu, audit: AdminReq
         const b = body(MintTokenBodySchema, req);
         const info = await sfu.getRoomInfo(id);
         if (info.closedAt) throw new VerbatimError('ROOM_CLOSED', `room ${id} is closed`, { hint: 'Create a new room.' });
-        const { token, expiresAt, jti } = sfu.mintToken(id, b.identity, b.name, b.ttlMinutes);
-        await audit.succeeded(req, { action: 'token.mint', target: { type: 'token', id: jti }, details: { room: id, identity: b.identity, name: b.name, expiresAt: expiresAt.toISOString() } });
+        const { token, expiresAt, jti } = sfu.mintToken(id, b.identity, b.name, b.ttlMinutes, b.role === 'host');
+        await audit.succeeded(req, { action: 'token.mint', target: { type: 'token', id: jti }, details: { room: id, identity: b.identity, name: b.name, role: b.role ?? 'participant', expiresAt: expiresAt.toISOString() } });
         return reply.status(201).send({ token, expiresAt, joinUrl: `${publicUrl()}/meet?token=${encodeURIComponent(token)}` });
       });
       api.get('/rooms/:id/peers', async (req) => {
@@ -78,6 +79,10 @@ export function registerAdminApi(app: FastifyInstance, sfu: Sfu, audit: AdminReq
         const peers = sfu.rooms.get(id)?.listPeers() ?? [];
         await audit.succeeded(req, { action: 'room.peers', target: room(id), details: { count: peers.length } });
         return { peers };
+      });
+      api.post('/rooms/:id/promote', async (req) => {
+        const id = roomId(req);
+        return sfu.promote(id, body(PromoteBodySchema, req).peerId, { admin: true }, audit.contextOf(req));
       });
       api.get('/rooms/:id/stats', async (req) => {
         const id = roomId(req);

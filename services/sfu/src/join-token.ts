@@ -17,14 +17,16 @@ const ClaimsSchema = z
     name: DisplayNameSchema,
     exp: z.number().int(),
     jti: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/),
+    /** Set only for hosts (tokens without it, older ones included, are participants). */
+    role: z.literal('host').optional(),
   })
   .strict();
 export type JoinClaims = z.output<typeof ClaimsSchema>;
 
-export function mintJoinToken(secret: string, c: { room: string; identity: string; name: string; ttlMinutes: number; now?: number }): { token: string; expiresAt: Date; jti: string } {
+export function mintJoinToken(secret: string, c: { room: string; identity: string; name: string; ttlMinutes: number; now?: number; host?: boolean }): { token: string; expiresAt: Date; jti: string } {
   const exp = Math.floor((c.now ?? Date.now()) / 1000) + c.ttlMinutes * 60;
   const jti = randomBytes(9).toString('base64url');
-  const claims: JoinClaims = { v: 1, room: c.room, sub: c.identity, name: c.name, exp, jti };
+  const claims: JoinClaims = { v: 1, room: c.room, sub: c.identity, name: c.name, exp, jti, ...(c.host ? { role: 'host' as const } : {}) };
   const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
   return { token: `${body}.${sign(secret, body)}`, expiresAt: new Date(exp * 1000), jti };
 }

@@ -36,6 +36,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   consentDecision: { method: 'click' | 'announcement' | 'pre-accepted'; at: Date } | undefined;
   /** Their link as last sampled (QualityMonitor); undefined before the first sample. */
   quality: PeerQuality | undefined;
+  /** Joined with a host token: may promote viewers of an allhands room. */
+  host = false;
   readonly joinedAt = new Date();
   lastSeen = Date.now();
   private closedFlag = false;

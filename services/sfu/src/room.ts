@@ -10,6 +10,8 @@ import type { Peer } from './peer.ts';
 import { checkProduce, type PeerLimits } from './produce-checks.ts';
 import type { SfuMetrics } from './sfu-metrics.ts';
 import type { PeerQuality } from './quality-monitor.ts';
+import { LastN } from './last-n.ts';
+import { RoomRoles } from './room-roles.ts';
 
 export interface RoomTransportConfig {
   listenIp: string;
@@ -55,6 +57,10 @@ export class Room extends EventEmitter<RoomEvents> {
   private closedFlag = false;
   /** Failure shown to participants when recording should run but cannot. */
   recordingFailure: { code: string; message: string } | undefined;
+  /** Who may publish (meeting / allhands), raised hands, promotions. */
+  readonly roles: RoomRoles;
+  /** Active speaker and the last-N video policy. */
+  readonly lastN: LastN;
 
   constructor(
     readonly id: string,
@@ -68,6 +74,10 @@ export class Room extends EventEmitter<RoomEvents> {
     readonly logger: Logger,
   ) {
     super();
+    this.roles = new RoomRoles(this);
+    this.lastN = new LastN(this, (n) => {
+      for (const p of this.peers.values()) p.notify(n);
+    });
     // A router closes under us when its worker dies or is retired (mediasoup cascades the close).
     router.observer.once('close', () =>
       options.worker.gone() ? this.close('WORKER_DIED', 'the media server process for this room restarted; rejoin to continue') : this.close('ROOM_CLOSED', 'router closed'),
@@ -102,6 +112,8 @@ export class Room extends EventEmitter<RoomEvents> {
     peer.once('close', () => {
       if (this.peers.get(peer.id) === peer) this.peers.delete(peer.id);
       this.metrics.peers.dec();
+      this.roles.left(peer);
+      this.lastN.peerLeft(peer.id);
       if (this.flags.notifyJoining) this.broadcast(peer, { notification: 'peerLeft', data: { peerId: peer.id } });
       this.emit('peerLeft', peer);
     });
@@ -119,11 +131,13 @@ export class Room extends EventEmitter<RoomEvents> {
     return out;
   }
 
-  listPeers(): { id: string; name: string; kind: string; producers: { id: string; kind: string; paused: boolean }[]; consent: string; joinedAt: string; quality: PeerQuality | null }[] {
+  listPeers(): { id: string; name: string; kind: string; role: string; handRaised: boolean; producers: { id: string; kind: string; paused: boolean }[]; consent: string; joinedAt: string; quality: PeerQuality | null }[] {
     return [...this.peers.values()].map((p) => ({
       id: p.id,
       name: p.name,
       kind: p.kind,
+      role: this.roles.roleOf(p),
+      handRaised: this.roles.handRaised(p),
       consent: p.consent,
       joinedAt: p.joinedAt.toISOString(),
       quality: p.quality ?? null,
@@ -189,6 +203,7 @@ export class Room extends EventEmitter<RoomEvents> {
 
   async produce(peer: Peer, transportId: string, kind: ms.MediaKind, rtpParameters: ms.RtpParameters, appData: Record<string, unknown> = {}): Promise<ms.Producer> {
     this.assertOpen();
+    this.roles.assertMayPublish(peer);
     const transport = this.transport(peer, transportId);
     // Refused here with a code: mediasoup would take some of these and fail later, or fail inside the worker.
     checkProduce(peer, transport, kind, rtpParameters, this.options.limits);
@@ -207,11 +222,15 @@ export class Room extends EventEmitter<RoomEvents> {
     producer.observer.once('close', () => {
       peer.producers.delete(producer.id);
       this.metrics.producers.dec({ kind });
+      if (kind === 'video') this.lastN.refresh();
       this.broadcast(peer, { notification: 'producerClosed', data: { producerId: producer.id } });
       this.emit('producerClosed', peer, producer);
     });
     producer.observer.on('pause', () => this.emit('producerPaused', peer, producer));
     producer.observer.on('resume', () => this.emit('producerResumed', peer, producer));
+    // In the background: a failed observer costs the speaker indication, never the producer.
+    if (kind === 'audio') this.lastN.watch(producer).catch((err: unknown) => this.logger.warn({ err, producer: producer.id }, 'active speaker observer: could not add producer'));
+    else this.lastN.refresh();
     this.broadcast(peer, { notification: 'newProducer', data: { producerId: producer.id, peerId: peer.id, peerName: peer.name, kind } });
     this.emit('producerAdded', peer, producer);
     if (this.flags.record && !this.recording) this.setRecording(true, 'auto:first-producer');
@@ -236,7 +255,7 @@ export class Room extends EventEmitter<RoomEvents> {
     }
     // Consumers start paused and are resumed once the client acks (resumeConsumer),
     // so no RTP arrives before the client's consumer exists.
-    const consumer = await this.media('consume', () => transport.consume({ producerId, rtpCapabilities: caps, paused: true, appData: { peerId: peer.id } }));
+    const consumer = await this.media('consume', () => transport.consume({ producerId, rtpCapabilities: caps, paused: true, appData: { peerId: peer.id, producerPeerId: owner.id, clientPaused: true, running: false } }));
     if (peer.closed) {
       consumer.close();
       throw goneWhileWaiting();
@@ -253,6 +272,9 @@ export class Room extends EventEmitter<RoomEvents> {
     });
     consumer.on('producerpause', () => peer.notify({ notification: 'consumerPaused', data: { consumerId: consumer.id } }));
     consumer.on('producerresume', () => peer.notify({ notification: 'consumerResumed', data: { consumerId: consumer.id } }));
+    consumer.on('layerschange', (layers) =>
+      peer.notify({ notification: 'consumerLayers', data: { consumerId: consumer.id, spatialLayer: layers?.spatialLayer ?? null, temporalLayer: layers?.temporalLayer ?? null } }),
+    );
     return { id: consumer.id, producerId, kind: consumer.kind, rtpParameters: consumer.rtpParameters, producerPeerId: owner.id };
   }
 
@@ -264,11 +286,22 @@ export class Room extends EventEmitter<RoomEvents> {
 
   async consumerAction(peer: Peer, consumerId: string, action: 'pause' | 'resume'): Promise<void> {
     const c = this.consumer(peer, consumerId);
-    await this.media(`${action} consumer`, async () => {
-      if (action === 'pause') return c.pause();
-      await c.resume();
-      if (c.kind === 'video') await c.requestKeyFrame();
-    });
+    c.appData.clientPaused = action === 'pause';
+    // Resuming also waits for the last-N policy: a video outside the set stays paused on the server.
+    await this.media(`${action} consumer`, () => this.lastN.apply(c));
+  }
+
+  /**
+   * The simulcast/SVC layer a participant wants for one consumer (its tile's size); mediasoup
+   * forwards at most that, less when the participant's bandwidth estimate is short.
+   * A single-stream consumer has no layers: nothing to do.
+   */
+  async setPreferredLayers(peer: Peer, consumerId: string, spatialLayer: number, temporalLayer: number | undefined): Promise<{ spatialLayer: number | null; temporalLayer: number | null }> {
+    const c = this.consumer(peer, consumerId);
+    if (c.type === 'simulcast' || c.type === 'svc') {
+      await this.media('set preferred layers', () => c.setPreferredLayers({ spatialLayer, ...(temporalLayer === undefined ? {} : { temporalLayer }) }));
+    }
+    return { spatialLayer: c.preferredLayers?.spatialLayer ?? null, temporalLayer: c.preferredLayers?.temporalLayer ?? null };
   }
 
   consumer(peer: Peer, consumerId: string): ms.Consumer {
@@ -345,7 +378,19 @@ export class Room extends EventEmitter<RoomEvents> {
         quality: p.quality ?? null,
         transports: await Promise.all([...p.transports.values()].map(async (t) => ({ id: t.id, stats: await t.getStats() }))),
         producers: await Promise.all([...p.producers.values()].map(async (pr) => ({ id: pr.id, kind: pr.kind, paused: pr.paused, stats: await pr.getStats() }))),
-        consumers: await Promise.all([...p.consumers.values()].map(async (c) => ({ id: c.id, kind: c.kind, producerId: c.producerId, paused: c.paused, stats: await c.getStats() }))),
+        consumers: await Promise.all(
+          [...p.consumers.values()].map(async (c) => ({
+            id: c.id,
+            kind: c.kind,
+            type: c.type,
+            producerId: c.producerId,
+            producerPeerId: c.appData.producerPeerId as string,
+            paused: c.paused,
+            preferredLayers: c.preferredLayers ?? null,
+            currentLayers: c.currentLayers ?? null,
+            stats: await c.getStats(),
+          })),
+        ),
       })),
     );
     return { peers };

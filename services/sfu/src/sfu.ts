@@ -250,6 +250,7 @@ export class Sfu {
     if (live) {
       live.flags = flags;
       live.broadcastRecordingState();
+      live.lastN.refresh();
     }
     return flags;
   }
@@ -287,8 +288,23 @@ export class Sfu {
     this.rooms.get(id)?.close('ROOM_CLOSED', 'the room was closed by an admin');
   }
 
-  mintToken(room: string, identity: string, name: string, ttlMinutes?: number): { token: string; expiresAt: Date; jti: string } {
-    return mintJoinToken(this.deps.secrets.tokenSecret, { room, identity, name, ttlMinutes: ttlMinutes ?? this.config.SFU_TOKEN_TTL_MIN });
+  mintToken(room: string, identity: string, name: string, ttlMinutes?: number, host = false): { token: string; expiresAt: Date; jti: string } {
+    return mintJoinToken(this.deps.secrets.tokenSecret, { room, identity, name, ttlMinutes: ttlMinutes ?? this.config.SFU_TOKEN_TTL_MIN, host });
+  }
+
+  /**
+   * Promotes a viewer of an allhands room to speaker: asked by a host in the room or by the admin
+   * API. An admin change of the room, so it is audited before it is answered.
+   */
+  async promote(roomId: string, targetId: string, by: { admin: true } | { host: Peer }, ctx?: AuditContext): Promise<{ role: string; changed: boolean }> {
+    const room = this.rooms.get(roomId);
+    if (!room) throw new VerbatimError('ROOM_NOT_FOUND', `room ${roomId} is not open on this SFU`, { hint: 'Participants can be promoted only while they are in the room.' });
+    if ('host' in by && !by.host.host) throw new VerbatimError('NOT_HOST', 'only a host may promote participants', { hint: 'Join with a host link (admin API: POST /rooms/:id/tokens with role "host").' });
+    const { peer, changed } = room.roles.promote(targetId);
+    const actor = 'admin' in by ? ADMIN_ACTOR : { type: 'user' as const, id: `participant:${by.host.id}` };
+    await this.appendRequired({ action: 'room.promote', actor, target: { type: 'participant', id: peer.id }, details: { room: roomId, name: peer.name, changed } }, ctx);
+    room.logger.info({ peer: peer.id, changed, by: 'admin' in by ? 'admin' : by.host.id }, 'participant promoted to speaker');
+    return { role: room.roles.roleOf(peer), changed };
   }
 
   /**
@@ -319,6 +335,7 @@ export class Sfu {
     this.reclaim.delete(key);
     const peer = new Peer(claims.sub, claims.name, channel);
     peer.consent = consent;
+    peer.host = claims.role === 'host';
     room.addPeer(peer);
     this.spendToken(claims);
     this.metrics.joins.inc();

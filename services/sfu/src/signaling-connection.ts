@@ -181,6 +181,12 @@ export class SignalingConnection implements PeerChannel {
       case 'setRecording':
         await this.sfu.setRecording(room.id, req.data.enabled, { peerId: peer.id, roomSecret: req.data.roomSecret });
         return room.recordingStateFor(peer);
+      case 'setPreferredLayers':
+        return room.setPreferredLayers(peer, req.data.consumerId, req.data.spatialLayer, req.data.temporalLayer);
+      case 'raiseHand':
+        return room.roles.raiseHand(peer, req.data.raised);
+      case 'promote':
+        return this.sfu.promote(room.id, req.data.peerId, { host: peer });
       case 'listPeers':
         return { peers: room.listPeers() };
       case 'leave':
@@ -215,6 +221,10 @@ export class SignalingConnection implements PeerChannel {
       consentNeeded: room.flags.consent === 'required' && (room.flags.record || room.recording) && peer.consent === 'pending',
       reclaimed,
       iceServers: turnIceServers(this.sfu.config, peer.id),
+      role: room.roles.roleOf(peer),
+      activeSpeaker: room.lastN.activeSpeaker ?? null,
+      videoSet: room.lastN.videoPeerIds(),
+      raisedHands: peer.host ? room.roles.raisedHands() : [],
     };
   }
 

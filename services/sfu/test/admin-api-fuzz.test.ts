@@ -54,6 +54,7 @@ const ROUTES: { method: string; path: string; body?: () => unknown }[] = [
   { method: 'POST', path: '/api/v1/rooms/:id/tokens', body: () => ({ identity: 'alice', name: 'Alice', ttlMinutes: 5 }) },
   { method: 'GET', path: '/api/v1/rooms/:id/peers' },
   { method: 'GET', path: '/api/v1/rooms/:id/stats' },
+  { method: 'POST', path: '/api/v1/rooms/:id/promote', body: () => ({ peerId: 'alice' }) },
   { method: 'POST', path: '/api/v1/rooms/:id/ingest', body: () => ({ identity: 'cam', name: 'Camera', tracks: [{ kind: 'audio', ssrc: 1111, payloadType: 100 }] }) },
   { method: 'GET', path: '/api/v1/workers' },
   { method: 'POST', path: '/api/v1/drain', body: () => ({ enabled: false }) },

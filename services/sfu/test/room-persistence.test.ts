@@ -9,7 +9,7 @@ afterAll(async () => {
 
 describe.each(backends)('room flags survive an SFU restart ($name)', (backend: TestBackend) => {
   it.skipIf(!backend.available)('keeps flags, recording state and secret across a restart', async () => {
-    const flags = { record: true, lockRecord: true, consent: 'required', transcribe: true, language: 'de', retentionPolicy: 'mifid-5y', maxPublishers: 7, notifyJoining: true };
+    const flags = { record: true, lockRecord: true, consent: 'required', transcribe: true, language: 'de', retentionPolicy: 'mifid-5y', maxPublishers: 7, notifyJoining: true, mode: 'allhands', speakers: ['u1', 'keynote'], lastN: 3 };
     let db = await backend.open();
     let sfu = await startTestSfu({ db });
     const created = await sfu.admin('POST', '/rooms', { id: `persist-${backend.name}`, name: 'Board meeting', flags });

@@ -61,6 +61,9 @@ async function participant(publisher: string): Promise<{ client: FakeDeviceClien
     { method: 'pauseConsumer', data: { consumerId: consumer.id } },
     { method: 'consent', data: { decision: 'granted', method: 'click' } },
     { method: 'setRecording', data: { enabled: false } },
+    { method: 'setPreferredLayers', data: { consumerId: consumer.id, spatialLayer: 1, temporalLayer: 2 } },
+    { method: 'raiseHand', data: { raised: true } },
+    { method: 'promote', data: { peerId: 'nobody' } },
     { method: 'listPeers', data: {} },
     { method: 'ping', data: {} },
     { method: 'leave', data: {} },
@@ -68,7 +71,7 @@ async function participant(publisher: string): Promise<{ client: FakeDeviceClien
   return { client, seeds };
 }
 
-const METHODS = ['join', 'setRtpCapabilities', 'createWebRtcTransport', 'connectWebRtcTransport', 'produce', 'pauseProducer', 'resumeProducer', 'closeProducer', 'consume', 'resumeConsumer', 'pauseConsumer', 'consent', 'setRecording', 'listPeers', 'ping', 'leave'];
+const METHODS = ['join', 'setRtpCapabilities', 'createWebRtcTransport', 'connectWebRtcTransport', 'produce', 'pauseProducer', 'resumeProducer', 'closeProducer', 'consume', 'resumeConsumer', 'pauseConsumer', 'consent', 'setRecording', 'setPreferredLayers', 'raiseHand', 'promote', 'listPeers', 'ping', 'leave'];
 
 /** Values that have broken parsers before: edges of every type mediasoup serializes. */
 const nasty = fc.constantFrom<unknown>(

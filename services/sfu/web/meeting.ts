@@ -1,5 +1,6 @@
 /// <reference lib="dom" />
 import { Device, type types } from 'mediasoup-client';
+import { CAMERA_CONSTRAINTS, largeState, produceOptions, setupLargeMeeting, tileAdded, watchTileSize, type Role } from './large-meeting.ts';
 
 /**
  * The meeting page: joins with the token from the URL, asks for recording consent
@@ -19,6 +20,11 @@ interface JoinResult {
   consentNeeded: boolean;
   /** TURN servers with this participant's short-lived credentials (empty without TURN). */
   iceServers: RTCIceServer[];
+  /** All-hands role, active speaker, last-N video set, raised hands (hosts): see large-meeting.ts. */
+  role: Role;
+  activeSpeaker: string | null;
+  videoSet: string[];
+  raisedHands: { peerId: string; name: string }[];
 }
 interface RecordingState {
   recording: boolean;
@@ -175,6 +181,7 @@ function remoteTile(peerId: string, peerName: string): HTMLElement {
     caption.textContent = peerName;
     tile.append(video, audio, caption);
     ui.remotes.append(tile);
+    tileAdded(state.peerId);
   }
   return tile;
 }
@@ -223,6 +230,10 @@ async function main(): Promise<void> {
     return t;
   };
   const recv = await transportFor('recv');
+  const producers: types.Producer[] = [];
+  let stream: MediaStream | undefined;
+  // Set up before any notification can arrive; `publish` (hoisted) runs when a host promotes a viewer.
+  const largeMeeting = setupLargeMeeting((m, d) => sig.request(m, d), joined, publish);
 
   const consume = async (p: { producerId: string; peerId: string; peerName: string; kind: 'audio' | 'video' }) => {
     const c = await sig.request<{ id: string; producerId: string; kind: 'audio' | 'video'; rtpParameters: types.RtpParameters }>('consume', { transportId: recv.id, producerId: p.producerId });
@@ -235,6 +246,7 @@ async function main(): Promise<void> {
     el.srcObject = stream;
     void el.play().catch(() => {});
     await sig.request('resumeConsumer', { consumerId: consumer.id });
+    if (p.kind === 'video') watchTileSize((m, d) => sig.request(m, d), consumer, el as HTMLVideoElement);
   };
 
   sig.onNotification = (name, data) => {
@@ -266,6 +278,8 @@ async function main(): Promise<void> {
         state.phase = 'closed';
         showError('SESSION_REPLACED', 'You joined this meeting from another tab or device.');
         break;
+      default:
+        largeMeeting(name, data);
     }
   };
   let consentAnswered = !joined.consentNeeded && joined.recording.recordingYou;
@@ -280,26 +294,29 @@ async function main(): Promise<void> {
 
   for (const p of joined.producers) await consume(p);
 
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240, frameRate: 15 } });
-  ui.local.srcObject = stream;
-  const send = await transportFor('send');
-  send.on('produce', ({ kind, rtpParameters, appData }, ok, fail) => {
-    sig
-      .request<{ id: string }>('produce', { transportId: send.id, kind, rtpParameters: rtpParameters as unknown as Json, appData })
-      .then(({ id }) => ok({ id }), fail);
-  });
-  const producers: types.Producer[] = [];
-  for (const track of stream.getTracks()) {
-    try {
-      const producer = await send.produce({ track });
-      producers.push(producer);
-      state.producers[producer.kind] = producer.id;
-    } catch (e) {
-      const err = e as SignalingError;
-      showError(err.code ?? 'PRODUCE_FAILED', err.message, err.hint);
-      break;
+  // A viewer of an all-hands room publishes only once a host promotes it.
+  async function publish(): Promise<void> {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA_CONSTRAINTS });
+    ui.local.srcObject = stream;
+    const send = await transportFor('send');
+    send.on('produce', ({ kind, rtpParameters, appData }, ok, fail) => {
+      sig
+        .request<{ id: string }>('produce', { transportId: send.id, kind, rtpParameters: rtpParameters as unknown as Json, appData })
+        .then(({ id }) => ok({ id }), fail);
+    });
+    for (const track of stream.getTracks()) {
+      try {
+        const producer = await send.produce(produceOptions(track));
+        producers.push(producer);
+        state.producers[producer.kind] = producer.id;
+      } catch (e) {
+        const err = e as SignalingError;
+        showError(err.code ?? 'PRODUCE_FAILED', err.message, err.hint);
+        break;
+      }
     }
   }
+  if (joined.role !== 'viewer') await publish();
   state.phase = 'joined';
 
   ui.mute.onclick = async () => {
@@ -326,7 +343,7 @@ async function main(): Promise<void> {
   ui.leave.onclick = async () => {
     await sig.request('leave').catch(() => {});
     state.phase = 'left';
-    for (const t of stream.getTracks()) t.stop();
+    for (const t of stream?.getTracks() ?? []) t.stop();
     sig.close();
     setStatus('You left the meeting.');
   };
@@ -338,7 +355,7 @@ async function main(): Promise<void> {
 }
 
 /** Test hook: per remote track, the inbound-rtp counters of the consumer's own SSRC. */
-async function inboundStats(): Promise<{ peerId: string; kind: string; bytesReceived: number; packetsReceived: number; framesDecoded: number }[]> {
+async function inboundStats(): Promise<{ peerId: string; kind: string; bytesReceived: number; packetsReceived: number; framesDecoded: number; frameWidth: number; frameHeight: number }[]> {
   const out = [];
   for (const { consumer, peerId } of state.consumers.values()) {
     const ssrc = consumer.rtpParameters.encodings?.[0]?.ssrc;
@@ -347,7 +364,7 @@ async function inboundStats(): Promise<{ peerId: string; kind: string; bytesRece
     for (const s of report.values() as Iterable<Partial<RTCInboundRtpStreamStats>>) {
       // The recv PeerConnection also reports mediasoup's probator stream (0 frames): match by SSRC.
       if (s.type === 'inbound-rtp' && s.ssrc === ssrc) {
-        out.push({ peerId, kind: consumer.kind, bytesReceived: s.bytesReceived ?? 0, packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0 });
+        out.push({ peerId, kind: consumer.kind, bytesReceived: s.bytesReceived ?? 0, packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0 });
       }
     }
   }
@@ -368,7 +385,7 @@ async function iceRoutes(): Promise<{ direction: string; local: string; remote: 
   return out;
 }
 
-const verbatim = { state, inboundStats, iceRoutes } as Record<string, unknown>;
+const verbatim = { state, largeState, inboundStats, iceRoutes } as Record<string, unknown>;
 (window as unknown as { verbatim: unknown }).verbatim = verbatim;
 
 main().catch((e: unknown) => {
