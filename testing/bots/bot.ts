@@ -16,6 +16,8 @@ export interface BotOptions {
   publish?: boolean;
   /** Consume the room's producers present at join (default true). */
   consume?: boolean;
+  /** Consume only these participants' producers (default everyone's). */
+  from?: string[];
   /** Only these kinds (default both). */
   kinds?: ('audio' | 'video')[];
   /** ICE/DTLS must complete within this (default 20 s). */
@@ -78,7 +80,7 @@ export class Bot {
       const kinds = opts.kinds ?? ['audio', 'video'];
       const timeout = opts.connectTimeoutMs ?? 20_000;
       if (opts.publish) await bot.publish(kinds, timeout);
-      const producers = (joined.producers as { producerId: string; kind: 'audio' | 'video' }[]).filter((p) => kinds.includes(p.kind));
+      const producers = (joined.producers as { producerId: string; peerId: string; kind: 'audio' | 'video' }[]).filter((p) => kinds.includes(p.kind) && (!opts.from || opts.from.includes(p.peerId)));
       if ((opts.consume ?? true) && producers.length > 0) await bot.receive(producers.map((p) => p.producerId), timeout);
       bot.timings.connected = performance.now() - t0;
       return bot;
@@ -181,7 +183,15 @@ export class Bot {
     await connected;
     await Promise.all(planned.map((p) => p.opened));
     for (const p of planned) {
-      const sender = new RtpSender(p.kind === 'audio' ? clips.audio : clips.video, p.kind === 'audio' ? AUDIO_PT : VIDEO_PT, p.ssrc, (packet) => void p.track.sendMessageBinary(packet));
+      const sender = new RtpSender(p.kind === 'audio' ? clips.audio : clips.video, p.kind === 'audio' ? AUDIO_PT : VIDEO_PT, p.ssrc, (packet) => {
+        try {
+          p.track.sendMessageBinary(packet);
+        } catch {
+          // A closed track (the SFU closed the transport) is the end of this sender; anything else is counted.
+          if (p.track.isClosed()) sender.stop();
+          else sender.sendErrors++;
+        }
+      });
       sender.start();
       this.senders.push(sender);
     }

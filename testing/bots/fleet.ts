@@ -16,8 +16,15 @@ export interface FleetReport {
   bytes: number;
   /** Loss over all consumers, from RTP sequence numbers. */
   lossPct: number;
+  /** Packets and consumers per kind (what a projection per stream needs). */
+  byKind: Record<'audio' | 'video', { consumers: number; packets: number }>;
   /** Per bot: join-to-media-ready milliseconds. */
   joinMs: number[];
+  /** Frames publishers skipped because this process fell behind. */
+  skippedFrames: number;
+  /** Publishers' packets refused by the WebRTC stack, and publishers whose track closed. */
+  sendErrors: number;
+  sendersStopped: number;
 }
 
 /**
@@ -54,7 +61,14 @@ export class Fleet {
       packets,
       bytes: consumers.reduce((n, c) => n + c.bytes, 0),
       lossPct: expected > 0 ? Math.max(0, (100 * (expected - packets)) / expected) : 0,
+      byKind: {
+        audio: { consumers: consumers.filter((c) => c.kind === 'audio').length, packets: consumers.filter((c) => c.kind === 'audio').reduce((n, c) => n + c.packets, 0) },
+        video: { consumers: consumers.filter((c) => c.kind === 'video').length, packets: consumers.filter((c) => c.kind === 'video').reduce((n, c) => n + c.packets, 0) },
+      },
       joinMs: this.bots.map((b) => b.timings.connected),
+      skippedFrames: this.bots.reduce((n, b) => n + b.senders.reduce((m, x) => m + x.skipped, 0), 0),
+      sendErrors: this.bots.reduce((n, b) => n + b.senders.reduce((m, x) => m + x.sendErrors, 0), 0),
+      sendersStopped: this.bots.reduce((n, b) => n + b.senders.filter((x) => x.stopped).length, 0),
     };
   }
 
