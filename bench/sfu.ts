@@ -168,7 +168,12 @@ export async function runSfuBench(opts: { quick: boolean }): Promise<SuiteResult
   const best = good.at(-1);
   // Worker CPU per forwarded packet, from the busiest clean step (recording taps and inbound included).
   const costPerPkt = best ? best.workerCpuPct / 100 / best.outPps : NaN;
-  const limitedBy = steps.length > good.length ? 'the next step went over a limit' : "the plan's last step (the bots' core, not the worker, is what limits the room on a 2-core machine)";
+  const over = steps.length > good.length ? steps[good.length] : undefined;
+  // Loss the bots caused themselves (their socket buffers overflowed, the speakers fell behind) is said so.
+  const botsStarved = over && (over.udpRcvbufErrors > 0 || over.speakerSkippedFrames > (steps[good.length - 1]?.speakerSkippedFrames ?? 0));
+  const limitedBy = over
+    ? `the next step (${over.consumers} consumers: ${over.workerCpuPct} % worker CPU, ${over.lossPct} % loss${botsStarved ? `; ${over.udpRcvbufErrors} UDP receive-buffer overflows and speakers skipping frames: the bots' core was starved, not the worker` : ''})`
+    : "the plan's last step (the bots' core, not the worker, is what limits the room on a 2-core machine)";
   metrics.consumers_per_core = atLeast(
     best?.consumers ?? 0,
     800,
