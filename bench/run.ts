@@ -24,6 +24,10 @@ const suites: Record<string, Suite> = {
     describe: 'VAD work ratio, whisper-cli wrapper overhead, end-to-end latency from meeting end to transcript',
     run: async (opts) => (await import('./transcribe.ts')).runTranscribeBench(opts),
   },
+  sfu: {
+    describe: 'WebRTC bots against the SFU: consumers per core, 200-join storm p95, largest room, 700-person all-hands projection',
+    run: async (opts) => (await import('./sfu.ts')).runSfuBench(opts),
+  },
   search: {
     describe: 'transcript search p95 at 1M segments (5 query shapes, Postgres and PGlite), insert rows/s, audit appends/s',
     run: async (opts) => (await import('./search.ts')).runSearchBench(opts),

@@ -42,7 +42,8 @@ export interface CastMember {
 /** What the demo reads from the meeting page's test hook, window.verbatim (services/sfu/web/meeting.ts). */
 type MeetingWindow = Window & {
   verbatim?: {
-    state: { phase: string; recording?: { recording: boolean; recordingYou: boolean } };
+    state: { phase: string; step?: string; error?: unknown; recording?: { recording: boolean; recordingYou: boolean } };
+    signaling?: () => { readyState: number; pending: string[] };
     inboundStats(): Promise<{ peerId: string; kind: string; packetsReceived: number }[]>;
   };
 };
@@ -200,23 +201,27 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const join = async (c: CastMember): Promise<Joined> => {
       const { joinUrl } = (await sfuAdmin(stack, 'POST', `/rooms/${room}/tokens`, { identity: c.identity, name: c.name })) as { joinUrl: string };
       const browser = launched.get(c.identity)!;
-      // A headless page that has not joined (and seen recording start) in 30 s is reloaded
-      // once in a fresh context, as a person would; seen on loaded 2-core machines.
-      let page!: Page;
-      for (let attempt = 1; ; attempt++) {
-        const context = await browser.newContext();
-        page = await context.newPage();
-        try {
-          await page.goto(joinUrl);
-          await page.waitForFunction(() => (window as MeetingWindow).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
-          // Answer once recording runs, so the decision lands in this session's timeline.
-          await page.waitForFunction(() => (window as MeetingWindow).verbatim?.state.recording?.recording === true, undefined, { timeout: 30_000 });
-          break;
-        } catch (err) {
-          await context.close().catch(() => {});
-          if (attempt >= 2 || signal?.aborted) throw err;
-          out(`  ${c.name}'s page did not join within 30 s (${(err as Error).message.split('\n')[0]}); retrying once in a fresh page`);
-        }
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      // Kept so that a page which does not join can say where it stopped (console, step, signaling).
+      const consoleLines: string[] = [];
+      page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+      page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+      try {
+        await page.goto(joinUrl);
+        await page.waitForFunction(() => (window as MeetingWindow).verbatim?.state.phase === 'joined', undefined, { timeout: 30_000 });
+        // Answer once recording runs, so the decision lands in this session's timeline.
+        await page.waitForFunction(() => (window as MeetingWindow).verbatim?.state.recording?.recording === true, undefined, { timeout: 30_000 });
+      } catch (err) {
+        const where = await page
+          .evaluate(() => {
+            const v = (window as MeetingWindow).verbatim;
+            return JSON.stringify({ phase: v?.state.phase, step: v?.state.step, error: v?.state.error, recording: v?.state.recording, signaling: v?.signaling?.() });
+          })
+          .catch((e: unknown) => `page state unreadable: ${(e as Error).message}`);
+        throw new VerbatimError('DEMO_FAILED', `${c.name}'s page did not join: ${(err as Error).message.split('\n')[0]}; page ${where}; console: ${consoleLines.slice(-20).join(' | ') || '(empty)'}`, {
+          hint: 'The page state says which join step it waited in; run npm run demo again, and report it if it repeats.',
+        });
       }
       await page.locator('#consent-dialog[open]').waitFor({ timeout: 10_000 });
       await page.click(c.consent === 'granted' ? '#consent-accept' : '#consent-decline');

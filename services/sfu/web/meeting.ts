@@ -40,7 +40,7 @@ class SignalingError extends Error {
 
 class Signaling {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { method: string; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   /**
    * Notifications that arrive before the page has set its handler (it sets it after joining
    * and loading the device: several round trips) are kept and delivered in order when it
@@ -90,12 +90,16 @@ class Signaling {
   request<T = Json>(method: string, data: Json = {}): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject });
       this.ws.send(JSON.stringify({ v: 1, id, method, data }));
     });
   }
   close(): void {
     this.ws.close();
+  }
+  /** Test hook: the socket's state and the requests still waiting for an answer (what a stuck page waits on). */
+  snapshot(): { readyState: number; pending: string[] } {
+    return { readyState: this.ws.readyState, pending: [...this.pending].map(([id, p]) => `${id}:${p.method}`) };
   }
 }
 
@@ -117,6 +121,8 @@ const ui = {
 
 const state = {
   phase: 'connecting' as 'connecting' | 'joined' | 'error' | 'left' | 'closed',
+  /** The join step in progress, so a page that never reaches 'joined' says where it waits. */
+  step: 'connect' as string,
   error: undefined as { code: string; message: string } | undefined,
   peerId: '',
   recording: undefined as RecordingState | undefined,
@@ -198,6 +204,8 @@ async function main(): Promise<void> {
   }
   const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
   const sig = await Signaling.connect(wsUrl);
+  verbatim.signaling = () => sig.snapshot();
+  state.step = 'join';
   let joined: JoinResult;
   try {
     joined = await sig.request<JoinResult>('join', { token });
@@ -215,6 +223,7 @@ async function main(): Promise<void> {
   renderRecording(joined.recording);
   if (joined.consentNeeded) askConsent(sig);
 
+  state.step = 'load device';
   const device = new Device();
   await device.load({ routerRtpCapabilities: joined.routerRtpCapabilities });
   await sig.request('setRtpCapabilities', { rtpCapabilities: device.rtpCapabilities as unknown as Json });
@@ -229,6 +238,7 @@ async function main(): Promise<void> {
     });
     return t;
   };
+  state.step = 'recv transport';
   const recv = await transportFor('recv');
   const producers: types.Producer[] = [];
   let stream: MediaStream | undefined;
@@ -249,6 +259,11 @@ async function main(): Promise<void> {
     if (p.kind === 'video') watchTileSize((m, d) => sig.request(m, d), consumer, el as HTMLVideoElement);
   };
 
+  // Before the handler: setting it replays queued notifications at once, and a queued
+  // "recording started" reads this (declared after it, it threw and the page never joined).
+  let consentAnswered = !joined.consentNeeded && joined.recording.recordingYou;
+  ui.consentAccept.addEventListener('click', () => (consentAnswered = true));
+  ui.consentDecline.addEventListener('click', () => (consentAnswered = true));
   sig.onNotification = (name, data) => {
     switch (name) {
       case 'newProducer':
@@ -282,9 +297,6 @@ async function main(): Promise<void> {
         largeMeeting(name, data);
     }
   };
-  let consentAnswered = !joined.consentNeeded && joined.recording.recordingYou;
-  ui.consentAccept.addEventListener('click', () => (consentAnswered = true));
-  ui.consentDecline.addEventListener('click', () => (consentAnswered = true));
   sig.onClose = (code, reason) => {
     if (state.phase === 'joined') {
       state.phase = 'closed';
@@ -292,12 +304,15 @@ async function main(): Promise<void> {
     }
   };
 
+  state.step = `consume ${joined.producers.length} existing`;
   for (const p of joined.producers) await consume(p);
 
   // A viewer of an all-hands room publishes only once a host promotes it.
   async function publish(): Promise<void> {
+    state.step = 'getUserMedia';
     stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA_CONSTRAINTS });
     ui.local.srcObject = stream;
+    state.step = 'send transport';
     const send = await transportFor('send');
     send.on('produce', ({ kind, rtpParameters, appData }, ok, fail) => {
       sig
@@ -305,6 +320,7 @@ async function main(): Promise<void> {
         .then(({ id }) => ok({ id }), fail);
     });
     for (const track of stream.getTracks()) {
+      state.step = `produce ${track.kind}`;
       try {
         const producer = await send.produce(produceOptions(track));
         producers.push(producer);
@@ -318,6 +334,7 @@ async function main(): Promise<void> {
   }
   if (joined.role !== 'viewer') await publish();
   state.phase = 'joined';
+  state.step = 'done';
 
   ui.mute.onclick = async () => {
     const audio = producers.find((p) => p.kind === 'audio');
