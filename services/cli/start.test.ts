@@ -106,12 +106,13 @@ describe('npm start on embedded defaults', () => {
     const { child, ready } = launch(dataDir);
     await ready;
     const procs = descendants(child.pid!);
-    // tsx runs the launcher as its own child: kill the whole launcher, not just the wrapper.
+    // The front process reruns the launcher in its own process group: kill that one, not just the front.
     const launcher = procs.find((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('services/cli/main.ts'))!;
-    const inner = descendants(launcher);
-    expect(inner.some((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('redis-server'))).toBe(true);
+    const inner = descendantProcesses(launcher);
+    expect([...inner.values()].some((cmd) => cmd.startsWith('redis-server'))).toBe(true);
     process.kill(launcher, 'SIGKILL');
-    await expect.poll(() => inner.filter(alive), { timeout: 15_000 }).toEqual([]);
+    // Named, so a process left behind says what it is.
+    await expect.poll(() => [...inner].filter(([pid]) => alive(pid)).map(([pid, cmd]) => `${pid} ${cmd}`), { timeout: 15_000 }).toEqual([]);
     child.kill('SIGKILL');
   });
 });

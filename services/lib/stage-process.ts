@@ -10,6 +10,8 @@ export interface StartedStage {
   close(): Promise<void>;
 }
 
+const LAUNCHER_GONE_CLOSE_MS = 5000;
+
 export interface StageOptions {
   stage: StageName;
   logger: Logger;
@@ -52,7 +54,9 @@ export function runStage(opts: StageOptions): void {
     stopping = true;
     logger.info({ reason: stopReason }, `${stage} stopping`);
     send({ t: 'stopping', v: STAGE_IPC_VERSION, stage, reason: stopReason ?? 'stop' });
-    const timeout = opts.closeTimeoutMs ?? 30_000;
+    // With the launcher gone (even kill -9) its database and Redis go too: a graceful close
+    // cannot finish against them, so it gets a few seconds, not the full grace, before exiting.
+    const timeout = stopReason === 'launcher gone' ? Math.min(LAUNCHER_GONE_CLOSE_MS, opts.closeTimeoutMs ?? 30_000) : (opts.closeTimeoutMs ?? 30_000);
     const timer = setTimeout(() => {
       logger.error({ timeoutMs: timeout }, `${stage} did not stop in time: exiting`);
       process.exit(1);
