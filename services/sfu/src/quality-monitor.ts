@@ -36,7 +36,14 @@ export function peerQuality(producerStats: ms.ProducerStat[][], consumerStats: m
   const poor: PeerQuality['poor'] = [];
   if (Math.max(lossUpPct, lossDownPct) > thresholds.lossPct) poor.push('loss');
   if (rttMs !== null && rttMs > thresholds.rttMs) poor.push('rtt');
-  return { lossUpPct: round(lossUpPct), lossDownPct: round(lossDownPct), rttMs: rttMs === null ? null : round(rttMs), sampledAt: now.toISOString(), poor };
+  return {
+    lossUpPct: round(lossUpPct),
+    lossDownPct: round(lossDownPct),
+    // To the µs: on a LAN the RTT is well under 0.1 ms and must not read as 0.
+    rttMs: rttMs === null ? null : Math.round(rttMs * 1000) / 1000,
+    sampledAt: now.toISOString(),
+    poor,
+  };
 }
 
 const round = (n: number) => Math.round(n * 10) / 10;

@@ -83,7 +83,8 @@ describe('quality monitoring in a running SFU', () => {
     for (const who of ['alice', 'bob']) {
       await expect.poll(async () => (await qualityOf('clean', who))?.rttMs ?? null, { timeout: 20_000, interval: 250 }).not.toBeNull();
       const q = (await qualityOf('clean', who))!;
-      expect(q.rttMs).toBeGreaterThan(0);
+      // Measured (not null); on loopback it can be a few µs.
+      expect(q.rttMs).toBeGreaterThanOrEqual(0);
       expect(q.rttMs).toBeLessThan(300);
       expect(q.poor).toEqual([]);
     }
