@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,8 @@ import { artifactKey } from '../../lib/storage/artifact-keys.ts';
 import type { S3ArtifactStorage } from '../../lib/storage/s3-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { AuditLog } from './audit-log.ts';
+import { CHECKPOINT_STORAGE_PREFIX, checkpointFileName, Ed25519CheckpointSigner, writeCheckpoint } from './audit-checkpoints.ts';
+import { checkpointStoreFromConfig } from './checkpoint-setup.ts';
 import { ErasureService, type SessionWork } from './erasure.ts';
 import { legalHoldStorage, objectLockRetention, syncLegalHolds } from './object-lock.ts';
 
@@ -197,5 +199,26 @@ describe.each(backends)('WORM storage against a real S3 server (radosgw, $name)'
     const details = (typeof entry.details === 'string' ? JSON.parse(entry.details) : entry.details) as Record<string, unknown>;
     expect(details).toMatchObject({ request: req.id, participant: 'p-alice', state: 'failed', code: 'OBJECT_RETAINED' });
     expect(await audit.verify()).toMatchObject({ ok: true });
+  });
+
+  it('an audit checkpoint in the bucket is kept for AUDIT_CHECKPOINT_RETAIN_DAYS: someone with the storage credentials cannot remove it to roll the anchor back', async () => {
+    const config = loadConfig({
+      env: {},
+      overrides: { DATA_DIR: path.join(tmp, `anchor-${backend.name}`), STORAGE_BACKEND: 's3', S3_ENDPOINT: rgw!.endpoint, S3_BUCKET: bucket, S3_ACCESS_KEY_ID: rgw!.accessKeyId, S3_SECRET_ACCESS_KEY: rgw!.secretAccessKey, S3_FORCE_PATH_STYLE: 'true', S3_OBJECT_LOCK: 'COMPLIANCE', AUDIT_CHECKPOINT_RETAIN_DAYS: 30 },
+    });
+    // As the audit stage builds it: the directory copy and the bucket copy, retention from the config.
+    const store = checkpointStoreFromConfig(config, db);
+    const { privateKey } = generateKeyPairSync('ed25519');
+    await new AuditLog(db).append({ action: 'test.anchor', actor: { type: 'service', id: 'test' } });
+    const doc = (await writeCheckpoint(db, store, new Ed25519CheckpointSigner(String(privateKey.export({ type: 'pkcs8', format: 'pem' })))))!;
+    const key = `${CHECKPOINT_STORAGE_PREFIX}${checkpointFileName(doc.seq)}`;
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    expect(head.ObjectLockMode).toBe('COMPLIANCE');
+    expect(Math.abs(head.ObjectLockRetainUntilDate!.getTime() - (Date.now() + 30 * DAY))).toBeLessThan(60_000);
+    const err = await rejection(store.storage!.delete(key));
+    expect(err.code).toBe('OBJECT_RETAINED');
+    expect(await s3Outcome(client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: head.VersionId!, BypassGovernanceRetention: true })))).toBe('AccessDenied');
+    expect(await store.storage!.exists(key)).toBe(true);
+    (store.storage as S3ArtifactStorage).destroy();
   });
 });
