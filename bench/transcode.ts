@@ -17,6 +17,7 @@
  * The helpers that build segments and sealed sessions are exported for bench/transcribe.ts.
  */
 import { oggPackets } from '../services/lib/media/ogg-packets.ts';
+import { buildRtp } from '../services/lib/rtp/rtp-packet.ts';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -136,13 +137,7 @@ export const OPUS_CODEC: Codec = { mimeType: 'audio/opus', clockRate: 48000, cha
 export const VP8_CODEC: Codec = { mimeType: 'video/VP8', clockRate: 90000, payloadType: 96, parameters: {} };
 
 export function rtpPacket(pt: number, seq: number, ts: number, ssrc: number, marker: boolean, payload: Buffer): Buffer {
-  const h = Buffer.alloc(12);
-  h[0] = 0x80;
-  h[1] = (marker ? 0x80 : 0) | pt;
-  h.writeUInt16BE(seq & 0xffff, 2);
-  h.writeUInt32BE(ts >>> 0, 4);
-  h.writeUInt32BE(ssrc >>> 0, 8);
-  return Buffer.concat([h, payload]);
+  return buildRtp({ payloadType: pt, seq, timestamp: ts, ssrc, marker }, payload);
 }
 
 function lcg(seed: number): () => number {

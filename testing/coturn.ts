@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './launcher.ts';
+import { stopChild } from './processes.ts';
 
 export const TURNSERVER_PATH = '/usr/bin/turnserver';
 
@@ -72,13 +73,7 @@ export async function startCoturn(secret: string): Promise<Coturn> {
     url: `turn:127.0.0.1:${port}?transport=udp`,
     log: () => out,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-        await exited;
-        clearTimeout(t);
-      }
+      await stopChild(child, 3000);
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 
 /** Live descendants of a process, read from /proc: pid → command line (for "nothing left running" checks). */
@@ -36,3 +37,13 @@ export const processAlive = (pid: number): boolean => {
     return false;
   }
 };
+
+/** SIGTERM, then SIGKILL if it is still running after `graceMs`; resolves once it has exited. */
+export async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(t);
+}

@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { stopChild } from './processes.ts';
 
 /**
  * A real S3 server that enforces Object Lock, for the WORM tests: Ceph's radosgw on a one-node
@@ -129,14 +130,7 @@ rgw_frontends = beast endpoint=127.0.0.1:${rgwPort}
   const cli = async (bin: string, args: string[]) => (await run('timeout', ['20', bin, '-c', conf, ...args], { maxBuffer: 1 << 20 })).stdout;
   const stop = async () => {
     // radosgw, then the OSD, then the mon: each TERM, KILL if it lingers.
-    for (const child of daemons.reverse()) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
+    for (const child of daemons.reverse()) await stopChild(child, 5000);
     rmSync(dir, { recursive: true, force: true });
   };
   try {

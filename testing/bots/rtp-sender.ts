@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { oggPackets } from '../../services/lib/media/ogg-packets.ts';
+import { buildRtp } from '../../services/lib/rtp/rtp-packet.ts';
 
 /**
  * Real Opus and VP8 for publishing bots: short clips encoded by ffmpeg once per machine (at
@@ -42,26 +44,6 @@ function ivfFrames(buf: Buffer): Buffer[] {
   return frames;
 }
 
-/** Ogg: packets laced across pages; the first two Opus packets are headers (OpusHead, OpusTags). */
-function oggPackets(buf: Buffer): Buffer[] {
-  const packets: Buffer[] = [];
-  let partial: Buffer[] = [];
-  for (let off = 0; off + 27 <= buf.length && buf.toString('latin1', off, off + 4) === 'OggS'; ) {
-    const segments = buf[off + 26]!;
-    const table = buf.subarray(off + 27, off + 27 + segments);
-    let data = off + 27 + segments;
-    for (const lace of table) {
-      partial.push(buf.subarray(data, data + lace));
-      data += lace;
-      if (lace < 255) {
-        packets.push(Buffer.concat(partial));
-        partial = [];
-      }
-    }
-    off = data;
-  }
-  return packets.slice(2);
-}
 
 let clips: { audio: EncodedClip; video: EncodedClip } | undefined;
 
@@ -93,23 +75,14 @@ export function mediaClips(): { audio: EncodedClip; video: EncodedClip } {
 /** Largest RTP payload per packet (fits a 1200-byte datagram with SRTP's overhead). */
 const MAX_PAYLOAD = 1100;
 
-function rtpHeader(pt: number, seq: number, ts: number, ssrc: number, marker: boolean): Buffer {
-  const h = Buffer.alloc(12);
-  h[0] = 0x80;
-  h[1] = (marker ? 0x80 : 0) | pt;
-  h.writeUInt16BE(seq & 0xffff, 2);
-  h.writeUInt32BE(ts >>> 0, 4);
-  h.writeUInt32BE(ssrc >>> 0, 8);
-  return h;
-}
 
 /** RTP packets of one frame: Opus whole (RFC 7587); VP8 split with its payload descriptor, S bit on the first (RFC 7741). */
 export function packetize(clip: EncodedClip, frame: Buffer, pt: number, ssrc: number, seq: number, ts: number): Buffer[] {
-  if (clip.kind === 'audio') return [Buffer.concat([rtpHeader(pt, seq, ts, ssrc, false), frame])];
+  if (clip.kind === 'audio') return [buildRtp({ payloadType: pt, seq, timestamp: ts, ssrc }, frame)];
   const out = [];
   for (let off = 0; off < frame.length; off += MAX_PAYLOAD) {
     const last = off + MAX_PAYLOAD >= frame.length;
-    out.push(Buffer.concat([rtpHeader(pt, seq + out.length, ts, ssrc, last), Buffer.from([off === 0 ? 0x10 : 0x00]), frame.subarray(off, off + MAX_PAYLOAD)]));
+    out.push(buildRtp({ payloadType: pt, seq: seq + out.length, timestamp: ts, ssrc, marker: last }, Buffer.concat([Buffer.from([off === 0 ? 0x10 : 0x00]), frame.subarray(off, off + MAX_PAYLOAD)])));
   }
   return out;
 }

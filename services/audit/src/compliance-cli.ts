@@ -4,7 +4,6 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
-import { VerbatimError } from '../../lib/errors.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { AuditLog } from './audit-log.ts';
@@ -13,6 +12,7 @@ import { ErasureService, type ErasureRecord } from './erasure.ts';
 import { ErasureJobs } from './erasure-jobs.ts';
 import { pino } from 'pino';
 import { LegalHolds, RetentionSweeper, type Actor, type HoldScope } from './retention.ts';
+import { cliPrinter, reportCliError } from './cli-output.ts';
 
 /**
  * Operator mirrors of the compliance API on the host (direct database access, audited as the
@@ -78,7 +78,7 @@ export async function runComplianceCommand(group: string, args: string[], out: (
   const db = deps.db ?? (await openConfiguredDatabase(config));
   const audit = new AuditLog(db);
   const actor: Actor = { type: 'service', id: `cli:${os.userInfo().username}` };
-  const print = (v: unknown, text: string) => out(o.json ? `${JSON.stringify(v, null, 2)}\n` : text);
+  const print = cliPrinter(o.json, out);
   try {
     const storage = () => deps.storage ?? storageFromConfig(config);
     switch (known) {
@@ -155,10 +155,7 @@ export async function runComplianceCommand(group: string, args: string[], out: (
     }
     return 2;
   } catch (e) {
-    if (!(e instanceof VerbatimError)) throw e;
-    if (o.json) out(`${JSON.stringify({ error: e.toJSON() }, null, 2)}\n`);
-    else err(`error ${e.code}: ${e.message}${e.hint ? `\nfix: ${e.hint}` : ''}\n`);
-    return 1;
+    return reportCliError(e, o.json, out, err);
   } finally {
     if (!deps.db) await db.destroy();
   }

@@ -2,9 +2,9 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
-import { VerbatimError } from '../../lib/errors.ts';
 import { AuditLog } from './audit-log.ts';
 import { createUserWithKey, findKey, listUsers, revokeKey, type UserView } from './key-lifecycle.ts';
+import { cliPrinter, reportCliError } from './cli-output.ts';
 
 /**
  * `verbatim keys list|revoke|create-admin` on the host, straight against the configured database
@@ -59,7 +59,7 @@ export async function runKeysCommand(args: string[], out: (s: string) => void, d
   const db = deps.db ?? (await openConfiguredDatabase(config));
   const audit = new AuditLog(db);
   const actor = { type: 'service' as const, id: `cli:${os.userInfo().username}` };
-  const print = (v: unknown, text: string) => out(o.json ? `${JSON.stringify(v, null, 2)}\n` : text);
+  const print = cliPrinter(o.json, out);
   try {
     switch (sub) {
       case 'list': {
@@ -85,10 +85,7 @@ export async function runKeysCommand(args: string[], out: (s: string) => void, d
     }
     return 2;
   } catch (e) {
-    if (!(e instanceof VerbatimError)) throw e;
-    if (o.json) out(`${JSON.stringify({ error: e.toJSON() }, null, 2)}\n`);
-    else err(`error ${e.code}: ${e.message}${e.hint ? `\nfix: ${e.hint}` : ''}\n`);
-    return 1;
+    return reportCliError(e, o.json, out, err);
   } finally {
     if (!deps.db) await db.destroy();
   }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RTP_HEADER_BYTES, hasVersion2, parseRtp, peekPayloadType, peekSsrc, rtpPayload } from './rtp-packet.ts';
+import { RTP_HEADER_BYTES, buildRtp, hasVersion2, parseRtp, peekPayloadType, peekSsrc, rtpPayload } from './rtp-packet.ts';
 
 interface RtpOpts {
   seq: number;
@@ -92,5 +92,15 @@ describe('hot-path peeks', () => {
       b[0] = first;
       expect(hasVersion2(b)).toBe(ok);
     }
+  });
+});
+
+describe('buildRtp', () => {
+  it('builds what parseRtp reads back: fields wrapped to their widths, payload after the fixed header', () => {
+    const payload = Buffer.from([1, 2, 3]);
+    const pkt = buildRtp({ payloadType: 101, seq: 0x1_0005, timestamp: 2 ** 32 + 7, ssrc: 0xdeadbeef, marker: true }, payload);
+    const info = parseRtp(pkt)!;
+    expect(info).toMatchObject({ version: 2, marker: true, payloadType: 101, sequence: 5, timestamp: 7, ssrc: 0xdeadbeef, csrcCount: 0, payloadBytes: 3 });
+    expect(rtpPayload(pkt, info).equals(payload)).toBe(true);
   });
 });

@@ -82,3 +82,15 @@ export function rtpPayload(b: Buffer, info: RtpInfo): Buffer {
   const start = b.length - info.paddingBytes - info.payloadBytes;
   return b.subarray(start, start + info.payloadBytes);
 }
+
+/** A plain RTP packet (no CSRCs, extensions or padding): what test senders and benches put on the wire. */
+export function buildRtp(h: { payloadType: number; seq: number; timestamp: number; ssrc: number; marker?: boolean }, payload: Buffer): Buffer {
+  const b = Buffer.alloc(RTP_HEADER_BYTES + payload.length);
+  b[0] = 0x80;
+  b[1] = (h.marker ? 0x80 : 0) | h.payloadType;
+  b.writeUInt16BE(h.seq & 0xffff, 2);
+  b.writeUInt32BE(h.timestamp >>> 0, 4);
+  b.writeUInt32BE(h.ssrc >>> 0, 8);
+  payload.copy(b, RTP_HEADER_BYTES);
+  return b;
+}

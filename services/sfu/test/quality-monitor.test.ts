@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from '../../../testing/browser.ts';
 import { fakeCameraY4m, speechWav } from '../../../testing/media-fixtures.ts';
 import { startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
+import { buildRtp } from '../../lib/rtp/rtp-packet.ts';
 import { peerQuality } from '../src/quality-monitor.ts';
 
 // Only the fields peerQuality reads, with mediasoup's names and units.
@@ -46,13 +47,8 @@ describe('quality monitoring in a running SFU', () => {
     const t0 = Date.now();
     for (let seq = 0; Date.now() - t0 < 4000; seq++) {
       if (seq % 5 === 4) continue;
-      const pkt = Buffer.alloc(12 + 20);
-      pkt[0] = 0x80;
-      pkt[1] = 101;
-      pkt.writeUInt16BE(seq & 0xffff, 2);
-      pkt.writeUInt32BE((seq * 3000) >>> 0, 4);
-      pkt.writeUInt32BE(4242, 8);
-      pkt[12] = 0x10; // VP8 payload descriptor: start of partition
+      // VP8 payload descriptor 0x10: start of partition.
+      const pkt = buildRtp({ payloadType: 101, seq, timestamp: seq * 3000, ssrc: 4242 }, Buffer.concat([Buffer.from([0x10]), Buffer.alloc(19)]));
       await new Promise<void>((r) => socket.send(pkt, rtpPort, ip, () => r()));
       await new Promise((r) => setTimeout(r, 33));
     }
