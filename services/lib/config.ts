@@ -96,6 +96,7 @@ export const configSpec = {
   RECORDER_FSYNC_INTERVAL_MS: { schema: int(10, 60_000), default: 1000, doc: 'fsync period of open track files: the most a crash can lose.' },
   RECORDER_MIN_FREE_MB: { schema: int(0, 10_000_000), default: 1024, doc: 'Below this much free disk new tracks are refused with DISK_FULL.' },
   RECORDER_MAX_PACKET_BYTES: { schema: int(64, 65_535), default: 1500, doc: 'Datagrams larger than this (MTU) are dropped and counted.' },
+  RECORDER_TAP_SRTP: { schema: bool, default: true, doc: 'The SFU sends recorded media to the recorder as SRTP (AES_CM_128_HMAC_SHA1_80; its key wrapped under RECORDER_SECRET in the control request); the recorder decrypts and stores clear RTP. Off: clear RTP on the wire.' },
   RECORDER_SEGMENT_SECONDS: { schema: int(1, 86_400), default: 60, doc: 'Open track segments are sealed and a new one started after this long (a segment with no packets yet stays open).' },
   RECORDER_RX: { schema: z.enum(['native', 'node']).optional(), default: undefined, doc: 'Receive path of recorder workers: native (recorder-rx: packets never enter JavaScript) or node (dgram sockets in the worker). Unset: native when its binary is built, else node.' },
   RECORDER_RX_BIN: { schema: optionalString, default: undefined, doc: 'recorder-rx binary (set by npm scripts to the cached offline build of services/recorder/native).' },

@@ -32,6 +32,8 @@ export const ErrorCodes = {
   DRAINING: 503,
   WORKER_DIED: 503,
   RECORDER_UNAVAILABLE: 503,
+  /** The SRTP key of a recording tap does not unwrap with this recorder's RECORDER_SECRET (or is not a key). */
+  SRTP_KEY_INVALID: 400,
   DISK_FULL: 507,
   /** A session manifest that is missing, not JSON or not a verbatim-session v1 (lib/recording). */
   CORRUPT_MANIFEST: 422,

@@ -1,4 +1,5 @@
 import { z, type ZodType } from 'zod';
+import { SRTP_CRYPTO_SUITES } from '../rtp/srtp.ts';
 import { CodecSchema, ConsentRefSchema, HeaderExtensionSchema } from './recording.ts';
 import { UNSTORABLE_MESSAGE, isStorableText, storableJson, storableText } from './storable-text.ts';
 
@@ -38,6 +39,11 @@ export const StartTrackRequestSchema = z
     ssrc: z.number().int().min(0).max(0xffffffff),
     headerExtensions: z.array(HeaderExtensionSchema).max(32).default([]),
     consent: ConsentRefSchema,
+    /**
+     * The tap sends SRTP: mediasoup's key for it, wrapped under RECORDER_SECRET for this session/track
+     * (lib/rtp/srtp.ts wrapTapKey). Absent: the tap sends clear RTP.
+     */
+    srtp: z.object({ cryptoSuite: z.enum(SRTP_CRYPTO_SUITES), wrappedKey: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(200) }).strict().optional(),
   })
   .superRefine((req, ctx) => {
     const r = storableRequest.safeParse(req);

@@ -16,6 +16,8 @@ export const ToWorkerSchema = z.discriminatedUnion('t', [
     req: StartTrackRequestSchema,
     dir: z.string(),
     segment: z.number().int().nonnegative(),
+    /** The tap's SRTP master key and salt (base64), unwrapped by the supervisor; absent for clear RTP. */
+    srtpKey: z.string().optional(),
   }),
   z.object({ t: z.literal('stop'), v: z.literal(IPC_VERSION), track: z.string(), session: z.string(), reason: z.string() }),
   /** resetLag: start a new event-loop lag window after answering (GET /v1/stats?resetLag=1). */

@@ -30,6 +30,8 @@ export const ToRxSchema = z.discriminatedUnion('type', [
      * recorder-rx puts first for each segment it opens (rotation, SSRC change).
      */
     header: z.string().startsWith('{'),
+    /** SRTP (AES_CM_128_HMAC_SHA1_80) master key and salt, base64: recorder-rx decrypts with libsrtp and stores clear RTP. */
+    srtpKey: z.string().optional(),
   }),
   z.object({ v, type: z.literal('stop'), id, reason: z.string().min(1) }),
   z.object({ v, type: z.literal('stats'), seq: z.number().int().nonnegative() }),

@@ -15,7 +15,7 @@
 
 #include "recorder-rx.h"
 
-const char *const DROP_NAMES[DR_COUNT] = {"too_short", "over_mtu", "bad_version", "not_rtcp", "unknown_ssrc", "unknown_payload_type", "wrong_source", "segment_closed"};
+const char *const DROP_NAMES[DR_COUNT] = {"too_short", "over_mtu", "bad_version", "not_rtcp", "unknown_ssrc", "unknown_payload_type", "wrong_source", "segment_closed", "srtp_failed"};
 
 
 struct rx_config cfg;
@@ -116,6 +116,12 @@ static void cmd_start(const struct json_obj *m) {
   t->ssrc = (uint32_t)ssrc;
   t->pt = (int)pt;
   t->rtp_fd = t->rtcp_fd = -1;
+  const char *srtp_key = json_str(m, "srtpKey");
+  if (srtp_key && srtp_open(t, srtp_key)) {
+    start_failed(id, "SRTP_KEY_INVALID", "srtpKey is not a base64 AES_CM_128_HMAC_SHA1_80 master key and salt (30 bytes)");
+    free(t->id), free(t->dir), free(t->name), free(t->header_rest), free(t);
+    return;
+  }
   int err = bind_pair(t);
   if (err == 0) err = -open_segment(t);
   if (err) {
@@ -124,6 +130,7 @@ static void cmd_start(const struct json_obj *m) {
     snprintf(msg, sizeof msg, err == -EADDRNOTAVAIL ? "no free UDP port pair in %d-%d" : "cannot start track (%d-%d): %s", cfg.min_port, cfg.max_port, strerror(-err));
     start_failed(id, err == -EADDRNOTAVAIL ? "NO_PORTS" : err == -ENOSPC ? "DISK_FULL" : errno_code(-err), msg);
     segment_free(&t->seg);
+    srtp_close(t);
     free(t->id), free(t->dir), free(t->name), free(t->header_rest), free(t);
     return;
   }
@@ -164,6 +171,7 @@ static void free_dead_tracks(void) {
     }
     *pp = t->next;
     ntracks--;
+    srtp_close(t);
     free(t->id), free(t->dir), free(t->name), free(t->header_rest), free(t);
   }
 }
@@ -315,6 +323,10 @@ int main(void) {
   cfg.drain_us = env_int("RECORDER_RX_DRAIN_MS", 20) * 1000;
   if (cfg.max_packet < 64 || cfg.max_packet > 65535) cfg.max_packet = 1500;
   signal(SIGPIPE, SIG_IGN);
+  if (srtp_init() != srtp_err_status_ok) {
+    fprintf(stderr, "recorder-rx: libsrtp does not initialise\n");
+    return 1;
+  }
   rx_setup();
   sync_thread_start();
   ep = epoll_create1(EPOLL_CLOEXEC);

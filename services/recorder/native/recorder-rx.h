@@ -11,6 +11,7 @@
 
 #include <netinet/in.h>
 #include <openssl/sha.h>
+#include <srtp2/srtp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,7 @@ enum drop_reason {
   DR_UNKNOWN_PAYLOAD_TYPE,
   DR_WRONG_SOURCE,
   DR_SEGMENT_CLOSED,
+  DR_SRTP_FAILED,
   DR_COUNT
 };
 extern const char *const DROP_NAMES[DR_COUNT];
@@ -119,6 +121,8 @@ struct track {
   int cand_n;
   struct candidate_pkt cand[SSRC_SWITCH_PACKETS];
   struct segment_file seg;
+  /* The tap's SRTP session (receive only); NULL when the tap sends clear RTP. */
+  srtp_t srtp;
   uint64_t received, stored, dropped[DR_COUNT];
 };
 
@@ -151,5 +155,8 @@ void clear_candidate(struct track *t, int count_as_dropped);
 void on_write_failed(struct track *t);
 void rotate(struct track *t, uint32_t ssrc, const char *reason);
 void seal_and_report(struct track *t, const char *end_reason, int track_open);
+/* SRTP: a receive-only session from a base64 master key and salt (AES_CM_128_HMAC_SHA1_80); 0 on success. */
+int srtp_open(struct track *t, const char *key_base64);
+void srtp_close(struct track *t);
 
 #endif

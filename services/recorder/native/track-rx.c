@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 #include <zlib.h>
 
 #include "recorder-rx.h"
@@ -139,6 +140,41 @@ void rotate(struct track *t, uint32_t ssrc, const char *reason) {
   }
 }
 
+/* ---------------------------------------------------------------- SRTP */
+
+int srtp_open(struct track *t, const char *key_base64) {
+  /* 30 bytes (16 key + 14 salt) are 40 base64 characters without padding */
+  unsigned char key[SRTP_AES_ICM_128_KEY_LEN_WSALT + 3];
+  if (strlen(key_base64) != 40 || EVP_DecodeBlock(key, (const unsigned char *)key_base64, 40) != SRTP_AES_ICM_128_KEY_LEN_WSALT) return -1;
+  srtp_policy_t policy;
+  memset(&policy, 0, sizeof policy);
+  srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&policy.rtp);
+  srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&policy.rtcp);
+  /* any SSRC: the tap's SSRC can change (a new segment), and only packets that authenticate are kept */
+  policy.ssrc.type = ssrc_any_inbound;
+  policy.key = key;
+  policy.window_size = 1024;
+  int err = srtp_create(&t->srtp, &policy) == srtp_err_status_ok ? 0 : -1;
+  OPENSSL_cleanse(key, sizeof key);
+  if (err) t->srtp = NULL;
+  return err;
+}
+
+void srtp_close(struct track *t) {
+  if (t->srtp) srtp_dealloc(t->srtp);
+  t->srtp = NULL;
+}
+
+/* Decrypts in place (the receive buffers are ours); 0 when the packet does not authenticate. */
+static int unprotect(struct track *t, const uint8_t *b, size_t *len, int is_rtcp) {
+  if (!t->srtp) return 1;
+  int n = (int)*len;
+  srtp_err_status_t s = is_rtcp ? srtp_unprotect_rtcp(t->srtp, (void *)b, &n) : srtp_unprotect(t->srtp, (void *)b, &n);
+  if (s != srtp_err_status_ok) return 0;
+  *len = (size_t)n;
+  return 1;
+}
+
 /* ---------------------------------------------------------------- classification */
 
 static int is_rtcp_type(uint8_t b) { return b >= 192 && b <= 223; }
@@ -200,6 +236,8 @@ static void on_rtp(struct track *t, const uint8_t *b, size_t len, int trunc, con
   int v = classify_rtp_port(b, len, trunc, t);
   if (v == V_RTP || v == V_RTCP) {
     if (!source_ok(t, from, 1)) return drop(t, DR_WRONG_SOURCE);
+    /* only an authenticated packet pins the sender */
+    if (!unprotect(t, b, &len, v == V_RTCP)) return drop(t, DR_SRTP_FAILED);
     if (!t->pinned) {
       t->pinned = 1;
       t->src_addr = from->sin_addr;
@@ -208,7 +246,10 @@ static void on_rtp(struct track *t, const uint8_t *b, size_t len, int trunc, con
     if (v == V_RTP) clear_candidate(t, 0);
     return store(t, v == V_RTP ? REC_RTP : REC_RTCP, at, b, len);
   }
-  if (v == DR_UNKNOWN_SSRC && len >= RTP_HEADER_BYTES && (b[1] & 0x7f) == t->pt && source_ok(t, from, 1)) return ssrc_probation(t, b, len, at);
+  if (v == DR_UNKNOWN_SSRC && len >= RTP_HEADER_BYTES && (b[1] & 0x7f) == t->pt && source_ok(t, from, 1)) {
+    if (!unprotect(t, b, &len, 0)) return drop(t, DR_SRTP_FAILED);
+    return ssrc_probation(t, b, len, at);
+  }
   drop(t, (enum drop_reason)v);
 }
 
@@ -216,6 +257,7 @@ static void on_rtcp(struct track *t, const uint8_t *b, size_t len, int trunc, co
   int v = classify_rtcp_port(b, len, trunc, t);
   if (v != V_RTCP) return drop(t, (enum drop_reason)v);
   if (!source_ok(t, from, 0)) return drop(t, DR_WRONG_SOURCE);
+  if (!unprotect(t, b, &len, 1)) return drop(t, DR_SRTP_FAILED);
   store(t, REC_RTCP, at, b, len);
 }
 

@@ -5,7 +5,8 @@ import type { z, ZodType } from 'zod';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
-import { RECORDER_CONTROL_ROUTES, type RecorderControlRoute } from '../../lib/contracts/recorder-control.ts';
+import { RECORDER_CONTROL_ROUTES, type RecorderControlRoute, type StartTrackRequest } from '../../lib/contracts/recorder-control.ts';
+import { SRTP_KEY_BYTES, tapKeyContext, unwrapTapKey } from '../../lib/rtp/srtp.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
 import { refusingFastify, type RefusedRequest } from '../../lib/http/refusals.ts';
@@ -72,7 +73,7 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   const handlers: { [K in RecorderControlRoute]: (input: RouteInput<K>, reply: FastifyReply) => Promise<unknown> } = {
     'GET /v1/health': async () => supervisor.health(),
     'GET /metrics': async (_input, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()),
-    'POST /v1/tracks': async ({ body }, reply) => reply.status(201).send(await supervisor.startTrack(body)),
+    'POST /v1/tracks': async ({ body }, reply) => reply.status(201).send(await supervisor.startTrack(body, tapKey(secrets.recorderSecret, body))),
     'DELETE /v1/sessions/:session/tracks/:track': async ({ params }, reply) => {
       await supervisor.stopTrack(params.session, params.track);
       return reply.status(204).send();
@@ -131,6 +132,16 @@ function refusalEntry(r: RefusedRequest, e: VerbatimError, authenticated: boolea
     details: { service: 'recorder', status: e.status, code: e.code, message: toStorable(e.message, 500), ...(e.details !== undefined ? { error: toStorableJson(e.details) } : {}), ...(r.req ? {} : { stage: 'before-routing' }) },
     clientAddress: r.clientAddress ? toStorable(r.clientAddress, 100) : null,
   };
+}
+
+/** The SRTP key of a tap, unwrapped with the shared secret for exactly this session and track. */
+function tapKey(secret: string, req: StartTrackRequest): Buffer | undefined {
+  if (!req.srtp) return undefined;
+  const key = unwrapTapKey(secret, tapKeyContext(req.session, req.track), req.srtp.wrappedKey);
+  if (!key || key.length !== SRTP_KEY_BYTES) {
+    throw new VerbatimError('SRTP_KEY_INVALID', `the SRTP key of track ${req.track} does not unwrap with this recorder's secret`, { hint: 'Give the SFU and the recorder the same RECORDER_SECRET.' });
+  }
+  return key;
 }
 
 function sha256(s: string): Buffer {

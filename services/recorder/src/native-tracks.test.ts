@@ -8,6 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IPC_VERSION, type ToSupervisor } from '../../lib/contracts/recorder-ipc.ts';
 import type { StartTrackRequest } from '../../lib/contracts/recorder-control.ts';
 import { RecordType, parseRecording } from '../../lib/recording/vrtp-format.ts';
+import * as mediasoup from 'mediasoup';
+import { loadConfig } from '../../lib/config.ts';
+import { buildRtp } from '../../lib/rtp/index.ts';
 import { NativeTracks } from './native-tracks.ts';
 
 /**
@@ -69,8 +72,8 @@ async function harness(segmentSeconds = 60) {
   await tracks.ready;
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-  const start = async (track: string) => {
-    await tracks.start({ t: 'start', v: IPC_VERSION, req: req(track), dir, segment: 0 });
+  const start = async (track: string, srtpKey?: string) => {
+    await tracks.start({ t: 'start', v: IPC_VERSION, req: req(track), dir, segment: 0, ...(srtpKey ? { srtpKey } : {}) });
     const m = msgs.find((x) => (x.t === 'started' || x.t === 'startFailed') && x.track === track);
     if (m?.t !== 'started') throw new Error(`not started: ${JSON.stringify(m)}`);
     return m;
@@ -87,6 +90,38 @@ async function harness(segmentSeconds = 60) {
 }
 
 describe('native receive path (recorder-rx)', () => {
+  it('decrypts an SRTP tap from mediasoup (libsrtp), from the first packet on, and stores clear RTP', async () => {
+    const workerBin = loadConfig({ env: {} }).MEDIASOUP_WORKER_BIN;
+    const worker = await mediasoup.createWorker({ logLevel: 'warn', ...(workerBin ? { workerBin } : {}) });
+    const h = await harness();
+    try {
+      const router = await worker.createRouter({ mediaCodecs: [{ kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2, preferredPayloadType: PT }] });
+      const listenInfo = { protocol: 'udp' as const, ip: '127.0.0.1' };
+      const input = await router.createPlainTransport({ listenInfo, rtcpMux: true, comedia: true });
+      const producer = await input.produce({ kind: 'audio', rtpParameters: { codecs: [{ mimeType: 'audio/opus', payloadType: PT, clockRate: 48000, channels: 2 }], encodings: [{ ssrc: 999 }] } });
+      const tap = await router.createPlainTransport({ listenInfo, rtcpMux: false, comedia: false, enableSrtp: true, srtpCryptoSuite: 'AES_CM_128_HMAC_SHA1_80' });
+      const consumer = await tap.consume({ producerId: producer.id, rtpCapabilities: router.rtpCapabilities, paused: true });
+      const ssrc = consumer.rtpParameters.encodings![0]!.ssrc!;
+      const started = await h.tracks.start({ t: 'start', v: IPC_VERSION, req: { ...req('srtp1'), ssrc }, dir: h.dir, segment: 0, srtpKey: tap.srtpParameters!.keyBase64 }).then(() => h.msgs.find((m) => m.t === 'started' && m.track === 'srtp1'));
+      if (started?.t !== 'started') throw new Error('not started');
+      await tap.connect({ ip: '127.0.0.1', port: started.rtpPort, rtcpPort: started.rtcpPort, srtpParameters: { cryptoSuite: 'AES_CM_128_HMAC_SHA1_80', keyBase64: Buffer.alloc(30, 3).toString('base64') } });
+      await consumer.resume();
+      const payloads = Array.from({ length: 100 }, (_, i) => Buffer.from(`frame ${i} `.padEnd(80, '#')));
+      for (let i = 0; i < payloads.length; i++) {
+        await h.send(input.tuple.localPort, [buildRtp({ payloadType: PT, seq: i, timestamp: i * 960, ssrc: 999 }, payloads[i]!)]);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      await h.tracks.stop({ t: 'stop', v: IPC_VERSION, session: 's1', track: 'srtp1', reason: 'stopped' });
+      const stored = parseRecording(readFileSync(path.join(h.dir, 'srtp1-0.vrtp'))).records.filter((r) => r.type === RecordType.RTP);
+      expect(stored.length).toBe(payloads.length);
+      for (const [i, r] of stored.entries()) expect(r.data.subarray(r.data.length - 80).equals(payloads[i]!), `packet ${i}`).toBe(true);
+    } finally {
+      worker.close();
+      await h.close();
+    }
+  });
+
   it('stores RTP and RTCP as verbatim-rtp v1 records, byte for byte, and seals .part on stop', async () => {
     const h = await harness();
     const started = await h.start('a1');

@@ -134,7 +134,7 @@ export class NativeTracks {
     });
     const { segment: _s, ssrc: _x, startedAt: _a, startedAtUs: _u, ...rest } = full;
     await this.rx.ready;
-    const a = await this.rx.start({ id, dir: m.dir, track: req.track, segment: m.segment, ssrc: req.ssrc, payloadType: req.codec.payloadType, header: JSON.stringify(rest) });
+    const a = await this.rx.start({ id, dir: m.dir, track: req.track, segment: m.segment, ssrc: req.ssrc, payloadType: req.codec.payloadType, header: JSON.stringify(rest), ...(m.srtpKey ? { srtpKey: m.srtpKey } : {}) });
     if (a.type === 'startFailed') {
       this.send({ t: 'startFailed', v: IPC_VERSION, session: req.session, track: req.track, code: a.code, message: a.message });
       return;

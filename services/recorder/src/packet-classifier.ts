@@ -5,7 +5,7 @@
  */
 import { RTCP_HEADER_BYTES, RTCP_SR, RTP_HEADER_BYTES, hasVersion2, isRtcpPacketType, peekPayloadType, peekRtcpSsrc, peekRtcpType, peekSsrc } from '../../lib/rtp/index.ts';
 
-export const DropReasons = ['too_short', 'over_mtu', 'bad_version', 'not_rtcp', 'unknown_ssrc', 'unknown_payload_type', 'wrong_source', 'segment_closed'] as const;
+export const DropReasons = ['too_short', 'over_mtu', 'bad_version', 'not_rtcp', 'unknown_ssrc', 'unknown_payload_type', 'wrong_source', 'segment_closed', 'srtp_failed'] as const;
 export type DropReason = (typeof DropReasons)[number];
 
 export const enum Verdict {

@@ -1,5 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { IPC_VERSION, ToWorkerSchema, type ToSupervisor } from '../../lib/contracts/recorder-ipc.ts';
+import { SrtpReceiver } from '../../lib/rtp/srtp.ts';
 import { NativeTracks } from './native-tracks.ts';
 import type { DropReason } from './packet-classifier.ts';
 import { TrackRecorder, bindPortPair } from './track-recorder.ts';
@@ -72,6 +73,7 @@ async function onMessage(raw: unknown): Promise<void> {
       maxPacketBytes,
       fsyncIntervalMs,
       segmentSeconds,
+      ...(m.srtpKey ? { srtp: new SrtpReceiver('AES_CM_128_HMAC_SHA1_80', Buffer.from(m.srtpKey, 'base64')) } : {}),
       onDrop: (reason) => (dropped[reason] = (dropped[reason] ?? 0) + 1),
       onSealed: (entry, trackOpen) => {
         send({ t: 'sealed', v: IPC_VERSION, session: req.session, track: req.track, entry, trackOpen });

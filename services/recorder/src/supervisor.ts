@@ -291,7 +291,8 @@ export class RecorderSupervisor {
     return s;
   }
 
-  async startTrack(req: StartTrackRequest): Promise<StartTrackResponse> {
+  /** `srtpKey`: the tap's SRTP master key and salt, already unwrapped (main.ts); the worker decrypts with it. */
+  async startTrack(req: StartTrackRequest, srtpKey?: Buffer): Promise<StartTrackResponse> {
     const log = this.deps.logger.child({ room: req.room, session: req.session, track: req.track });
     const health = this.health();
     if (!health.acceptingTracks) {
@@ -309,7 +310,7 @@ export class RecorderSupervisor {
     const key = `${req.session}/${req.track}`;
     const reply = await new Promise<ToSupervisor>((resolve) => {
       this.pending.set(key, { resolve });
-      w.child.send({ t: 'start', v: IPC_VERSION, req, dir: s.dir, segment } satisfies ToWorker);
+      w.child.send({ t: 'start', v: IPC_VERSION, req, dir: s.dir, segment, ...(srtpKey ? { srtpKey: srtpKey.toString('base64') } : {}) } satisfies ToWorker);
     }).finally(() => this.pending.delete(key));
     if (reply.t === 'startFailed') {
       s.openTracks.delete(req.track);

@@ -6,6 +6,7 @@ import { Verdict, classifyRtcpPort, classifyRtpPort, type DropReason } from './p
 import { RecordType } from '../../lib/recording/vrtp-format.ts';
 import { segmentName } from '../../lib/recording/session-dir.ts';
 import { RTP_HEADER_BYTES, peekPayloadType, peekSsrc } from '../../lib/rtp/index.ts';
+import type { SrtpReceiver } from '../../lib/rtp/srtp.ts';
 import { SegmentWriter } from './segment-writer.ts';
 
 export interface TrackRecorderOptions {
@@ -18,6 +19,8 @@ export interface TrackRecorderOptions {
   onDrop: (reason: DropReason) => void;
   /** A segment was sealed (SSRC change, write failure, stop). */
   onSealed: (entry: SegmentEntry, trackOpen: boolean) => void;
+  /** The tap sends SRTP: packets are decrypted before they are stored; those that fail authentication are dropped. */
+  srtp?: SrtpReceiver;
 }
 
 /** Wall clock in µs; performance.now() is monotonic and cheap, anchored once to the epoch. */
@@ -114,12 +117,16 @@ export class TrackRecorder {
     const v = classifyRtpPort(msg, this.opts.maxPacketBytes, this.ssrc, this.req.codec.payloadType);
     if (v === Verdict.RTP || v === Verdict.RTCP) {
       if (!this.sourceOk(rinfo.address, rinfo.port, true)) return this.drop('wrong_source');
+      // Only an authenticated packet pins the sender.
+      const clear = this.unprotect(msg, v === Verdict.RTCP);
+      if (!clear) return this.drop('srtp_failed');
       this.source ??= { address: rinfo.address, rtpPort: rinfo.port };
       if (v === Verdict.RTP) this.candidate = undefined;
-      return this.store(v === Verdict.RTP ? RecordType.RTP : RecordType.RTCP, msg);
+      return this.store(v === Verdict.RTP ? RecordType.RTP : RecordType.RTCP, clear);
     }
     if (v === 'unknown_ssrc' && msg.length >= RTP_HEADER_BYTES && peekPayloadType(msg) === this.req.codec.payloadType && this.sourceOk(rinfo.address, rinfo.port, true)) {
-      return this.ssrcProbation(msg);
+      const clear = this.unprotect(msg, false);
+      return clear ? this.ssrcProbation(clear) : this.drop('srtp_failed');
     }
     this.drop(v);
   }
@@ -144,7 +151,15 @@ export class TrackRecorder {
     const v = classifyRtcpPort(msg, this.opts.maxPacketBytes, this.ssrc);
     if (v !== Verdict.RTCP) return this.drop(v);
     if (!this.sourceOk(rinfo.address, rinfo.port, false)) return this.drop('wrong_source');
-    this.store(RecordType.RTCP, msg);
+    const clear = this.unprotect(msg, true);
+    if (!clear) return this.drop('srtp_failed');
+    this.store(RecordType.RTCP, clear);
+  }
+
+  private unprotect(msg: Buffer, rtcp: boolean): Buffer | null {
+    const srtp = this.opts.srtp;
+    if (!srtp) return msg;
+    return rtcp ? srtp.unprotectRtcp(msg) : srtp.unprotectRtp(msg);
   }
 
   private store(type: RecordType, msg: Buffer): void {

@@ -11,6 +11,7 @@ import {
 } from '../../lib/contracts/recorder-control.ts';
 import { VerbatimError, type ErrorCode, ErrorCodes } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
+import { tapKeyContext, wrapTapKey } from '../../lib/rtp/srtp.ts';
 
 interface RecorderClientEvents {
   /** The recorder stopped answering. */
@@ -74,6 +75,11 @@ export class RecorderClient extends EventEmitter<RecorderClientEvents> {
 
   async startTrack(req: Omit<StartTrackRequest, 'v'>): Promise<StartTrackResponse> {
     return this.call('POST', '/v1/tracks', { v: RECORDER_CONTROL_VERSION, ...req }, StartTrackResponseSchema);
+  }
+
+  /** A tap's SRTP key, wrapped for the recorder (which shares the secret) and bound to this track. */
+  wrapTapKey(session: string, track: string, key: Buffer): string {
+    return wrapTapKey(this.secret, tapKeyContext(session, track), key);
   }
 
   async stopTrack(session: string, track: string): Promise<void> {

@@ -3,9 +3,13 @@ import type { types as ms } from 'mediasoup';
 import type { TimelineEvent } from '../../lib/contracts/recorder-control.ts';
 import { toVerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
+import { SRTP_KEY_BYTES, type SrtpCryptoSuite } from '../../lib/rtp/srtp.ts';
 import type { Peer } from './peer.ts';
 import type { RecorderClient } from './recorder-client.ts';
 import type { Room } from './room.ts';
+
+/** The suite both mediasoup and the recorder's receive paths (libsrtp, lib/rtp/srtp.ts) implement. */
+const TAP_SRTP_SUITE: SrtpCryptoSuite = 'AES_CM_128_HMAC_SHA1_80';
 
 interface Tap {
   peer: Peer;
@@ -42,6 +46,7 @@ export class RecordingTap {
     private readonly room: Room,
     private readonly recorder: RecorderClient,
     private readonly logger: Logger,
+    private readonly opts: { srtp: boolean } = { srtp: true },
   ) {
     room.on('recordingChanged', (on, by) => this.run(() => (on ? this.startRecording(by) : this.stopRecording(`recording-off:${by}`))));
     room.on('peerJoined', (peer) => this.event({ type: 'participant-joined', participant: peer.id, details: { name: peer.name } }));
@@ -194,7 +199,13 @@ export class RecordingTap {
     tap.transport = undefined;
     if (producer.closed || !this.session) return;
     const router = this.room.router;
-    const transport = await router.createPlainTransport({ listenInfo: { protocol: 'udp', ip: this.room.transportListenIp }, rtcpMux: false, comedia: false, appData: { tap: tap.track } });
+    const transport = await router.createPlainTransport({
+      listenInfo: { protocol: 'udp', ip: this.room.transportListenIp },
+      rtcpMux: false,
+      comedia: false,
+      ...(this.opts.srtp ? { enableSrtp: true, srtpCryptoSuite: TAP_SRTP_SUITE } : {}),
+      appData: { tap: tap.track },
+    });
     tap.transport = transport;
     // The recorder never sends NACKs, so no RTX; and it takes the highest simulcast layer.
     const caps: ms.RtpCapabilities = {
@@ -222,9 +233,12 @@ export class RecordingTap {
         ssrc: consumer.rtpParameters.encodings![0]!.ssrc!,
         headerExtensions: (consumer.rtpParameters.headerExtensions ?? []).map((h) => ({ uri: h.uri, id: h.id })),
         consent: { decision: this.room.flags.consent === 'required' ? 'granted' : 'not-required', ...(this.room.flags.consent === 'notify' ? { method: 'announcement' as const } : { method: 'click' as const }) },
+        ...(transport.srtpParameters ? { srtp: { cryptoSuite: TAP_SRTP_SUITE, wrappedKey: this.recorder.wrapTapKey(this.session, tap.track, Buffer.from(transport.srtpParameters.keyBase64, 'base64')) } } : {}),
       });
       if (tap.consumer !== consumer) return; // superseded while waiting
-      await transport.connect({ ip: res.ip, port: res.rtpPort, rtcpPort: res.rtcpPort });
+      // The recorder never sends media back, so the key mediasoup would decrypt with is a random one nobody holds.
+      const srtpParameters = transport.srtpParameters ? { cryptoSuite: TAP_SRTP_SUITE, keyBase64: randomBytes(SRTP_KEY_BYTES).toString('base64') } : undefined;
+      await transport.connect({ ip: res.ip, port: res.rtpPort, rtcpPort: res.rtcpPort, ...(srtpParameters ? { srtpParameters } : {}) });
       await consumer.resume();
       if (producer.kind === 'video') await consumer.requestKeyFrame();
       this.logger.info({ track: tap.track, peer: peer.id, rtpPort: res.rtpPort, reattach }, 'track tapped to recorder');

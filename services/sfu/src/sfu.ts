@@ -160,7 +160,7 @@ export class Sfu {
       this.metrics.rooms.dec();
     });
     if (this.recorder) {
-      const tap = new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' }));
+      const tap = new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' }), { srtp: this.deps.config.RECORDER_TAP_SRTP });
       tap.onSessionStarted = (sessionId, earlier) => {
         for (const e of earlier) {
           this.auditInBackground(room, {
