@@ -97,6 +97,8 @@ export const configSpec = {
   RECORDER_MIN_FREE_MB: { schema: int(0, 10_000_000), default: 1024, doc: 'Below this much free disk new tracks are refused with DISK_FULL.' },
   RECORDER_MAX_PACKET_BYTES: { schema: int(64, 65_535), default: 1500, doc: 'Datagrams larger than this (MTU) are dropped and counted.' },
   RECORDER_SEGMENT_SECONDS: { schema: int(1, 86_400), default: 60, doc: 'Open track segments are sealed and a new one started after this long (a segment with no packets yet stays open).' },
+  RECORDER_UPLOAD_RAW: { schema: z.enum(['on', 'off']), default: 'off', doc: 'on: each sealed raw segment is uploaded to artifact storage (raw key, SHA-256 read back), recorded in the manifest, then removed from RECORDINGS_DIR; transcode reads it from storage, so no host needs the recorder\'s disk.' },
+  RECORDER_UPLOAD_RETRY_MS: { schema: int(100, 3_600_000), default: 5000, doc: 'First retry delay of a failed raw segment upload; doubles per attempt up to 60x this, and uploads retry until storage takes them.' },
   RECORDER_RX: { schema: z.enum(['native', 'node']).optional(), default: undefined, doc: 'Receive path of recorder workers: native (recorder-rx: packets never enter JavaScript) or node (dgram sockets in the worker). Unset: native when its binary is built, else node.' },
   RECORDER_RX_BIN: { schema: optionalString, default: undefined, doc: 'recorder-rx binary (set by npm scripts to the cached offline build of services/recorder/native).' },
   RECORDER_RX_DRAIN_MS: { schema: int(0, 50), default: 20, doc: 'recorder-rx wakes at most this often and drains every ready socket in batches: fewer wake-ups and syscalls per packet; packets wait at most this long in the kernel (well inside the 200 ms hand-off, and arrival times are the kernel\'s).' },
