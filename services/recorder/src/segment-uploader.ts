@@ -93,7 +93,10 @@ export class SegmentUploader {
       this.metrics.failures.inc();
       const final = job !== undefined && (err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1));
       if (final && job?.id) this.settle(job.id);
-      deps.logger[final ? 'error' : 'warn']({ err, job: job?.id, attempts: job?.attemptsMade }, final ? 'raw segment upload given up' : 'raw segment upload failed; it is retried');
+      // A storage outage fails every attempt of every segment: warn on the 1st, 2nd, 4th, 8th... attempt of each.
+      const attempts = job?.attemptsMade ?? 1;
+      const level = final ? 'error' : (attempts & (attempts - 1)) === 0 ? 'warn' : 'debug';
+      deps.logger[level]({ err, job: job?.id, attempts }, final ? 'raw segment upload given up' : 'raw segment upload failed; it is retried');
     });
     this.worker.on('error', (err) => deps.logger.warn({ err }, 'raw upload worker error'));
     for (const p of pendingOnDisk(deps.recordingsDir)) await this.enqueue(p);
