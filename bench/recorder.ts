@@ -8,7 +8,6 @@
  *                           zero loss + worker event-loop lag p99 ≤ 100 ms
  *  3. memory_per_track_mb   RSS added per recorded track at N tracks of light traffic
  *  4. sfu_tap_overhead_pct  mediasoup worker CPU with the room's recording tap on vs off
- *  5. upload_mb_per_cpu_s   raw segments uploaded to s3rver and read back (RECORDER_UPLOAD_RAW's path), per CPU-s
  *
  * Load comes from bench/tools/udp-blast.c replaying real Opus / VP8 RTP captured from
  * ffmpeg (bench/lib/udp-blast.ts), with per-track SSRC, payload type, sequence numbers
@@ -27,7 +26,7 @@ import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
 import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
 import { endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, measurementRunner, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
-import { measureRawUpload } from './lib/raw-upload.ts';
+import { benchRawUpload } from './lib/raw-upload.ts';
 import { startBenchSfu, type BenchSfu } from './lib/sfu-proc.ts';
 import { ensureBlaster, ensureTemplates, freeUdpPort, freeUdpPortPairs, startBlast, type BlastTrack, type TemplateInfo } from './lib/udp-blast.ts';
 
@@ -51,9 +50,6 @@ interface Plan {
   /** Metric 4: publishers (audio + video each), seconds measured per phase. */
   sfuPublishers: number;
   sfuSeconds: number;
-  /** Metric 5: raw segments uploaded, MiB each. */
-  uploadSegments: number;
-  uploadSegmentMb: number;
 }
 
 const FULL: Plan = {
@@ -68,8 +64,6 @@ const FULL: Plan = {
   memTrafficS: 6,
   sfuPublishers: 10,
   sfuSeconds: 20,
-  uploadSegments: 32,
-  uploadSegmentMb: 8,
 };
 
 const QUICK: Plan = {
@@ -85,8 +79,6 @@ const QUICK: Plan = {
   memTrafficS: 2,
   sfuPublishers: 10,
   sfuSeconds: 2.5,
-  uploadSegments: 8,
-  uploadSegmentMb: 4,
 };
 
 const LAG_GOAL_MS = 100;
@@ -216,16 +208,7 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
   });
 
   await recM.kill();
-
-  await attempt('raw-upload', async () => {
-    const r = await measureRawUpload(work, { segments: plan.uploadSegments, segmentMb: plan.uploadSegmentMb });
-    details.rawUpload = r;
-    metrics.upload_mb_per_cpu_s = reportOnly(
-      round(r.mbPerCpuS, 1),
-      'MiB/CPU-s',
-      `${r.segments} raw segments × ${r.segmentMb} MiB to s3rver (own process), two at a time, each put and read back against its SHA-256: ${round(r.cpuS, 2)} CPU-s of the uploading process, ${round(r.mbPerWallS, 1)} MiB/s wall`,
-    );
-  });
+  await benchRawUpload({ attempt, metrics, details, work, quick: opts.quick });
   details.loadAvgAtEnd = os.loadavg().map((x) => round(x, 2));
   return { suite: 'recorder', machine, startedAt, durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
 }

@@ -7,10 +7,10 @@ import { uploadSegment } from '../../services/recorder/src/segment-uploader.ts';
 import { rawSegmentKey } from '../../services/lib/storage/artifact-keys.ts';
 import { S3ArtifactStorage } from '../../services/lib/storage/s3-storage.ts';
 import { onCleanup, terminate } from './children.ts';
-import { repoRoot } from './results.ts';
+import { repoRoot, reportOnly, round, type Metric } from './results.ts';
 
 /**
- * upload_mb_per_cpu_s: raw segments through the recorder's own upload path (segment-uploader.ts
+ * Metric 5 of the recorder suite (bench/recorder.ts), upload_mb_per_cpu_s: raw segments through the recorder's own upload path (segment-uploader.ts
  * uploadSegment: S3 put with its SHA-256, then a full read-back checked against the manifest's hash),
  * two at a time as the uploader runs them, to s3rver in its own process. Only this process's CPU is
  * counted: the recorder host's cost, not the fake S3's.
@@ -35,7 +35,7 @@ async function startS3rverProcess(dir: string): Promise<{ endpoint: string; stop
   const stop = onCleanup('s3rver', () => terminate(child), () => child.kill('SIGKILL'));
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /PORT (\d+)/.exec(out);
       if (m) resolve(Number(m[1]));
@@ -79,4 +79,27 @@ export async function measureRawUpload(work: string, opts: { segments: number; s
   } finally {
     await s3.stop();
   }
+}
+
+/** Segments uploaded in the full and the quick run (MiB each: a minute of 720p video is ~8). */
+const PLAN = { full: { segments: 32, segmentMb: 8 }, quick: { segments: 8, segmentMb: 4 } };
+
+/** The recorder suite's metric 5 (upload_mb_per_cpu_s), run as one of its measurements. */
+export async function benchRawUpload(ctx: {
+  attempt: (name: string, fn: () => Promise<void>) => Promise<void>;
+  metrics: Record<string, Metric>;
+  details: Record<string, unknown>;
+  work: string;
+  quick: boolean;
+}): Promise<void> {
+  await ctx.attempt('raw-upload', async () => {
+    const r = await measureRawUpload(ctx.work, ctx.quick ? PLAN.quick : PLAN.full);
+    ctx.details.rawUpload = r;
+    // Report only: the issue asks for the number, with no goal.
+    ctx.metrics.upload_mb_per_cpu_s = reportOnly(
+      round(r.mbPerCpuS, 1),
+      'MiB/CPU-s',
+      `${r.segments} raw segments × ${r.segmentMb} MiB to s3rver (own process), two at a time, each put and read back against its SHA-256: ${round(r.cpuS, 2)} CPU-s of the uploading process, ${round(r.mbPerWallS, 1)} MiB/s wall`,
+    );
+  });
 }
