@@ -17,6 +17,12 @@ import { rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
 import { sha256File, type ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { RecordingSession } from './recording-session.ts';
 
+/** A storage with S3 Object Lock (S3ArtifactStorage). */
+interface RetentionStorage {
+  readonly objectLockEnabled: boolean;
+  applyRetention(key: string): Promise<Date | undefined>;
+}
+
 /** What the recorder tells the console and GET /v1/stats about raw uploads. */
 export interface UploadBacklog {
   /** Sealed segments on this recorder's disk waiting for their upload (queued or retrying). */
@@ -195,6 +201,21 @@ export class SegmentUploader {
       await trx.updateTable('recording_sessions').set({ manifest_sha256: sha256, updated_at: new Date() }).where('id', '=', p.session).where('manifest_path', '=', manifestPath).execute();
     });
     return 'recorded';
+  }
+
+  /**
+   * The session was sealed: with S3 Object Lock, its segments stored while it was recording (when no
+   * retention end was known) get their retention now, as segments stored from here on get it on upload.
+   */
+  async sealed(m: SessionManifest): Promise<void> {
+    const storage: ArtifactStorage & Partial<RetentionStorage> = this.deps.storage;
+    if (storage.objectLockEnabled !== true || typeof storage.applyRetention !== 'function') return;
+    for (const t of m.tracks) {
+      for (const s of t.segments) {
+        if (!s.stored) continue;
+        await storage.applyRetention(s.stored.key).catch((err: unknown) => this.deps.logger.error({ err, session: m.session, key: s.stored!.key }, 'could not set the Object Lock retention of a stored raw segment'));
+      }
+    }
   }
 
   async close(): Promise<void> {
