@@ -63,7 +63,16 @@ export async function openSegment(src: SegmentSource, entry: Entry, start = 0): 
  * foreign copy is never read as the recording. A size mismatch is found before the bytes are read.
  */
 export async function readSegment(src: SegmentSource, entry: Entry): Promise<Buffer> {
-  const where = await locateSegment(src, entry);
+  try {
+    return await readFrom(src, entry, await locateSegment(src, entry));
+  } catch (err) {
+    // The recorder removed the local file between the look and the read (its upload was recorded): read the copy.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !src.storage) throw err;
+    return readFrom(src, entry, await locateSegment(src, entry));
+  }
+}
+
+async function readFrom(src: SegmentSource, entry: Entry, where: SegmentWhere | undefined): Promise<Buffer> {
   if (!where) throw missingSegment(src, entry);
   if (where.bytes !== entry.bytes) throw segmentMismatch(`segment ${entry.file} is ${where.bytes} bytes ${describe(where)}, the manifest says ${entry.bytes}`);
   const stream = where.from === 'local' ? createReadStream(where.file) : await src.storage!.getStream(where.key);
