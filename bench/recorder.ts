@@ -26,6 +26,7 @@ import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
 import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
 import { endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, measurementRunner, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
+import { benchRawUpload } from './lib/raw-upload.ts';
 import { startBenchSfu, type BenchSfu } from './lib/sfu-proc.ts';
 import { ensureBlaster, ensureTemplates, freeUdpPort, freeUdpPortPairs, startBlast, type BlastTrack, type TemplateInfo } from './lib/udp-blast.ts';
 
@@ -207,6 +208,7 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
   });
 
   await recM.kill();
+  await benchRawUpload({ attempt, metrics, details, work, quick: opts.quick });
   details.loadAvgAtEnd = os.loadavg().map((x) => round(x, 2));
   return { suite: 'recorder', machine, startedAt, durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
 }

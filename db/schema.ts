@@ -110,6 +110,9 @@ export interface TrackSegmentsTable {
   ended_at: ColumnType<Date, Date | string, Date | string>;
   end_reason: string;
   truncated: boolean;
+  /** The raw segment's key in artifact storage once uploaded and checked (migration 0015). */
+  stored_key: ColumnType<string | null, string | null | undefined, string | null>;
+  stored_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 /** The sealed session's timeline, one row per manifest event in manifest order (migration 0010). */

@@ -10,6 +10,7 @@ import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
 import { transcriptFiles, transcriptFromRows } from '../../lib/transcript/transcript-files.ts';
 import type { AuditLog } from './audit-log.ts';
 import { holdsInForce, type Actor, type RetentionHold } from './retention.ts';
@@ -124,6 +125,8 @@ export interface SessionWork {
     remainingTracks: number;
     /** How much later the remaining media starts than the session did (s). */
     startShift: number;
+    /** Their raw segments' keys in artifact storage, deleted with the raw files (absent in work saved before raw upload existed). */
+    rawKeys?: string[];
     /** The composite as it was: the composite step replaces or deletes it. */
     composite: { key: string; sha256: string; contentType: string; durationSeconds: number | null } | null;
   };
@@ -230,7 +233,7 @@ export class ErasureService {
       }
       const tracks = await trx.selectFrom('tracks').select('track_id').where('session_id', '=', sessionId).where('participant_id', '=', who).execute();
       const trackIds = tracks.map((t) => t.track_id);
-      const segFiles = trackIds.length > 0 ? await trx.selectFrom('track_segments').select('file').where('session_id', '=', sessionId).where('track_id', 'in', trackIds).execute() : [];
+      const segFiles = trackIds.length > 0 ? await trx.selectFrom('track_segments').select(['file', 'stored_key']).where('session_id', '=', sessionId).where('track_id', 'in', trackIds).execute() : [];
       const arts = await trx.selectFrom('artifacts').select('key').where('session_id', '=', sessionId).where('participant_id', '=', who).execute();
       const composite = await trx.selectFrom('artifacts').select(['key', 'sha256', 'content_type', 'duration_seconds']).where('session_id', '=', sessionId).where('kind', '=', 'composite').executeTakeFirst();
       const seg = await trx.deleteFrom('transcript_segments').where('session_id', '=', sessionId).where('participant_id', '=', who).executeTakeFirst();
@@ -248,12 +251,17 @@ export class ErasureService {
       let tracksRemoved: string[] = [];
       let remainingTracks = 0;
       let startShift = 0;
+      // Their segments' stored copies (RECORDER_UPLOAD_RAW): as recorded, and under the raw key of each of their files.
+      const rawKeys = new Set(segFiles.flatMap((f) => (f.stored_key ? [f.stored_key] : [])));
+      for (const f of segFiles) rawKeys.add(rawSegmentKey(s.room_id, sessionId, path.basename(f.file)));
       if (manifestPath) {
         const dir = path.dirname(manifestPath);
         const manifest = SessionManifestSchema.parse(JSON.parse(await readFile(manifestPath, 'utf8')));
         const theirs = new Set(manifest.tracks.filter((t) => t.participant === who).map((t) => t.track));
         tracksRemoved = [...theirs];
         const files = new Set([...segFiles.map((f) => path.basename(f.file)), ...manifest.tracks.filter((t) => theirs.has(t.track)).flatMap((t) => t.segments.map((g) => path.basename(g.file)))]);
+        for (const f of files) rawKeys.add(rawSegmentKey(s.room_id, sessionId, f));
+        for (const t of manifest.tracks) if (theirs.has(t.track)) for (const g of t.segments) if (g.stored) rawKeys.add(g.stored.key);
         for (const f of [...files].sort()) {
           for (const name of [f, `${f}.part`]) if (existsSync(path.join(dir, name))) rawFiles.push(path.join(dir, name));
         }
@@ -288,6 +296,7 @@ export class ErasureService {
           tracksRemoved,
           remainingTracks,
           startShift,
+          rawKeys: [...rawKeys].sort(),
           composite: composite ? { key: composite.key, sha256: composite.sha256, contentType: composite.content_type, durationSeconds: composite.duration_seconds === null ? null : Number(composite.duration_seconds) } : null,
         },
       };
@@ -300,6 +309,13 @@ export class ErasureService {
     const w = works[i]!;
     const e = w.erased!;
     for (const f of e.deleted.rawFiles) await rm(this.checkedPath(f), { force: true });
+    // Their stored raw copies go too; only those that were there are tombstoned (a rerun finds none left).
+    const rawKeysDeleted: string[] = [];
+    for (const key of e.rawKeys ?? []) {
+      if (!(await this.opts.storage.exists(key))) continue;
+      await this.opts.storage.delete(key);
+      rawKeysDeleted.push(key);
+    }
     let manifestSha256: string | null = null;
     let event: SessionManifest['events'][number] | undefined;
     if (e.manifestPath) {
@@ -334,7 +350,7 @@ export class ErasureService {
         const ordinal = last?.n === null || last?.n === undefined ? 0 : Number(last.n) + 1;
         await trx.insertInto('session_events').values({ session_id: w.session, ordinal, at: event.at, type: 'erasure', participant_id: null, track_id: null, details: JSON.stringify(event.details) }).execute();
       }
-      const tombs = e.deleted.rawFiles.map((f) => ({ session_id: w.session, kind: 'raw' as const, item: f, reason: this.reasonOf(req), policy: null, erasure_request: req.id, deleted_at: this.now() }));
+      const tombs = [...e.deleted.rawFiles, ...rawKeysDeleted].map((f) => ({ session_id: w.session, kind: 'raw' as const, item: f, reason: this.reasonOf(req), policy: null, erasure_request: req.id, deleted_at: this.now() }));
       if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
       works[i] = { ...w, step: 'transcripts', erased: { ...e, manifestSha256 } };
       await saveWork(trx, req.id, works);

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
-import { parseArtifactKey } from '../../lib/storage/artifact-keys.ts';
+import { RAW_NAME_PREFIX, parseArtifactKey } from '../../lib/storage/artifact-keys.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { DAY_MS, holdsInForce, winningRetention, type RetentionHold, type RetentionPolicy } from './retention.ts';
 
@@ -40,7 +40,8 @@ export function objectLockRetention(db: Db): (key: string) => Promise<Date | und
     if (!s?.ended_at) return undefined;
     const policies: RetentionPolicy[] = await db.selectFrom('retention_policies').select(['name', 'scope', 'media_days', 'transcript_days', 'raw_days']).execute();
     const tags = typeof s.retention_tags === 'string' ? (JSON.parse(s.retention_tags) as string[]) : s.retention_tags;
-    const kind = parts.name.startsWith('transcript.') ? 'transcript' : 'media';
+    // Raw segments (the recorder's uploads) are kept as long as the raw recording is.
+    const kind = parts.name.startsWith(RAW_NAME_PREFIX) ? 'raw' : parts.name.startsWith('transcript.') ? 'transcript' : 'media';
     const win = winningRetention({ id: s.id, roomId: s.room_id, endedAt: s.ended_at, policy: s.retention_policy ?? s.room_policy, tags, participants: [] }, kind, policies);
     return win ? new Date(new Date(s.ended_at).getTime() + win.days * DAY_MS) : undefined;
   };
@@ -86,6 +87,8 @@ export async function syncLegalHolds(db: Db, storage: LegalHoldStorage, sessionI
     ]);
     const held = holdsInForce({ id, roomId: s.room_id, participants: [...new Set(parts.flat().map((p) => p.participant_id))] }, holds).length > 0;
     const keys = (await db.selectFrom('artifacts').select('key').where('session_id', '=', id).orderBy('key').execute()).map((a) => a.key);
+    // The session's raw segments in storage are held as its artifacts are.
+    keys.push(...(await storedRawKeys(db, id)));
     for (const key of keys) {
       try {
         await storage.setLegalHold(key, held);
@@ -97,4 +100,10 @@ export async function syncLegalHolds(db: Db, storage: LegalHoldStorage, sessionI
     }
   }
   return out;
+}
+
+/** The keys of a session's raw segments that the recorder uploaded (track_segments.stored_key). */
+export async function storedRawKeys(db: Db, sessionId: string): Promise<string[]> {
+  const rows = await db.selectFrom('track_segments').select('stored_key').where('session_id', '=', sessionId).where('stored_key', 'is not', null).orderBy('stored_key').execute();
+  return rows.map((r) => r.stored_key!);
 }

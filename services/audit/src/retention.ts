@@ -7,6 +7,7 @@ import type { Database, LegalHoldsTable, RetentionKind } from '../../../db/schem
 import { VerbatimError } from '../../lib/errors.ts';
 import { artifactRetentionClass } from '../../lib/storage/artifact-kinds.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { rawSegmentPrefix } from '../../lib/storage/artifact-keys.ts';
 import type { AuditLog } from './audit-log.ts';
 
 /**
@@ -455,10 +456,12 @@ export class RetentionSweeper {
         }
       } else {
         const dir = this.sessionDir(session);
-        const segs = await trx.selectFrom('track_segments').select('file').where('session_id', '=', d.sessionId).execute();
+        const segs = await trx.selectFrom('track_segments').select(['file', 'stored_key']).where('session_id', '=', d.sessionId).execute();
         await trx.deleteFrom('track_segments').where('session_id', '=', d.sessionId).execute();
         await trx.updateTable('recording_sessions').set({ manifest_path: null, updated_at: new Date() }).where('id', '=', d.sessionId).execute();
         items.push(...(await this.deleteRaw(dir, segs.map((s) => s.file))));
+        // The raw copies in storage go with the local ones (RECORDER_UPLOAD_RAW).
+        items.push(...(await deleteStoredRaw(this.storage, session.roomId, d.sessionId, segs.map((s) => s.stored_key))));
       }
       if (items.length > 0) {
         await trx
@@ -517,4 +520,21 @@ export const RETENTION_JOB = 'retention.sweep';
 export async function scheduleSweeper(queue: RepeatableQueue, everyMs: number): Promise<void> {
   if (!Number.isInteger(everyMs) || everyMs < 1000) throw new VerbatimError('BAD_REQUEST', `retention sweep interval ${everyMs} ms is too short`, { hint: 'Sweep at most once a second; hourly or daily is usual.' });
   await queue.upsertJobScheduler('retention-sweeper', { every: everyMs }, { name: RETENTION_JOB, data: {} });
+}
+
+/**
+ * Deletes a session's raw segments from artifact storage: the keys its rows record and whatever is
+ * under its raw prefix (an upload whose record had not reached the database). `files` limits it to
+ * those segment files (an erasure of one participant); returns the deleted keys, sorted.
+ */
+export async function deleteStoredRaw(storage: ArtifactStorage, roomId: string, sessionId: string, recorded: readonly (string | null)[], files?: ReadonlySet<string>): Promise<string[]> {
+  const prefix = rawSegmentPrefix(roomId, sessionId);
+  const listed = await storage.list(prefix);
+  const keys = new Set([...recorded.filter((k): k is string => k !== null), ...listed.filter((k) => !files || files.has(k.slice(prefix.length)))]);
+  const deleted: string[] = [];
+  for (const key of [...keys].sort()) {
+    await storage.delete(key);
+    deleted.push(key);
+  }
+  return deleted;
 }

@@ -18,7 +18,7 @@ import { testBackends } from '../../../testing/databases.ts';
 import { radosgwUnavailable, startRadosgw, type Radosgw } from '../../../testing/radosgw.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
-import { artifactKey } from '../../lib/storage/artifact-keys.ts';
+import { artifactKey, rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
 import type { S3ArtifactStorage } from '../../lib/storage/s3-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { AuditLog } from './audit-log.ts';
@@ -220,5 +220,50 @@ describe.each(backends)('WORM storage against a real S3 server (radosgw, $name)'
     expect(await s3Outcome(client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: head.VersionId!, BypassGovernanceRetention: true })))).toBe('AccessDenied');
     expect(await store.storage!.exists(key)).toBe(true);
     (store.storage as S3ArtifactStorage).destroy();
+  });
+
+  it('a raw segment the recorder uploaded is locked for the raw retention period, and a legal hold on its session holds it too', async () => {
+    // Locked: the 'locked' session's tag keeps raw media 30 days.
+    const key = rawSegmentKey('r', 'locked', 'mic-0.vrtp');
+    await storage.put(key, file('mic-0.vrtp', original), 'application/octet-stream');
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    expect(head.ObjectLockMode).toBe('COMPLIANCE');
+    const ended = (await db.selectFrom('recording_sessions').select('ended_at').where('id', '=', 'locked').executeTakeFirstOrThrow()).ended_at!;
+    expect(Math.abs(head.ObjectLockRetainUntilDate!.getTime() - (new Date(ended).getTime() + 30 * DAY))).toBeLessThan(1000);
+    expect((await rejection(storage.delete(key))).code).toBe('OBJECT_RETAINED');
+    expect(sha256(await readAll(await storage.getStream(key)))).toBe(sha256(original));
+
+    // Uploaded while its session was still recording: no end, no retention; the recorder sets it at the seal.
+    const early = rawSegmentKey('r', 'still-recording', 'mic-0.vrtp');
+    await db.insertInto('recording_sessions').values({ id: 'still-recording', room_id: 'r', started_at: new Date(Date.now() - 60_000), status: 'recording', retention_tags: JSON.stringify(['worm-30d']) }).execute();
+    await storage.put(early, file('early-mic-0.vrtp', original), 'application/octet-stream');
+    expect((await client.send(new HeadObjectCommand({ Bucket: bucket, Key: early }))).ObjectLockRetainUntilDate).toBeUndefined();
+    expect(await storage.applyRetention(early)).toBeUndefined();
+    const sealedAt = new Date();
+    await db.updateTable('recording_sessions').set({ ended_at: sealedAt, status: 'sealed' }).where('id', '=', 'still-recording').execute();
+    expect((await storage.applyRetention(early))?.getTime()).toBe(sealedAt.getTime() + 30 * DAY);
+    const sealedHead = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: early }));
+    expect(sealedHead.ObjectLockMode).toBe('COMPLIANCE');
+    expect((await rejection(storage.delete(early))).code).toBe('OBJECT_RETAINED');
+
+    // Held: the 'held' session has no expiring policy; its raw segment is recorded in track_segments.
+    const heldKey = rawSegmentKey('r', 'held', 'mic-0.vrtp');
+    await storage.put(heldKey, file('held-mic-0.vrtp', original), 'application/octet-stream');
+    await db.insertInto('tracks').values({ session_id: 'held', track_id: 'mic', participant_id: 'p-bob', kind: 'audio', codec: '{}' }).execute();
+    const at = new Date();
+    await db
+      .insertInto('track_segments')
+      .values({ session_id: 'held', track_id: 'mic', segment: 0, file: 'mic-0.vrtp', ssrc: 1, bytes: original.length, sha256: sha256(original), rtp_packets: 1, rtcp_packets: 0, started_at: at, ended_at: at, end_reason: 'session-ended', truncated: false, stored_key: heldKey, stored_at: at })
+      .execute();
+    await db.insertInto('legal_holds').values({ id: 'h-raw', case_id: 'CASE-R', reason: 'litigation', scope_type: 'session', scope_value: 'held', frozen_session_ids: '[]', placed_by: 'test', placed_at: new Date() }).execute();
+    const holdStorage = legalHoldStorage(storage)!;
+    expect((await syncLegalHolds(db, holdStorage, ['held'])).set).toContain(heldKey);
+    const err = await rejection(storage.delete(heldKey));
+    expect(err.code).toBe('OBJECT_RETAINED');
+    expect(err.message).toContain('legal hold ON');
+    await db.updateTable('legal_holds').set({ released_at: new Date(), released_by: 'test' }).where('id', '=', 'h-raw').execute();
+    expect((await syncLegalHolds(db, holdStorage, ['held'])).cleared).toContain(heldKey);
+    await storage.delete(heldKey);
+    expect(await storage.exists(heldKey)).toBe(false);
   });
 });

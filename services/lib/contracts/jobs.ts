@@ -210,3 +210,30 @@ export const ParticipantTranscribeResultSchema = z.object({
   segments: z.array(z.object({ speaker: z.string(), participant: z.string(), start: z.number(), end: z.number(), text: z.string() })),
 });
 export type ParticipantTranscribeResult = z.output<typeof ParticipantTranscribeResultSchema>;
+
+/**
+ * `segment.upload` (v1), on the recorder's own queue: one sealed raw segment copied to artifact
+ * storage under its raw key, read back and checked against the manifest's SHA-256, recorded in the
+ * session's journal or manifest (and track_segments when the session is sealed), then removed from
+ * the recorder's disk. Retried until storage takes it (RECORDER_UPLOAD_RETRY_MS, capped backoff).
+ */
+export const RECORDER_UPLOAD_QUEUE = 'recorder-upload';
+export const SEGMENT_UPLOAD_JOB = 'segment.upload';
+export const SegmentUploadPayloadSchema = z.object({
+  v: z.literal(1),
+  room: z.string(),
+  session: z.string(),
+  track: z.string(),
+  segment: z.number().int().nonnegative(),
+  /** The segment's file name in the session directory (<track>-<n>.vrtp). */
+  file: z.string().regex(/^[A-Za-z0-9_.@-]+\.vrtp$/),
+  /** The recorder's session directory (absolute, on the host that recorded it). */
+  dir: z.string(),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type SegmentUploadPayload = z.output<typeof SegmentUploadPayloadSchema>;
+export const SegmentUploadResultSchema = z.object({ v: z.literal(1), key: z.string(), at: z.string(), bytes: z.number().int().nonnegative() });
+export type SegmentUploadResult = z.output<typeof SegmentUploadResultSchema>;
+/** One job per segment: a segment sealed again after a recorder restart is not uploaded twice. */
+export const segmentUploadJobId = (session: string, file: string): string => `upload.${session}.${file}`;

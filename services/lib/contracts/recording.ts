@@ -60,6 +60,12 @@ export const SegmentEntrySchema = z.object({
   lastArrivalUs: z.number().int().nullable(),
   truncated: z.boolean(),
   truncatedReason: z.string().optional(),
+  /**
+   * The segment's copy in artifact storage (services/lib/storage/artifact-keys.ts rawSegmentKey), once
+   * it was uploaded and read back with this entry's SHA-256; the local file may then be gone. Absent in
+   * manifests written before raw upload existed, or while the upload is pending.
+   */
+  stored: z.object({ key: z.string(), at: z.string() }).optional(),
 });
 export type SegmentEntry = z.output<typeof SegmentEntrySchema>;
 

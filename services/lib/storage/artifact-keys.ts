@@ -29,3 +29,25 @@ export function parseArtifactKey(key: string): ArtifactKeyParts | undefined {
   const m = /^sessions\/([^/]+)\/([^/]+)\/(.+)$/.exec(key);
   return m ? { room: m[1]!, session: m[2]!, name: m[3]! } : undefined;
 }
+
+/**
+ * Raw media: the recorder's sealed segment files (`<track>-<n>.vrtp`), uploaded as they are, under
+ * `sessions/<room>/<session>/raw/<file>`. They live under the session's prefix like its artifacts,
+ * so Object Lock retention and legal holds find them by session; they are not artifacts (no row in
+ * `artifacts`): track_segments.stored_key and the manifest's `stored` record them.
+ */
+export const RAW_NAME_PREFIX = 'raw/';
+
+export function rawSegmentKey(room: string, session: string, file: string): string {
+  if (file.includes('/')) throw new VerbatimError('BAD_REQUEST', `invalid raw segment file name "${file}"`, { hint: 'Raw segment keys take the file name of a sealed segment (<track>-<n>.vrtp).' });
+  return artifactKey(room, session, RAW_NAME_PREFIX + file);
+}
+
+export function rawSegmentPrefix(room: string, session: string): string {
+  return sessionArtifactPrefix(room, session) + RAW_NAME_PREFIX;
+}
+
+/** Whether a key (or a key's name within its session) is raw media. */
+export function isRawSegmentKey(key: string): boolean {
+  return parseArtifactKey(key)?.name.startsWith(RAW_NAME_PREFIX) === true;
+}

@@ -9,6 +9,7 @@ import {
   ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectLegalHoldCommand,
+  PutObjectRetentionCommand,
   S3Client,
   S3ServiceException,
   type PutObjectCommandInput,
@@ -261,6 +262,24 @@ export class S3ArtifactStorage implements ArtifactStorage {
     } catch (err) {
       throw storageError(`${on ? 'setting' : 'clearing'} the legal hold of s3://${this.bucket}/${key} failed`, err);
     }
+  }
+
+  /**
+   * Gives a stored object the retention its key has now (objectLock.retainUntil): for objects stored
+   * before their end was known, such as raw segments uploaded while their session was recording.
+   * Returns the date set, or undefined when there is no lock or no date. S3 only lets it grow.
+   */
+  async applyRetention(key: string): Promise<Date | undefined> {
+    validateKey(key);
+    if (!this.objectLock) return undefined;
+    const until = await this.objectLock.retainUntil(key);
+    if (!until) return undefined;
+    try {
+      await this.client.send(new PutObjectRetentionCommand({ Bucket: this.bucket, Key: key, Retention: { Mode: this.objectLock.mode, RetainUntilDate: until }, ChecksumAlgorithm: 'SHA256' }));
+    } catch (err) {
+      throw storageError(`setting the retention of s3://${this.bucket}/${key} failed`, err);
+    }
+    return until;
   }
 
   /** Closes the client's sockets. */

@@ -418,7 +418,8 @@ function verifySegment(dir: string, manifest: SessionManifest, track: SessionMan
     buf = readFileSync(full);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    problems.push({ file: name, code: 'FILE_MISSING', message: code === 'ENOENT' ? 'listed in the manifest but not on disk' : `cannot read: ${code ?? (err as Error).message}` });
+    const where = seg.stored ? ` (uploaded to storage as ${seg.stored.key} at ${seg.stored.at}; verify reads the session directory only)` : '';
+    problems.push({ file: name, code: 'FILE_MISSING', message: code === 'ENOENT' ? `listed in the manifest but not on disk${where}` : `cannot read: ${code ?? (err as Error).message}` });
     return;
   }
   checked.filesRead++;

@@ -15,6 +15,8 @@ import type { Logger } from '../../lib/logger.ts';
 import { createRegistry } from '../../lib/metrics.ts';
 import { loadOrCreateSecrets } from '../../lib/secrets.ts';
 import { RecorderSupervisor } from './supervisor.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 
 const CONTROL_API_HINT = 'See services/lib/contracts/recorder-control.ts.';
 const BODY_LIMIT = 1024 * 1024;
@@ -38,13 +40,15 @@ export interface RunningRecorder {
  * passes the compliance service's writer. Served control requests are not audited: the SFU
  * audits the recording changes they carry, and the session's timeline records them.
  */
-export async function startRecorder(config: Config, logger: Logger, opts: { db?: Db; redisUrl: string; queuePrefix?: string; audit?: (db: Db) => AuditSink }): Promise<RunningRecorder> {
+export async function startRecorder(config: Config, logger: Logger, opts: { db?: Db; redisUrl: string; queuePrefix?: string; audit?: (db: Db) => AuditSink; storage?: (db: Db) => ArtifactStorage }): Promise<RunningRecorder> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const ownDb = !opts.db;
   const db = opts.db ?? (await openConfiguredDatabase(config));
   const registry = createRegistry('recorder');
   const log = logger.child({ service: 'recorder' });
-  const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}) });
+  // Raw segments go to the artifact storage (RECORDER_UPLOAD_RAW); the launcher passes one with Object Lock retention.
+  const storage = config.RECORDER_UPLOAD_RAW === 'on' ? (opts.storage?.(db) ?? storageFromConfig(config)) : undefined;
+  const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}), ...(storage ? { storage } : {}) });
   await supervisor.start();
 
   const keyHash = sha256(secrets.recorderSecret);

@@ -2,7 +2,8 @@ import { loadConfig } from '../../lib/config.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { startEmbeddedRedis } from '../../lib/redis.ts';
 import { runStage } from '../../lib/stage-process.ts';
-import { AuditLog } from '../../audit/index.ts';
+import { AuditLog, objectLockRetention } from '../../audit/index.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { startRecorder } from './main.ts';
 
 /**
@@ -23,6 +24,8 @@ runStage({
         ...(process.env.VERBATIM_QUEUE_PREFIX ? { queuePrefix: process.env.VERBATIM_QUEUE_PREFIX } : {}),
         // Refused control requests go to the same audit trail as everything else.
         audit: (db) => new AuditLog(db),
+        // Raw segments carry the same Object Lock retention as their session's artifacts.
+        storage: (db) => storageFromConfig(config, { retainUntil: objectLockRetention(db) }),
       });
       return {
         url: running.url,

@@ -71,6 +71,14 @@ export class RecordingSession {
     if (!trackOpen) this.openTracks.delete(track);
   }
 
+  /** Records a segment's uploaded copy (segment-uploader.ts); false when the session has no such segment. */
+  markStored(track: string, segment: number, stored: NonNullable<SegmentEntry['stored']>): boolean {
+    const entry = this.tracks.get(track)?.segments.find((s) => s.segment === segment);
+    if (!entry) return false;
+    entry.stored = stored;
+    return true;
+  }
+
   addEvents(events: TimelineEvent[]): void {
     for (const e of events) {
       this.events.push(e);

@@ -64,6 +64,8 @@ export class SessionStore {
           ended_at: s.endedAt,
           end_reason: s.endReason,
           truncated: s.truncated,
+          stored_key: s.stored?.key ?? null,
+          stored_at: s.stored?.at ?? null,
         })),
       );
       if (segs.length > 0) await tx.insertInto('track_segments').values(segs).execute();

@@ -15,6 +15,8 @@ import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
 import { MANIFEST_FILE, findUnsealedSessionDirs, sessionDirOf } from '../../lib/recording/session-dir.ts';
 import { RecordingSession } from './recording-session.ts';
+import { SegmentUploader, type UploadBacklog } from './segment-uploader.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { SessionStore } from './session-store.ts';
 
 const workerEntry = fileURLToPath(new URL('./recorder-worker.ts', import.meta.url));
@@ -44,6 +46,8 @@ export interface RecorderStats {
     /** The worker's recorder-rx process, on the native receive path. */
     rx: NonNullable<WorkerStatsMessage['rx']> | null;
   }[];
+  /** Raw segments waiting for their upload to storage (RECORDER_UPLOAD_RAW=on), else null. */
+  uploads: UploadBacklog | null;
 }
 
 export interface SupervisorDeps {
@@ -53,6 +57,8 @@ export interface SupervisorDeps {
   registry: Registry;
   redisUrl: string;
   queuePrefix?: string;
+  /** Where sealed raw segments are uploaded with RECORDER_UPLOAD_RAW=on (segment-uploader.ts). */
+  storage?: ArtifactStorage;
 }
 
 /**
@@ -78,6 +84,8 @@ export class RecorderSupervisor {
   private diskFull = false;
   private statsTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Raw media to object storage (issue 15 item 4): each sealed segment, queued as it is sealed. */
+  private readonly uploader: SegmentUploader | undefined;
 
   constructor(private readonly deps: SupervisorDeps) {
     this.store = new SessionStore(deps.db);
@@ -91,6 +99,12 @@ export class RecorderSupervisor {
       sessionsSealed: new Counter({ name: 'verbatim_recorder_sessions_sealed_total', help: 'Sessions sealed and queued', registers }),
       freeBytes: new Gauge({ name: 'verbatim_recorder_free_bytes', help: 'Free bytes on the recordings filesystem', registers }),
     };
+    if (deps.config.RECORDER_UPLOAD_RAW === 'on') {
+      if (!deps.storage) throw new VerbatimError('CONFIG_INVALID', 'RECORDER_UPLOAD_RAW=on but the recorder was given no artifact storage', { hint: 'Start it with storage (npm start and the recorder process do), or set RECORDER_UPLOAD_RAW=off.' });
+      const { config, logger, registry, redisUrl, queuePrefix, storage, db } = deps;
+      const openSession = (id: string) => this.sessions.get(id);
+      this.uploader = new SegmentUploader({ storage, db, logger: logger.child({ component: 'upload' }), registry, redisUrl, queuePrefix, recordingsDir: config.RECORDINGS_DIR, retryMs: config.RECORDER_UPLOAD_RETRY_MS, openSession });
+    }
   }
 
   get config(): Config {
@@ -104,6 +118,7 @@ export class RecorderSupervisor {
       this.sessions.set(s.id, s);
       this.deps.logger.warn({ room: s.room, session: s.id }, 'recovered an interrupted recording session');
     }
+    await this.uploader?.start();
     const n = this.config.RECORDER_WORKERS;
     const span = Math.floor((this.config.RECORDER_MAX_PORT - this.config.RECORDER_MIN_PORT + 1) / n);
     for (let i = 0; i < n; i++) this.spawnWorker(i, this.config.RECORDER_MIN_PORT + i * span, this.config.RECORDER_MIN_PORT + (i + 1) * span - 1);
@@ -168,6 +183,7 @@ export class RecorderSupervisor {
         }
         s?.addSegment(m.track, m.entry, m.trackOpen);
         s?.saveJournal();
+        if (s) this.uploader?.enqueueSealed(s, m.track, m.entry).catch((err: unknown) => this.deps.logger.error({ err, session: m.session, track: m.track }, 'could not queue the raw segment upload; it is queued again on restart'));
         this.pending.get(`sealed:${m.session}/${m.track}`)?.resolve(m);
         return;
       }
@@ -221,6 +237,7 @@ export class RecorderSupervisor {
           rx: s?.rx ?? null,
         };
       }),
+      uploads: this.uploader?.backlog() ?? null,
     };
   }
 
@@ -370,6 +387,7 @@ export class RecorderSupervisor {
     const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
     const manifest = s.manifest();
     await this.store.registerSealed(manifest, manifestPath, sha256);
+    void this.uploader?.sealed(manifest);
     const payload: SessionFinalizePayload = { v: 1, room, session: sessionId, manifestPath, manifestSha256: sha256 };
     await this.queue.add(SESSION_FINALIZE_JOB, payload, { jobId: finalizeJobId(sessionId), attempts: 5, backoff: { type: 'exponential', delay: 5000 }, removeOnComplete: 1000 });
     this.sessions.delete(sessionId);
@@ -393,6 +411,7 @@ export class RecorderSupervisor {
           }),
       ),
     );
+    await this.uploader?.close();
     await this.queue.close();
   }
 }

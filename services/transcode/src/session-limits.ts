@@ -1,7 +1,6 @@
-import { statSync } from 'node:fs';
-import path from 'node:path';
 import { configSpec, type Config } from '../../lib/config.ts';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
+import { locateSegment, type SegmentSource } from '../../lib/recording/segment-source.ts';
 
 /**
  * What one session may cost transcode (TRANSCODE_MAX_SESSION_HOURS / _BYTES). Checked by
@@ -35,16 +34,14 @@ export const TOO_LARGE_HINT =
  * one that was sealed), their sum within maxSessionBytes, and the span from the first
  * packet's arrival to the last one's within maxSessionSeconds.
  */
-export function checkManifestLimits(m: SessionManifest, sessionDir: string, limits: SessionLimits): LimitCheck {
+export async function checkManifestLimits(m: SessionManifest, src: SegmentSource, limits: SessionLimits): Promise<LimitCheck> {
   let bytes = 0;
   for (const t of m.tracks) {
     for (const s of t.segments) {
-      let size: number;
-      try {
-        size = statSync(path.join(sessionDir, s.file)).size;
-      } catch (err) {
-        return { code: 'MISSING_SEGMENT', message: `segment ${s.file} is missing: ${(err as Error).message}` };
-      }
+      // The local file, or its stored copy once the recorder uploaded it (segment-source.ts).
+      const where = await locateSegment(src, s);
+      if (!where) return { code: 'MISSING_SEGMENT', message: `segment ${s.file} is missing: not in ${src.dir}${src.storage ? ' nor in storage' : ''}` };
+      const size = where.bytes;
       if (size !== s.bytes) return { code: 'CORRUPT_RECORDING', message: `segment ${s.file} is ${size} bytes, the manifest says ${s.bytes}` };
       bytes += size;
     }

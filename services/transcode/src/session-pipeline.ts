@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { readManifest } from '../../lib/recording/manifest-file.ts';
+import { isMissingSegment, readSegment, type SegmentSource } from '../../lib/recording/segment-source.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
 import { parseHeader } from '../../lib/recording/vrtp-format.ts';
 import { VerbatimError } from '../../lib/errors.ts';
@@ -62,8 +64,8 @@ const PIECE_DIR = 'tracks';
  * directory, without storage, rows or transcription: for tests and tools that look at a
  * session's media. The worker runs the same primitives as stages (session-stages.ts).
  */
-export async function runSessionPipeline(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
-  const result = await prepareSession(manifestPath, outDir, ffmpeg, progress);
+export async function runSessionPipeline(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}, storage?: ArtifactStorage): Promise<PipelineResult> {
+  const result = await prepareSession(manifestPath, outDir, ffmpeg, progress, storage);
   progress(55, 'composite');
   await renderComposite(result, outDir, ffmpeg);
   progress(75, 'transcribe');
@@ -101,11 +103,17 @@ export function readSessionManifest(manifestPath: string): SessionManifest {
   }
 }
 
+/** Where a session's raw segments are read from: its directory beside the manifest, then artifact storage. */
+export function segmentSourceOf(manifest: SessionManifest, manifestPath: string, storage?: ArtifactStorage): SegmentSource {
+  return { dir: path.dirname(manifestPath), room: manifest.room, session: manifest.session, storage };
+}
+
 /**
- * Reads and verifies (size, SHA-256, format) every segment of one track; segments without
- * packets on the arrival clock are left out, and `offClock` counts the packets dropped for it.
+ * Reads and verifies (size, SHA-256, format) every segment of one track, from the local file or
+ * its stored copy (segment-source.ts); segments without packets on the arrival clock are left
+ * out, and `offClock` counts the packets dropped for it.
  */
-function loadTrack(manifest: SessionManifest, sessionDir: string, index: number): { segments: LoadedSegment[]; offClock: number } {
+async function loadTrack(manifest: SessionManifest, src: SegmentSource, index: number): Promise<{ segments: LoadedSegment[]; offClock: number }> {
   const track = manifest.tracks[index];
   if (!track) throw new CorruptInputError(`the manifest has no track ${index}`, 'CORRUPT_MANIFEST');
   const out: LoadedSegment[] = [];
@@ -125,18 +133,17 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
     if (t.packets.length > 0) out.push({ participant: track.participant, kind: track.kind, name: chain.file.slice(0, -SEGMENT_EXTENSION.length), channels: track.codec.channels ?? 2, t });
     chain = undefined;
   };
-  track.segments.forEach((s, i) => {
+  for (const [i, s] of track.segments.entries()) {
     let buf: Buffer;
     try {
-      // A file larger than the sealed one is not read into memory to find that out.
-      const size = statSync(path.join(sessionDir, s.file)).size;
-      if (size !== s.bytes) throw new CorruptInputError(`segment ${s.file} is ${size} bytes, the manifest says ${s.bytes}`);
-      buf = readFileSync(path.join(sessionDir, s.file));
+      // Size first (a larger copy is not read into memory to find that out), then the SHA-256.
+      buf = await readSegment(src, s);
     } catch (err) {
-      if (err instanceof CorruptInputError) throw err;
-      throw new CorruptInputError(`segment ${s.file} is missing: ${(err as Error).message}`, 'MISSING_SEGMENT');
+      if (isMissingSegment(err)) throw new CorruptInputError((err as Error).message, 'MISSING_SEGMENT');
+      // A copy that does not match is corrupt input; a storage that cannot be reached is retried.
+      if (err instanceof VerbatimError && (err.details as { reason?: string } | undefined)?.reason === 'mismatch') throw new CorruptInputError(err.message);
+      throw err;
     }
-    if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new CorruptInputError(`segment ${s.file} does not match its manifest SHA-256`);
     const prev = track.segments[i - 1];
     if (chain && prev?.endReason === 'rotation' && prev.ssrc === s.ssrc) {
       let headerBytes: number;
@@ -146,11 +153,11 @@ function loadTrack(manifest: SessionManifest, sessionDir: string, index: number)
         throw new CorruptInputError((err as Error).message);
       }
       chain.bufs.push(buf.subarray(headerBytes));
-      return;
+      continue;
     }
     readChain();
     chain = { file: s.file, bufs: [buf] };
-  });
+  }
   readChain();
   return { segments: out, offClock };
 }
@@ -212,8 +219,8 @@ function arrivalRange(packets: readonly RtpPacket[]): { firstUs: number; lastUs:
  * headers and sender reports matter here (no media is written), so it is cheap next to
  * depacketizing, and each track can then be depacketized on its own (track.depacketize).
  */
-export function sessionClock(manifestPath: string, limits: SessionLimits = DEFAULT_SESSION_LIMITS): SessionClock {
-  return clockOf(manifestPath, limits).clock;
+export async function sessionClock(manifestPath: string, limits: SessionLimits = DEFAULT_SESSION_LIMITS, storage?: ArtifactStorage): Promise<SessionClock> {
+  return (await clockOf(manifestPath, limits, storage)).clock;
 }
 
 /**
@@ -222,11 +229,12 @@ export function sessionClock(manifestPath: string, limits: SessionLimits = DEFAU
  * packet arrived (the audio capture lead) or its last one lasts past it; placement within it
  * comes from the RTP clock (sender reports or first arrival), cut to arrival by placeSegment.
  */
-function clockOf(manifestPath: string, limits: SessionLimits): { clock: SessionClock; loaded: Map<number, LoadedSegment[]> } {
+async function clockOf(manifestPath: string, limits: SessionLimits, storage?: ArtifactStorage): Promise<{ clock: SessionClock; loaded: Map<number, LoadedSegment[]> }> {
   const manifest = readSessionManifest(manifestPath);
-  const sessionDir = path.dirname(manifestPath);
-  failLimit(checkManifestLimits(manifest, sessionDir, limits));
-  const read = manifest.tracks.map((_, i) => loadTrack(manifest, sessionDir, i));
+  const src = segmentSourceOf(manifest, manifestPath, storage);
+  failLimit(await checkManifestLimits(manifest, src, limits));
+  const read: Awaited<ReturnType<typeof loadTrack>>[] = [];
+  for (let i = 0; i < manifest.tracks.length; i++) read.push(await loadTrack(manifest, src, i));
   const ntpOffsetUs = ntpToWallOffsetUs(read.flatMap((r) => r.segments.map((s) => s.t)));
   const loaded = new Map<number, LoadedSegment[]>();
   const placed: PlacedSegment[] = [];
@@ -262,13 +270,22 @@ export interface TrackPieces {
  * Step 3, one track: depacketize each of its segments into a codec file, placed on the
  * session clock (offsets from clock.originUs). Deterministic paths and bytes.
  */
-export async function depacketizeTrack(manifestPath: string, index: number, clock: Pick<SessionClock, 'ntpOffsetUs' | 'originUs'>, outDir: string, ffmpeg: FfmpegRunner, preloaded?: LoadedSegment[], trackId?: string): Promise<TrackPieces> {
+export async function depacketizeTrack(
+  manifestPath: string,
+  index: number,
+  clock: Pick<SessionClock, 'ntpOffsetUs' | 'originUs'>,
+  outDir: string,
+  ffmpeg: FfmpegRunner,
+  preloaded?: LoadedSegment[],
+  trackId?: string,
+  storage?: ArtifactStorage,
+): Promise<TrackPieces> {
   let segs = preloaded;
   if (!segs) {
     const manifest = readSessionManifest(manifestPath);
     // The clock stage named this track; a manifest that changed since is not the session it measured.
     if (trackId !== undefined && manifest.tracks[index]?.track !== trackId) throw new CorruptInputError(`track ${index} of ${manifestPath} is not ${trackId}`, 'CORRUPT_MANIFEST');
-    segs = loadTrack(manifest, path.dirname(manifestPath), index).segments;
+    segs = (await loadTrack(manifest, segmentSourceOf(manifest, manifestPath, storage), index)).segments;
   }
   // Every segment's codec is checked before anything is written: an unknown one fails the track, unguessed.
   const plan = segs.map((p) => {
@@ -297,8 +314,15 @@ export async function depacketizeTrack(manifestPath: string, index: number, cloc
 }
 
 /** Steps 1–3 in one process: the clock, then every track depacketized into codec files. */
-export async function depacketizeSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}, limits: SessionLimits = DEFAULT_SESSION_LIMITS): Promise<PipelineResult> {
-  const { clock, loaded } = clockOf(manifestPath, limits);
+export async function depacketizeSession(
+  manifestPath: string,
+  outDir: string,
+  ffmpeg: FfmpegRunner,
+  progress: (pct: number, stage: string) => void = () => {},
+  limits: SessionLimits = DEFAULT_SESSION_LIMITS,
+  storage?: ArtifactStorage,
+): Promise<PipelineResult> {
+  const { clock, loaded } = await clockOf(manifestPath, limits, storage);
   progress(10, 'depacketize');
   const pieces: MediaPiece[] = [];
   const files: PipelineResult['files'] = [];
@@ -317,8 +341,8 @@ export async function depacketizeSession(manifestPath: string, outDir: string, f
  * Everything before the composite: depacketize, one clock, per-participant A/V files and
  * ASR WAVs. Transcription can start as soon as this returns, while the composite renders.
  */
-export async function prepareSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}): Promise<PipelineResult> {
-  const r = await depacketizeSession(manifestPath, outDir, ffmpeg, progress);
+export async function prepareSession(manifestPath: string, outDir: string, ffmpeg: FfmpegRunner, progress: (pct: number, stage: string) => void = () => {}, storage?: ArtifactStorage): Promise<PipelineResult> {
+  const r = await depacketizeSession(manifestPath, outDir, ffmpeg, progress, DEFAULT_SESSION_LIMITS, storage);
   // Two participants at a time: each ffmpeg run is single-threaded and mostly waits on I/O and demuxing.
   const participants = [...new Set(r.pieces.map((p) => p.participant))].sort();
   const perParticipant = await mapLimit(participants, PARTICIPANT_CONCURRENCY, (who) => muxParticipant(who, r.pieces, r.durationSeconds, outDir, ffmpeg));

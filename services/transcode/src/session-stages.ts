@@ -121,7 +121,7 @@ async function localPieces(deps: TranscodeDeps, p: Session, outDir: string, piec
 // ---- session.clock: one clock for every track ---------------------------------------------------
 
 async function clockStage(p: StagePayload, ctx: StageContext): Promise<SessionClockResult> {
-  const clock = sessionClock(p.manifestPath, ctx.deps.limits);
+  const clock = await sessionClock(p.manifestPath, ctx.deps.limits, ctx.deps.storage);
   if (clock.anomalies.length > 0) ctx.log.warn({ anomalies: clock.anomalies }, 'RTP clock disagrees with arrival: packets dropped, tracks cut to their arrival');
   const m = clock.manifest;
   const names = new Map(m.participants.map((x) => [x.id, x.name]));
@@ -146,7 +146,7 @@ async function trackStage(p: TrackDepacketizePayload, ctx: StageContext): Promis
   const { deps } = ctx;
   const outDir = outDirOf(deps, p);
   mkdirSync(outDir, { recursive: true });
-  const r = await depacketizeTrack(p.manifestPath, p.track, p, outDir, deps.ffmpeg, undefined, p.trackId);
+  const r = await depacketizeTrack(p.manifestPath, p.track, p, outDir, deps.ffmpeg, undefined, p.trackId, deps.storage);
   const artifacts: StageArtifact[] = [];
   for (const f of r.files) artifacts.push(await upload(deps, p, outDir, f.path, f.kind, f.participant ?? null));
   const byPath = new Map(r.files.map((f, i) => [f.path, artifacts[i]!]));

@@ -176,17 +176,15 @@ describe('per-session limits and unusable input fail once, with a code on the se
     }
   });
 
-  it('TRANSCODE_MAX_SESSION_BYTES is checked from the segment sizes before a byte is read; the hint says how to go on', () => {
+  it('TRANSCODE_MAX_SESSION_BYTES is checked from the segment sizes before a byte is read; the hint says how to go on', async () => {
     const manifestPath = syntheticSession(tmp, () => {}, { session: 'big-1', seconds: 2 });
     const limits = sessionLimitsFromConfig(loadConfig({ env: {}, overrides: { TRANSCODE_MAX_SESSION_BYTES: '2048' } }));
-    const err = (() => {
-      try {
-        sessionClock(manifestPath, limits);
-      } catch (e) {
-        return e as CorruptInputError;
-      }
-      throw new Error('expected SESSION_TOO_LARGE');
-    })();
+    const err = await sessionClock(manifestPath, limits).then(
+      () => {
+        throw new Error('expected SESSION_TOO_LARGE');
+      },
+      (e: unknown) => e as CorruptInputError,
+    );
     expect(err).toBeInstanceOf(CorruptInputError);
     expect(err.errorCode).toBe('SESSION_TOO_LARGE');
     expect(err.message).toMatch(/more than TRANSCODE_MAX_SESSION_BYTES \(2048\)/);

@@ -24,7 +24,7 @@ describe('depacketizer registry', () => {
   it('a recorded video/AV1 track fails with CODEC_UNSUPPORTED and writes nothing, instead of going down the VP8 path', async () => {
     // The camera track (VP8 packets) labelled AV1 at the same payload type: the clock stage still reads it.
     const manifestPath = syntheticSession(tmp, () => {}, { session: 'av1', video: true, codecs: { video: { mimeType: 'video/AV1', clockRate: 90000, payloadType: 101, parameters: {} } } });
-    const clock = sessionClock(manifestPath);
+    const clock = await sessionClock(manifestPath);
     expect(clock.tracks).toEqual([0, 1]);
     const out = mkdtempSync(path.join(tmp, 'out-'));
     const err = await depacketizeTrack(manifestPath, 1, clock, out, new FluentFfmpegRunner()).catch((e: unknown) => e);
@@ -38,7 +38,7 @@ describe('depacketizer registry', () => {
 
   it('an audio codec outside the table (PCMU) is refused rather than read as Opus', async () => {
     const manifestPath = syntheticSession(tmp, () => {}, { session: 'pcmu', codecs: { audio: { mimeType: 'audio/PCMU', clockRate: 8000, payloadType: 100, parameters: {} } } });
-    const clock = sessionClock(manifestPath);
+    const clock = await sessionClock(manifestPath);
     await expect(depacketizeTrack(manifestPath, 0, clock, mkdtempSync(path.join(tmp, 'out-')), new FluentFfmpegRunner())).rejects.toMatchObject({ errorCode: 'CODEC_UNSUPPORTED' });
   });
 });

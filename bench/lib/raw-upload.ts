@@ -1,0 +1,105 @@
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { uploadSegment } from '../../services/recorder/src/segment-uploader.ts';
+import { rawSegmentKey } from '../../services/lib/storage/artifact-keys.ts';
+import { S3ArtifactStorage } from '../../services/lib/storage/s3-storage.ts';
+import { onCleanup, terminate } from './children.ts';
+import { repoRoot, reportOnly, round, type Metric } from './results.ts';
+
+/**
+ * Metric 5 of the recorder suite (bench/recorder.ts), upload_mb_per_cpu_s: raw segments through the recorder's own upload path (segment-uploader.ts
+ * uploadSegment: S3 put with its SHA-256, then a full read-back checked against the manifest's hash),
+ * two at a time as the uploader runs them, to s3rver in its own process. Only this process's CPU is
+ * counted: the recorder host's cost, not the fake S3's.
+ */
+export interface UploadBenchResult {
+  segments: number;
+  segmentMb: number;
+  totalMb: number;
+  cpuS: number;
+  wallS: number;
+  mbPerCpuS: number;
+  mbPerWallS: number;
+}
+
+const CREDS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+const BUCKET = 'verbatim-bench-raw';
+
+/** s3rver in a child process (its CPU stays out of the measurement); resolves its endpoint. */
+async function startS3rverProcess(dir: string): Promise<{ endpoint: string; stop: () => Promise<void> }> {
+  const code = `const S3rver = require('s3rver'); new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: ${JSON.stringify(dir)} }).run().then((a) => console.log('PORT ' + a.port));`;
+  const child = spawn(process.execPath, ['-e', code], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+  const stop = onCleanup('s3rver', () => terminate(child), () => child.kill('SIGKILL'));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /PORT (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (c) => reject(new Error(`s3rver exited with ${c}`)));
+  });
+  return { endpoint: `http://127.0.0.1:${port}`, stop };
+}
+
+export async function measureRawUpload(work: string, opts: { segments: number; segmentMb: number }): Promise<UploadBenchResult> {
+  const dir = path.join(work, 'raw-upload');
+  mkdirSync(dir, { recursive: true });
+  // Segment files as the recorder leaves them: random bytes (media does not compress), with their manifest hash.
+  const files = Array.from({ length: opts.segments }, (_, i) => {
+    const file = path.join(dir, `mic-${i}.vrtp`);
+    const data = randomBytes(Math.round(opts.segmentMb * 1024 * 1024));
+    writeFileSync(file, data);
+    return { file, bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+  });
+  const s3 = await startS3rverProcess(path.join(work, 's3rver'));
+  try {
+    const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: CREDS });
+    await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
+    client.destroy();
+    const storage = new S3ArtifactStorage({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: CREDS });
+    // One warm-up segment (connection set-up, JIT) outside the measurement.
+    await uploadSegment(storage, rawSegmentKey('bench', 'warm', 'mic-0.vrtp'), files[0]!.file, files[0]!);
+    const cpu0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    let next = 0;
+    const lane = async () => {
+      for (let i = next++; i < files.length; i = next++) await uploadSegment(storage, rawSegmentKey('bench', 'sess', path.basename(files[i]!.file)), files[i]!.file, files[i]!);
+    };
+    await Promise.all([lane(), lane()]);
+    const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+    const c = process.cpuUsage(cpu0);
+    storage.destroy();
+    const cpuS = (c.user + c.system) / 1e6;
+    const totalMb = files.reduce((a, f) => a + f.bytes, 0) / (1024 * 1024);
+    return { segments: files.length, segmentMb: opts.segmentMb, totalMb, cpuS, wallS, mbPerCpuS: totalMb / cpuS, mbPerWallS: totalMb / wallS };
+  } finally {
+    await s3.stop();
+  }
+}
+
+/** Segments uploaded in the full and the quick run (MiB each: a minute of 720p video is ~8). */
+const PLAN = { full: { segments: 32, segmentMb: 8 }, quick: { segments: 8, segmentMb: 4 } };
+
+/** The recorder suite's metric 5 (upload_mb_per_cpu_s), run as one of its measurements. */
+export async function benchRawUpload(ctx: {
+  attempt: (name: string, fn: () => Promise<void>) => Promise<void>;
+  metrics: Record<string, Metric>;
+  details: Record<string, unknown>;
+  work: string;
+  quick: boolean;
+}): Promise<void> {
+  await ctx.attempt('raw-upload', async () => {
+    const r = await measureRawUpload(ctx.work, ctx.quick ? PLAN.quick : PLAN.full);
+    ctx.details.rawUpload = r;
+    // Report only: the issue asks for the number, with no goal.
+    ctx.metrics.upload_mb_per_cpu_s = reportOnly(
+      round(r.mbPerCpuS, 1),
+      'MiB/CPU-s',
+      `${r.segments} raw segments × ${r.segmentMb} MiB to s3rver (own process), two at a time, each put and read back against its SHA-256: ${round(r.cpuS, 2)} CPU-s of the uploading process, ${round(r.mbPerWallS, 1)} MiB/s wall`,
+    );
+  });
+}
