@@ -98,7 +98,7 @@ export const configSpec = {
   RECORDER_MAX_PACKET_BYTES: { schema: int(64, 65_535), default: 1500, doc: 'Datagrams larger than this (MTU) are dropped and counted.' },
   RECORDER_TAP_SRTP: { schema: bool, default: true, doc: 'The SFU sends recorded media to the recorder as SRTP (AES_CM_128_HMAC_SHA1_80; its key wrapped under RECORDER_SECRET in the control request); the recorder decrypts and stores clear RTP. Off: clear RTP on the wire.' },
   RECORDER_SEGMENT_SECONDS: { schema: int(1, 86_400), default: 60, doc: 'Open track segments are sealed and a new one started after this long (a segment with no packets yet stays open).' },
-  RECORDER_UPLOAD_RAW: { schema: z.enum(['on', 'off']), default: 'off', doc: 'on: each sealed raw segment is uploaded to artifact storage (raw key, SHA-256 read back), recorded in the manifest, then removed from RECORDINGS_DIR; transcode reads it from storage, so no host needs the recorder\'s disk.' },
+  RECORDER_UPLOAD_RAW: { schema: z.enum(['on', 'off']).optional(), default: undefined, doc: 'on: each sealed raw segment is uploaded to artifact storage (raw key, SHA-256 read back), recorded in the manifest, then removed from RECORDINGS_DIR; transcode reads it from storage, so no host needs the recorder\'s disk. Unset: on when STORAGE_BACKEND=s3 (storage shared by every host), off with local storage (one host: a second copy on the same disk buys nothing).' },
   RECORDER_UPLOAD_RETRY_MS: { schema: int(100, 3_600_000), default: 5000, doc: 'First retry delay of a failed raw segment upload; doubles per attempt up to 60x this, and uploads retry until storage takes them.' },
   RECORDER_RX: { schema: z.enum(['native', 'node']).optional(), default: undefined, doc: 'Receive path of recorder workers: native (recorder-rx: packets never enter JavaScript) or node (dgram sockets in the worker). Unset: native when its binary is built, else node.' },
   RECORDER_RX_BIN: { schema: optionalString, default: undefined, doc: 'recorder-rx binary (set by npm scripts to the cached offline build of services/recorder/native).' },
@@ -234,6 +234,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     });
   }
   cfg.RECORDER_RX ??= rxBuilt ? 'native' : 'node';
+  cfg.RECORDER_UPLOAD_RAW ??= cfg.STORAGE_BACKEND === 's3' ? 'on' : 'off';
   cfg.WHISPER_MODELS_DIR = path.resolve(cfg.WHISPER_MODELS_DIR ?? path.join(cfg.DATA_DIR, 'models'));
   cfg.STORAGE_DIR = path.resolve(cfg.STORAGE_DIR ?? path.join(cfg.DATA_DIR, 'artifacts'));
   return cfg;
