@@ -97,6 +97,13 @@ function importSegment(dir: string, fromDir: string, entry: SegmentEntry): Segme
   return entry;
 }
 
+/** One event's identity, whatever order its keys came back in (jsonb reorders them). */
 function eventKey(e: { at: string; type: string; participant?: string | undefined; track?: string | undefined; details: Record<string, unknown> }): string {
-  return JSON.stringify([e.at, e.type, e.participant ?? null, e.track ?? null, e.details]);
+  return JSON.stringify([Date.parse(e.at), e.type, e.participant ?? null, e.track ?? null, canonical(e.details)]);
+}
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+  return v;
 }

@@ -104,8 +104,8 @@ export class RecordingSession {
           if (prev.endReason === 'ssrc-change' || prev.endReason === 'rotation') continue;
           const from = prev.lastArrivalUs !== null ? new Date(prev.lastArrivalUs / 1000).toISOString() : prev.endedAt;
           const fromUs = Date.parse(from) * 1000;
-          const toUs = next.firstArrivalUs ?? Date.parse(next.startedAt) * 1000;
-          // Make-before-break (a drain): the next recorder started before this one stopped.
+          const toUs = Date.parse(next.startedAt) * 1000;
+          // Make-before-break (a drain): the next recorder listened before this one stopped.
           if (toUs <= fromUs) continue;
           const covered = [...copies].some(([c, other]) => c !== copy && other.some((o) => o.firstArrivalUs !== null && o.lastArrivalUs !== null && o.firstArrivalUs <= fromUs && o.lastArrivalUs >= toUs));
           if (!covered) gaps.push({ track: t.track, from, to: next.startedAt, reason: prev.endReason });

@@ -351,8 +351,11 @@ export class RecordingTap {
       tap.copies[copy] = att;
       this.logger.info({ track: tap.track, peer: peer.id, recorder: member.key, copy, rtpPort: res.rtpPort, movedFrom: opts.movedFrom?.member.key }, 'track tapped to recorder');
       if (opts.movedFrom) this.event({ type: 'track-moved', participant: peer.id, track: tap.track, details: { from: opts.movedFrom.member.key, to: member.key, reason: opts.movedFrom.reason, copy } });
-      // Make-before-break: the old tap stops once the new one has its keyframe on the way.
-      if (old && old !== att) await this.release(old, tap.track);
+      // Make-before-break: the old tap stops once the new one sends (video starts at a keyframe).
+      if (old && old !== att) {
+        if (opts.keepOld) await firstPacket(consumer, KEYFRAME_WAIT_MS);
+        await this.release(old, tap.track);
+      }
       if (copy === 0 && this.room.recordingFailure) this.room.setRecordingFailure(undefined);
     } catch (err) {
       this.detach(att);
@@ -401,6 +404,19 @@ export class RecordingTap {
     this.pool.off('down', this.onRecorderDown);
     this.pool.off('up', this.onRecorderUp);
     this.pool.off('draining', this.onRecorderDraining);
+  }
+}
+
+/** Longest a drain keeps the old tap while the new one waits for its first packet (a keyframe the sender may not give on request). */
+const KEYFRAME_WAIT_MS = 5000;
+
+/** Resolves when the consumer has sent a packet, or after `maxMs`. */
+async function firstPacket(consumer: ms.Consumer, maxMs: number): Promise<void> {
+  const end = Date.now() + maxMs;
+  while (Date.now() < end && !consumer.closed) {
+    const stats = await consumer.getStats().catch(() => []);
+    if (stats.some((st) => st.type === 'outbound-rtp' && st.packetCount > 0)) return;
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
