@@ -58,12 +58,18 @@ export class RecorderRegistration {
 
   private async beat(): Promise<void> {
     try {
-      await this.db
+      // The row's state is the truth: `verbatim recorders drain` sets it from any host.
+      const row = await this.db
         .updateTable('recorders')
-        .set({ heartbeat_at: sql<Date>`now()`, load: this.info.load(), state: this.stateValue })
+        .set({ heartbeat_at: sql<Date>`now()`, load: this.info.load() })
         .where('id', '=', this.info.id)
         .where('instance_id', '=', this.info.instanceId)
-        .execute();
+        .returning('state')
+        .executeTakeFirst();
+      if (row && row.state !== this.stateValue) {
+        this.stateValue = row.state;
+        this.logger.warn({ recorderId: this.info.id, state: row.state }, 'recorder state changed in the registry');
+      }
       if (this.failing) this.logger.info({ recorderId: this.info.id }, 'recorder heartbeat restored');
       this.failing = false;
     } catch (err) {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../../db/database.ts';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { parseRecording, RecordType } from '../../lib/recording/vrtp-format.ts';
+import { runRecordersCommand } from '../../recorder/index.ts';
 import { mergeReplicas } from '../../transcode/src/depacketize/replica-merge.ts';
 import { readTrackPackets } from '../../transcode/src/depacketize/rtp-stream.ts';
 import { mediaClips, RtpSender } from '../../../testing/bots/rtp-sender.ts';
@@ -214,13 +215,16 @@ describe('recorder pool', () => {
     try {
       await drain(from, to);
     } finally {
-      await byId(from).api('POST', '/v1/drain', { v: 1, state: 'active' });
+      await runRecordersCommand(['activate', from], () => {}, { db });
     }
   });
 
   async function drain(from: string, to: string): Promise<void> {
     await sleep(2000);
-    expect((await byId(from).api('POST', '/v1/drain', { v: 1 })).status).toBe(200);
+    // The operator's CLI sets the registry row; the recorder's health says so too at its next heartbeat.
+    let said = '';
+    expect(await runRecordersCommand(['drain', from], (s) => (said += s), { db })).toBe(0);
+    expect(said).toBe(`${from}: draining\n`);
     await expect.poll(() => placements(sfu, 'pool-drain').map((p) => p.recorder), { timeout: 5000, interval: 50 }).toEqual([to, to]);
     await sleep(2000);
     expect((await sfu.admin('PUT', '/rooms/pool-drain/recording', { enabled: false })).status).toBe(200);
@@ -234,7 +238,21 @@ describe('recorder pool', () => {
       expect(next.firstArrivalUs!).toBeLessThanOrEqual(old.lastArrivalUs! + 40_000);
     }
     expect(manifest.gaps).toEqual([]);
+    expect((await byId(from).api('GET', '/v1/health')).body.state).toBe('draining');
   }
+
+  it('drain through the recorder API as well; an unknown id is refused by the CLI', async () => {
+    expect((await recA.api('POST', '/v1/drain', { v: 1 })).body).toEqual({ recorderId: 'rec-a', state: 'draining' });
+    await expect.poll(() => sfu.running.sfu.recorders!.get('rec-a')!.state, { timeout: 3000 }).toBe('draining');
+    expect((await recA.api('POST', '/v1/drain', { v: 1, state: 'active' })).status).toBe(200);
+    await expect.poll(() => sfu.running.sfu.recorders!.get('rec-a')!.state, { timeout: 3000 }).toBe('active');
+    let said = '';
+    expect(await runRecordersCommand(['drain', 'no-such-recorder'], (s) => (said += s), { db })).toBe(1);
+    expect(said).toContain('no recorder no-such-recorder');
+    said = '';
+    expect(await runRecordersCommand(['list'], (s) => (said += s), { db })).toBe(0);
+    expect(said).toMatch(/^rec-a\tactive\t/m);
+  });
 });
 
 describe('recorder pool with RECORDER_REPLICAS=2', () => {
