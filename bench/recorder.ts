@@ -8,8 +8,6 @@
  *                           zero loss + worker event-loop lag p99 ≤ 100 ms
  *  3. memory_per_track_mb   RSS added per recorded track at N tracks of light traffic
  *  4. sfu_tap_overhead_pct  mediasoup worker CPU with the room's recording tap on vs off
- *  5. failover_gap_ms       recorder pool: kill -9 of the recorder holding a track → first packet
- *                           of it stored on another (≤ 2000 ms; bench/lib/failover.ts)
  *
  * Load comes from bench/tools/udp-blast.c replaying real Opus / VP8 RTP captured from
  * ffmpeg (bench/lib/udp-blast.ts), with per-track SSRC, payload type, sequence numbers
@@ -25,7 +23,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
-import { measureFailover } from './lib/failover.ts';
+import { failoverMetrics } from './lib/failover.ts';
 import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
 import { endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, measurementRunner, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
@@ -52,8 +50,6 @@ interface Plan {
   /** Metric 4: publishers (audio + video each), seconds measured per phase. */
   sfuPublishers: number;
   sfuSeconds: number;
-  /** Metric 5: kill -9 trials. */
-  failoverTrials: number;
 }
 
 const FULL: Plan = {
@@ -68,7 +64,6 @@ const FULL: Plan = {
   memTrafficS: 6,
   sfuPublishers: 10,
   sfuSeconds: 20,
-  failoverTrials: 3,
 };
 
 const QUICK: Plan = {
@@ -84,13 +79,11 @@ const QUICK: Plan = {
   memTrafficS: 2,
   sfuPublishers: 10,
   sfuSeconds: 2.5,
-  failoverTrials: 1,
 };
 
 const LAG_GOAL_MS = 100;
 const CPU_RATIO_GOAL = 20;
 const MAX_PPS_GOAL = 300_000;
-const FAILOVER_GOAL_MS = 2000;
 /** The projection: 10,000 calls × 8 participants, each publishing audio + video. */
 const PROJECTED_TRACKS = 10_000 * 8 * 2;
 /** Tracks per recording session (a room of 25 participants with audio + video). */
@@ -215,14 +208,7 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
   });
 
   await recM.kill();
-
-  await attempt('failover', async () => {
-    if (!(await postgresReachable())) throw new Error('needs Postgres: the recorder registry is shared between processes');
-    const r = await measureFailover({ trials: plan.failoverTrials, log });
-    details.failover = r;
-    const worst = Math.max(...r.trials.map((t) => t.gapMs));
-    metrics.failover_gap_ms = atMost(worst, FAILOVER_GOAL_MS, 'ms', `worst of ${r.trials.length} kill -9 trials (${r.trials.map((t) => t.gapMs).join(', ')} ms; RECORDER_DEAD_AFTER_MS=${r.deadAfterMs}, detection by the failed health check)`);
-  });
+  await attempt('failover', async () => void Object.assign(metrics, await failoverMetrics(opts.quick ? 1 : 3, details, log)));
   details.loadAvgAtEnd = os.loadavg().map((x) => round(x, 2));
   return { suite: 'recorder', machine, startedAt, durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
 }

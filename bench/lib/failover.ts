@@ -7,7 +7,21 @@ import { openDatabase } from '../../db/database.ts';
 import { parseRecording, RecordType } from '../../services/lib/recording/vrtp-format.ts';
 import { mediaClips, RtpSender } from '../../testing/bots/rtp-sender.ts';
 import { onCleanup, sleep } from './children.ts';
-import { BENCH_DATABASE_URL, BENCH_RECORDER_SECRET, startBenchRecorder, type BenchRecorder } from './recorder-proc.ts';
+import { BENCH_DATABASE_URL, BENCH_RECORDER_SECRET, postgresReachable, startBenchRecorder, type BenchRecorder } from './recorder-proc.ts';
+import { atMost, type Metric } from './results.ts';
+
+const FAILOVER_GOAL_MS = 2000;
+
+/** The suite's failover_gap_ms: the worst of `trials` kill -9 failovers (details.failover has each). */
+export async function failoverMetrics(trials: number, details: Record<string, unknown>, log: (m: string) => void): Promise<Record<string, Metric>> {
+  if (!(await postgresReachable())) throw new Error('needs Postgres: the recorder registry is shared between processes');
+  const r = await measureFailover({ trials, log });
+  details.failover = r;
+  const worst = Math.max(...r.trials.map((t) => t.gapMs));
+  return {
+    failover_gap_ms: atMost(worst, FAILOVER_GOAL_MS, 'ms', `worst of ${r.trials.length} kill -9 trials (${r.trials.map((t) => t.gapMs).join(', ')} ms; RECORDER_DEAD_AFTER_MS=${r.deadAfterMs}, detection by the failed health check or the stale heartbeat)`),
+  };
+}
 
 export interface FailoverTrial {
   /** kill -9 of the recorder holding the track → first packet of it stored on another (its kernel arrival time). */

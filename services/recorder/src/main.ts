@@ -75,10 +75,14 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
     if (!m || !timingSafeEqual(sha256(m[1]!), keyHash)) throw new VerbatimError('UNAUTHORIZED', 'recorder control API needs "Authorization: Bearer <RECORDER_SECRET>"', { hint: 'Give the SFU and the recorder the same RECORDER_SECRET.' });
     authenticated.add(req);
   };
-  let registration: RecorderRegistration | undefined;
+  const registration = new RecorderRegistration(
+    db,
+    { id: recorderId, instanceId: supervisor.instanceId, capacity: config.RECORDER_CAPACITY, recordingsDir: path.resolve(config.RECORDINGS_DIR), heartbeatMs: config.RECORDER_HEARTBEAT_MS, load: () => supervisor.health().tracks },
+    log,
+  );
   const handlers: { [K in RecorderControlRoute]: (input: RouteInput<K>, reply: FastifyReply) => Promise<unknown> } = {
     'GET /v1/health': async ({ query }) => {
-      const h = { ...supervisor.health(), recorderId, state: registration?.state ?? 'active' };
+      const h = { ...supervisor.health(), recorderId, state: registration.state };
       // The caller's nonce, answered with the secret: an SFU places tracks only on a recorder that proves it holds it.
       return query.nonce ? { ...h, proof: createHmac('sha256', secrets.recorderSecret).update(helloMessage(query.nonce, recorderId, supervisor.instanceId)).digest('hex') } : h;
     },
@@ -95,7 +99,6 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
     'POST /v1/sessions/:session/end': async ({ params, body }) => supervisor.endSession(body.room, params.session, body.reason),
     'POST /v1/sessions/:session/release': async ({ params, body }) => supervisor.releaseSession(body.room, params.session),
     'POST /v1/drain': async ({ body }) => {
-      if (!registration) throw new VerbatimError('RECORDER_UNAVAILABLE', 'the recorder is still starting', { hint: 'Retry in a moment.' });
       await registration.setState(body.state);
       return { recorderId, state: body.state };
     },
@@ -123,22 +126,16 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   await app.listen({ host: config.RECORDER_HOST, port: config.RECORDER_PORT });
   const addr = app.server.address() as AddressInfo;
   const url = `http://${addr.address}:${addr.port}`;
-  registration = new RecorderRegistration(
-    db,
-    { id: recorderId, url: config.RECORDER_ADVERTISE_URL?.replace(/\/$/, '') ?? url, instanceId: supervisor.instanceId, capacity: config.RECORDER_CAPACITY, recordingsDir: path.resolve(config.RECORDINGS_DIR), heartbeatMs: config.RECORDER_HEARTBEAT_MS, load: () => supervisor.health().tracks },
-    log,
-  );
-  await registration.start();
-  const reg = registration;
+  await registration.start(config.RECORDER_ADVERTISE_URL?.replace(/\/$/, '') ?? url);
   log.info({ url, recordingsDir: config.RECORDINGS_DIR, workers: config.RECORDER_WORKERS }, 'recorder listening');
   let closing: Promise<void> | undefined;
   return {
     supervisor,
-    registration: reg,
+    registration,
     url,
     close() {
       closing ??= (async () => {
-        await reg.close();
+        await registration.close();
         await app.close();
         await supervisor.close();
         if (ownDb) await db.destroy();

@@ -20,7 +20,7 @@ export interface PoolSealResult {
  * is referenced as is when it is in object storage (`stored`), else copied into this directory
  * from that recorder's (same host or a shared mount). Segment files a dead recorder left open
  * (`.part`, kill -9) are sealed as after a crash, when its directory is reachable from here.
- * What cannot be reached is listed in `unavailable` (and leaves a gap in the manifest).
+ * What cannot be reached is listed in `unavailable` and logged: the sealed manifest does not list it.
  */
 export function foldPoolState(s: RecordingSession, live: LiveSessionState, self: { recorderId: string; liveRecorders: ReadonlySet<string> }, logger: Logger): PoolSealResult {
   const out: PoolSealResult = { imported: 0, unavailable: [] };

@@ -5,7 +5,6 @@ import type { Logger } from '../../lib/logger.ts';
 
 export interface RegistrationInfo {
   id: string;
-  url: string;
   instanceId: string;
   capacity: number;
   recordingsDir: string;
@@ -28,6 +27,7 @@ export class RecorderRegistration {
   private stateValue: 'active' | 'draining' = 'active';
   private closed = false;
   private failing = false;
+  private url = '';
 
   constructor(
     private readonly db: Db,
@@ -39,15 +39,17 @@ export class RecorderRegistration {
     return this.stateValue;
   }
 
-  async start(): Promise<void> {
+  /** Registers at `url` (the control API SFUs reach) and starts the heartbeat. */
+  async start(url: string): Promise<void> {
+    this.url = url;
     await this.db
       .insertInto('recorders')
-      .values({ id: this.info.id, url: this.info.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()` })
+      .values({ id: this.info.id, url: this.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()` })
       .onConflict((oc) =>
-        oc.column('id').doUpdateSet({ url: this.info.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()` }),
+        oc.column('id').doUpdateSet({ url: this.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()` }),
       )
       .execute();
-    this.logger.info({ recorderId: this.info.id, url: this.info.url }, 'registered in the recorder pool');
+    this.logger.info({ recorderId: this.info.id, url: this.url }, 'registered in the recorder pool');
     const tick = () => {
       this.beating = this.beat().finally(() => {
         if (!this.closed) this.timer = setTimeout(tick, this.info.heartbeatMs);

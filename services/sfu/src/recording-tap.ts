@@ -293,7 +293,7 @@ export class RecordingTap {
     const exclude = new Set(opts.exclude);
     tap.copies.forEach((a, c) => a && c !== copy && exclude.add(a.member));
     let prefer: PoolMember | undefined;
-    for (const other of this.taps.values()) if (other.peer === peer && other !== tap && other.copies[copy]?.member.alive) prefer ??= other.copies[copy]!.member;
+    for (const other of this.taps.values()) if (other.peer === peer && other !== tap && other.copies[copy]?.member.alive) prefer ??= other.copies[copy].member;
     const member = this.pool.place({ prefer, exclude });
     if (!member) {
       if (opts.keepOld) return this.logger.warn({ track: tap.track }, 'no other recorder to move the track to: it stays on the draining one');

@@ -10,8 +10,7 @@ import { openDatabase, type Db } from '../../../db/database.ts';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { parseRecording, RecordType } from '../../lib/recording/vrtp-format.ts';
 import { runRecordersCommand } from '../../recorder/index.ts';
-import { mergeReplicas } from '../../transcode/src/depacketize/replica-merge.ts';
-import { readTrackPackets } from '../../transcode/src/depacketize/rtp-stream.ts';
+import { mergeReplicas, readTrackPackets, sessionClock } from '../../transcode/index.ts';
 import { mediaClips, RtpSender } from '../../../testing/bots/rtp-sender.ts';
 import { TEST_DATABASE_URL } from '../../../testing/databases.ts';
 import { TEST_RECORDER_SECRET, startTestRecorder, type TestRecorder } from '../../../testing/recorder-harness.ts';
@@ -161,6 +160,9 @@ describe('recorder pool', () => {
     }
     expect(manifest.events.filter((e) => e.type === 'track-moved')).toHaveLength(2);
     expect(manifest.events.filter((e) => e.type === 'session-started')).toHaveLength(1);
+    // The timeline the dead recorder was given (it was the session's home) came from the database.
+    expect(manifest.events.map((e) => e.type)).toEqual(expect.arrayContaining(['recording-on', 'participant-joined', 'producer-added', 'recording-off', 'session-ended']));
+    expect(manifest.participants.map((p) => p.id)).toEqual(['alice']);
     await expect.poll(async () => (await db.selectFrom('recording_sessions').select('status').where('id', '=', manifest.session).executeTakeFirst())?.status).toBe('sealed');
     const segRows = await db.selectFrom('track_segments').select('segment').where('session_id', '=', manifest.session).execute();
     expect(segRows.length).toBe(manifest.tracks.reduce((n, t) => n + t.segments.length, 0));
@@ -281,6 +283,10 @@ describe('recorder pool with RECORDER_REPLICAS=2', () => {
         const seqs = r.pieces[0]!.t.packets.map((p) => p.seq);
         expect(new Set(seqs).size).toBe(seqs.length);
       }
+      // The transcode read path takes both copies as one stream per track.
+      const clock = sessionClock(path.join(dir, 'manifest.json'));
+      expect(clock.tracks).toHaveLength(2);
+      expect(clock.durationSeconds).toBeGreaterThan(2);
     } finally {
       await sfu2.close();
     }
