@@ -257,6 +257,54 @@ describe('recorder pool', () => {
   });
 });
 
+describe('sealing a session whose recorder is gone', () => {
+  it('any recorder of the pool seals it from the database, with the dead recorder\'s open segments', async () => {
+    // What an SFU does, straight at the control API: a session on rec-a alone.
+    const session = `orphan-${randomBytes(3).toString('hex')}`;
+    const started = await recA.api('POST', '/v1/tracks', {
+      v: 1,
+      room: 'pool-orphan',
+      session,
+      track: 'solo-audio',
+      participant: { id: 'solo', name: 'Solo' },
+      kind: 'audio',
+      codec: { mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 100, parameters: {} },
+      ssrc: 777,
+      headerExtensions: [],
+      consent: { decision: 'granted', method: 'pre-accepted' },
+    });
+    expect(started.status).toBe(201);
+    expect((await recA.api('POST', `/v1/sessions/${session}/events`, { v: 1, room: 'pool-orphan', events: [{ at: new Date().toISOString(), type: 'recording-on', details: { by: 'admin' } }] })).status).toBe(204);
+    const sock = dgram.createSocket('udp4');
+    const sender = new RtpSender(mediaClips().audio, 100, 777, (p) => sock.send(p, started.body.rtpPort, started.body.ip));
+    sender.start();
+    try {
+      await sleep(1500);
+      recA.kill9();
+      await sleep(1800); // its heartbeat goes stale
+      // rec-b never held this session: it opens it from the database and seals it.
+      const ended = await recB.api('POST', `/v1/sessions/${session}/end`, { v: 1, room: 'pool-orphan', reason: 'sealer' });
+      expect(ended.status, JSON.stringify(ended.body)).toBe(200);
+      const manifest = SessionManifestSchema.parse(JSON.parse(readFileSync(ended.body.manifestPath, 'utf8')));
+      expect(manifest.tracks.map((t) => t.track)).toEqual(['solo-audio']);
+      const seg = manifest.tracks[0]!.segments;
+      expect(seg).toHaveLength(1);
+      expect(seg[0]!.endReason).toBe('recorder-crash');
+      expect(rtpCount(path.join(path.dirname(ended.body.manifestPath), seg[0]!.file))).toBeGreaterThan(40);
+      expect(manifest.events.map((e) => e.type)).toEqual(['session-started', 'recording-on', 'session-ended']);
+      expect(manifest.participants.map((p) => p.id)).toEqual(['solo']);
+    } finally {
+      sender.stop();
+      sock.close();
+      await recA.restart();
+      await until(() => alive(sfu).join() === 'rec-a,rec-b', 10_000);
+    }
+    // Back on its disk, rec-a finds the session sealed elsewhere and does not reopen it.
+    const reopened = await recA.api('POST', `/v1/sessions/${session}/events`, { v: 1, room: 'pool-orphan', events: [{ at: new Date().toISOString(), type: 'recording-on', details: {} }] });
+    expect(reopened.body.error?.code).toBe('SESSION_ENDED');
+  });
+});
+
 describe('recorder pool with RECORDER_REPLICAS=2', () => {
   it('taps each producer to both recorders; the two copies merge by sequence number into one stream', async () => {
     const sfu2 = await startTestSfu({ db, overrides: { RECORDER_DISCOVERY: 'registry', RECORDER_SECRET: TEST_RECORDER_SECRET, RECORDER_REPLICAS: 2 } });
