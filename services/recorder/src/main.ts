@@ -79,6 +79,7 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
     db,
     { id: recorderId, instanceId: supervisor.instanceId, capacity: config.RECORDER_CAPACITY, recordingsDir: path.resolve(config.RECORDINGS_DIR), heartbeatMs: config.RECORDER_HEARTBEAT_MS, load: () => supervisor.health().tracks },
     log,
+    registry,
   );
   const handlers: { [K in RecorderControlRoute]: (input: RouteInput<K>, reply: FastifyReply) => Promise<unknown> } = {
     'GET /v1/health': async ({ query }) => {

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { sql } from 'kysely';
+import { Counter, type Registry } from 'prom-client';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
 
@@ -28,12 +29,16 @@ export class RecorderRegistration {
   private closed = false;
   private failing = false;
   private url = '';
+  private readonly failures: Counter;
 
   constructor(
     private readonly db: Db,
     private readonly info: RegistrationInfo,
     private readonly logger: Logger,
-  ) {}
+    registry?: Registry,
+  ) {
+    this.failures = new Counter({ name: 'verbatim_recorder_heartbeat_failures_total', help: 'Registry heartbeats that could not be written (SFUs treat a recorder without heartbeats as dead)', registers: registry ? [registry] : [] });
+  }
 
   get state(): 'active' | 'draining' {
     return this.stateValue;
@@ -75,6 +80,7 @@ export class RecorderRegistration {
       if (this.failing) this.logger.info({ recorderId: this.info.id }, 'recorder heartbeat restored');
       this.failing = false;
     } catch (err) {
+      this.failures.inc();
       // SFUs will see this recorder as dead and move its tracks: say so once, not every beat.
       if (!this.failing) this.logger.error({ err, recorderId: this.info.id }, 'recorder heartbeat failed: SFUs will treat this recorder as dead');
       this.failing = true;

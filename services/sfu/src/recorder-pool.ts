@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { sql } from 'kysely';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { RecorderClient } from './recorder-client.ts';
@@ -47,6 +48,8 @@ export interface RecorderPoolOptions {
   healthPollMs?: number;
   /** The registry this often. */
   registryPollMs?: number;
+  /** Prometheus registry for the pool's metrics. */
+  metrics?: Registry;
 }
 
 /**
@@ -62,9 +65,17 @@ export class RecorderPool extends EventEmitter<RecorderPoolEvents> {
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> = Promise.resolve();
   private closed = false;
+  readonly metrics;
 
   constructor(private readonly opts: RecorderPoolOptions) {
     super();
+    const registers = opts.metrics ? [opts.metrics] : [];
+    this.metrics = {
+      alive: new Gauge({ name: 'verbatim_sfu_recorders_alive', help: 'Recorders of the pool that are alive (proved the secret, answer, heartbeat fresh)', registers }),
+      down: new Counter({ name: 'verbatim_sfu_recorder_down_total', help: 'Times a recorder of the pool was found dead', registers }),
+      unproven: new Counter({ name: 'verbatim_sfu_recorder_unproven_total', help: 'Health answers that failed the RECORDER_SECRET proof (such a recorder gets no tracks)', registers }),
+      moved: new Counter({ name: 'verbatim_sfu_recorder_track_moves_total', help: 'Tracks re-tapped to another recorder', labelNames: ['reason'], registers }),
+    };
     if (opts.staticUrl) this.addMember(opts.staticUrl.replace(/\/$/, ''), undefined, false);
   }
 
@@ -115,7 +126,10 @@ export class RecorderPool extends EventEmitter<RecorderPoolEvents> {
       // A RECORDER_URL member says its state itself; a registry member's comes from its row too.
       if (!fromRegistry) this.setState(m, h.state ?? 'active');
     });
-    client.on('down', (error) => this.setAlive(m, false, false, error));
+    client.on('down', (error) => {
+      if (/did not prove RECORDER_SECRET|not .* as the registry says/.test(error)) this.metrics.unproven.inc();
+      this.setAlive(m, false, false, error);
+    });
     this.members.set(m.key, m);
     // Discovered after start: watched at once.
     if (fromRegistry) client.start();
@@ -128,11 +142,13 @@ export class RecorderPool extends EventEmitter<RecorderPoolEvents> {
     const next = alive && fresh && m.client.up;
     if (next === m.alive && !restarted) return;
     m.alive = next;
+    this.metrics.alive.set(this.list().filter((x) => x.alive).length);
     if (next) {
       this.opts.logger.info({ recorder: m.key, restarted }, 'recorder in the pool is alive');
       this.emit('up', m, restarted);
     } else {
       m.placed = 0;
+      this.metrics.down.inc();
       this.opts.logger.error({ recorder: m.key, why }, 'recorder in the pool is down: its tracks move to another');
       this.emit('down', m, why || 'heartbeat stale');
     }

@@ -350,6 +350,7 @@ export class RecordingTap {
       const old = tap.copies[copy];
       tap.copies[copy] = att;
       this.logger.info({ track: tap.track, peer: peer.id, recorder: member.key, copy, rtpPort: res.rtpPort, movedFrom: opts.movedFrom?.member.key }, 'track tapped to recorder');
+      if (opts.movedFrom) this.pool.metrics.moved.inc({ reason: opts.movedFrom.reason });
       if (opts.movedFrom) this.event({ type: 'track-moved', participant: peer.id, track: tap.track, details: { from: opts.movedFrom.member.key, to: member.key, reason: opts.movedFrom.reason, copy } });
       // Make-before-break: the old tap stops once the new one sends (video starts at a keyframe).
       if (old && old !== att) {

@@ -77,6 +77,7 @@ export class Sfu {
         deadAfterMs: deps.config.RECORDER_DEAD_AFTER_MS,
         // Health (and the secret check) at a third of the dead-after time: a dead recorder is seen within it.
         healthPollMs: Math.max(100, Math.min(1000, Math.round(deps.config.RECORDER_DEAD_AFTER_MS / 3))),
+        metrics: deps.registry,
       });
     }
   }

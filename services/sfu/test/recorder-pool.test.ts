@@ -159,6 +159,7 @@ describe('recorder pool', () => {
       expect(gapMs).toBeLessThanOrEqual(1500);
     }
     expect(manifest.events.filter((e) => e.type === 'track-moved')).toHaveLength(2);
+    expect((await sfu.running.sfu.recorders!.metrics.moved.get()).values.find((v) => v.labels.reason === 'recorder-down')?.value).toBeGreaterThanOrEqual(2);
     expect(manifest.events.filter((e) => e.type === 'session-started')).toHaveLength(1);
     // The timeline the dead recorder was given (it was the session's home) came from the database.
     expect(manifest.events.map((e) => e.type)).toEqual(expect.arrayContaining(['recording-on', 'participant-joined', 'producer-added', 'recording-off', 'session-ended']));
@@ -192,6 +193,7 @@ describe('recorder pool', () => {
     await expect.poll(() => ['rec-wrong', 'rec-forged'].map((id) => sfu.running.sfu.recorders!.get(id) !== undefined), { timeout: 5000 }).toEqual([true, true]);
     await sleep(1500);
     expect(alive(sfu)).toEqual(['rec-a', 'rec-b']);
+    expect((await sfu.running.sfu.recorders!.metrics.unproven.get()).values[0]?.value, 'both failed the proof').toBeGreaterThanOrEqual(2);
     await sfu.admin('POST', '/rooms', { id: 'pool-secret', flags: { record: true } });
     for (const who of ['bob', 'carol', 'dave']) await publish(sfu, 'pool-secret', who);
     await expect.poll(() => placements(sfu, 'pool-secret').length, { timeout: 10_000 }).toBe(6);
