@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../../db/database.ts';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { parseRecording, RecordType } from '../../lib/recording/vrtp-format.ts';
-import { runRecordersCommand } from '../../recorder/index.ts';
+import { runRecordersCommand, verifySessionDir } from '../../recorder/index.ts';
 import { mergeReplicas, readTrackPackets, sessionClock } from '../../transcode/index.ts';
 import { mediaClips, RtpSender } from '../../../testing/bots/rtp-sender.ts';
 import { TEST_DATABASE_URL } from '../../../testing/databases.ts';
@@ -158,6 +158,8 @@ describe('recorder pool', () => {
       // Detection (RECORDER_DEAD_AFTER_MS / health at a third of it, ~0.5 s on a refused connection) plus the re-tap.
       expect(gapMs).toBeLessThanOrEqual(1500);
     }
+    const verified = verifySessionDir(dir);
+    expect(verified.problems, 'verbatim recording verify passes on the pooled session').toEqual([]);
     expect(manifest.events.filter((e) => e.type === 'track-moved')).toHaveLength(2);
     expect((await sfu.running.sfu.recorders!.metrics.moved.get()).values.find((v) => v.labels.reason === 'recorder-down')?.value).toBeGreaterThanOrEqual(2);
     expect(manifest.events.filter((e) => e.type === 'session-started')).toHaveLength(1);
@@ -167,7 +169,8 @@ describe('recorder pool', () => {
     await expect.poll(async () => (await db.selectFrom('recording_sessions').select('status').where('id', '=', manifest.session).executeTakeFirst())?.status).toBe('sealed');
     const segRows = await db.selectFrom('track_segments').select('segment').where('session_id', '=', manifest.session).execute();
     expect(segRows.length).toBe(manifest.tracks.reduce((n, t) => n + t.segments.length, 0));
-    expect(await db.selectFrom('live_segments').select('segment').where('session_id', '=', manifest.session).execute()).toEqual([]);
+    // Sealed: the live rows go (right after the sealed rows are written and the job queued).
+    await expect.poll(async () => (await db.selectFrom('live_segments').select('segment').where('session_id', '=', manifest.session).execute()).length).toBe(0);
   }
 
   it('a recorder with the wrong secret, and a forged registry row, get no tracks', async () => {
@@ -333,6 +336,7 @@ describe('recorder pool with RECORDER_REPLICAS=2', () => {
         const seqs = r.pieces[0]!.t.packets.map((p) => p.seq);
         expect(new Set(seqs).size).toBe(seqs.length);
       }
+      expect(verifySessionDir(dir).problems).toEqual([]);
       // The transcode read path takes both copies as one stream per track.
       const clock = sessionClock(path.join(dir, 'manifest.json'));
       expect(clock.tracks).toHaveLength(2);
