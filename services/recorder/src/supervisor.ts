@@ -323,6 +323,10 @@ export class RecorderSupervisor {
         hint: 'Free space on the recordings disk (or move old sessions to storage); recording resumes for new tracks by itself.',
       });
     }
+    if (health.tracks >= this.config.RECORDER_CAPACITY) {
+      this.metrics.refused.inc({ code: 'RECORDER_FULL' });
+      throw new VerbatimError('RECORDER_UNAVAILABLE', `recorder is at RECORDER_CAPACITY=${this.config.RECORDER_CAPACITY} tracks`, { hint: 'SFUs place the track on another recorder of the pool; add recorders or raise RECORDER_CAPACITY.' });
+    }
     const s = await this.session(req);
     if (!isPlainName(req.track)) throw new VerbatimError('BAD_REQUEST', `track id ${JSON.stringify(req.track)} cannot name a file`, { hint: 'Track ids match services/lib/contracts/recorder-control.ts RECORDER_ID_RE.' });
     if (s.openTracks.has(req.track)) await this.stopTrack(req.session, req.track, 'restarted');

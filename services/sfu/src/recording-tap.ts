@@ -361,6 +361,11 @@ export class RecordingTap {
     } catch (err) {
       this.detach(att);
       const e = toVerbatimError(err);
+      // A full recorder (disk, capacity) or one that stopped answering: the next one of the pool, if any.
+      if ((e.code === 'DISK_FULL' || e.code === 'RECORDER_UNAVAILABLE') && this.pool.place({ exclude: new Set([...exclude, member]) })) {
+        this.logger.warn({ err: e, track: tap.track, recorder: member.key }, 'recorder refused the track: trying another');
+        return this.attachCopy(tap, copy, { ...opts, exclude: new Set([...exclude, member]) });
+      }
       this.logger.error({ err: e, track: tap.track, recorder: member.key }, 'recorder refused or failed a track');
       if (copy === 0) this.room.setRecordingFailure({ code: e.code, message: e.message });
       this.event({ type: 'track-failed', participant: peer.id, track: tap.track, details: { code: e.code, recorder: member.key } });
