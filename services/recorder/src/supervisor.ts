@@ -14,8 +14,7 @@ import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
 import { MANIFEST_FILE, findUnsealedSessionDirs, sessionDirOf } from '../../lib/recording/session-dir.ts';
-import { EPOCH_SPAN, LiveSessionStore } from './live-session-store.ts';
-import { foldPoolState } from './pool-seal.ts';
+import { PoolSessions } from './pool-sessions.ts';
 import { RecordingSession } from './recording-session.ts';
 import { SessionStore } from './session-store.ts';
 
@@ -78,10 +77,7 @@ export class RecorderSupervisor {
   private readonly queue: Queue;
   private readonly store: SessionStore;
   /** The session state every recorder of the pool can seal from (migration 0014). */
-  private readonly live: LiveSessionStore;
-  /** Which copy (RECORDER_REPLICAS) each open session/track records. */
-  private readonly trackCopy = new Map<string, number>();
-  readonly recorderId: string;
+  private readonly pool: PoolSessions;
   private readonly metrics;
   /** Set when a write hit ENOSPC: no new tracks until free space is back above the threshold. */
   private diskFull = false;
@@ -90,8 +86,7 @@ export class RecorderSupervisor {
 
   constructor(private readonly deps: SupervisorDeps) {
     this.store = new SessionStore(deps.db);
-    this.live = new LiveSessionStore(deps.db);
-    this.recorderId = deps.recorderId ?? this.instanceId;
+    this.pool = new PoolSessions(deps.db, deps.recorderId ?? this.instanceId, deps.config.RECORDER_DEAD_AFTER_MS, deps.logger);
     this.queue = new Queue(TRANSCODE_QUEUE, { connection: redisConnection(deps.redisUrl), ...(deps.queuePrefix ? { prefix: deps.queuePrefix } : {}) });
     const registers = [deps.registry];
     this.metrics = {
@@ -184,11 +179,8 @@ export class RecorderSupervisor {
           this.deps.logger.error({ session: m.session, track: m.track }, 'disk full while recording: segment closed and marked truncated');
           s?.addEvents([{ at: new Date().toISOString(), type: 'track-failed', track: m.track, details: { code: 'DISK_FULL' } }]);
         }
-        const copy = this.trackCopy.get(`${m.session}/${m.track}`) ?? 0;
-        const entry = { ...m.entry, recorder: this.recorderId, ...(copy > 0 ? { copy } : {}) };
-        s?.addSegment(m.track, entry, m.trackOpen);
+        s?.addSegment(m.track, this.pool.sealedSegment(s, m.track, m.entry), m.trackOpen);
         s?.saveJournal();
-        if (s) this.liveWrite(s, 'segment', () => this.live.putSegment(m.session, m.track, this.recorderId, s.dir, entry));
         this.pending.get(`sealed:${m.session}/${m.track}`)?.resolve(m);
         return;
       }
@@ -306,7 +298,7 @@ export class RecorderSupervisor {
     mkdirSync(dir, { recursive: true });
     const s = new RecordingSession(dir, req.room, req.session, new Date().toISOString());
     // A session another recorder of the pool opened (this one takes over or holds replicas) has started already.
-    if (!row) this.journalEvents(s, [{ at: s.startedAt, type: 'session-started', details: {} }]);
+    if (!row) this.pool.events(s, [{ at: s.startedAt, type: 'session-started', details: {} }]);
     this.sessions.set(req.session, s);
     s.saveJournal();
     this.store.markRecording(req.room, req.session, s.startedAt).catch((err: unknown) => this.deps.logger.error({ err, session: req.session }, 'failed to register recording session'));
@@ -330,8 +322,7 @@ export class RecorderSupervisor {
     const s = await this.session(req);
     if (!isPlainName(req.track)) throw new VerbatimError('BAD_REQUEST', `track id ${JSON.stringify(req.track)} cannot name a file`, { hint: 'Track ids match services/lib/contracts/recorder-control.ts RECORDER_ID_RE.' });
     if (s.openTracks.has(req.track)) await this.stopTrack(req.session, req.track, 'restarted');
-    let segment = s.addTrack(req);
-    segment = await this.placeTrack(s, req, segment);
+    const segment = await this.pool.placeTrack(s, req, s.addTrack(req));
     const w = [...this.workers].sort((a, b) => a.tracks - b.tracks)[0]!;
     const key = `${req.session}/${req.track}`;
     const reply = await new Promise<ToSupervisor>((resolve) => {
@@ -363,49 +354,8 @@ export class RecorderSupervisor {
 
   async addEvents(room: string, sessionId: string, events: TimelineEvent[]): Promise<void> {
     const s = await this.session({ room, session: sessionId });
-    this.journalEvents(s, events);
+    this.pool.events(s, events);
     s.saveJournal();
-  }
-
-  /** Events into the session's journal and the pool's copy of its timeline (participants with them: consent). */
-  private journalEvents(s: RecordingSession, events: TimelineEvent[]): void {
-    s.addEvents(events);
-    this.liveWrite(s, 'events', async () => {
-      await this.live.addEvents(s.id, events);
-      await this.live.putParticipants(s.id, [...s.participants.values()]);
-    });
-  }
-
-  /**
-   * A pool write, off the request path: the journal on disk has it already; the database copy is what
-   * another recorder seals from if this one dies. Kept in order per session.
-   */
-  private liveWrite(s: RecordingSession, what: string, fn: () => Promise<void>): void {
-    const prev = this.liveChains.get(s.id) ?? Promise.resolve();
-    const next = prev.then(fn).catch((err: unknown) => this.deps.logger.error({ err, session: s.id, what }, 'could not write session state to the database: another recorder could not seal it'));
-    this.liveChains.set(s.id, next);
-  }
-  private readonly liveChains = new Map<string, Promise<void>>();
-
-  /**
-   * The segment number a track starts at here. A track this recorder holds for the first time in
-   * this session claims a placement (an epoch) in the database, so recorders holding one track one
-   * after another (failover, drain) or at once (replicas) never number a segment alike; a track it
-   * held before goes on with its own numbers.
-   */
-  private async placeTrack(s: RecordingSession, req: StartTrackRequest, localNext: number): Promise<number> {
-    const copy = req.copy ?? 0;
-    this.trackCopy.set(`${s.id}/${req.track}`, copy);
-    let segment = localNext;
-    const participant = s.participants.get(req.participant.id)!;
-    try {
-      if (localNext === 0) segment = (await this.live.claimPlacement(s.id, req.track, this.recorderId, copy, s.dir)) * EPOCH_SPAN;
-      this.liveWrite(s, 'track', () => this.live.putTrack(s.id, req, participant));
-    } catch (err) {
-      // Without the database this recorder still records (its journal has everything); numbers are its own.
-      this.deps.logger.error({ err, session: s.id, track: req.track }, 'could not claim a track placement in the database');
-    }
-    return segment;
   }
 
   /**
@@ -420,10 +370,9 @@ export class RecorderSupervisor {
     try {
       for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'released');
       s.saveJournal();
-      await this.liveChains.get(sessionId);
+      await this.pool.forget(sessionId, { clear: false });
       s.retireJournal();
       this.sessions.delete(sessionId);
-      this.liveChains.delete(sessionId);
       this.deps.logger.info({ room, session: sessionId }, 'session released to the pool: another recorder seals it');
       return { released: true };
     } finally {
@@ -438,7 +387,8 @@ export class RecorderSupervisor {
     if (!s || s.room !== room) {
       if (existsSync(path.join(sessionDirWithin(this.config.RECORDINGS_DIR, room, sessionId), MANIFEST_FILE))) throw sessionEnded(sessionId);
       // Pool: a session other recorders recorded (its first one is gone) is sealed here from the database.
-      if (!s && (await this.heldByPool(room, sessionId))) return this.endSession(room, (await this.session({ room, session: sessionId })).id, reason);
+      const row = s ? undefined : await this.store.sessionRow(sessionId).catch(() => undefined);
+      if (row?.room === room && row.status === 'recording' && (await this.pool.held(sessionId))) return this.endSession(room, (await this.session({ room, session: sessionId })).id, reason);
       throw new VerbatimError('ROOM_NOT_FOUND', `no open recording session ${sessionId} in room ${room}`, { hint: 'It may have ended already.' });
     }
     // From here on the session takes no new tracks or events: it is being sealed.
@@ -459,47 +409,17 @@ export class RecorderSupervisor {
       s.endReason = reason;
       s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
     }
-    await this.foldPool(s);
+    await this.pool.fold(s);
     const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
     const manifest = s.manifest();
     await this.store.registerSealed(manifest, manifestPath, sha256);
     const payload: SessionFinalizePayload = { v: 1, room, session: sessionId, manifestPath, manifestSha256: sha256 };
     await this.queue.add(SESSION_FINALIZE_JOB, payload, { jobId: finalizeJobId(sessionId), attempts: 5, backoff: { type: 'exponential', delay: 5000 }, removeOnComplete: 1000 });
     this.sessions.delete(sessionId);
-    this.liveChains.delete(sessionId);
-    await this.live.clear(sessionId).catch((err: unknown) => this.deps.logger.warn({ err, session: sessionId }, 'could not clear the live session rows'));
+    await this.pool.forget(sessionId, { clear: true });
     this.metrics.sessionsSealed.inc();
     this.deps.logger.info({ room, session: sessionId, manifestPath }, 'session sealed and queued for transcoding');
     return { manifestPath };
-  }
-
-  /** Whether the pool's database holds an unsealed session of this room (recorded by other recorders). */
-  private async heldByPool(room: string, sessionId: string): Promise<boolean> {
-    try {
-      const row = await this.store.sessionRow(sessionId);
-      return row?.room === room && row.status === 'recording' && (await this.live.load(sessionId)) !== undefined;
-    } catch {
-      return false;
-    }
-  }
-
-  /** What the other recorders of the pool hold of this session, into it before it is sealed. */
-  private async foldPool(s: RecordingSession): Promise<void> {
-    await this.liveChains.get(s.id);
-    try {
-      const live = await this.live.load(s.id);
-      if (!live) return;
-      const alive = await this.deps.db
-        .selectFrom('recorders')
-        .select('id')
-        .where('heartbeat_at', '>', new Date(Date.now() - this.config.RECORDER_DEAD_AFTER_MS))
-        .execute();
-      const r = foldPoolState(s, live, { recorderId: this.recorderId, liveRecorders: new Set(alive.map((a) => a.id)) }, this.deps.logger);
-      if (r.imported > 0) this.deps.logger.info({ session: s.id, imported: r.imported }, "sealing with other recorders' segments");
-    } catch (err) {
-      // The database is down: seal what this recorder has (its journal), as before the pool.
-      this.deps.logger.error({ err, session: s.id }, 'could not read the pool state of the session: sealing with this recorder\'s part only');
-    }
   }
 
   async close(): Promise<void> {
