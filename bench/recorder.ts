@@ -24,6 +24,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { alive, killNow, onCleanup, sleep, terminate } from './lib/children.ts';
+import { failoverMetrics } from './lib/failover.ts';
 import { CpuMeter, diffCounters, rssBytes, sampleProcess, udpCounters, type ProcSample } from './lib/proc.ts';
 import { endSessions, postgresReachable, startBenchRecorder, startTracks, type BenchRecorder, type RecorderStats, type RecorderTrack } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, measurementRunner, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
@@ -217,6 +218,7 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
 
   await recM.kill();
   await benchRawUpload({ attempt, metrics, details, work, quick: opts.quick });
+  await attempt('failover', async () => void Object.assign(metrics, await failoverMetrics(opts.quick ? 1 : 3, details, log)));
   details.loadAvgAtEnd = os.loadavg().map((x) => round(x, 2));
   return { suite: 'recorder', machine, startedAt, durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
 }

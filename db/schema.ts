@@ -307,4 +307,68 @@ export interface Database {
   console_sessions: ConsoleSessionsTable;
   erasure_requests: ErasureRequestsTable;
   exports: ExportsTable;
+  recorders: RecordersTable;
+  live_session_participants: LiveSessionParticipantsTable;
+  live_session_tracks: LiveSessionTracksTable;
+  live_track_placements: LiveTrackPlacementsTable;
+  live_segments: LiveSegmentsTable;
+  live_session_events: LiveSessionEventsTable;
+}
+
+/** Recorders of the pool with their heartbeat (migration 0014). */
+export interface RecordersTable {
+  id: string;
+  url: string;
+  instance_id: string;
+  host: string;
+  /** Tracks it takes at most. */
+  capacity: number;
+  /** Tracks it records now. */
+  load: ColumnType<number, number | undefined, number>;
+  state: ColumnType<'active' | 'draining', 'active' | 'draining' | undefined, 'active' | 'draining'>;
+  recordings_dir: string;
+  heartbeat_at: Timestamp;
+  started_at: Timestamp;
+}
+
+/** A recording session's state while it records, on whichever recorders hold it (migration 0014). */
+export interface LiveSessionParticipantsTable {
+  session_id: string;
+  participant_id: string;
+  name: string;
+  consent: JSONColumnType<Record<string, unknown>, string, string>;
+}
+
+export interface LiveSessionTracksTable {
+  session_id: string;
+  track_id: string;
+  participant_id: string;
+  kind: 'audio' | 'video';
+  codec: JSONColumnType<Record<string, unknown>, string, string>;
+  header_extensions: JSONColumnType<{ uri: string; id: number }[], string, string>;
+}
+
+export interface LiveTrackPlacementsTable {
+  session_id: string;
+  track_id: string;
+  epoch: number;
+  recorder_id: string;
+  copy: ColumnType<number, number | undefined, number>;
+  session_dir: string;
+  created_at: Timestamp;
+}
+
+export interface LiveSegmentsTable {
+  session_id: string;
+  track_id: string;
+  segment: number;
+  recorder_id: string;
+  session_dir: string;
+  entry: JSONColumnType<Record<string, unknown>, string, string>;
+}
+
+export interface LiveSessionEventsTable {
+  session_id: string;
+  seq: Generated<number>;
+  event: JSONColumnType<Record<string, unknown>, string, string>;
 }

@@ -12,6 +12,7 @@ import * as m0010 from './0010-session-events.ts';
 import * as m0011 from './0011-erasure-jobs.ts';
 import * as m0012 from './0012-key-lifecycle.ts';
 import * as m0013 from './0013-sso.ts';
+import * as m0014 from './0014-recorder-pool.ts';
 import * as m0015 from './0015-raw-segment-storage.ts';
 
 /**
@@ -33,6 +34,7 @@ const migrations: Record<string, Migration> = {
   '0011-erasure-jobs': m0011,
   '0012-key-lifecycle': m0012,
   '0013-sso': m0013,
+  '0014-recorder-pool': m0014,
   '0015-raw-segment-storage': m0015,
 };
 

@@ -8,6 +8,7 @@ import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './proce
  *   start       every stage as its own supervised process, on embedded defaults (or the configured backends)
  *   demo        a scripted recorded meeting (three headless participants), processed and searched
  *   recording   inspect a track segment file or verify a session directory
+ *   recorders   the recorder pool: list, drain, activate
  *   audit       verify the hash-chained audit trail against its signed checkpoints
  *   export      write / verify an e-discovery archive (tar + manifest of SHA-256s)
  *   keys        list users and API keys, revoke a key, create an admin key (recovery) on the host
@@ -24,6 +25,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./demo.ts')).runDemoCommand(rest);
     case 'recording':
       return (await import('../recorder/index.ts')).runRecordingCommand(rest, (s) => process.stdout.write(s));
+    case 'recorders':
+      return (await import('../recorder/index.ts')).runRecordersCommand(rest, (s) => process.stdout.write(s));
     case 'audit':
       return (await import('../audit/index.ts')).runAuditCommand(rest, (s) => process.stdout.write(s));
     case 'export':
@@ -43,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
           '       verbatim demo [--data-dir <dir>] [--keep]',
           '       verbatim recording inspect <file.vrtp> [--header | --packets] [--json]',
           '       verbatim recording verify <session dir> [--json]',
+          '       verbatim recorders list [--json] | recorders drain <recorder id> | recorders activate <recorder id>',
           '       verbatim audit verify [--json] [--public-key <file.pub>]',
           '       verbatim audit public-key',
           '       verbatim export create (--session <id>... | --hold <id> | --query <text>) --out <file.tar>',

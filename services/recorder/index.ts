@@ -4,5 +4,6 @@
  */
 export { startRecorder, type RunningRecorder } from './src/main.ts';
 export { runRecordingCommand, RECORDING_USAGE } from './src/inspect-cli.ts';
+export { runRecordersCommand, RECORDERS_USAGE } from './src/pool-cli.ts';
 export { inspectFile, verifySessionDir, type InspectResult, type VerifyResult } from './src/inspect.ts';
 export { SessionStore } from './src/session-store.ts';

@@ -6,7 +6,10 @@
  * under src/ is private to transcode.
  */
 export { TranscodeWorker } from './src/transcode-worker.ts';
-export { runSessionPipeline } from './src/session-pipeline.ts';
+export { runSessionPipeline, sessionClock } from './src/session-pipeline.ts';
+/** Reading one recorder segment, and merging copies of a track (RECORDER_REPLICAS): what the pool tests check recordings with. */
+export { readTrackPackets } from './src/depacketize/rtp-stream.ts';
+export { mergeReplicas } from './src/depacketize/replica-merge.ts';
 export { sessionLimitsFromConfig, type SessionLimits } from './src/session-limits.ts';
 export { transcriberFromConfig } from './src/transcriber-factory.ts';
 export { modelLocation } from './src/transcriber/whisper-models.ts';

@@ -44,6 +44,8 @@ export const StartTrackRequestSchema = z
      * (lib/rtp/srtp.ts wrapTapKey). Absent: the tap sends clear RTP.
      */
     srtp: z.object({ cryptoSuite: z.enum(SRTP_CRYPTO_SUITES), wrappedKey: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(200) }).strict().optional(),
+    /** Pool: which copy of the producer this is (RECORDER_REPLICAS=2 taps a producer to two recorders). */
+    copy: z.number().int().min(0).max(7).optional(),
   })
   .superRefine((req, ctx) => {
     const r = storableRequest.safeParse(req);
@@ -71,6 +73,8 @@ export const TimelineEventSchema = z.object({
     'recording-off',
     'recorder-restarted',
     'track-failed',
+    /** Pool: a track was re-tapped to another recorder (failover, drain); details say from, to and why. */
+    'track-moved',
   ]),
   participant: safeId.optional(),
   track: safeId.optional(),
@@ -92,8 +96,30 @@ export const RecorderHealthSchema = z.object({
   acceptingTracks: z.boolean(),
   freeBytes: z.number(),
   tracks: z.number().int(),
+  /** Pool (additive): the recorder's registry id, its state, and its answer to the caller's nonce. */
+  recorderId: z.string().optional(),
+  state: z.enum(['active', 'draining']).optional(),
+  /** HMAC-SHA256(RECORDER_SECRET, helloMessage(nonce, recorderId, instanceId)), hex: proves the recorder holds the secret. */
+  proof: z.string().optional(),
 });
 export type RecorderHealth = z.output<typeof RecorderHealthSchema>;
+
+/** GET /v1/health?nonce=<hex>: the recorder answers with `proof` (a forged registry row or a wrong secret cannot). */
+export const HealthQuerySchema = z.object({ nonce: z.string().regex(/^[0-9a-f]{32,128}$/).optional() });
+
+/** What the recorder's proof signs: bound to the caller's nonce, the recorder id and its instance. */
+export function helloMessage(nonce: string, recorderId: string, instanceId: string): string {
+  return `verbatim-recorder-hello:v${RECORDER_CONTROL_VERSION}:${nonce}:${recorderId}:${instanceId}`;
+}
+
+/**
+ * POST /v1/sessions/:session/release: a pool recorder that held some of a session's tracks lets go of
+ * the session without sealing it (its segments are in the database; another recorder seals).
+ */
+export const ReleaseSessionRequestSchema = z.object({ v, room: safeId });
+
+/** POST /v1/drain: state=draining asks SFUs to move this recorder's tracks off it (make-before-break). */
+export const DrainRequestSchema = z.object({ v, state: z.enum(['active', 'draining']).default('draining') });
 
 /** GET /v1/stats?resetLag=1: restart the worker lag percentiles. */
 export const StatsQuerySchema = z.object({ resetLag: z.enum(['1', 'true', '0', 'false']).optional() });
@@ -104,12 +130,14 @@ export const StatsQuerySchema = z.object({ resetLag: z.enum(['1', 'true', '0', '
  * filesystem or the database; the fuzz suite sends hostile input to each.
  */
 export const RECORDER_CONTROL_ROUTES = {
-  'GET /v1/health': { auth: false },
+  'GET /v1/health': { auth: false, query: HealthQuerySchema },
   'GET /metrics': { auth: false },
   'POST /v1/tracks': { auth: true, body: StartTrackRequestSchema },
   'DELETE /v1/sessions/:session/tracks/:track': { auth: true, params: TrackParamsSchema },
   'POST /v1/sessions/:session/events': { auth: true, params: SessionParamsSchema, body: SessionEventsRequestSchema },
   'POST /v1/sessions/:session/end': { auth: true, params: SessionParamsSchema, body: EndSessionRequestSchema },
+  'POST /v1/sessions/:session/release': { auth: true, params: SessionParamsSchema, body: ReleaseSessionRequestSchema },
+  'POST /v1/drain': { auth: true, body: DrainRequestSchema },
   'GET /v1/dropped': { auth: true },
   'GET /v1/stats': { auth: true, query: StatsQuerySchema },
 } as const satisfies Record<string, { auth: boolean; params?: ZodType; body?: ZodType; query?: ZodType }>;

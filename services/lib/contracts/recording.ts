@@ -66,6 +66,10 @@ export const SegmentEntrySchema = z.object({
    * manifests written before raw upload existed, or while the upload is pending.
    */
   stored: z.object({ key: z.string(), at: z.string() }).optional(),
+  /** The pool recorder that wrote it (RECORDER_ID), when the session spans several recorders. */
+  recorder: z.string().optional(),
+  /** Which copy of a replicated track (RECORDER_REPLICAS=2): copies overlap in time and are merged by RTP sequence number. */
+  copy: z.number().int().min(0).max(7).optional(),
 });
 export type SegmentEntry = z.output<typeof SegmentEntrySchema>;
 

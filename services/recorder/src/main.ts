@@ -1,11 +1,13 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import type { z, ZodType } from 'zod';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import { openConfiguredDatabase, type Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
-import { RECORDER_CONTROL_ROUTES, type RecorderControlRoute, type StartTrackRequest } from '../../lib/contracts/recorder-control.ts';
+import { RECORDER_CONTROL_ROUTES, helloMessage, type RecorderControlRoute, type StartTrackRequest } from '../../lib/contracts/recorder-control.ts';
 import { SRTP_KEY_BYTES, tapKeyContext, unwrapTapKey } from '../../lib/rtp/srtp.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { parseOrBadRequest } from '../../lib/http/parse-or-bad-request.ts';
@@ -14,6 +16,7 @@ import { toStorable, toStorableJson } from '../../lib/contracts/storable-text.ts
 import type { Logger } from '../../lib/logger.ts';
 import { createRegistry } from '../../lib/metrics.ts';
 import { loadOrCreateSecrets } from '../../lib/secrets.ts';
+import { RecorderRegistration } from './recorder-registration.ts';
 import { RecorderSupervisor } from './supervisor.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
@@ -29,6 +32,7 @@ type RouteInput<K extends RecorderControlRoute> = { params: Parsed<Spec<K>, 'par
 
 export interface RunningRecorder {
   supervisor: RecorderSupervisor;
+  registration: RecorderRegistration;
   url: string;
   close(): Promise<void>;
 }
@@ -48,7 +52,9 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   const log = logger.child({ service: 'recorder' });
   // Raw segments go to the artifact storage (RECORDER_UPLOAD_RAW); the launcher passes one with Object Lock retention.
   const storage = config.RECORDER_UPLOAD_RAW === 'on' ? (opts.storage?.(db) ?? storageFromConfig(config)) : undefined;
-  const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}), ...(storage ? { storage } : {}) });
+  // Stable per recordings directory: a recorder restarted on its disk takes its registry row back.
+  const recorderId = config.RECORDER_ID ?? `${os.hostname()}-${sha256(path.resolve(config.RECORDINGS_DIR)).toString('hex').slice(0, 8)}`;
+  const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, recorderId, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}), ...(storage ? { storage } : {}) });
   await supervisor.start();
 
   const keyHash = sha256(secrets.recorderSecret);
@@ -74,8 +80,18 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
     if (!m || !timingSafeEqual(sha256(m[1]!), keyHash)) throw new VerbatimError('UNAUTHORIZED', 'recorder control API needs "Authorization: Bearer <RECORDER_SECRET>"', { hint: 'Give the SFU and the recorder the same RECORDER_SECRET.' });
     authenticated.add(req);
   };
+  const registration = new RecorderRegistration(
+    db,
+    { id: recorderId, instanceId: supervisor.instanceId, capacity: config.RECORDER_CAPACITY, recordingsDir: path.resolve(config.RECORDINGS_DIR), heartbeatMs: config.RECORDER_HEARTBEAT_MS, load: () => supervisor.health().tracks },
+    log,
+    registry,
+  );
   const handlers: { [K in RecorderControlRoute]: (input: RouteInput<K>, reply: FastifyReply) => Promise<unknown> } = {
-    'GET /v1/health': async () => supervisor.health(),
+    'GET /v1/health': async ({ query }) => {
+      const h = { ...supervisor.health(), recorderId, state: registration.state };
+      // The caller's nonce, answered with the secret: an SFU places tracks only on a recorder that proves it holds it.
+      return query.nonce ? { ...h, proof: createHmac('sha256', secrets.recorderSecret).update(helloMessage(query.nonce, recorderId, supervisor.instanceId)).digest('hex') } : h;
+    },
     'GET /metrics': async (_input, reply) => reply.header('content-type', registry.contentType).send(await registry.metrics()),
     'POST /v1/tracks': async ({ body }, reply) => reply.status(201).send(await supervisor.startTrack(body, tapKey(secrets.recorderSecret, body))),
     'DELETE /v1/sessions/:session/tracks/:track': async ({ params }, reply) => {
@@ -87,6 +103,11 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
       return reply.status(204).send();
     },
     'POST /v1/sessions/:session/end': async ({ params, body }) => supervisor.endSession(body.room, params.session, body.reason),
+    'POST /v1/sessions/:session/release': async ({ params, body }) => supervisor.releaseSession(body.room, params.session),
+    'POST /v1/drain': async ({ body }) => {
+      await registration.setState(body.state);
+      return { recorderId, state: body.state };
+    },
     'GET /v1/dropped': async () => ({ dropped: await supervisor.droppedCounts() }),
     'GET /v1/stats': async ({ query }) => supervisor.stats({ resetLag: query.resetLag === '1' || query.resetLag === 'true' }),
   };
@@ -111,13 +132,16 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   await app.listen({ host: config.RECORDER_HOST, port: config.RECORDER_PORT });
   const addr = app.server.address() as AddressInfo;
   const url = `http://${addr.address}:${addr.port}`;
+  await registration.start(config.RECORDER_ADVERTISE_URL?.replace(/\/$/, '') ?? url);
   log.info({ url, recordingsDir: config.RECORDINGS_DIR, workers: config.RECORDER_WORKERS }, 'recorder listening');
   let closing: Promise<void> | undefined;
   return {
     supervisor,
+    registration,
     url,
     close() {
       closing ??= (async () => {
+        await registration.close();
         await app.close();
         await supervisor.close();
         if (ownDb) await db.destroy();

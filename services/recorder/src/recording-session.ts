@@ -67,7 +67,7 @@ export class RecordingSession {
     const t = this.tracks.get(track);
     if (!t) return;
     if (!t.segments.some((s) => s.segment === entry.segment)) t.segments.push(entry);
-    t.segments.sort((a, b) => a.segment - b.segment);
+    t.segments.sort(segmentOrder);
     if (!trackOpen) this.openTracks.delete(track);
   }
 
@@ -99,13 +99,25 @@ export class RecordingSession {
   manifest(dropped: Record<string, number> = {}): SessionManifest {
     const gaps: SessionManifest['gaps'] = [];
     for (const t of this.tracks.values()) {
-      for (let i = 1; i < t.segments.length; i++) {
-        const prev = t.segments[i - 1]!;
-        const next = t.segments[i]!;
-        // A new SSRC or a timed rotation continues the track without a break.
-        if (prev.endReason === 'ssrc-change' || prev.endReason === 'rotation') continue;
-        const from = prev.lastArrivalUs !== null ? new Date(prev.lastArrivalUs / 1000).toISOString() : prev.endedAt;
-        gaps.push({ track: t.track, from, to: next.startedAt, reason: prev.endReason });
+      // Each copy of a replicated track (pool, RECORDER_REPLICAS=2) on its own; a break in one copy
+      // that another copy covers is no gap. Segments of one copy follow each other in time, also
+      // across recorders (a failover, a drain).
+      const copies = new Map<number, SegmentEntry[]>();
+      for (const seg of t.segments) copies.set(seg.copy ?? 0, [...(copies.get(seg.copy ?? 0) ?? []), seg]);
+      for (const [copy, segs] of copies) {
+        for (let i = 1; i < segs.length; i++) {
+          const prev = segs[i - 1]!;
+          const next = segs[i]!;
+          // A new SSRC or a timed rotation continues the track without a break.
+          if (prev.endReason === 'ssrc-change' || prev.endReason === 'rotation') continue;
+          const from = prev.lastArrivalUs !== null ? new Date(prev.lastArrivalUs / 1000).toISOString() : prev.endedAt;
+          const fromUs = Date.parse(from) * 1000;
+          const toUs = Date.parse(next.startedAt) * 1000;
+          // Make-before-break (a drain): the next recorder listened before this one stopped.
+          if (toUs <= fromUs) continue;
+          const covered = [...copies].some(([c, other]) => c !== copy && other.some((o) => o.firstArrivalUs !== null && o.lastArrivalUs !== null && o.firstArrivalUs <= fromUs && o.lastArrivalUs >= toUs));
+          if (!covered) gaps.push({ track: t.track, from, to: next.startedAt, reason: prev.endReason });
+        }
       }
     }
     return SessionManifestSchema.parse({
@@ -126,6 +138,15 @@ export class RecordingSession {
 
   saveJournal(): void {
     writeManifestFile(RecordingSession.journalPath(this.dir), this.manifest());
+  }
+
+  /** The session is no longer this recorder's to seal (pool): its journal is kept, renamed, not recovered. */
+  retireJournal(): void {
+    try {
+      renameSync(RecordingSession.journalPath(this.dir), path.join(this.dir, RETIRED_JOURNAL_FILE));
+    } catch {
+      // no journal
+    }
   }
 
   /** Writes manifest.json (final) and retires the journal; returns path and SHA-256. */
@@ -157,7 +178,7 @@ export class RecordingSession {
       if (!t || t.segments.some((x) => x.segment === seg.segment)) continue;
       const entry = sealOrphan(path.join(dir, f), seg.segment, seg.part);
       if (entry) t.segments.push(entry);
-      t.segments.sort((a, b) => a.segment - b.segment);
+      t.segments.sort(segmentOrder);
     }
     s.events.push({ at: new Date().toISOString(), type: 'recorder-restarted', details: {} });
     s.saveJournal();
@@ -200,6 +221,11 @@ export function sealOrphan(file: string, segment: number, isPart: boolean): Segm
     truncated: parsed.tornBytes > 0,
     ...(parsed.tornBytes > 0 ? { truncatedReason: `torn tail of ${parsed.tornBytes} bytes after a crash` } : {}),
   };
+}
+
+/** A track's segments: by copy, then in time (a pool's placements number segments by epoch, not by time). */
+function segmentOrder(a: SegmentEntry, b: SegmentEntry): number {
+  return (a.copy ?? 0) - (b.copy ?? 0) || a.startedAtUs - b.startedAtUs || a.segment - b.segment;
 }
 
 function safeReaddir(dir: string): string[] {

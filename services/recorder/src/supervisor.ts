@@ -14,6 +14,7 @@ import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { redisConnection } from '../../lib/redis.ts';
 import { MANIFEST_FILE, findUnsealedSessionDirs, sessionDirOf } from '../../lib/recording/session-dir.ts';
+import { PoolSessions } from './pool-sessions.ts';
 import { RecordingSession } from './recording-session.ts';
 import { SegmentUploader, type UploadBacklog } from './segment-uploader.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
@@ -59,6 +60,8 @@ export interface SupervisorDeps {
   queuePrefix?: string;
   /** Where sealed raw segments are uploaded with RECORDER_UPLOAD_RAW=on (segment-uploader.ts). */
   storage?: ArtifactStorage;
+  /** This recorder's id in the pool registry (default: its instance id). */
+  recorderId?: string;
 }
 
 /**
@@ -79,6 +82,8 @@ export class RecorderSupervisor {
   private readonly dropped: Record<string, number> = {};
   private readonly queue: Queue;
   private readonly store: SessionStore;
+  /** The session state every recorder of the pool can seal from (migration 0014). */
+  private readonly pool: PoolSessions;
   private readonly metrics;
   /** Set when a write hit ENOSPC: no new tracks until free space is back above the threshold. */
   private diskFull = false;
@@ -89,6 +94,7 @@ export class RecorderSupervisor {
 
   constructor(private readonly deps: SupervisorDeps) {
     this.store = new SessionStore(deps.db);
+    this.pool = new PoolSessions(deps.db, deps.recorderId ?? this.instanceId, deps.config.RECORDER_DEAD_AFTER_MS, deps.logger);
     this.queue = new Queue(TRANSCODE_QUEUE, { connection: redisConnection(deps.redisUrl), ...(deps.queuePrefix ? { prefix: deps.queuePrefix } : {}) });
     const registers = [deps.registry];
     this.metrics = {
@@ -115,6 +121,13 @@ export class RecorderSupervisor {
     mkdirSync(this.config.RECORDINGS_DIR, { recursive: true });
     for (const dir of findUnsealedSessionDirs(this.config.RECORDINGS_DIR)) {
       const s = RecordingSession.recover(dir);
+      // Sealed by another recorder of the pool while this one was down: not this recorder's to reopen.
+      const row = await this.store.sessionRow(s.id).catch(() => undefined);
+      if (row && row.status !== 'recording') {
+        s.retireJournal();
+        this.deps.logger.warn({ room: s.room, session: s.id }, 'an interrupted session was sealed by another recorder meanwhile: journal retired');
+        continue;
+      }
       this.sessions.set(s.id, s);
       this.deps.logger.warn({ room: s.room, session: s.id }, 'recovered an interrupted recording session');
     }
@@ -181,7 +194,7 @@ export class RecorderSupervisor {
           this.deps.logger.error({ session: m.session, track: m.track }, 'disk full while recording: segment closed and marked truncated');
           s?.addEvents([{ at: new Date().toISOString(), type: 'track-failed', track: m.track, details: { code: 'DISK_FULL' } }]);
         }
-        s?.addSegment(m.track, m.entry, m.trackOpen);
+        s?.addSegment(m.track, this.pool.sealedSegment(s, m.track, m.entry), m.trackOpen);
         s?.saveJournal();
         if (s) this.uploader?.enqueueSealed(s, m.track, m.entry).catch((err: unknown) => this.deps.logger.error({ err, session: m.session, track: m.track }, 'could not queue the raw segment upload; it is queued again on restart'));
         this.pending.get(`sealed:${m.session}/${m.track}`)?.resolve(m);
@@ -301,7 +314,8 @@ export class RecorderSupervisor {
     if (row && row.status !== 'recording') throw sessionEnded(req.session);
     mkdirSync(dir, { recursive: true });
     const s = new RecordingSession(dir, req.room, req.session, new Date().toISOString());
-    s.addEvents([{ at: s.startedAt, type: 'session-started', details: {} }]);
+    // A session another recorder of the pool opened (this one takes over or holds replicas) has started already.
+    if (!row) this.pool.events(s, [{ at: s.startedAt, type: 'session-started', details: {} }]);
     this.sessions.set(req.session, s);
     s.saveJournal();
     this.store.markRecording(req.room, req.session, s.startedAt).catch((err: unknown) => this.deps.logger.error({ err, session: req.session }, 'failed to register recording session'));
@@ -319,10 +333,14 @@ export class RecorderSupervisor {
         hint: 'Free space on the recordings disk (or move old sessions to storage); recording resumes for new tracks by itself.',
       });
     }
+    if (health.tracks >= this.config.RECORDER_CAPACITY) {
+      this.metrics.refused.inc({ code: 'RECORDER_FULL' });
+      throw new VerbatimError('RECORDER_UNAVAILABLE', `recorder is at RECORDER_CAPACITY=${this.config.RECORDER_CAPACITY} tracks`, { hint: 'SFUs place the track on another recorder of the pool; add recorders or raise RECORDER_CAPACITY.' });
+    }
     const s = await this.session(req);
     if (!isPlainName(req.track)) throw new VerbatimError('BAD_REQUEST', `track id ${JSON.stringify(req.track)} cannot name a file`, { hint: 'Track ids match services/lib/contracts/recorder-control.ts RECORDER_ID_RE.' });
     if (s.openTracks.has(req.track)) await this.stopTrack(req.session, req.track, 'restarted');
-    const segment = s.addTrack(req);
+    const segment = await this.pool.placeTrack(s, req, s.addTrack(req));
     const w = [...this.workers].sort((a, b) => a.tracks - b.tracks)[0]!;
     const key = `${req.session}/${req.track}`;
     const reply = await new Promise<ToSupervisor>((resolve) => {
@@ -354,8 +372,30 @@ export class RecorderSupervisor {
 
   async addEvents(room: string, sessionId: string, events: TimelineEvent[]): Promise<void> {
     const s = await this.session({ room, session: sessionId });
-    s.addEvents(events);
+    this.pool.events(s, events);
     s.saveJournal();
+  }
+
+  /**
+   * A pool recorder lets go of a session without sealing it: the SFU moved its tracks away, or the
+   * session is sealed by another recorder. Its tracks are sealed here and their segments are in the
+   * database (the sealer takes them from this directory or storage); the journal is retired.
+   */
+  async releaseSession(room: string, sessionId: string): Promise<{ released: boolean }> {
+    const s = this.sessions.get(sessionId);
+    if (!s || s.room !== room || this.ending.has(sessionId)) return { released: false };
+    this.ending.add(sessionId);
+    try {
+      for (const track of [...s.openTracks]) await this.stopTrack(sessionId, track, 'released');
+      s.saveJournal();
+      await this.pool.forget(sessionId, { clear: false });
+      s.retireJournal();
+      this.sessions.delete(sessionId);
+      this.deps.logger.info({ room, session: sessionId }, 'session released to the pool: another recorder seals it');
+      return { released: true };
+    } finally {
+      this.ending.delete(sessionId);
+    }
   }
 
   /** Seals every track, writes the manifest, registers the session, queues session.finalize. */
@@ -364,6 +404,9 @@ export class RecorderSupervisor {
     if (s && s.room === room && this.ending.has(sessionId)) throw sessionEnded(sessionId);
     if (!s || s.room !== room) {
       if (existsSync(path.join(sessionDirWithin(this.config.RECORDINGS_DIR, room, sessionId), MANIFEST_FILE))) throw sessionEnded(sessionId);
+      // Pool: a session other recorders recorded (its first one is gone) is sealed here from the database.
+      const row = s ? undefined : await this.store.sessionRow(sessionId).catch(() => undefined);
+      if (row?.room === room && row.status === 'recording' && (await this.pool.held(sessionId))) return this.endSession(room, (await this.session({ room, session: sessionId })).id, reason);
       throw new VerbatimError('ROOM_NOT_FOUND', `no open recording session ${sessionId} in room ${room}`, { hint: 'It may have ended already.' });
     }
     // From here on the session takes no new tracks or events: it is being sealed.
@@ -384,6 +427,7 @@ export class RecorderSupervisor {
       s.endReason = reason;
       s.addEvents([{ at: s.endedAt, type: 'session-ended', details: { reason } }]);
     }
+    await this.pool.fold(s);
     const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
     const manifest = s.manifest();
     await this.store.registerSealed(manifest, manifestPath, sha256);
@@ -391,6 +435,7 @@ export class RecorderSupervisor {
     const payload: SessionFinalizePayload = { v: 1, room, session: sessionId, manifestPath, manifestSha256: sha256 };
     await this.queue.add(SESSION_FINALIZE_JOB, payload, { jobId: finalizeJobId(sessionId), attempts: 5, backoff: { type: 'exponential', delay: 5000 }, removeOnComplete: 1000 });
     this.sessions.delete(sessionId);
+    await this.pool.forget(sessionId, { clear: true });
     this.metrics.sessionsSealed.inc();
     this.deps.logger.info({ room, session: sessionId, manifestPath }, 'session sealed and queued for transcoding');
     return { manifestPath };

@@ -1,8 +1,10 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { ZodType } from 'zod';
 import {
   RECORDER_CONTROL_VERSION,
   RecorderHealthSchema,
+  helloMessage,
   StartTrackResponseSchema,
   type RecorderHealth,
   type StartTrackRequest,
@@ -18,22 +20,30 @@ interface RecorderClientEvents {
   down: [error: string];
   /** The recorder answers; `restarted` when it is a new instance (its taps are gone). */
   up: [health: RecorderHealth, restarted: boolean];
+  /** Every verified health answer (load, state). */
+  health: [health: RecorderHealth];
 }
 
 /**
  * The SFU's side of the recorder control contract (HTTP, v1), plus a health watch:
  * a new recorder instanceId means the recorder restarted and every tap must re-attach.
+ * Every health call carries a fresh nonce the recorder must answer with an HMAC under
+ * RECORDER_SECRET: a recorder that cannot (a wrong secret, a forged registry row) is never
+ * "up", so no track and no authenticated call goes to it.
  */
 export class RecorderClient extends EventEmitter<RecorderClientEvents> {
   private timer: NodeJS.Timeout | undefined;
   private instanceId: string | undefined;
   private isUp = false;
+  private last: RecorderHealth | undefined;
 
   constructor(
     private readonly baseUrl: string,
     private readonly secret: string,
     private readonly logger: Logger,
     private readonly pollMs = 1000,
+    /** The registry id this recorder must prove (pool discovery); unset: whatever id it proves. */
+    private readonly expectedId?: string,
   ) {
     super();
   }
@@ -42,15 +52,26 @@ export class RecorderClient extends EventEmitter<RecorderClientEvents> {
     return this.isUp;
   }
 
+  get url(): string {
+    return this.baseUrl;
+  }
+
+  /** The last verified health answer (its recorder id, state, load). */
+  get lastHealth(): RecorderHealth | undefined {
+    return this.last;
+  }
+
   start(): void {
     const poll = async () => {
       try {
         const h = await this.health();
+        this.last = h;
         const restarted = this.instanceId !== undefined && h.instanceId !== this.instanceId;
         const cameBack = !this.isUp;
         this.instanceId = h.instanceId;
         this.isUp = true;
         if (restarted || cameBack) this.emit('up', h, restarted);
+        this.emit('health', h);
       } catch (err) {
         if (this.isUp || this.instanceId === undefined) this.emit('down', (err as Error).message);
         this.isUp = false;
@@ -69,8 +90,27 @@ export class RecorderClient extends EventEmitter<RecorderClientEvents> {
     this.timer = undefined;
   }
 
+  /** Health, verified: the recorder proves it holds RECORDER_SECRET by its HMAC over a nonce of ours. */
   async health(): Promise<RecorderHealth> {
-    return this.call('GET', '/v1/health', undefined, RecorderHealthSchema);
+    const nonce = randomBytes(16).toString('hex');
+    const h = await this.call('GET', `/v1/health?nonce=${nonce}`, undefined, RecorderHealthSchema, Math.min(5000, Math.max(500, this.pollMs * 2)));
+    const expected = createHmac('sha256', this.secret).update(helloMessage(nonce, h.recorderId ?? '', h.instanceId)).digest();
+    const proof = Buffer.from(h.proof ?? '', 'hex');
+    if (proof.length !== expected.length || !timingSafeEqual(proof, expected)) {
+      throw new VerbatimError('UNAUTHORIZED', `recorder at ${this.baseUrl} did not prove RECORDER_SECRET: it gets no tracks`, { hint: 'Give the SFU and every recorder the same RECORDER_SECRET; a registry row no real recorder answers for is ignored.' });
+    }
+    if (this.expectedId !== undefined && h.recorderId !== this.expectedId) {
+      throw new VerbatimError('UNAUTHORIZED', `recorder at ${this.baseUrl} is ${h.recorderId ?? '(no id)'}, not ${this.expectedId} as the registry says`, { hint: 'Each recorder needs its own RECORDER_ID and URL.' });
+    }
+    return h;
+  }
+
+  async releaseSession(room: string, session: string): Promise<void> {
+    await this.call('POST', `/v1/sessions/${encodeURIComponent(session)}/release`, { v: RECORDER_CONTROL_VERSION, room });
+  }
+
+  async drain(state: 'active' | 'draining' = 'draining'): Promise<void> {
+    await this.call('POST', '/v1/drain', { v: RECORDER_CONTROL_VERSION, state });
   }
 
   async startTrack(req: Omit<StartTrackRequest, 'v'>): Promise<StartTrackResponse> {
@@ -94,14 +134,14 @@ export class RecorderClient extends EventEmitter<RecorderClientEvents> {
     await this.call('POST', `/v1/sessions/${encodeURIComponent(session)}/end`, { v: RECORDER_CONTROL_VERSION, room, reason });
   }
 
-  private async call<T>(method: string, p: string, body?: unknown, schema?: ZodType<T>): Promise<T> {
+  private async call<T>(method: string, p: string, body?: unknown, schema?: ZodType<T>, timeoutMs = 5000): Promise<T> {
     let res: Response;
     try {
       res = await fetch(`${this.baseUrl}${p}`, {
         method,
         headers: { authorization: `Bearer ${this.secret}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        signal: AbortSignal.timeout(5000),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
       throw new VerbatimError('RECORDER_UNAVAILABLE', `recorder at ${this.baseUrl} does not answer: ${(err as Error).message}`, { hint: 'Start the recorder (npm run recorder) or fix RECORDER_URL.' });

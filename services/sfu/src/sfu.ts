@@ -11,7 +11,7 @@ import { Room, mediaCodecs } from './room.ts';
 import { RoomStore, type StoredRoom } from './room-store.ts';
 import { createSfuMetrics, type SfuMetrics } from './sfu-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
-import { RecorderClient } from './recorder-client.ts';
+import { RecorderPool } from './recorder-pool.ts';
 import { RecordingTap } from './recording-tap.ts';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import type { AuditContext } from './audit-context.ts';
@@ -50,7 +50,8 @@ export class Sfu {
   private spentPrunedAt = 0;
   private drainingFlag = false;
   private closed = false;
-  readonly recorder: RecorderClient | undefined;
+  /** The recorders recorded rooms are tapped to: RECORDER_URL, and the registry with RECORDER_DISCOVERY=registry. */
+  readonly recorders: RecorderPool | undefined;
   readonly taps = new Map<string, RecordingTap>();
   readonly quality: QualityMonitor;
 
@@ -66,12 +67,24 @@ export class Sfu {
       registry: deps.registry,
       logger: deps.logger.child({ component: 'quality' }),
     });
-    if (deps.config.RECORDER_URL) this.recorder = new RecorderClient(deps.config.RECORDER_URL, deps.secrets.recorderSecret, deps.logger.child({ component: 'recorder-client' }));
+    if (deps.config.RECORDER_URL || deps.config.RECORDER_DISCOVERY === 'registry') {
+      this.recorders = new RecorderPool({
+        db: deps.db,
+        secret: deps.secrets.recorderSecret,
+        logger: deps.logger.child({ component: 'recorder-pool' }),
+        staticUrl: deps.config.RECORDER_URL,
+        discovery: deps.config.RECORDER_DISCOVERY === 'registry',
+        deadAfterMs: deps.config.RECORDER_DEAD_AFTER_MS,
+        // Health (and the secret check) at a third of the dead-after time: a dead recorder is seen within it.
+        healthPollMs: Math.max(100, Math.min(1000, Math.round(deps.config.RECORDER_DEAD_AFTER_MS / 3))),
+        metrics: deps.registry,
+      });
+    }
   }
 
   async start(): Promise<void> {
     await this.pool.start();
-    this.recorder?.start();
+    this.recorders?.start();
     this.quality.start();
   }
 
@@ -159,8 +172,8 @@ export class Sfu {
       this.taps.delete(id);
       this.metrics.rooms.dec();
     });
-    if (this.recorder) {
-      const tap = new RecordingTap(room, this.recorder, room.logger.child({ component: 'tap' }), { srtp: this.deps.config.RECORDER_TAP_SRTP });
+    if (this.recorders) {
+      const tap = new RecordingTap(room, this.recorders, room.logger.child({ component: 'tap' }), this.config.RECORDER_REPLICAS, { srtp: this.config.RECORDER_TAP_SRTP });
       tap.onSessionStarted = (sessionId, earlier) => {
         for (const e of earlier) {
           this.auditInBackground(room, {
@@ -396,7 +409,7 @@ export class Sfu {
     await this.quality.stop();
     // End recording sessions first so the recorder seals them while media still flows.
     await Promise.all([...this.taps.values()].map((t) => t.close()));
-    this.recorder?.stop();
+    await this.recorders?.close();
     for (const room of [...this.rooms.values()]) room.close('ROOM_CLOSED', 'the SFU is shutting down');
     this.pool.close();
   }

@@ -11,6 +11,7 @@ import { VerbatimError } from '../../lib/errors.ts';
 import { depacketizerFor } from './depacketize/registry.ts';
 import { opusPacketSamples, rtpOpusToOgg } from './depacketize/ogg-opus.ts';
 import { oggPackets } from '../../lib/media/ogg-packets.ts';
+import { mergeReplicas } from './depacketize/replica-merge.ts';
 import { ARRIVAL_TOLERANCE_US, ntpToWallOffsetUs, readTrackPackets, wallClockMapper, type RtpPacket, type TrackPackets } from './depacketize/rtp-stream.ts';
 import { BITEXACT, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import { COMPOSITE_AAC, COMPOSITE_PROFILE, COMPOSITE_X264, compositeContainer } from '../../lib/media/encode-profile.ts';
@@ -159,7 +160,8 @@ async function loadTrack(manifest: SessionManifest, src: SegmentSource, index: n
     chain = { file: s.file, bufs: [buf] };
   }
   readChain();
-  return { segments: out, offClock };
+  // Copies of the track (RECORDER_REPLICAS=2, a drain's overlap) become one stream: a packet either holds is kept.
+  return { segments: mergeReplicas(out).pieces, offClock };
 }
 
 /** One segment on the session clock: its mapping, and the packets that fall inside its arrival window. */
