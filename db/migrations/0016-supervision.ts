@@ -99,7 +99,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   // The queue's filters: newest first within a state, by policy, reviewer, room, date.
   await db.schema.createIndex('review_items_state_created_idx').on('review_items').columns(['state', 'created_at desc', 'id']).execute();
   await db.schema.createIndex('review_items_created_idx').on('review_items').columns(['created_at desc', 'id']).execute();
-  await db.schema.createIndex('review_items_policy_idx').on('review_items').columns(['policy_id', 'created_at desc']).execute();
+  await db.schema.createIndex('review_items_policy_idx').on('review_items').columns(['policy_id', 'state', 'created_at desc']).execute();
+  await db.schema.createIndex('review_items_spoken_idx').on('review_items').columns(['spoken_at', 'state']).execute();
   await db.schema.createIndex('review_items_assignee_idx').on('review_items').columns(['assignee', 'created_at desc']).execute();
   await db.schema.createIndex('review_items_room_idx').on('review_items').columns(['room_id', 'created_at desc']).execute();
   await db.schema.createIndex('review_items_session_idx').on('review_items').column('session_id').execute();
