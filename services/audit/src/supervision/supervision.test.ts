@@ -201,6 +201,16 @@ describe.each(backends)('supervision on $name', (backend: TestBackend) => {
     ]);
     expect(Number((await db.selectFrom('review_hits').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)).toBe(5);
 
+    // A transcript registered again replaces its segments: nothing is counted as removed, nothing doubled.
+    await db.transaction().execute(async (tx) => {
+      const rows = await tx.selectFrom('transcript_segments').select(['session_id', 'seq', 'participant_id', 'speaker', 'start_seconds', 'end_seconds', 'text', 'language']).where('session_id', '=', 'meet-1').execute();
+      await tx.deleteFrom('transcript_segments').where('session_id', '=', 'meet-1').execute();
+      await tx.insertInto('transcript_segments').values(rows).execute();
+    });
+    await evaluateRegisteredTranscript(db, 'meet-1');
+    expect((await call('officer', 'GET', `/review/items/${bob.id}`)).json!).toMatchObject({ hits: 1, removedHits: 0 });
+    expect((await call('officer', 'GET', `/review/items/${alice.id}`)).json!).toMatchObject({ hits: 2, removedHits: 0 });
+
     // A change is a new version, audited with before and after; its run files version-2 items.
     const upd = await call('admin', 'PUT', `/supervision/policies/${policy.id}`, { name: 'Conduct', severity: 'critical', lexicon: ['whatsapp'], detectors: ['card'] });
     expect(upd.status).toBe(200);
