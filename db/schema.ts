@@ -287,6 +287,133 @@ export interface ExportsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+export type ReviewSeverity = 'low' | 'medium' | 'high' | 'critical';
+export type ReviewDisposition = 'no_issue' | 'false_positive' | 'escalated' | 'violation';
+export type ReviewState = 'open' | 'escalated' | 'closed';
+
+/** Supervision policies (migration 0016): the newest version of an enabled policy is in force. */
+export interface SupervisionPoliciesTable {
+  id: string;
+  name: string;
+  current_version: number;
+  enabled: Generated<boolean>;
+  created_by: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** Immutable versions of a policy: the definition as given and its lexicon compiled to tsqueries. */
+export interface SupervisionPolicyVersionsTable {
+  policy_id: string;
+  version: number;
+  definition: ColumnType<unknown, string, string>;
+  compiled: ColumnType<unknown, string, string>;
+  severity: ReviewSeverity;
+  created_by: string;
+  created_at: Timestamp;
+}
+
+/** Named groups of participant identities (migration 0016). */
+export interface IdentityGroupsTable {
+  name: string;
+  description: ColumnType<string, string | undefined, string>;
+  created_at: Timestamp;
+}
+
+export interface IdentityGroupMembersTable {
+  group_name: string;
+  participant_id: string;
+  added_at: Timestamp;
+}
+
+/** The review queue (migration 0016): one item per policy version, session, speaker and kind. */
+export interface ReviewItemsTable {
+  id: string;
+  policy_id: string;
+  policy_version: number;
+  severity: ReviewSeverity;
+  kind: 'hit' | 'sample';
+  session_id: string;
+  room_id: string;
+  /** '' for a sample item (the session as a whole). */
+  participant_id: string;
+  speaker: string;
+  start_seconds: number;
+  end_seconds: number;
+  spoken_at: ColumnType<Date, Date | string, Date | string>;
+  hit_count: ColumnType<number, number | undefined, number>;
+  /** Hits that went with their erased transcript segment (erasure, retention); kept by a trigger. */
+  removed_hits: ColumnType<number, number | undefined, number>;
+  hits_removed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  state: ColumnType<ReviewState, ReviewState | undefined, ReviewState>;
+  assignee: ColumnType<string | null, string | null | undefined, string | null>;
+  assigned_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  disposition: ColumnType<ReviewDisposition | null, ReviewDisposition | null | undefined, ReviewDisposition | null>;
+  reason: ColumnType<string | null, string | null | undefined, string | null>;
+  decided_by: ColumnType<string | null, string | null | undefined, string | null>;
+  decided_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** One match of a policy rule in a transcript segment; deleted with the segment. */
+export interface ReviewHitsTable {
+  id: Generated<number>;
+  item_id: string;
+  session_id: string;
+  seq: number;
+  participant_id: string;
+  /** 'lexicon:<entry>', 'detector:<name>' or 'pattern:<name>'. */
+  rule: string;
+  rule_kind: 'lexicon' | 'detector' | 'pattern';
+  /** What a redacted view shows instead (detectors: e.g. 'CARD NUMBER'). */
+  label: string;
+  matched: string;
+  snippet: string;
+  /** The match's characters in the segment's text [char_start, char_end). */
+  char_start: number;
+  char_end: number;
+  start_seconds: number;
+  end_seconds: number;
+  created_at: Timestamp;
+}
+
+export interface ReviewDecisionsTable {
+  id: Generated<number>;
+  item_id: string;
+  disposition: ReviewDisposition;
+  reason: string;
+  decided_by: string;
+  decided_at: Timestamp;
+  hold_id: string | null;
+  export_id: string | null;
+}
+
+export interface ReviewNotesTable {
+  id: Generated<number>;
+  item_id: string;
+  author: string;
+  body: string;
+  created_at: Timestamp;
+}
+
+/** A policy version run over the stored transcripts (a BullMQ job), with its progress. */
+export interface SupervisionRunsTable {
+  id: string;
+  policy_id: string;
+  policy_version: number;
+  status: 'queued' | 'running' | 'done' | 'failed';
+  sessions_total: ColumnType<number, number | undefined, number>;
+  sessions_done: ColumnType<number, number | undefined, number>;
+  items_touched: ColumnType<number, number | undefined, number>;
+  hits_found: ColumnType<number, number | undefined, number>;
+  requested_by: string;
+  error_message: ColumnType<string | null, string | null | undefined, string | null>;
+  created_at: Timestamp;
+  started_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -313,6 +440,15 @@ export interface Database {
   live_track_placements: LiveTrackPlacementsTable;
   live_segments: LiveSegmentsTable;
   live_session_events: LiveSessionEventsTable;
+  supervision_policies: SupervisionPoliciesTable;
+  supervision_policy_versions: SupervisionPolicyVersionsTable;
+  identity_groups: IdentityGroupsTable;
+  identity_group_members: IdentityGroupMembersTable;
+  review_items: ReviewItemsTable;
+  review_hits: ReviewHitsTable;
+  review_decisions: ReviewDecisionsTable;
+  review_notes: ReviewNotesTable;
+  supervision_runs: SupervisionRunsTable;
 }
 
 /** Recorders of the pool with their heartbeat (migration 0014). */

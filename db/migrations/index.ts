@@ -14,6 +14,7 @@ import * as m0012 from './0012-key-lifecycle.ts';
 import * as m0013 from './0013-sso.ts';
 import * as m0014 from './0014-recorder-pool.ts';
 import * as m0015 from './0015-raw-segment-storage.ts';
+import * as m0016 from './0016-supervision.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -36,6 +37,7 @@ const migrations: Record<string, Migration> = {
   '0013-sso': m0013,
   '0014-recorder-pool': m0014,
   '0015-raw-segment-storage': m0015,
+  '0016-supervision': m0016,
 };
 
 export const migrationProvider: MigrationProvider = {

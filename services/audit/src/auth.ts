@@ -35,14 +35,19 @@ export const PERMISSIONS = [
   'consent.read',
   // compliance_officer and auditor: a session's metadata (participants, tracks, artifact hashes), no content
   'sessions.metadata',
+  // supervision: admin and compliance_officer manage policies; officers review; officers and auditors read the evidence report
+  'policy.manage',
+  'review.read',
+  'review.decide',
+  'review.report',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-/** Roles → permissions. Roles are disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite policy. */
+/** Roles → permissions. Mostly disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite retention policy (supervision policies both manage). */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
-  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage'],
-  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata'],
-  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata'],
+  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'policy.manage'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'policy.manage', 'review.read', 'review.decide', 'review.report'],
+  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'review.report'],
 };
 
 export function can(role: Role, permission: Permission): boolean {
