@@ -32,6 +32,8 @@ export const ErrorCodes = {
   DRAINING: 503,
   WORKER_DIED: 503,
   RECORDER_UNAVAILABLE: 503,
+  /** A raw segment the manifest lists is neither on this host nor in storage yet: its upload is pending (retried). */
+  UPLOAD_PENDING: 503,
   /** The SRTP key of a recording tap does not unwrap with this recorder's RECORDER_SECRET (or is not a key). */
   SRTP_KEY_INVALID: 400,
   DISK_FULL: 507,

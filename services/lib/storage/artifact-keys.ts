@@ -47,6 +47,14 @@ export function rawSegmentPrefix(room: string, session: string): string {
   return sessionArtifactPrefix(room, session) + RAW_NAME_PREFIX;
 }
 
+/**
+ * The sealed session manifest next to its raw segments, republished whenever the recorder rewrites it
+ * (an upload recorded, an erasure): a transcode host that does not share the recorder's disk reads it here.
+ */
+export function rawManifestKey(room: string, session: string): string {
+  return artifactKey(room, session, `${RAW_NAME_PREFIX}manifest.json`);
+}
+
 /** Whether a key (or a key's name within its session) is raw media. */
 export function isRawSegmentKey(key: string): boolean {
   return parseArtifactKey(key)?.name.startsWith(RAW_NAME_PREFIX) === true;

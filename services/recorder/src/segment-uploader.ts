@@ -13,7 +13,7 @@ import type { Logger } from '../../lib/logger.ts';
 import { checkManifest, writeSessionManifest } from '../../lib/recording/manifest-file.ts';
 import { JOURNAL_FILE, MANIFEST_FILE, sessionDirOf } from '../../lib/recording/session-dir.ts';
 import { redisConnection } from '../../lib/redis.ts';
-import { rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
+import { rawSegmentKey, rawManifestKey } from '../../lib/storage/artifact-keys.ts';
 import { sha256File, type ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { RecordingSession } from './recording-session.ts';
 
@@ -195,12 +195,23 @@ export class SegmentUploader {
     if (entry.sha256 !== p.sha256) throw new UnrecoverableError(`CORRUPT_RECORDING: segment ${p.file} in the manifest has another SHA-256 than the one uploaded`);
     entry.stored = stored;
     const { sha256 } = writeSessionManifest(p.dir, m);
+    await this.publishManifest(m.room, m.session, manifestPath);
     await this.deps.db.transaction().execute(async (trx) => {
       await trx.updateTable('track_segments').set({ stored_key: stored.key, stored_at: stored.at }).where('session_id', '=', p.session).where('track_id', '=', p.track).where('segment', '=', p.segment).execute();
       // The manifest's hash follows its rewrite, as after an erasure.
       await trx.updateTable('recording_sessions').set({ manifest_sha256: sha256, updated_at: new Date() }).where('id', '=', p.session).where('manifest_path', '=', manifestPath).execute();
     });
     return 'recorded';
+  }
+
+  /**
+   * The sealed manifest goes next to the raw segments (rawManifestKey), again after every rewrite, so a
+   * transcode host that does not share this recorder's disk reads the session from storage alone. A
+   * failed put is logged: the next rewrite publishes it again, and transcode retries until it is there.
+   */
+  async publishManifest(room: string, session: string, manifestPath: string): Promise<void> {
+    const key = rawManifestKey(room, session);
+    await this.deps.storage.put(key, manifestPath, 'application/json').catch((err: unknown) => this.deps.logger.error({ err, session, key }, 'could not publish the session manifest to storage'));
   }
 
   /**

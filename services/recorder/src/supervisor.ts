@@ -431,6 +431,7 @@ export class RecorderSupervisor {
     const { path: manifestPath, sha256 } = s.writeManifest(await this.droppedCounts());
     const manifest = s.manifest();
     await this.store.registerSealed(manifest, manifestPath, sha256);
+    await this.uploader?.publishManifest(room, sessionId, manifestPath);
     void this.uploader?.sealed(manifest);
     const payload: SessionFinalizePayload = { v: 1, room, session: sessionId, manifestPath, manifestSha256: sha256 };
     await this.queue.add(SESSION_FINALIZE_JOB, payload, { jobId: finalizeJobId(sessionId), attempts: 5, backoff: { type: 'exponential', delay: 5000 }, removeOnComplete: 1000 });

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { configSpec, type Config } from '../../lib/config.ts';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { locateSegment, type SegmentSource } from '../../lib/recording/segment-source.ts';
@@ -23,7 +24,7 @@ export function sessionLimitsFromConfig(config: Pick<Config, 'TRANSCODE_MAX_SESS
 }
 
 /** Why a session is over a limit (its message), or undefined. */
-export type LimitCheck = { code: 'SESSION_TOO_LARGE' | 'CORRUPT_RECORDING' | 'MISSING_SEGMENT'; message: string } | undefined;
+export type LimitCheck = { code: 'SESSION_TOO_LARGE' | 'CORRUPT_RECORDING' | 'MISSING_SEGMENT' | 'UPLOAD_PENDING'; message: string } | undefined;
 
 export const TOO_LARGE_HINT =
   'The raw recording is kept. To process it anyway, raise TRANSCODE_MAX_SESSION_HOURS / TRANSCODE_MAX_SESSION_BYTES on the transcode workers and retry the session.finalize job.';
@@ -40,7 +41,11 @@ export async function checkManifestLimits(m: SessionManifest, src: SegmentSource
     for (const s of t.segments) {
       // The local file, or its stored copy once the recorder uploaded it (segment-source.ts).
       const where = await locateSegment(src, s);
-      if (!where) return { code: 'MISSING_SEGMENT', message: `segment ${s.file} is missing: not in ${src.dir}${src.storage ? ' nor in storage' : ''}` };
+      if (!where) {
+        const message = `segment ${s.file} is missing: not in ${src.dir}${src.storage ? ' nor in storage' : ''}`;
+        // On a host without the recorder's disk, a segment whose upload the manifest does not record yet is still on its way.
+        return { code: src.storage && !s.stored && !existsSync(src.dir) ? 'UPLOAD_PENDING' : 'MISSING_SEGMENT', message };
+      }
       const size = where.bytes;
       if (size !== s.bytes) return { code: 'CORRUPT_RECORDING', message: `segment ${s.file} is ${size} bytes, the manifest says ${s.bytes}` };
       bytes += size;

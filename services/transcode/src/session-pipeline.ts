@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { SessionManifest } from '../../lib/contracts/recording.ts';
+import { SessionManifestSchema, type SegmentEntry, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { readManifest } from '../../lib/recording/manifest-file.ts';
 import { isMissingSegment, readSegment, type SegmentSource } from '../../lib/recording/segment-source.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { rawManifestKey } from '../../lib/storage/artifact-keys.ts';
+import { buffer } from 'node:stream/consumers';
 import { SEGMENT_EXTENSION } from '../../lib/recording/session-dir.ts';
 import { parseHeader } from '../../lib/recording/vrtp-format.ts';
 import { VerbatimError } from '../../lib/errors.ts';
@@ -30,6 +32,7 @@ export class CorruptInputError extends VerbatimError {
 }
 
 function failLimit(check: LimitCheck): void {
+  if (check?.code === 'UPLOAD_PENDING') throw new VerbatimError('UPLOAD_PENDING', check.message, { hint: 'The recorder uploads sealed segments in the background; the job is retried.' });
   if (check) throw new CorruptInputError(check.message, check.code, check.code === 'SESSION_TOO_LARGE' ? TOO_LARGE_HINT : undefined);
 }
 
@@ -95,13 +98,48 @@ interface LoadedSegment {
   t: TrackPackets;
 }
 
-/** Reads and validates a session manifest (missing or corrupt → CORRUPT_MANIFEST, unretried). */
-export function readSessionManifest(manifestPath: string): SessionManifest {
+/**
+ * Reads and validates a session manifest: the recorder's file when this host has it, else the copy the
+ * recorder publishes to storage (rawManifestKey) for transcode hosts that do not share its disk. Corrupt
+ * → CORRUPT_MANIFEST, unretried; not published yet → UPLOAD_PENDING, retried.
+ */
+export async function readSessionManifest(manifestPath: string, storage?: ArtifactStorage): Promise<SessionManifest> {
+  if (storage && !existsSync(manifestPath)) {
+    // RECORDINGS_DIR/<room>/<session>/manifest.json (lib/recording/session-dir.ts)
+    const dir = path.dirname(manifestPath);
+    const key = rawManifestKey(path.basename(path.dirname(dir)), path.basename(dir));
+    let text: string;
+    try {
+      text = (await buffer(await storage.getStream(key))).toString('utf8');
+    } catch {
+      throw new VerbatimError('UPLOAD_PENDING', `manifest ${manifestPath} is not on this host and not in storage (${key}) yet`, { hint: 'The recorder publishes it when it seals the session; the job is retried.' });
+    }
+    const r = SessionManifestSchema.safeParse(safeJson(text));
+    if (!r.success) throw new CorruptInputError(`manifest ${key} in storage is not a verbatim-session v1: ${r.error.message}`, 'CORRUPT_MANIFEST');
+    return r.data;
+  }
   try {
     return readManifest(manifestPath);
   } catch (err) {
     throw new CorruptInputError((err as Error).message, 'CORRUPT_MANIFEST');
   }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A segment neither here nor in storage: on a host without the recorder's disk, whose manifest does not
+ * record the upload yet, its upload is still pending (retried); otherwise it is gone (corrupt input).
+ */
+function missingSegmentError(src: SegmentSource, entry: Pick<SegmentEntry, 'file' | 'stored'>, message: string): VerbatimError {
+  if (src.storage && !entry.stored && !existsSync(src.dir)) return new VerbatimError('UPLOAD_PENDING', message, { hint: 'The recorder uploads sealed segments in the background; the job is retried.' });
+  return new CorruptInputError(message, 'MISSING_SEGMENT');
 }
 
 /** Where a session's raw segments are read from: its directory beside the manifest, then artifact storage. */
@@ -140,7 +178,7 @@ async function loadTrack(manifest: SessionManifest, src: SegmentSource, index: n
       // Size first (a larger copy is not read into memory to find that out), then the SHA-256.
       buf = await readSegment(src, s);
     } catch (err) {
-      if (isMissingSegment(err)) throw new CorruptInputError((err as Error).message, 'MISSING_SEGMENT');
+      if (isMissingSegment(err)) throw missingSegmentError(src, s, (err as Error).message);
       // A copy that does not match is corrupt input; a storage that cannot be reached is retried.
       if (err instanceof VerbatimError && (err.details as { reason?: string } | undefined)?.reason === 'mismatch') throw new CorruptInputError(err.message);
       throw err;
@@ -232,7 +270,7 @@ export async function sessionClock(manifestPath: string, limits: SessionLimits =
  * comes from the RTP clock (sender reports or first arrival), cut to arrival by placeSegment.
  */
 async function clockOf(manifestPath: string, limits: SessionLimits, storage?: ArtifactStorage): Promise<{ clock: SessionClock; loaded: Map<number, LoadedSegment[]> }> {
-  const manifest = readSessionManifest(manifestPath);
+  const manifest = await readSessionManifest(manifestPath, storage);
   const src = segmentSourceOf(manifest, manifestPath, storage);
   failLimit(await checkManifestLimits(manifest, src, limits));
   const read: Awaited<ReturnType<typeof loadTrack>>[] = [];
@@ -284,7 +322,7 @@ export async function depacketizeTrack(
 ): Promise<TrackPieces> {
   let segs = preloaded;
   if (!segs) {
-    const manifest = readSessionManifest(manifestPath);
+    const manifest = await readSessionManifest(manifestPath, storage);
     // The clock stage named this track; a manifest that changed since is not the session it measured.
     if (trackId !== undefined && manifest.tracks[index]?.track !== trackId) throw new CorruptInputError(`track ${index} of ${manifestPath} is not ${trackId}`, 'CORRUPT_MANIFEST');
     segs = (await loadTrack(manifest, segmentSourceOf(manifest, manifestPath, storage), index)).segments;
