@@ -284,6 +284,24 @@ export interface ExportsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+/** A running SFU host of the cluster (migration 0018). */
+export interface SfuHostsTable {
+  id: string;
+  control_url: string;
+  public_url: string;
+  capacity: number;
+  participants: Generated<number>;
+  started_at: Timestamp;
+  heartbeat_at: Timestamp;
+}
+
+/** The host a room's speakers and recording live on (migration 0018). */
+export interface RoomOriginsTable {
+  room_id: string;
+  host_id: string;
+  claimed_at: Timestamp;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -304,4 +322,6 @@ export interface Database {
   console_sessions: ConsoleSessionsTable;
   erasure_requests: ErasureRequestsTable;
   exports: ExportsTable;
+  sfu_hosts: SfuHostsTable;
+  room_origins: RoomOriginsTable;
 }

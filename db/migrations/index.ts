@@ -12,6 +12,7 @@ import * as m0010 from './0010-session-events.ts';
 import * as m0011 from './0011-erasure-jobs.ts';
 import * as m0012 from './0012-key-lifecycle.ts';
 import * as m0013 from './0013-sso.ts';
+import * as m0018 from './0018-sfu-cluster.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -32,6 +33,7 @@ const migrations: Record<string, Migration> = {
   '0011-erasure-jobs': m0011,
   '0012-key-lifecycle': m0012,
   '0013-sso': m0013,
+  '0018-sfu-cluster': m0018,
 };
 
 export const migrationProvider: MigrationProvider = {
