@@ -94,12 +94,15 @@ export class RoomRegistry {
 
   /**
    * Where a join link for the room sends its participant: the room's origin while it has
-   * capacity (speakers and the first viewers), else the live host with the most room left;
+   * capacity (speakers and the first viewers); for a room no host has opened yet, this host
+   * while it has capacity (it will be the origin); else the live host with the most room left;
    * this host when the registry knows no better.
    */
   async pickHost(roomId: string): Promise<ClusterHost> {
     const origin = await this.originOf(roomId);
     if (origin && origin.participants < origin.capacity) return origin;
+    const self = this.selfRecord();
+    if (!origin && self.participants < self.capacity) return self;
     const rows = await this.opts.db
       .selectFrom('sfu_hosts')
       .select(['id', 'control_url', 'public_url', 'capacity', 'participants'])
