@@ -18,11 +18,11 @@ export interface Netns {
   /** The namespace's end. */
   nsAddress: string;
   /** Starts a command inside the namespace. */
-  spawn(command: string, args: string[], opts?: SpawnOptions): ChildProcess;
+  spawn: (command: string, args: string[], opts?: SpawnOptions) => ChildProcess;
   /** Runs a command inside the namespace; resolves its stdout. */
-  exec(command: string, args: string[]): Promise<string>;
+  exec: (command: string, args: string[]) => Promise<string>;
   /** Deletes the namespace and the veth pair (idempotent). */
-  delete(): Promise<void>;
+  delete: () => Promise<void>;
 }
 
 /** Why network namespaces cannot be made here, or undefined when they can (probed by making one). */

@@ -56,7 +56,7 @@ export class RoomRouters {
 
   /**
    * Consumers placed on a router: each recv transport counts what it consumes, or the room's
-   * producer count while it has consumed less (a viewer that just joined will consume them all).
+   * producer count while it has consumed nothing yet (a viewer that just joined may consume them all).
    */
   private load(rr: RoomRouter): number {
     const expected = this.opts.producers().length;
@@ -66,7 +66,7 @@ export class RoomRouters {
         if (t.appData.routerId !== rr.router.id || t.appData.direction !== 'recv') continue;
         let c = 0;
         for (const x of p.consumers.values()) if (x.appData.transportId === t.id) c++;
-        n += Math.max(c, expected);
+        n += c > 0 ? c : expected;
       }
     }
     return n;
