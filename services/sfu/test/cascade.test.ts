@@ -37,17 +37,21 @@ describe.skipIf(skipReason !== undefined)(`a room over several hosts (cascading)
     const cluster = { SFU_CLUSTER_SECRET: CLUSTER_SECRET, SFU_HEARTBEAT_MS: 500 };
     // The origin takes 2 participants (its speakers): join links then send viewers to the other host.
     origin = await startTestSfu({ db, overrides: { ...cluster, SFU_HOST: ns.hostAddress, SFU_RTC_LISTEN_IP: ns.hostAddress, SFU_HOST_ID: 'origin', SFU_HOST_CAPACITY: 2 } });
+    edge = await startEdge('edge');
+  }, 90_000);
+
+  /** The real SFU process, in the namespace: another host as far as the network goes. */
+  async function startEdge(id: string): Promise<SfuHostProcess> {
     const dbUrl = new URL(backend.dbOptions.url!);
     dbUrl.hostname = ns.hostAddress;
     dbUrl.port = String(proxy.port);
-    // The real SFU process, in the namespace: another host as far as the network goes.
-    edge = await startSfuHostProcess({
+    return startSfuHostProcess({
       spawn: ns.spawn,
       address: ns.nsAddress,
       port: EDGE_PORT,
-      env: { DATABASE_URL: dbUrl.toString(), DATABASE_SCHEMA: backend.dbOptions.schema, SFU_HOST_ID: 'edge', SFU_CLUSTER_SECRET: CLUSTER_SECRET, SFU_HEARTBEAT_MS: '500' },
+      env: { DATABASE_URL: dbUrl.toString(), DATABASE_SCHEMA: backend.dbOptions.schema, SFU_HOST_ID: id, SFU_CLUSTER_SECRET: CLUSTER_SECRET, SFU_HEARTBEAT_MS: '500' },
     });
-  }, 90_000);
+  }
 
   afterAll(async () => {
     await edge?.stop();
@@ -109,6 +113,31 @@ describe.skipIf(skipReason !== undefined)(`a room over several hosts (cascading)
       throw new Error(`${(err as Error).message}\n--- second host log (tail) ---\n${edgeLog().slice(-4000)}`, { cause: err });
     } finally {
       for (const b of [...viewers, ...speakers]) b.close();
+    }
+  });
+
+  it('when the origin host goes, the second host keeps its viewers and becomes the room\'s origin', { timeout: 90_000 }, async () => {
+    await edge?.stop();
+    edge = await startEdge('edge-2');
+    await origin.admin('POST', '/rooms', { id: 'relay', name: 'Relay' });
+    const token = async (identity: string) => (await origin.admin('POST', '/rooms/relay/tokens', { identity, name: identity })).body.token as string;
+    const speaker = await Bot.join(origin.url, await token('speaker'), 'speaker', { publish: true, consume: false, kinds: ['audio'] });
+    const viewer = await Bot.join(edgeUrl(), await token('viewer'), 'viewer', { kinds: ['audio'] });
+    try {
+      await expect.poll(() => viewer.received()[0]?.packets ?? 0, { timeout: 10_000 }).toBeGreaterThan(0);
+      const originOf = async () => (await db.selectFrom('room_origins').select('host_id').where('room_id', '=', 'relay').executeTakeFirst())?.host_id;
+      expect(await originOf()).toBe('origin');
+      // The origin host stops (its participants go with it); the viewer on the second host stays.
+      speaker.close();
+      await origin.close();
+      await expect.poll(originOf, { timeout: 15_000, interval: 250 }).toBe('edge-2');
+      expect((await edge!.admin('GET', '/rooms/relay/peers')).body.peers.map((p: { id: string }) => p.id)).toEqual(['viewer']);
+      await expect.poll(() => viewer.sig.request('listPeers').then((r: { peers: { id: string }[] }) => r.peers.map((p) => p.id)), { timeout: 5000 }).toEqual(['viewer']);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n--- second host log (tail) ---\n${edgeLog().slice(-4000)}`, { cause: err });
+    } finally {
+      viewer.close();
+      speaker.close();
     }
   });
 });
