@@ -131,7 +131,7 @@ describe.skipIf(skipReason !== undefined)(`a room over several hosts (cascading)
       speaker.close();
       await origin.close();
       await expect.poll(originOf, { timeout: 15_000, interval: 250 }).toBe('edge-2');
-      expect((await edge!.admin('GET', '/rooms/relay/peers')).body.peers.map((p: { id: string }) => p.id)).toEqual(['viewer']);
+      expect((await edge.admin('GET', '/rooms/relay/peers')).body.peers.map((p: { id: string }) => p.id)).toEqual(['viewer']);
       await expect.poll(() => viewer.sig.request('listPeers').then((r: { peers: { id: string }[] }) => r.peers.map((p) => p.id)), { timeout: 5000 }).toEqual(['viewer']);
     } catch (err) {
       throw new Error(`${(err as Error).message}\n--- second host log (tail) ---\n${edgeLog().slice(-4000)}`, { cause: err });
