@@ -276,6 +276,9 @@ export class Sfu {
       await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
       if (room.closed || this.closed || !this.registry) return;
       try {
+        // Closed by an admin on the origin: this host's viewers are told, not relinked.
+        const stored = await this.store.get(room.id);
+        if (!stored || stored.closedAt) return room.close('ROOM_CLOSED', 'the room was closed');
         const origin = await this.registry.claimOrigin(room.id);
         if (origin.id === this.registry.hostId) {
           room.originHost = undefined;

@@ -4,7 +4,8 @@ import { Bot } from '../../../testing/bots/bot.ts';
 import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { createNetns, netnsUnavailable, tcpForward, type Netns } from '../../../testing/netns.ts';
 import { startSfuHostProcess, type SfuHostProcess } from '../../../testing/sfu-host-process.ts';
-import { startTestSfu, type TestSfu } from '../../../testing/sfu-harness.ts';
+import { startTestSfu, TEST_API_SECRET, type TestSfu } from '../../../testing/sfu-harness.ts';
+import WebSocket from 'ws';
 
 /**
  * A room over several hosts: the origin SFU runs here, a second SFU host runs as its own process
@@ -96,6 +97,16 @@ describe.skipIf(skipReason !== undefined)(`a room over several hosts (cascading)
       expect((await edge!.admin('GET', '/rooms/townhall/peers')).body.peers.map((p: { id: string }) => p.id).sort()).toEqual(['viewer-1', 'viewer-2']);
       expect((await origin.admin('GET', '/rooms/townhall/peers')).body.peers.map((p: { id: string }) => p.id).sort()).toEqual(['speaker-a', 'speaker-b']);
       expect(origin.running.sfu.cascade!.linkCount).toBe(1);
+      // The host-to-host link takes only the cluster's secret.
+      for (const auth of [undefined, `Bearer ${TEST_API_SECRET}`]) {
+        const status = await new Promise<number>((resolve) => {
+          const ws = new WebSocket(`${origin.url.replace(/^http/, 'ws')}/cluster/v1/rooms/townhall/link`, auth ? { headers: { authorization: auth } } : {});
+          ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+          ws.once('open', () => (ws.close(), resolve(101)));
+          ws.once('error', () => resolve(-1));
+        });
+        expect(status, `link with ${auth ?? 'no authorization'}`).toBe(401);
+      }
       // Publishing is the origin's: a viewer there cannot publish through the second host.
       const send = await viewers[0]!.sig.request<{ id: string }>('createWebRtcTransport', { direction: 'send' });
       const opus = { codecs: [{ mimeType: 'audio/opus', payloadType: 100, clockRate: 48000, channels: 2 }], encodings: [{ ssrc: 1234 }], headerExtensions: [], rtcp: { cname: 'x', reducedSize: true } };
