@@ -11,6 +11,8 @@ export interface CascadeHubDeps {
   originRoom(roomId: string): Promise<Room>;
   pipeListen: { ip: string; announcedAddress?: string | undefined; portRange: { min: number; max: number } };
   logger: Logger;
+  /** The number of links changed (metrics). */
+  onLinks?: (count: number) => void;
 }
 
 /**
@@ -31,6 +33,7 @@ export class CascadeHub {
   accept(ws: WebSocket, roomId: string, remoteHost: string): void {
     const log = this.deps.logger.child({ room: roomId, edgeHost: remoteHost });
     this.links.add(ws);
+    this.deps.onLinks?.(this.links.size);
     let room: Room | undefined;
     let transport: ms.PipeTransport | undefined;
     const consumers = new Map<string, ms.Consumer>();
@@ -124,6 +127,7 @@ export class CascadeHub {
     ws.on('error', (err) => log.warn({ err }, 'cascade link error'));
     ws.on('close', (code) => {
       this.links.delete(ws);
+      this.deps.onLinks?.(this.links.size);
       for (const d of detach) d();
       // Closing the pipe transport closes its consumers: only that host's viewers lose media.
       if (transport && !transport.closed) transport.close();

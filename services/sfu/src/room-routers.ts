@@ -25,6 +25,8 @@ export interface RoomRoutersOptions {
   closed: () => boolean;
   /** A spanned router closed under the room (its worker died). */
   onGone: (rr: RoomRouter) => void;
+  /** Counts spanned routers (metrics): +1 when one is added, -1 when it closes. */
+  counted?: (delta: number) => void;
   logger: Logger;
 }
 
@@ -107,7 +109,9 @@ export class RoomRouters {
     }
     const rr: RoomRouter = { ...made, piped: new Map(), reserved: 0 };
     this.list.push(rr);
+    this.opts.counted?.(1);
     made.router.observer.once('close', () => {
+      this.opts.counted?.(-1);
       const i = this.list.indexOf(rr);
       if (i > 0) this.list.splice(i, 1);
       this.opts.onGone(rr);

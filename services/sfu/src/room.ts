@@ -106,6 +106,7 @@ export class Room extends EventEmitter<RoomEvents> {
       peers: () => this.peers.values(),
       closed: () => this.closedFlag,
       onGone: (rr) => this.routerGone(rr),
+      counted: (delta) => this.metrics.spannedRouters.inc(delta),
       logger,
     });
     // A router closes under us when its worker dies or is retired (mediasoup cascades the close).

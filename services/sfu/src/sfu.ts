@@ -87,6 +87,7 @@ export class Sfu {
         },
         pipeListen: this.pipeListen(),
         logger: deps.logger.child({ component: 'cascade' }),
+        onLinks: (n) => this.metrics.cascadeLinks.set({ side: 'origin' }, n),
       });
     }
     if (deps.config.RECORDER_URL) this.recorder = new RecorderClient(deps.config.RECORDER_URL, deps.secrets.recorderSecret, deps.logger.child({ component: 'recorder-client' }));
@@ -226,6 +227,7 @@ export class Sfu {
       this.taps.delete(id);
       this.links.get(id)?.close();
       this.links.delete(id);
+      this.metrics.cascadeLinks.set({ side: 'edge' }, this.links.size);
       this.metrics.rooms.dec();
     });
     if (remoteOrigin) {
@@ -260,8 +262,10 @@ export class Sfu {
     });
     if (room.closed) return link.close();
     this.links.set(room.id, link);
+    this.metrics.cascadeLinks.set({ side: 'edge' }, this.links.size);
     link.once('lost', () => {
       if (this.links.get(room.id) === link) this.links.delete(room.id);
+      this.metrics.cascadeLinks.set({ side: 'edge' }, this.links.size);
       void this.relink(room);
     });
   }

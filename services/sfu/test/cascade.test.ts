@@ -97,6 +97,8 @@ describe.skipIf(skipReason !== undefined)(`a room over several hosts (cascading)
       expect((await edge!.admin('GET', '/rooms/townhall/peers')).body.peers.map((p: { id: string }) => p.id).sort()).toEqual(['viewer-1', 'viewer-2']);
       expect((await origin.admin('GET', '/rooms/townhall/peers')).body.peers.map((p: { id: string }) => p.id).sort()).toEqual(['speaker-a', 'speaker-b']);
       expect(origin.running.sfu.cascade!.linkCount).toBe(1);
+      expect(await (await fetch(`${origin.url}/metrics`)).text()).toMatch(/^verbatim_sfu_cascade_links\{side="origin"[^}]*\} 1$/m);
+      expect(await (await fetch(`${edgeUrl()}/metrics`)).text()).toMatch(/^verbatim_sfu_cascade_links\{side="edge"[^}]*\} 1$/m);
       // The host-to-host link takes only the cluster's secret.
       for (const auth of [undefined, `Bearer ${TEST_API_SECRET}`]) {
         const status = await new Promise<number>((resolve) => {

@@ -80,10 +80,13 @@ describe('a room over every core', () => {
       await expect.poll(() => v.received().filter((c) => c.packets > 0).length, { timeout: 15_000, interval: 250 }).toBe(2);
 
       // Closing the room closes every router it spans.
+      const metric = async () => /^verbatim_sfu_spanned_routers(?:\{[^}]*\})? (\d+)$/m.exec(await (await fetch(`${sfu.url}/metrics`)).text())?.[1];
+      expect(await metric()).toBe('1');
       const routers = sfu.running.sfu.rooms.get('wide')!.routers.map((r) => r.router);
       expect(routers).toHaveLength(2);
       expect((await sfu.admin('DELETE', '/rooms/wide')).status).toBe(204);
       for (const r of routers) expect(r.closed).toBe(true);
+      expect(await metric()).toBe('0');
     } finally {
       fleet.close();
       for (const b of [...publishers, ...late]) b.close();
