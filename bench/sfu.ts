@@ -226,7 +226,7 @@ export async function runSfuBench(opts: { quick: boolean }): Promise<SuiteResult
   metrics.cascade_added_latency_ms = reportOnly(
     cascade.addedMs,
     'ms',
-    `median extra arrival time of the same audio packets at a viewer on a second host vs one on the origin (p95 ${cascade.p95Ms} ms, ${cascade.matched} packets); ${cascade.topology}`,
+    `median extra arrival time of the same audio packets at a viewer on a second host vs one on the origin (p95 ${cascade.p95Ms} ms, ${cascade.matched} packets), timed when the bots' JavaScript sees each packet (libdatachannel hands them over from its own thread), so a bound at that resolution rather than the hop's exact cost; ${cascade.topology}`,
   );
   log(`cascade: +${cascade.addedMs} ms (p95 ${cascade.p95Ms} ms, ${cascade.matched} packets)`);
   return { suite: 'sfu', machine: machineInfo(), startedAt: new Date(started).toISOString(), durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
