@@ -97,12 +97,17 @@ export class CascadeLink extends EventEmitter<LinkEvents> {
         this.emit('lost', code, reason.toString());
       }
     });
-    await new Promise<void>((resolve, reject) => {
-      this.ws.once('open', () => resolve());
-      this.ws.once('error', reject);
-      this.ws.once('unexpected-response', (_req, res) => reject(new Error(`origin refused the link: HTTP ${res.statusCode}`)));
-    });
     const local = this.transport.tuple;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.ws.once('open', () => resolve());
+        this.ws.once('error', reject);
+        this.ws.once('unexpected-response', (_req, res) => reject(new Error(`origin refused the link: HTTP ${res.statusCode}`)));
+      });
+    } catch (err) {
+      clearTimeout(timer);
+      throw err;
+    }
     this.send({ t: 'open', v: CASCADE_PROTOCOL_VERSION, host: this.opts.selfId, ip: local.localAddress, port: local.localPort, srtp: this.transport.srtpParameters! });
     try {
       const o = await openedFrame;
