@@ -8,7 +8,10 @@
  *                            the most consumers on the one worker with < 1 % loss at < 85 % of a core
  *  3. largest_room_measured  participants actually in the room at the end (10 recorded speakers)
  *  4. allhands_700_cores     projected cores for 700 (10 speakers audio + video, 690 viewers, last-N 4,
- *                            recording on) from the measured worker CPU per forwarded packet
+ *                            recording on) from the measured worker CPU per forwarded packet, the room
+ *                            spread over that many workers (each speaker stream piped to each worker)
+ *  5. cascade_added_latency_ms  what a second SFU host adds: a viewer there vs a viewer on the origin,
+ *                            the same audio packets (bench/lib/sfu-cascade.ts), after the rest
  *
  * The mediasoup worker is pinned to core 0, bots and recorder to core 1 (taskset) where the
  * machine has two; the worker's CPU is read from /proc, so the bots' CPU is not in it.
@@ -21,6 +24,7 @@ import { startFleetProc, type FleetProc } from './lib/fleet-proc.ts';
 import { cpuSeconds, diffCounters, udpCounters } from './lib/proc.ts';
 import { startBenchRecorder } from './lib/recorder-proc.ts';
 import { atLeast, atMost, machineInfo, reportOnly, round, type Metric, type SuiteResult } from './lib/results.ts';
+import { measureCascadeLatency, startCascadeHosts } from './lib/sfu-cascade.ts';
 import { startBenchSfu } from './lib/sfu-proc.ts';
 
 interface Plan {
@@ -30,11 +34,13 @@ interface Plan {
   viewerSteps: number[];
   settleS: number;
   windowS: number;
+  /** How long the cascade latency is sampled (50 audio packets a second). */
+  cascadeWindowS: number;
 }
 
-const FULL: Plan = { storm: 200, stormSpreadMs: 50, viewerSteps: [200, 300, 400, 500, 600], settleS: 3, windowS: 10 };
+const FULL: Plan = { storm: 200, stormSpreadMs: 50, viewerSteps: [200, 300, 400, 500, 600], settleS: 3, windowS: 10, cascadeWindowS: 8 };
 // Quick: the storm, then straight to 800 consumers, the goal (met or missed there).
-const QUICK: Plan = { storm: 200, stormSpreadMs: 50, viewerSteps: [400], settleS: 2, windowS: 4 };
+const QUICK: Plan = { storm: 200, stormSpreadMs: 50, viewerSteps: [400], settleS: 2, windowS: 4, cascadeWindowS: 2 };
 
 const SPEAKERS = 10;
 const MAX_LOSS_PCT = 1;
@@ -80,6 +86,9 @@ export async function runSfuBench(opts: { quick: boolean }): Promise<SuiteResult
   const twoCores = os.availableParallelism() >= 2;
   const details: Record<string, unknown> = { plan };
 
+  // The cascade's two hosts start meanwhile and idle until step 5.
+  const cascadeHosts = startCascadeHosts();
+  cascadeHosts.catch(() => {});
   const recorder = await startBenchRecorder({ RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '29999' });
   const sfu = await startBenchSfu(recorder.url);
   const worker = sfu.workerPids[0]!;
@@ -191,11 +200,16 @@ export async function runSfuBench(opts: { quick: boolean }): Promise<SuiteResult
     const a = best.audioPps;
     const v = best.videoPps;
     const outPps = 690 * (SPEAKERS * a + 4 * v) + SPEAKERS * ((SPEAKERS - 1) * a + 4 * v) + SPEAKERS * (a + v);
-    const cores = (outPps * costPerPkt) / (MAX_CPU_PCT / 100);
+    const forwarding = (outPps * costPerPkt) / (MAX_CPU_PCT / 100);
+    // The room spans that many workers (SFU_ROOM_WORKER_CONSUMERS): every speaker stream is piped from the
+    // origin worker to each other one, a packet out there and one in here (simulcast: all 3 layers, ~2.5x the 360p rate).
+    const workers = Math.max(1, Math.ceil(forwarding));
+    const pipePps = (workers - 1) * SPEAKERS * (a + 2.5 * v) * 2;
+    const cores = ((outPps + pipePps) * costPerPkt) / (MAX_CPU_PCT / 100);
     metrics.allhands_700_cores = reportOnly(
       round(cores, 2),
       'cores',
-      `${Math.round(outPps)} packets/s out (audio ${a}/s, 360p video ${v}/s per stream) x ${round(costPerPkt * 1e6, 2)} µs of worker CPU each, at ${MAX_CPU_PCT} % per core; viewers hear all 10 speakers and see the last 4; needs a router per worker piped across workers`,
+      `${Math.round(outPps)} packets/s out (audio ${a}/s, 360p video ${v}/s per stream) + ${Math.round(pipePps)} packets/s piping the speakers to ${workers - 1} more worker(s), x ${round(costPerPkt * 1e6, 2)} µs of worker CPU each, at ${MAX_CPU_PCT} % per core; viewers hear all 10 speakers and see the last 4; the room spans ${workers} workers (pipeToRouter, tested in services/sfu/test/room-over-workers.test.ts)`,
     );
   } else metrics.allhands_700_cores = reportOnly(NaN, 'cores', 'no clean step to project from');
 
@@ -203,5 +217,17 @@ export async function runSfuBench(opts: { quick: boolean }): Promise<SuiteResult
   await speakerFleet.close();
   await sfu.close();
   await recorder.stop();
+
+  // 5. Cascade, on its own hosts once the rest is down (its CPU is not in the numbers above).
+  const hosts = await cascadeHosts;
+  log(`cascade: ${hosts.topology}`);
+  const cascade = await measureCascadeLatency(hosts, plan.cascadeWindowS);
+  details.cascade = cascade;
+  metrics.cascade_added_latency_ms = reportOnly(
+    cascade.addedMs,
+    'ms',
+    `median extra arrival time of the same audio packets at a viewer on a second host vs one on the origin (p95 ${cascade.p95Ms} ms, ${cascade.matched} packets), timed when the bots' JavaScript sees each packet (libdatachannel hands them over from its own thread), so a bound at that resolution rather than the hop's exact cost; ${cascade.topology}`,
+  );
+  log(`cascade: +${cascade.addedMs} ms (p95 ${cascade.p95Ms} ms, ${cascade.matched} packets)`);
   return { suite: 'sfu', machine: machineInfo(), startedAt: new Date(started).toISOString(), durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };
 }

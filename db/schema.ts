@@ -414,6 +414,24 @@ export interface SupervisionRunsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+/** A running SFU host of the cluster (migration 0018). */
+export interface SfuHostsTable {
+  id: string;
+  control_url: string;
+  public_url: string;
+  capacity: number;
+  participants: Generated<number>;
+  started_at: Timestamp;
+  heartbeat_at: Timestamp;
+}
+
+/** The host a room's speakers and recording live on (migration 0018). */
+export interface RoomOriginsTable {
+  room_id: string;
+  host_id: string;
+  claimed_at: Timestamp;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -449,6 +467,8 @@ export interface Database {
   review_decisions: ReviewDecisionsTable;
   review_notes: ReviewNotesTable;
   supervision_runs: SupervisionRunsTable;
+  sfu_hosts: SfuHostsTable;
+  room_origins: RoomOriginsTable;
 }
 
 /** Recorders of the pool with their heartbeat (migration 0014). */

@@ -84,6 +84,14 @@ export const configSpec = {
   },
   SFU_TURN_SECRET: { schema: optionalString, default: undefined, doc: "coturn's static-auth-secret (use-auth-secret): the SFU derives each participant's short-lived TURN credentials from it (min 16 chars; required with SFU_TURN_URLS)." },
   SFU_TURN_TTL_S: { schema: int(60, 604_800), default: 43_200, doc: "Lifetime of a participant's TURN credentials in seconds: it must outlast the longest meeting (coturn checks it on every allocation refresh)." },
+  SFU_ROOM_WORKER_CONSUMERS: { schema: int(1, 1_000_000), default: 500, doc: "Consumers a room's router takes before the room spans another worker of the host: its producers are piped (pipeToRouter) to a router there and new viewers go to the least loaded router." },
+  SFU_CLUSTER_SECRET: { schema: optionalString, default: undefined, doc: 'Shared secret of the SFU hosts of one cluster (min 16 chars) for their host-to-host control API. Unset: a single host, no room registry. Hosts of a cluster also share SFU_TOKEN_SECRET and the database.' },
+  SFU_HOST_ID: { schema: optionalString, default: undefined, doc: "This host's id in the room registry (default: the machine's hostname and SFU_PORT)." },
+  SFU_CLUSTER_URL: { schema: optionalString, default: undefined, doc: "Base URL other SFU hosts reach this host's control API at (default: the address the SFU listens on)." },
+  SFU_HOST_CAPACITY: { schema: int(0, 1_000_000), default: 700, doc: 'Participants this host takes before join links send newcomers to another host of the cluster.' },
+  SFU_HEARTBEAT_MS: { schema: int(200, 600_000), default: 5000, doc: 'How often a host writes its heartbeat into the room registry; one silent for 3 beats counts as dead.' },
+  SFU_PIPE_LISTEN_IP: { schema: optionalString, default: undefined, doc: 'IP the host-to-host PipeTransports listen on (default SFU_RTC_LISTEN_IP).' },
+  SFU_PIPE_ANNOUNCED_IP: { schema: optionalString, default: undefined, doc: 'IP other hosts send piped media to (default SFU_PIPE_LISTEN_IP).' },
   RECORDER_URL: { schema: optionalString, default: undefined, doc: 'Recorder control API the SFU taps recorded rooms to (http://host:port). Unset: recording is unavailable and recorded rooms show it.' },
   RECORDER_SECRET: { schema: optionalString, default: undefined, doc: 'Bearer secret between SFU and recorder (min 16 chars). Unset: generated into DATA_DIR/secrets.json.' },
   RECORDER_HOST: { schema: z.string().min(1), default: '127.0.0.1', doc: 'Address the recorder control API binds.' },
@@ -210,7 +218,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     if (bad.length > 0) problems.push(`SFU_TURN_URLS: ${bad.map((u) => JSON.stringify(u)).join(', ')} is not a turn: or turns: URL (turn:host:port?transport=udp)`);
     if (cfg.SFU_TURN_SECRET === undefined) problems.push('SFU_TURN_SECRET: required with SFU_TURN_URLS (the static-auth-secret of coturn)');
   }
-  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET', 'SFU_TURN_SECRET'] as const) {
+  for (const key of ['SFU_API_SECRET', 'SFU_TOKEN_SECRET', 'RECORDER_SECRET', 'AUDIT_CHECKPOINT_SECRET', 'SFU_TURN_SECRET', 'SFU_CLUSTER_SECRET'] as const) {
     const v = cfg[key];
     if (v !== undefined && v.length < 16) problems.push(`${key}: must be at least 16 characters`);
   }

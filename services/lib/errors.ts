@@ -30,6 +30,10 @@ export const ErrorCodes = {
   /** The request needs a host's join token (promoting a viewer). */
   NOT_HOST: 403,
   DRAINING: 503,
+  /** A participant of a room whose origin is another host tried something only the origin does (publish, toggle recording). */
+  NOT_ORIGIN: 409,
+  /** The host-to-host link to a room's origin could not be made or was lost. */
+  CASCADE_FAILED: 502,
   WORKER_DIED: 503,
   RECORDER_UNAVAILABLE: 503,
   /** A raw segment the manifest lists is neither on this host nor in storage yet: its upload is pending (retried). */

@@ -22,6 +22,8 @@ export interface BotOptions {
   kinds?: ('audio' | 'video')[];
   /** ICE/DTLS must complete within this (default 20 s). */
   connectTimeoutMs?: number;
+  /** Sees each media packet as it arrives (performance.now() time), e.g. to time a path (bench sfu's cascade latency). */
+  onRtp?: (consumer: ConsumerCounters, packet: Buffer, at: number) => void;
 }
 
 export interface ConsumerCounters {
@@ -81,7 +83,7 @@ export class Bot {
       const timeout = opts.connectTimeoutMs ?? 20_000;
       if (opts.publish) await bot.publish(kinds, timeout);
       const producers = (joined.producers as { producerId: string; peerId: string; kind: 'audio' | 'video' }[]).filter((p) => kinds.includes(p.kind) && (!opts.from || opts.from.includes(p.peerId)));
-      if ((opts.consume ?? true) && producers.length > 0) await bot.receive(producers.map((p) => p.producerId), timeout);
+      if ((opts.consume ?? true) && producers.length > 0) await bot.receive(producers.map((p) => p.producerId), timeout, opts.onRtp);
       bot.timings.connected = performance.now() - t0;
       return bot;
     } catch (err) {
@@ -97,7 +99,7 @@ export class Bot {
     return pc;
   }
 
-  private async receive(producerIds: string[], timeoutMs: number): Promise<void> {
+  private async receive(producerIds: string[], timeoutMs: number, onRtp: BotOptions['onRtp']): Promise<void> {
     const transport = await this.sig.request<TransportInfo>('createWebRtcTransport', { direction: 'recv' });
     const infos: ConsumerInfo[] = [];
     for (const producerId of producerIds) {
@@ -131,6 +133,7 @@ export class Bot {
           if (delta < 0x8000) highest += delta;
         }
         counters.expected = highest - first + 1;
+        onRtp?.(counters, msg, performance.now());
       });
     });
     const connected = waitConnected(pc, timeoutMs);

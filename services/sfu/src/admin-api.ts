@@ -72,7 +72,9 @@ export function registerAdminApi(app: FastifyInstance, sfu: Sfu, audit: AdminReq
         if (info.closedAt) throw new VerbatimError('ROOM_CLOSED', `room ${id} is closed`, { hint: 'Create a new room.' });
         const { token, expiresAt, jti } = sfu.mintToken(id, b.identity, b.name, b.ttlMinutes, b.role === 'host');
         await audit.succeeded(req, { action: 'token.mint', target: { type: 'token', id: jti }, details: { room: id, identity: b.identity, name: b.name, role: b.role ?? 'participant', expiresAt: expiresAt.toISOString() } });
-        return reply.status(201).send({ token, expiresAt, joinUrl: `${publicUrl()}/meet?token=${encodeURIComponent(token)}` });
+        // In a cluster the link lands on a host with capacity (the room's origin while it has room).
+        const base = await sfu.joinHostUrl(id, publicUrl());
+        return reply.status(201).send({ token, expiresAt, joinUrl: `${base}/meet?token=${encodeURIComponent(token)}` });
       });
       api.get('/rooms/:id/peers', async (req) => {
         const id = roomId(req);
@@ -102,6 +104,11 @@ export function registerAdminApi(app: FastifyInstance, sfu: Sfu, audit: AdminReq
           details: { identity: b.identity, name: b.name, tracks: result.tracks.map((t) => ({ kind: t.kind, ssrc: t.ssrc, producerId: t.producerId, rtpPort: t.rtpPort })) },
         });
         return reply.status(201).send(result);
+      });
+      api.get('/cluster/hosts', async (req) => {
+        const hosts = sfu.registry ? await sfu.registry.hosts() : [];
+        await audit.succeeded(req, { action: 'cluster.hosts', details: { count: hosts.length } });
+        return { self: sfu.registry?.hostId ?? null, hosts };
       });
       api.get('/workers', async (req) => {
         const workers = await sfu.pool.usage();

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -8,6 +8,7 @@ import { frameworkError } from '../../lib/http/framework-error.ts';
 import { registerAdminApi } from './admin-api.ts';
 import { AdminRequestAudit, storable } from './admin-request-audit.ts';
 import { buildMeetingPage } from './meeting-page.ts';
+import { CASCADE_PATH } from './cascade-protocol.ts';
 import { SignalingConnection } from './signaling-connection.ts';
 import type { Sfu } from './sfu.ts';
 
@@ -108,6 +109,28 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
   app.server.on('connect', (req, socket: Socket) => refuseRaw(req, socket, new VerbatimError('BAD_REQUEST', 'CONNECT is not supported: this is not a proxy', { hint: 'See the admin API section of README.md.' })));
   app.server.on('upgrade', (req, socket: Socket, head) => {
     const path = (req.url ?? '').split('?')[0];
+    const cascade = CASCADE_PATH.exec(path ?? '');
+    if (cascade) {
+      // Host-to-host: only the cluster's hosts, with SFU_CLUSTER_SECRET; never a participant.
+      const secret = cfg.SFU_CLUSTER_SECRET;
+      if (!sfu.cascade || !secret) {
+        refuseRaw(req, socket, new VerbatimError('NOT_FOUND', 'this SFU is not part of a cluster', { hint: 'Set SFU_CLUSTER_SECRET on every host of the cluster.' }));
+        return;
+      }
+      if (!bearerMatches(req.headers.authorization, secret)) {
+        refuseRaw(req, socket, new VerbatimError('UNAUTHORIZED', 'the host-to-host link needs "Authorization: Bearer <SFU_CLUSTER_SECRET>"', { hint: 'Every host of the cluster shares SFU_CLUSTER_SECRET.' }));
+        return;
+      }
+      const host = typeof req.headers['x-verbatim-host'] === 'string' ? storable(req.headers['x-verbatim-host'], 200) : 'unknown';
+      const roomId = cascade[1]!;
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        sfu.cascade!.accept(ws, roomId, host);
+        sfu.deps.audit
+          .append({ action: 'cascade.link', actor: { type: 'service', id: `sfu:${host}` }, target: { type: 'room', id: roomId }, clientAddress: req.socket.remoteAddress ?? null, details: { host } })
+          .catch((err: unknown) => sfu.logger.error({ err }, 'could not write the audit entry'));
+      });
+      return;
+    }
     if (path !== '/ws') {
       refuseRaw(req, socket, new VerbatimError('NOT_FOUND', 'WebSocket upgrades are served only at /ws', { hint: 'Connect the signaling client to /ws.' }));
       return;
@@ -150,6 +173,15 @@ export async function startHttpServer(sfu: Sfu): Promise<SfuHttpServer> {
       await app.close();
     },
   };
+}
+
+/** A constant-time check of a bearer header against the shared secret. */
+function bearerMatches(header: string | undefined, secret: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  const a = createHash('sha256').update(m[1]!).digest();
+  const b = createHash('sha256').update(secret).digest();
+  return timingSafeEqual(a, b);
 }
 
 /** An error answer written straight to a socket Fastify never got a request from. */

@@ -10,6 +10,8 @@ export interface LastNRoom {
   readonly peers: Map<string, Peer>;
   readonly logger: Logger;
   readonly closed: boolean;
+  /** Peers with a video producer: local ones, and those of the origin host when the room cascades. */
+  videoPublishers(): string[];
 }
 
 /** How often mediasoup's observer re-evaluates the dominant speaker (its default is 300 ms). */
@@ -54,6 +56,11 @@ export class LastN {
     return observer;
   }
 
+  /** The room's origin host says who speaks (the observer runs there, on the speakers' audio). */
+  spokeRemotely(peerId: string): void {
+    this.spoke(peerId);
+  }
+
   private spoke(peerId: string): void {
     if (this.activeSpeaker === peerId) return;
     this.activeSpeaker = peerId;
@@ -76,7 +83,7 @@ export class LastN {
   /** Recomputes the set (a speaker changed, video came or went, the flag changed) and applies it to every video consumer. */
   refresh(): void {
     if (this.room.closed) return;
-    const publishers = [...this.room.peers.values()].filter((p) => [...p.producers.values()].some((pr) => pr.kind === 'video')).map((p) => p.id);
+    const publishers = this.room.videoPublishers();
     const ordered = [...this.recent.filter((id) => publishers.includes(id)), ...publishers.filter((id) => !this.recent.includes(id))];
     const next = this.room.flags.lastN > 0 ? ordered.slice(0, this.room.flags.lastN) : ordered;
     const changed = next.length !== this.videoSet.length || next.some((id, i) => id !== this.videoSet[i]);

@@ -29,6 +29,7 @@ export async function startSfu(config: Config, logger: Logger, opts: { db?: Db; 
   try {
     await sfu.start();
     const http = await startHttpServer(sfu);
+    await sfu.startCluster({ control: config.SFU_CLUSTER_URL ?? http.url, public: config.SFU_PUBLIC_URL ?? http.url });
     logger.info({ url: http.url, workers: sfu.pool.size }, 'SFU listening');
     let closing: Promise<void> | undefined;
     return {

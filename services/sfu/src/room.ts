@@ -12,6 +12,7 @@ import type { SfuMetrics } from './sfu-metrics.ts';
 import type { PeerQuality } from './quality-monitor.ts';
 import { LastN } from './last-n.ts';
 import { RoomRoles } from './room-roles.ts';
+import { RoomRouters, type RoomRouter } from './room-routers.ts';
 
 export interface RoomTransportConfig {
   listenIp: string;
@@ -24,6 +25,17 @@ export interface RoomOptions {
   transport: RoomTransportConfig;
   limits: PeerLimits;
   worker: WorkerHealth;
+  /** Consumers one router takes before viewers go to a router on another worker (SFU_ROOM_WORKER_CONSUMERS). */
+  routerConsumers?: number;
+  /** A router for this room on a worker it does not span yet; undefined when every worker is spanned. */
+  spanWorker?: (exclude: ms.Worker[]) => Promise<{ router: ms.Router; worker: ms.Worker; health: WorkerHealth } | undefined>;
+}
+
+/** A producer of the room that no participant of this host owns: piped in from the room's origin host. */
+export interface RemoteProducer {
+  producer: ms.Producer;
+  peerId: string;
+  peerName: string;
 }
 
 export interface RoomEvents {
@@ -37,6 +49,8 @@ export interface RoomEvents {
   recordingChanged: [recording: boolean, by: string];
   /** Whether the peer may be recorded changed without a decision (one could not be stored). */
   recordableChanged: [peer: Peer];
+  /** The dominant speaker changed (the cascade forwards it to the room's other hosts). */
+  activeSpeaker: [peerId: string];
   close: [code: string, reason: string];
 }
 
@@ -61,6 +75,12 @@ export class Room extends EventEmitter<RoomEvents> {
   readonly roles: RoomRoles;
   /** Active speaker and the last-N video policy. */
   readonly lastN: LastN;
+  /** The routers the room spans on this host: the origin router (`router`) first, the others get every producer piped. */
+  readonly routerSet: RoomRouters;
+  /** Producers piped in from the room's origin host (this host serves viewers only), by id. */
+  readonly remoteProducers = new Map<string, RemoteProducer>();
+  /** Set when another host is the room's origin: only that host takes publishers and records. */
+  originHost: string | undefined;
 
   constructor(
     readonly id: string,
@@ -77,6 +97,17 @@ export class Room extends EventEmitter<RoomEvents> {
     this.roles = new RoomRoles(this);
     this.lastN = new LastN(this, (n) => {
       for (const p of this.peers.values()) p.notify(n);
+      if (n.notification === 'activeSpeaker') this.emit('activeSpeaker', n.data.peerId);
+    });
+    this.routerSet = new RoomRouters({ router, worker, health: options.worker }, {
+      limit: options.routerConsumers ?? Number.POSITIVE_INFINITY,
+      spanWorker: options.spanWorker,
+      producers: () => this.allProducers(),
+      peers: () => this.peers.values(),
+      closed: () => this.closedFlag,
+      onGone: (rr) => this.routerGone(rr),
+      counted: (delta) => this.metrics.spannedRouters.inc(delta),
+      logger,
     });
     // A router closes under us when its worker dies or is retired (mediasoup cascades the close).
     router.observer.once('close', () =>
@@ -89,8 +120,58 @@ export class Room extends EventEmitter<RoomEvents> {
   }
 
   /** Runs a mediasoup call; its failure becomes a client error code, or retires a broken worker (see media-failure.ts). */
-  private media<T>(what: string, fn: () => Promise<T> | T): Promise<T> {
-    return mediaFailure(what, fn, this.options.worker);
+  private media<T>(what: string, fn: () => Promise<T> | T, health: WorkerHealth = this.options.worker): Promise<T> {
+    return mediaFailure(what, fn, health);
+  }
+
+  /** Every producer a viewer here may consume: local participants' and those piped in from the origin host. */
+  private allProducers(): ms.Producer[] {
+    const out: ms.Producer[] = [];
+    for (const p of this.peers.values()) out.push(...p.producers.values());
+    for (const r of this.remoteProducers.values()) out.push(r.producer);
+    return out;
+  }
+
+  /** Peers with a video producer, local or remote (the last-N candidates). */
+  videoPublishers(): string[] {
+    const ids = [...this.peers.values()].filter((p) => [...p.producers.values()].some((pr) => pr.kind === 'video')).map((p) => p.id);
+    for (const r of this.remoteProducers.values()) if (r.producer.kind === 'video' && !ids.includes(r.peerId)) ids.push(r.peerId);
+    return ids;
+  }
+
+  /** The routers the room spans, the origin first. */
+  get routers(): readonly RoomRouter[] {
+    return this.routerSet.list;
+  }
+
+  /** A router other than the origin closed (its worker died): its viewers leave and rejoin, the room goes on. */
+  private routerGone(rr: RoomRouter): void {
+    if (this.closedFlag) return;
+    this.logger.warn({ workerPid: rr.worker.pid }, 'a router the room spans closed; its viewers rejoin');
+    for (const p of [...this.peers.values()]) {
+      if (![...p.transports.values()].some((t) => t.appData.routerId === rr.router.id)) continue;
+      p.notify({ notification: 'roomClosed', data: { code: 'WORKER_DIED', reason: 'the media server process serving you restarted; rejoin to continue' } });
+      p.close();
+      p.channel?.close(4000, 'WORKER_DIED');
+    }
+  }
+
+  /**
+   * A producer of the room's origin host, piped in over a PipeTransport (cascade-link.ts): viewers
+   * here consume it like a local one; it closes when the origin's does or the link is lost.
+   */
+  async addRemoteProducer(remote: RemoteProducer): Promise<void> {
+    const { producer } = remote;
+    this.remoteProducers.set(producer.id, remote);
+    producer.observer.once('close', () => {
+      this.remoteProducers.delete(producer.id);
+      if (producer.kind === 'video') this.lastN.refresh();
+      this.broadcast(undefined, { notification: 'producerClosed', data: { producerId: producer.id } });
+    });
+    await this.routerSet.pipeEverywhere(producer);
+    if (producer.closed) return;
+    if (producer.kind === 'video') this.lastN.refresh();
+    this.broadcast(undefined, { notification: 'newProducer', data: { producerId: producer.id, peerId: remote.peerId, peerName: remote.peerName, kind: producer.kind } });
   }
 
   get closed(): boolean {
@@ -122,12 +203,13 @@ export class Room extends EventEmitter<RoomEvents> {
   }
 
   /** Producers a newly joined peer should consume. */
-  existingProducers(except: Peer): { producerId: string; peerId: string; peerName: string; kind: ms.MediaKind }[] {
+  existingProducers(except: Peer | undefined): { producerId: string; peerId: string; peerName: string; kind: ms.MediaKind }[] {
     const out = [];
     for (const p of this.peers.values()) {
       if (p === except) continue;
       for (const prod of p.producers.values()) out.push({ producerId: prod.id, peerId: p.id, peerName: p.name, kind: prod.kind });
     }
+    for (const r of this.remoteProducers.values()) out.push({ producerId: r.producer.id, peerId: r.peerId, peerName: r.peerName, kind: r.producer.kind });
     return out;
   }
 
@@ -155,16 +237,26 @@ export class Room extends EventEmitter<RoomEvents> {
     }
     const { listenIp, announcedAddress, portRange } = this.transportConfig;
     const info = (protocol: 'udp' | 'tcp'): ms.TransportListenInfo => ({ protocol, ip: listenIp, portRange, ...(announcedAddress ? { announcedAddress } : {}) });
-    const transport = await this.media('create transport', () =>
-      this.router.createWebRtcTransport({
-        listenInfos: [info('udp'), info('tcp')],
-        enableUdp: true,
-        enableTcp: true,
-        preferUdp: true,
-        initialAvailableOutgoingBitrate: 1_000_000,
-        appData: { peerId: peer.id, direction },
-      }),
-    );
+    // Publishers send to the origin router (the recording tap and the pipes take from there); viewers are spread.
+    const { rr, expected } = direction === 'send' ? { rr: this.routerSet.origin, expected: 0 } : await this.routerSet.placeViewer();
+    let transport: ms.WebRtcTransport;
+    try {
+      transport = await this.media(
+        'create transport',
+        () =>
+          rr.router.createWebRtcTransport({
+            listenInfos: [info('udp'), info('tcp')],
+            enableUdp: true,
+            enableTcp: true,
+            preferUdp: true,
+            initialAvailableOutgoingBitrate: 1_000_000,
+            appData: { peerId: peer.id, direction, routerId: rr.router.id },
+          }),
+        rr.health,
+      );
+    } finally {
+      rr.reserved -= expected;
+    }
     // The participant left while the transport was being made: do not keep its ports.
     if (peer.closed) {
       transport.close();
@@ -186,7 +278,7 @@ export class Room extends EventEmitter<RoomEvents> {
     }
     transport.appData.connect = 'connecting';
     try {
-      await this.media('connect transport', () => (transport as ms.WebRtcTransport).connect({ dtlsParameters }));
+      await this.media('connect transport', () => (transport as ms.WebRtcTransport).connect({ dtlsParameters }), this.routerSet.routerOf(transport).health);
       transport.appData.connect = 'connected';
     } catch (err) {
       delete transport.appData.connect;
@@ -203,6 +295,11 @@ export class Room extends EventEmitter<RoomEvents> {
 
   async produce(peer: Peer, transportId: string, kind: ms.MediaKind, rtpParameters: ms.RtpParameters, appData: Record<string, unknown> = {}): Promise<ms.Producer> {
     this.assertOpen();
+    if (this.originHost) {
+      throw new VerbatimError('NOT_ORIGIN', `room ${this.id} takes publishers on its origin host ${this.originHost}; this host serves its viewers`, {
+        hint: 'Join with a new link to publish: speakers are placed on the origin host.',
+      });
+    }
     this.roles.assertMayPublish(peer);
     const transport = this.transport(peer, transportId);
     // Refused here with a code: mediasoup would take some of these and fail later, or fail inside the worker.
@@ -230,7 +327,11 @@ export class Room extends EventEmitter<RoomEvents> {
     producer.observer.on('resume', () => this.emit('producerResumed', peer, producer));
     // In the background: a failed observer costs the speaker indication, never the producer.
     if (kind === 'audio') this.lastN.watch(producer).catch((err: unknown) => this.logger.warn({ err, producer: producer.id }, 'active speaker observer: could not add producer'));
-    else this.lastN.refresh();
+    // Viewers on the other routers consume it as soon as they hear of it: piped first.
+    await this.routerSet.pipeEverywhere(producer);
+    // Closed while it was being piped: its producerClosed went out already.
+    if (producer.closed) return producer;
+    if (kind === 'video') this.lastN.refresh();
     this.broadcast(peer, { notification: 'newProducer', data: { producerId: producer.id, peerId: peer.id, peerName: peer.name, kind } });
     this.emit('producerAdded', peer, producer);
     if (this.flags.record && !this.recording) this.setRecording(true, 'auto:first-producer');
@@ -247,15 +348,25 @@ export class Room extends EventEmitter<RoomEvents> {
     if (peer.consumers.size >= max) {
       throw new VerbatimError('LIMIT_EXCEEDED', `you already receive ${peer.consumers.size} tracks; the limit is ${max}`, { hint: 'Close consumers you no longer show, or ask the operator about SFU_MAX_CONSUMERS_PER_PEER.' });
     }
-    const owner = [...this.peers.values()].find((p) => p.producers.has(producerId));
+    const local = [...this.peers.values()].find((p) => p.producers.has(producerId));
+    const remote = this.remoteProducers.get(producerId);
+    const owner = local ? { id: local.id } : remote ? { id: remote.peerId } : undefined;
     if (!owner) throw new VerbatimError('PRODUCER_NOT_FOUND', `producer ${producerId} is not in room ${this.id}`, { hint: 'It may have closed; wait for the next newProducer notification.' });
+    const rr = this.routerSet.routerOf(transport);
+    await this.routerSet.pipe(rr, producerId).catch((err: unknown) => {
+      throw new VerbatimError('PRODUCER_NOT_FOUND', `producer ${producerId} could not be brought to the media server process serving you`, { hint: 'Retry; the producer may have closed.', cause: err });
+    });
     const caps = peer.rtpCapabilities;
-    if (!caps || !(await this.media('check capabilities', () => this.router.canConsume({ producerId, rtpCapabilities: caps })))) {
+    if (!caps || !(await this.media('check capabilities', () => rr.router.canConsume({ producerId, rtpCapabilities: caps }), rr.health))) {
       throw new VerbatimError('CANNOT_CONSUME', 'your device cannot receive this producer\'s codec', { hint: 'Send rtpCapabilities on join (mediasoup-client device.rtpCapabilities).' });
     }
     // Consumers start paused and are resumed once the client acks (resumeConsumer),
     // so no RTP arrives before the client's consumer exists.
-    const consumer = await this.media('consume', () => transport.consume({ producerId, rtpCapabilities: caps, paused: true, appData: { peerId: peer.id, producerPeerId: owner.id, clientPaused: true, running: false } }));
+    const consumer = await this.media(
+      'consume',
+      () => transport.consume({ producerId, rtpCapabilities: caps, paused: true, appData: { peerId: peer.id, producerPeerId: owner.id, transportId: transport.id, clientPaused: true, running: false } }),
+      rr.health,
+    );
     if (peer.closed) {
       consumer.close();
       throw goneWhileWaiting();
@@ -335,6 +446,13 @@ export class Room extends EventEmitter<RoomEvents> {
     this.broadcastRecordingState();
   }
 
+  /** The origin host's recording state, shown to the viewers here (the recording itself runs on the origin's taps). */
+  mirrorRecording(recording: boolean): void {
+    if (this.recording === recording) return;
+    this.recording = recording;
+    this.broadcastRecordingState();
+  }
+
   setRecordingFailure(failure: { code: string; message: string } | undefined): void {
     this.recordingFailure = failure;
     this.broadcastRecordingState();
@@ -370,7 +488,7 @@ export class Room extends EventEmitter<RoomEvents> {
     peer.notify({ notification: 'recordingState', data: this.recordingStateFor(peer) });
   }
 
-  async stats(): Promise<{ peers: unknown[] }> {
+  async stats(): Promise<{ peers: unknown[]; routers: ReturnType<RoomRouters['summary']> }> {
     const peers = await Promise.all(
       [...this.peers.values()].map(async (p) => ({
         id: p.id,
@@ -393,8 +511,9 @@ export class Room extends EventEmitter<RoomEvents> {
         ),
       })),
     );
-    return { peers };
+    return { peers, routers: this.routerSet.summary() };
   }
+
 
   /**
    * External RTP source (ffmpeg, a SIP gateway): a PlainTransport per track with
@@ -433,7 +552,7 @@ export class Room extends EventEmitter<RoomEvents> {
     return t;
   }
 
-  private broadcast(from: Peer, n: Parameters<Peer['notify']>[0]): void {
+  private broadcast(from: Peer | undefined, n: Parameters<Peer['notify']>[0]): void {
     for (const p of this.peers.values()) if (p !== from) p.notify(n);
   }
 
@@ -450,6 +569,7 @@ export class Room extends EventEmitter<RoomEvents> {
       p.channel?.close(4000, code);
     }
     this.peers.clear();
+    this.routerSet.closeSpanned();
     try {
       if (!this.router.closed) this.router.close();
     } catch (err) {

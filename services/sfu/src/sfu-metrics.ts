@@ -9,6 +9,10 @@ export interface SfuMetrics {
   workerDeaths: Counter;
   signalingErrors: Counter<'code'>;
   joins: Counter;
+  /** Routers rooms span beyond their origin router (a room over several workers). */
+  spannedRouters: Gauge;
+  /** Host-to-host links: `origin` (other hosts linked to rooms here), `edge` (rooms here linked to their origin). */
+  cascadeLinks: Gauge<'side'>;
 }
 
 export function createSfuMetrics(registry: Registry): SfuMetrics {
@@ -22,5 +26,7 @@ export function createSfuMetrics(registry: Registry): SfuMetrics {
     workerDeaths: new Counter({ name: 'verbatim_sfu_worker_deaths_total', help: 'mediasoup workers that died and were replaced', registers }),
     signalingErrors: new Counter({ name: 'verbatim_sfu_signaling_errors_total', help: 'Signaling requests answered with an error', labelNames: ['code'], registers }),
     joins: new Counter({ name: 'verbatim_sfu_joins_total', help: 'Successful joins', registers }),
+    spannedRouters: new Gauge({ name: 'verbatim_sfu_spanned_routers', help: 'Routers rooms span on other workers than their origin router', registers }),
+    cascadeLinks: new Gauge({ name: 'verbatim_sfu_cascade_links', help: 'Host-to-host links of cascaded rooms, by side (origin, edge)', labelNames: ['side'], registers }),
   };
 }

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { types as ms } from 'mediasoup';
 import type { Registry } from 'prom-client';
 import type { Db } from '../../../db/database.ts';
 import type { Config } from '../../lib/config.ts';
@@ -16,6 +18,10 @@ import { RecordingTap } from './recording-tap.ts';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import type { AuditContext } from './audit-context.ts';
 import { QualityMonitor } from './quality-monitor.ts';
+import { CascadeHub } from './cascade-hub.ts';
+import { CascadeLink } from './cascade-link.ts';
+import { RoomRegistry } from './room-registry.ts';
+import type { WorkerHealth } from './media-failure.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -54,6 +60,12 @@ export class Sfu {
   readonly recorders: RecorderPool | undefined;
   readonly taps = new Map<string, RecordingTap>();
   readonly quality: QualityMonitor;
+  /** The cluster's room registry (SFU_CLUSTER_SECRET set): which host is each room's origin, which hosts have capacity. */
+  registry: RoomRegistry | undefined;
+  /** The origin side of cascaded rooms: other hosts link here for the producers of rooms this host is origin of. */
+  readonly cascade: CascadeHub | undefined;
+  /** Links to other hosts for rooms this host serves viewers of, by room id. */
+  readonly links = new Map<string, CascadeLink>();
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
@@ -80,12 +92,60 @@ export class Sfu {
         metrics: deps.registry,
       });
     }
+    if (deps.config.SFU_CLUSTER_SECRET) {
+      this.cascade = new CascadeHub({
+        originRoom: async (roomId) => {
+          const room = await this.openRoom(roomId);
+          if (room.originHost) throw new VerbatimError('NOT_ORIGIN', `room ${roomId} has its origin on ${room.originHost}, not here`, { hint: 'Link to the origin host named in the room registry.' });
+          return room;
+        },
+        pipeListen: this.pipeListen(),
+        logger: deps.logger.child({ component: 'cascade' }),
+        onLinks: (n) => this.metrics.cascadeLinks.set({ side: 'origin' }, n),
+      });
+    }
   }
 
   async start(): Promise<void> {
     await this.pool.start();
     this.recorders?.start();
     this.quality.start();
+  }
+
+  private pipeListen(): { ip: string; announcedAddress?: string | undefined; portRange: { min: number; max: number } } {
+    const cfg = this.deps.config;
+    const ip = cfg.SFU_PIPE_LISTEN_IP ?? cfg.SFU_RTC_LISTEN_IP;
+    return { ip, announcedAddress: cfg.SFU_PIPE_ANNOUNCED_IP, portRange: { min: cfg.SFU_RTC_MIN_PORT, max: cfg.SFU_RTC_MAX_PORT } };
+  }
+
+  /**
+   * Joins the cluster (SFU_CLUSTER_SECRET set): registers this host in the room registry with
+   * the URLs it is reached at, once its HTTP server listens.
+   */
+  async startCluster(urls: { control: string; public: string }): Promise<void> {
+    const cfg = this.config;
+    if (!cfg.SFU_CLUSTER_SECRET || this.registry) return;
+    const registry = new RoomRegistry({
+      db: this.deps.db,
+      self: { id: cfg.SFU_HOST_ID ?? `${hostname()}:${new URL(urls.control).port}`, controlUrl: urls.control, publicUrl: urls.public, capacity: cfg.SFU_HOST_CAPACITY },
+      heartbeatMs: cfg.SFU_HEARTBEAT_MS,
+      participants: () => this.participantCount(),
+      logger: this.logger.child({ component: 'registry' }),
+    });
+    await registry.start();
+    this.registry = registry;
+    this.logger.info({ host: registry.hostId, control: urls.control }, 'joined the SFU cluster');
+  }
+
+  participantCount(): number {
+    let n = 0;
+    for (const r of this.rooms.values()) n += r.peers.size;
+    return n;
+  }
+
+  /** Where a new join link for the room should send its participant (a host of the cluster with capacity). */
+  async joinHostUrl(roomId: string, fallback: string): Promise<string> {
+    return this.registry ? (await this.registry.pickHost(roomId)).publicUrl : fallback;
   }
 
   get config(): Config {
@@ -143,6 +203,9 @@ export class Sfu {
     const stored = await this.store.get(id);
     if (!stored) throw roomNotFound(id);
     if (stored.closedAt) throw new VerbatimError('ROOM_CLOSED', `room ${id} was closed at ${stored.closedAt.toISOString()}`, { hint: 'Create a new room.' });
+    // In a cluster the room has one origin host: speakers and recording there, viewers anywhere.
+    const origin = this.registry ? await this.registry.claimOrigin(id) : undefined;
+    const remoteOrigin = origin && origin.id !== this.registry?.hostId ? origin : undefined;
     const { router, worker } = await this.pool.createRouter({ mediaCodecs: structuredClone(mediaCodecs), appData: { room: id } });
     const cfg = this.config;
     const room = new Room(
@@ -155,7 +218,12 @@ export class Sfu {
       {
         transport: { listenIp: cfg.SFU_RTC_LISTEN_IP, announcedAddress: cfg.SFU_RTC_ANNOUNCED_IP, portRange: { min: cfg.SFU_RTC_MIN_PORT, max: cfg.SFU_RTC_MAX_PORT } },
         limits: { transports: cfg.SFU_MAX_TRANSPORTS_PER_PEER, producers: cfg.SFU_MAX_PRODUCERS_PER_PEER, consumers: cfg.SFU_MAX_CONSUMERS_PER_PEER },
-        worker: { gone: () => this.pool.isGone(worker), probe: () => this.pool.probe(worker), retire: (err) => this.pool.retire(worker, err) },
+        worker: this.healthOf(worker),
+        routerConsumers: cfg.SFU_ROOM_WORKER_CONSUMERS,
+        spanWorker: async (exclude) => {
+          const made = await this.pool.createRouterAway({ mediaCodecs: structuredClone(mediaCodecs), appData: { room: id } }, exclude);
+          return made && { ...made, health: this.healthOf(made.worker) };
+        },
       },
       this.metrics,
       this.logger.child({ room: id }),
@@ -170,8 +238,83 @@ export class Sfu {
     room.once('close', () => {
       if (this.rooms.get(id) === room) this.rooms.delete(id);
       this.taps.delete(id);
+      this.links.get(id)?.close();
+      this.links.delete(id);
+      this.metrics.cascadeLinks.set({ side: 'edge' }, this.links.size);
       this.metrics.rooms.dec();
     });
+    if (remoteOrigin) {
+      room.originHost = remoteOrigin.id;
+      try {
+        await this.linkToOrigin(room, remoteOrigin);
+      } catch (err) {
+        room.close('CASCADE_FAILED', 'could not reach the room\'s origin host');
+        throw err;
+      }
+      // A host serving viewers keeps the link only while it has viewers.
+      room.on('peerLeft', () => {
+        if (room.peers.size > 0) return;
+        setTimeout(() => room.peers.size === 0 && room.close('ROOM_CLOSED', 'no participants left on this host'), EDGE_IDLE_CLOSE_MS).unref();
+      });
+      room.logger.info({ workerPid: worker.pid, origin: remoteOrigin.id }, 'room opened: serving viewers of another host\'s room');
+      return room;
+    }
+    this.takeOriginDuties(room);
+    room.logger.info({ workerPid: worker.pid }, 'room opened');
+    return room;
+  }
+
+  private async linkToOrigin(room: Room, origin: { id: string; controlUrl: string; publicUrl: string; capacity: number; participants: number }): Promise<void> {
+    const link = await CascadeLink.open({
+      room,
+      origin,
+      selfId: this.registry!.hostId,
+      secret: this.config.SFU_CLUSTER_SECRET!,
+      pipeListen: this.pipeListen(),
+      logger: room.logger.child({ component: 'cascade-link', origin: origin.id }),
+    });
+    if (room.closed) return link.close();
+    this.links.set(room.id, link);
+    this.metrics.cascadeLinks.set({ side: 'edge' }, this.links.size);
+    link.once('lost', () => {
+      if (this.links.get(room.id) === link) this.links.delete(room.id);
+      this.metrics.cascadeLinks.set({ side: 'edge' }, this.links.size);
+      void this.relink(room);
+    });
+  }
+
+  /**
+   * The origin host went away: its participants rejoin elsewhere, and this host's viewers stay.
+   * The room is linked again to its (new) origin, or this host becomes the origin when the old
+   * one is dead and nobody claimed the room first.
+   */
+  private async relink(room: Room): Promise<void> {
+    for (let attempt = 0; !room.closed && !this.closed; attempt++) {
+      await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+      if (room.closed || this.closed || !this.registry) return;
+      try {
+        // Closed by an admin on the origin: this host's viewers are told, not relinked.
+        const stored = await this.store.get(room.id);
+        if (!stored || stored.closedAt) return room.close('ROOM_CLOSED', 'the room was closed');
+        const origin = await this.registry.claimOrigin(room.id);
+        if (origin.id === this.registry.hostId) {
+          room.originHost = undefined;
+          this.takeOriginDuties(room);
+          room.logger.warn('the origin host is gone: this host is the room\'s origin now');
+          return;
+        }
+        room.originHost = origin.id;
+        await this.linkToOrigin(room, origin);
+        return;
+      } catch (err) {
+        room.logger.warn({ err, attempt }, 'relinking to the room\'s origin failed; retrying');
+      }
+    }
+  }
+
+  /** What only the origin host of a room does: its recording tap (or saying that recording is unavailable). */
+  private takeOriginDuties(room: Room): void {
+    const id = room.id;
     if (this.recorders) {
       const tap = new RecordingTap(room, this.recorders, room.logger.child({ component: 'tap' }), this.config.RECORDER_REPLICAS, { srtp: this.config.RECORDER_TAP_SRTP });
       tap.onSessionStarted = (sessionId, earlier) => {
@@ -194,8 +337,10 @@ export class Sfu {
       room.on('recordingChanged', noRecorder);
       noRecorder();
     }
-    room.logger.info({ workerPid: worker.pid }, 'room opened');
-    return room;
+  }
+
+  private healthOf(worker: ms.Worker): WorkerHealth {
+    return { gone: () => this.pool.isGone(worker), probe: () => this.pool.probe(worker), retire: (err) => this.pool.retire(worker, err) };
   }
 
   /**
@@ -283,6 +428,9 @@ export class Sfu {
     }
     const by = 'admin' in authority ? 'admin' : `peer:${authority.peerId}`;
     const live = this.rooms.get(id);
+    if (live?.originHost) {
+      throw new VerbatimError('NOT_ORIGIN', `room ${id} is recorded on its origin host ${live.originHost}`, { hint: 'Toggle recording on the origin host (its admin API, or a participant there).' });
+    }
     const changed = (live ? live.recording : stored.recording) !== enabled;
     if (live) live.setRecording(enabled, by);
     else await this.store.setRecording(id, enabled);
@@ -410,10 +558,16 @@ export class Sfu {
     // End recording sessions first so the recorder seals them while media still flows.
     await Promise.all([...this.taps.values()].map((t) => t.close()));
     await this.recorders?.close();
+    this.cascade?.close();
+    for (const l of this.links.values()) l.close();
     for (const room of [...this.rooms.values()]) room.close('ROOM_CLOSED', 'the SFU is shutting down');
+    await this.registry?.close();
     this.pool.close();
   }
 }
+
+/** A host serving viewers of another host's room lets the link go this long after its last viewer left. */
+const EDGE_IDLE_CLOSE_MS = 5000;
 
 function roomNotFound(id: string): VerbatimError {
   return new VerbatimError('ROOM_NOT_FOUND', `room ${id} does not exist`, { hint: 'Check the room id, or create the room through the admin API.' });

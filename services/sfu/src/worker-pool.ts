@@ -141,8 +141,18 @@ export class WorkerPool extends EventEmitter<PoolEvents> {
 
   /** Picks the least-loaded worker and counts the router until it closes. */
   async createRouter(options: ms.RouterOptions): Promise<{ router: ms.Router; worker: ms.Worker }> {
-    const worker = [...this.workers].sort((a, b) => (this.load.get(a) ?? 0) - (this.load.get(b) ?? 0))[0];
-    if (!worker) throw new VerbatimError('WORKER_DIED', 'no media server process is available right now', { hint: 'A replacement is starting; rejoin in a few seconds.' });
+    const made = await this.createRouterAway(options, []);
+    if (!made) throw new VerbatimError('WORKER_DIED', 'no media server process is available right now', { hint: 'A replacement is starting; rejoin in a few seconds.' });
+    return made;
+  }
+
+  /**
+   * A router on the least-loaded worker other than `exclude` (the workers a room already
+   * spans); undefined when every worker is excluded.
+   */
+  async createRouterAway(options: ms.RouterOptions, exclude: readonly ms.Worker[]): Promise<{ router: ms.Router; worker: ms.Worker } | undefined> {
+    const worker = this.workers.filter((w) => !exclude.includes(w)).sort((a, b) => (this.load.get(a) ?? 0) - (this.load.get(b) ?? 0))[0];
+    if (!worker) return undefined;
     let router: ms.Router;
     try {
       router = await worker.createRouter(options);
