@@ -62,7 +62,14 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Db> {
 
 export async function migrate<DB>(db: Kysely<DB>, schema?: string): Promise<void> {
   const migrator = new Migrator({ db, provider: migrationProvider, ...(schema ? { migrationTableSchema: schema } : {}) });
-  const { error, results } = await migrator.migrateToLatest();
+  let { error, results } = await migrator.migrateToLatest();
+  // Kysely's introspection lists every schema's tables: another schema dropped at that moment (a
+  // test or staging schema going away) fails it with "schema … does not exist". Nothing was applied
+  // then; a second look finds a consistent catalog.
+  for (let i = 0; i < 3 && error && /schema "[^"]+" does not exist/.test((error as Error).message) && !results?.some((r) => r.status === 'Error'); i++) {
+    await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+    ({ error, results } = await migrator.migrateToLatest());
+  }
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
     throw new VerbatimError('INTERNAL', `database migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message}`, {

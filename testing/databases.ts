@@ -22,7 +22,7 @@ export interface TestBackend {
 }
 
 let postgresReachable: boolean | undefined;
-async function postgresAvailable(): Promise<boolean> {
+export async function postgresAvailable(): Promise<boolean> {
   if (postgresReachable !== undefined) return postgresReachable;
   const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 2000 });
   try {

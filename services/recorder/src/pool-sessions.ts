@@ -4,6 +4,8 @@ import type { SegmentEntry } from '../../lib/contracts/recording.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { EPOCH_SPAN, LiveSessionStore } from './live-session-store.ts';
 import { foldPoolState } from './pool-seal.ts';
+import { rawSegmentKey, rawSegmentPrefix } from '../../lib/storage/artifact-keys.ts';
+import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import type { RecordingSession } from './recording-session.ts';
 
 /**
@@ -25,6 +27,8 @@ export class PoolSessions {
     /** A recorder whose heartbeat is older than this is dead (its open segments are sealed by the sealer). */
     private readonly deadAfterMs: number,
     private readonly logger: Logger,
+    /** Where raw segments are uploaded (RECORDER_UPLOAD_RAW): a dead recorder's uploads are found there. */
+    private readonly storage?: ArtifactStorage,
   ) {
     this.store = new LiveSessionStore(db);
   }
@@ -87,7 +91,10 @@ export class PoolSessions {
       const live = await this.store.load(s.id);
       if (!live) return;
       const alive = await this.db.selectFrom('recorders').select('id').where('heartbeat_at', '>', new Date(Date.now() - this.deadAfterMs)).execute();
-      const r = foldPoolState(s, live, { recorderId: this.recorderId, liveRecorders: new Set(alive.map((a) => a.id)) }, this.logger);
+      // Segments another recorder sealed and uploaded after it wrote them to the database (the upload
+      // is recorded in its own manifest, which died with it): their copies under the raw prefix.
+      const stored = this.storage ? new Set(await this.storage.list(rawSegmentPrefix(s.room, s.id)).catch(() => [])) : new Set<string>();
+      const r = foldPoolState(s, live, { recorderId: this.recorderId, liveRecorders: new Set(alive.map((a) => a.id)), storedKey: (file) => (stored.has(rawSegmentKey(s.room, s.id, file)) ? rawSegmentKey(s.room, s.id, file) : undefined) }, this.logger);
       if (r.imported > 0) this.logger.info({ session: s.id, imported: r.imported }, "sealing with other recorders' segments");
     } catch (err) {
       // The database is down: seal what this recorder has (its journal), as before the pool.

@@ -108,8 +108,10 @@ export class RecordingSession {
         for (let i = 1; i < segs.length; i++) {
           const prev = segs[i - 1]!;
           const next = segs[i]!;
-          // A new SSRC or a timed rotation continues the track without a break.
-          if (prev.endReason === 'ssrc-change' || prev.endReason === 'rotation') continue;
+          // A new SSRC or a timed rotation continues the track without a break: when the next segment is
+          // the very next one on the same recorder. A segment lost in between (the open one of a
+          // recorder that died with its disk) or a move to another recorder is a break.
+          if ((prev.endReason === 'ssrc-change' || prev.endReason === 'rotation') && next.recorder === prev.recorder && next.segment === prev.segment + 1) continue;
           const from = prev.lastArrivalUs !== null ? new Date(prev.lastArrivalUs / 1000).toISOString() : prev.endedAt;
           const fromUs = Date.parse(from) * 1000;
           const toUs = Date.parse(next.startedAt) * 1000;

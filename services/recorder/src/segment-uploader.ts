@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
@@ -71,6 +71,8 @@ export class SegmentUploader {
   private lastError: string | null = null;
   private readonly metrics;
   private closed = false;
+  /** The manifest publication in progress per session (publishManifest). */
+  private readonly publishing = new Map<string, Promise<void>>();
 
   constructor(private readonly deps: SegmentUploaderDeps) {
     const connection = redisConnection(deps.redisUrl);
@@ -210,9 +212,26 @@ export class SegmentUploader {
    * failed put is logged: the next rewrite publishes it again, and transcode retries until it is there.
    */
   async publishManifest(room: string, session: string, manifestPath: string): Promise<void> {
-    const key = rawManifestKey(room, session);
-    await this.deps.storage.put(key, manifestPath, 'application/json').catch((err: unknown) => this.deps.logger.error({ err, session, key }, 'could not publish the session manifest to storage'));
+    // One put at a time per session, each of the manifest as it is when its turn comes (uploads
+    // recorded in parallel rewrite it): the last put is the latest manifest.
+    const prev = this.publishing.get(session) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      const key = rawManifestKey(room, session);
+      const snapshot = `${manifestPath}.publish-${process.pid}`;
+      try {
+        await writeFile(snapshot, await readFile(manifestPath));
+        await this.deps.storage.put(key, snapshot, 'application/json');
+      } catch (err) {
+        this.deps.logger.error({ err, session, key }, 'could not publish the session manifest to storage');
+      } finally {
+        await rm(snapshot, { force: true });
+      }
+    });
+    this.publishing.set(session, next);
+    await next;
+    if (this.publishing.get(session) === next) this.publishing.delete(session);
   }
+
 
   /**
    * The session was sealed: with S3 Object Lock, its segments stored while it was recording (when no

@@ -94,7 +94,7 @@ export class RecorderSupervisor {
 
   constructor(private readonly deps: SupervisorDeps) {
     this.store = new SessionStore(deps.db);
-    this.pool = new PoolSessions(deps.db, deps.recorderId ?? this.instanceId, deps.config.RECORDER_DEAD_AFTER_MS, deps.logger);
+    this.pool = new PoolSessions(deps.db, deps.recorderId ?? this.instanceId, deps.config.RECORDER_DEAD_AFTER_MS, deps.logger, deps.storage);
     this.queue = new Queue(TRANSCODE_QUEUE, { connection: redisConnection(deps.redisUrl), ...(deps.queuePrefix ? { prefix: deps.queuePrefix } : {}) });
     const registers = [deps.registry];
     this.metrics = {
