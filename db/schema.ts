@@ -78,6 +78,15 @@ export interface TranscriptSegmentsTable {
   spoken_at: ColumnType<Date, never, never>;
   /** The session's room, kept by the same trigger. */
   room_id: ColumnType<string, never, never>;
+  /** whisper.cpp's token timestamps in session seconds (migration 0017); NULL when the transcriber gave none. */
+  words: ColumnType<TranscriptWord[] | null, string | null | undefined, string | null>;
+}
+
+/** One word (whisper.cpp token run) of a transcript segment, in session seconds. */
+export interface TranscriptWord {
+  text: string;
+  start: number;
+  end: number;
 }
 
 export interface SessionParticipantsTable {
@@ -411,6 +420,69 @@ export interface SupervisionRunsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+/** Identities and groups (identity_groups) recorded in every room they join (migration 0017). */
+export interface RegulatedSubjectsTable {
+  kind: 'identity' | 'group';
+  value: string;
+  reason: string;
+  added_by: string;
+  added_at: Timestamp;
+}
+
+/** The SFU's record of a regulated identity in a room (migration 0017). */
+export interface RegulatedAttendanceTable {
+  id: Generated<number>;
+  room_id: string;
+  participant_id: string;
+  participant_name: string;
+  joined_at: ColumnType<Date, Date | string, Date | string>;
+  left_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  first_produced_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export type ReconciliationExceptionKind = 'joined_not_recorded' | 'recorder_gap' | 'not_transcribed' | 'hash_mismatch' | 'artifact_missing';
+
+export interface ReconciliationRunsTable {
+  id: string;
+  window_from: ColumnType<Date, Date | string, Date | string>;
+  window_to: ColumnType<Date, Date | string, Date | string>;
+  requested_by: string;
+  status: 'running' | 'done' | 'failed';
+  summary: ColumnType<Record<string, unknown>, string | undefined, string>;
+  error_message: string | null;
+  started_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface ReconciliationExceptionsTable {
+  run_id: string;
+  ordinal: number;
+  kind: ReconciliationExceptionKind;
+  room_id: string | null;
+  session_id: string | null;
+  participant_id: string | null;
+  track_id: string | null;
+  artifact_key: string | null;
+  from_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  to_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  details: ColumnType<Record<string, unknown>, string | undefined, string>;
+}
+
+/** Spans of a transcript segment shown as a label to roles without redaction.reveal (migration 0017). */
+export interface RedactionSpansTable {
+  id: string;
+  session_id: string;
+  seq: number;
+  char_start: number;
+  char_end: number;
+  start_seconds: number;
+  end_seconds: number;
+  label: string;
+  source: 'detector' | 'officer';
+  created_by: string;
+  created_at: Timestamp;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -440,4 +512,9 @@ export interface Database {
   review_decisions: ReviewDecisionsTable;
   review_notes: ReviewNotesTable;
   supervision_runs: SupervisionRunsTable;
+  regulated_subjects: RegulatedSubjectsTable;
+  regulated_attendance: RegulatedAttendanceTable;
+  reconciliation_runs: ReconciliationRunsTable;
+  reconciliation_exceptions: ReconciliationExceptionsTable;
+  redaction_spans: RedactionSpansTable;
 }

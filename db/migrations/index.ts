@@ -13,6 +13,7 @@ import * as m0011 from './0011-erasure-jobs.ts';
 import * as m0012 from './0012-key-lifecycle.ts';
 import * as m0013 from './0013-sso.ts';
 import * as m0016 from './0016-supervision.ts';
+import * as m0017 from './0017-capture-assurance.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -34,6 +35,7 @@ const migrations: Record<string, Migration> = {
   '0012-key-lifecycle': m0012,
   '0013-sso': m0013,
   '0016-supervision': m0016,
+  '0017-capture-assurance': m0017,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -81,6 +81,9 @@ export const ErrorCodes = {
   SSO_NO_ROLE: 403,
   /** The IdP could not be reached, refused the sign-in, or answered something that did not verify. */
   SSO_FAILED: 502,
+  // Supervision (issue 13).
+  /** Recording cannot be switched off while a regulated participant publishes (capture assurance). */
+  RECORDING_REQUIRED: 409,
   INTERNAL: 500,
 } as const;
 

@@ -35,14 +35,18 @@ export const PERMISSIONS = [
   'consent.read',
   // compliance_officer and auditor: a session's metadata (participants, tracks, artifact hashes), no content
   'sessions.metadata',
+  // capture assurance (issue 13): admin manages the regulated list; officers run reconciliations; both officer and auditor read reports
+  'capture.manage',
+  'capture.reconcile',
+  'capture.read',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 /** Roles → permissions. Roles are disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite policy. */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
-  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage'],
-  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata'],
-  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata'],
+  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'capture.manage'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'capture.reconcile', 'capture.read'],
+  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'capture.read'],
 };
 
 export function can(role: Role, permission: Permission): boolean {

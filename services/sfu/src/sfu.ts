@@ -16,6 +16,7 @@ import { RecordingTap } from './recording-tap.ts';
 import type { AuditEntryInput, AuditSink } from '../../lib/audit-sink.ts';
 import type { AuditContext } from './audit-context.ts';
 import { QualityMonitor } from './quality-monitor.ts';
+import { RegulatedAttendance } from './regulated-attendance.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -53,9 +54,11 @@ export class Sfu {
   readonly recorder: RecorderClient | undefined;
   readonly taps = new Map<string, RecordingTap>();
   readonly quality: QualityMonitor;
+  readonly regulated: RegulatedAttendance;
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
+    this.regulated = new RegulatedAttendance(deps.db, deps.logger.child({ component: 'regulated' }));
     this.audit = deps.audit;
     this.metrics = createSfuMetrics(deps.registry);
     this.pool = new WorkerPool({ size: deps.config.SFU_WORKERS, workerBin: deps.config.MEDIASOUP_WORKER_BIN, logger: deps.logger, metrics: this.metrics });
@@ -149,6 +152,7 @@ export class Sfu {
     );
     this.rooms.set(id, room);
     this.metrics.rooms.inc();
+    this.regulated.watch(room);
     room.on('recordingChanged', (recording, by) => {
       this.store.setRecording(id, recording).catch((err: unknown) => room.logger.error({ err }, 'failed to persist recording state'));
       // An admin's toggle is audited by setRecording itself, before the admin API answers.
@@ -270,6 +274,11 @@ export class Sfu {
     }
     const by = 'admin' in authority ? 'admin' : `peer:${authority.peerId}`;
     const live = this.rooms.get(id);
+    if (!enabled && live?.hasRegulatedPublisher()) {
+      throw new VerbatimError('RECORDING_REQUIRED', `room ${id} has a regulated participant: recording stays on while they publish`, {
+        hint: 'Regulated identities are recorded in every room they join (compliance API: /api/v1/capture/regulated).',
+      });
+    }
     const changed = (live ? live.recording : stored.recording) !== enabled;
     if (live) live.setRecording(enabled, by);
     else await this.store.setRecording(id, enabled);
@@ -314,6 +323,8 @@ export class Sfu {
   async join(claims: JoinClaims, channel: PeerChannel): Promise<{ room: Room; peer: Peer; reclaimed: boolean }> {
     this.assertNotDraining();
     this.assertTokenUnspent(claims);
+    // Looked up before the room is touched: from here to addPeer nothing may wait (join races).
+    const regulated = await this.regulated.isRegulated(claims.sub);
     const room = await this.openRoom(claims.room);
     const key = `${room.id}/${claims.sub}`;
     let consent: ConsentState = 'pending';
@@ -336,6 +347,7 @@ export class Sfu {
     const peer = new Peer(claims.sub, claims.name, channel);
     peer.consent = consent;
     peer.host = claims.role === 'host';
+    peer.regulated = regulated;
     room.addPeer(peer);
     this.spendToken(claims);
     this.metrics.joins.inc();

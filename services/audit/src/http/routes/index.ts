@@ -1,6 +1,7 @@
 import type { AnyRoute, RouteContext } from '../route-table.ts';
 import { auditRoutes } from './audit.ts';
 import { authRoutes } from './auth.ts';
+import { captureRoutes } from './capture.ts';
 import { consentRoutes } from './consent.ts';
 import { erasureRoutes } from './erasure.ts';
 import { exportRoutes } from './exports.ts';
@@ -27,5 +28,6 @@ export function routeTable(ctx: RouteContext): AnyRoute[] {
     ...sessionRoutes(ctx),
     ...consentRoutes(ctx),
     ...auditRoutes(ctx),
+    ...captureRoutes(ctx),
   ];
 }
