@@ -39,13 +39,15 @@ export const PERMISSIONS = [
   'capture.manage',
   'capture.reconcile',
   'capture.read',
+  // redaction (issue 13): see redacted spans in clear when asking for it (audited)
+  'redaction.reveal',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 /** Roles → permissions. Roles are disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite policy. */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
   admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'capture.manage'],
-  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'capture.reconcile', 'capture.read'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'capture.reconcile', 'capture.read', 'redaction.reveal'],
   auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'capture.read'],
 };
 

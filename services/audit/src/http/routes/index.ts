@@ -8,6 +8,7 @@ import { exportRoutes } from './exports.ts';
 import { holdRoutes } from './holds.ts';
 import { keyRoutes } from './keys.ts';
 import { mediaRoutes } from './media.ts';
+import { redactionRoutes } from './redaction.ts';
 import { retentionRoutes } from './retention.ts';
 import { searchRoutes } from './search.ts';
 import { sessionRoutes } from './sessions.ts';
@@ -29,5 +30,6 @@ export function routeTable(ctx: RouteContext): AnyRoute[] {
     ...consentRoutes(ctx),
     ...auditRoutes(ctx),
     ...captureRoutes(ctx),
+    ...redactionRoutes(ctx),
   ];
 }
