@@ -9,6 +9,7 @@ export { AuditLog, type AuditEntryInput } from './src/audit-log.ts';
 export { createUserWithKey } from './src/key-lifecycle.ts';
 export { SweeperWorker } from './src/sweeper-worker.ts';
 export { objectLockRetention } from './src/object-lock.ts';
+export { evaluateRegisteredTranscript } from './src/supervision/evaluate.ts';
 export { runAuditCommand, AUDIT_USAGE } from './src/audit-cli.ts';
 export { runComplianceCommand, COMPLIANCE_USAGE } from './src/compliance-cli.ts';
 export { runExportCommand } from './src/export-cli.ts';

@@ -81,7 +81,17 @@ export const ErrorCodes = {
   SSO_NO_ROLE: 403,
   /** The IdP could not be reached, refused the sign-in, or answered something that did not verify. */
   SSO_FAILED: 502,
-  // Supervision (issue 13).
+  // Supervision (services/audit/src/supervision).
+  /** A policy's lexicon entry does not parse (details: entry, position). */
+  LEXICON_INVALID: 400,
+  /** A policy's pattern is not a regular expression, or not one that runs in linear time (details: position). */
+  PATTERN_INVALID: 400,
+  /** A review decision without its reason. */
+  REASON_REQUIRED: 400,
+  /** A review item of a policy the reviewer is not a reviewer of, or assigned to someone else. */
+  REVIEW_OUT_OF_SCOPE: 403,
+  /** A decision on a review item that is already closed. */
+  REVIEW_CLOSED: 409,
   /** Recording cannot be switched off while a regulated participant publishes (capture assurance). */
   RECORDING_REQUIRED: 409,
   INTERNAL: 500,

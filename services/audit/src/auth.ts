@@ -35,6 +35,11 @@ export const PERMISSIONS = [
   'consent.read',
   // compliance_officer and auditor: a session's metadata (participants, tracks, artifact hashes), no content
   'sessions.metadata',
+  // supervision: admin and compliance_officer manage policies; officers review; officers and auditors read the evidence report
+  'policy.manage',
+  'review.read',
+  'review.decide',
+  'review.report',
   // capture assurance (issue 13): admin manages the regulated list; officers run reconciliations; both officer and auditor read reports
   'capture.manage',
   'capture.reconcile',
@@ -44,11 +49,11 @@ export const PERMISSIONS = [
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-/** Roles → permissions. Roles are disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite policy. */
+/** Roles → permissions. Mostly disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite retention policy (supervision policies both manage). */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
-  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'capture.manage'],
-  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'capture.reconcile', 'capture.read', 'redaction.reveal'],
-  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'capture.read'],
+  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'policy.manage', 'capture.manage'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'policy.manage', 'review.read', 'review.decide', 'review.report', 'capture.reconcile', 'capture.read', 'redaction.reveal'],
+  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'review.report', 'capture.read'],
 };
 
 export function can(role: Role, permission: Permission): boolean {

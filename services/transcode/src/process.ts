@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openConfiguredDatabase } from '../../../db/database.ts';
-import { objectLockRetention } from '../../audit/index.ts';
+import { evaluateRegisteredTranscript, objectLockRetention } from '../../audit/index.ts';
 import { loadConfig } from '../../lib/config.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import { createLogger } from '../../lib/logger.ts';
@@ -45,6 +45,11 @@ runStage({
         asrConcurrency: Math.max(1, Math.min(2, config.WHISPER_THREADS)),
         lockMs: config.TRANSCODE_LOCK_MS,
         limits: sessionLimitsFromConfig(config),
+        // Supervision policies run over each transcript as it is registered (the review queue's items).
+        onTranscriptRegistered: async (session) => {
+          const r = await evaluateRegisteredTranscript(db, session);
+          if (r.items > 0) logger.info({ session, items: r.items, hits: r.hits, sampled: r.sampled }, 'supervision: review items filed');
+        },
       });
       await worker.start();
       logger.info({ concurrency: config.TRANSCODE_CONCURRENCY }, 'transcode worker ready');

@@ -202,6 +202,7 @@ async function register(
       .where('id', '=', p.session)
       .execute();
   });
+  if (transcriptStatus === 'done' && segments.length > 0 && deps.onTranscriptRegistered) await deps.onTranscriptRegistered(p.session);
   await driver.report(100, 'done');
   if (modelError) {
     // Media is done and stored; the transcript waits for the model. Retry the job after installing it.

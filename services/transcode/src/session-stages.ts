@@ -60,6 +60,12 @@ export interface TranscodeDeps {
   transcriber: () => Promise<Transcriber>;
   /** What one session may cost (TRANSCODE_MAX_SESSION_*); default: the configuration's defaults. */
   limits?: SessionLimits;
+  /**
+   * Called once a session's transcript is registered (committed): the compliance service's
+   * supervision runs its policies over it. A rejection fails the job, which retries the
+   * finalize (registration and evaluation are both idempotent).
+   */
+  onTranscriptRegistered?: (session: string) => Promise<void>;
 }
 
 export interface StageContext {

@@ -8,6 +8,8 @@ import { parseOrBadRequest } from '../../../lib/http/parse-or-bad-request.ts';
 import type { AuditLog } from '../audit-log.ts';
 import { authorize, can, type ApiKeyVerifier, type ConsoleSessions, type FailedAuthLimiter, type Permission, type Principal } from '../auth.ts';
 import type { ErasureJobs } from '../erasure-jobs.ts';
+import type { ExportJobs } from '../export-jobs.ts';
+import type { SupervisionRuns } from '../supervision/supervision-runs.ts';
 import type { OidcRelyingParty } from '../sso.ts';
 import type { AuditServerOptions } from './audit-server-options.ts';
 import type { AuditNote, RequestAudit } from './request-audit.ts';
@@ -79,6 +81,10 @@ export interface RouteContext {
   erasure: ErasureJobs | undefined;
   /** Console sign-in through the OpenID Connect provider (OIDC_ISSUER_URL); undefined: API keys only. */
   sso: OidcRelyingParty | undefined;
+  /** The process's e-discovery export builder (one for the API: exports run one at a time); INTERNAL without storage. */
+  exports: () => ExportJobs;
+  /** Supervision policy runs over stored transcripts (BullMQ, with redisUrl); undefined: no job queues. */
+  supervision: SupervisionRuns | undefined;
 }
 
 /** A request field that parsed but makes no sense (e.g. an expiry in the past). */

@@ -14,6 +14,8 @@ import { AuditLog } from '../audit-log.ts';
 import { ApiKeyVerifier, ConsoleSessions, FailedAuthLimiter } from '../auth.ts';
 import { registerConsole } from '../console/console-routes.ts';
 import { ErasureJobs } from '../erasure-jobs.ts';
+import { ExportJobs } from '../export-jobs.ts';
+import { SupervisionRuns } from '../supervision/supervision-runs.ts';
 import { artifactRetention, checkpointStoreFromConfig, checkpointVerifiersFromConfig } from '../checkpoint-setup.ts';
 import { OidcRelyingParty, SSO_PATHS, type SsoOptions } from '../sso.ts';
 import type { AuditServer, AuditServerOptions } from './audit-server-options.ts';
@@ -82,7 +84,19 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
   if (erasure) app.addHook('onClose', () => erasure.close());
   const sso = opts.sso ? new OidcRelyingParty(db, opts.sso, createHmac('sha256', sessionSecret).update('verbatim sso flow v1').digest(), opts.now) : undefined;
   if (sso) relyingParties.set(app, sso);
-  const table = routeTable({ db, log, options: opts, now: () => opts.now?.() ?? new Date(), verifier, sessions, limiter, setPrincipal, erasure, sso });
+  let exportJobs: ExportJobs | undefined;
+  const exports = (): ExportJobs => {
+    if (!opts.storage || !opts.exportsDir) {
+      throw new VerbatimError('INTERNAL', 'the compliance API was started without storage and an exports directory: exports are unavailable', { hint: 'Pass storage and exportsDir to startAuditServer (npm start does), or use `verbatim export create`.' });
+    }
+    exportJobs ??= new ExportJobs({ db, storage: opts.storage, auditLog: log, dir: opts.exportsDir, logger: opts.logger });
+    return exportJobs;
+  };
+  // Policy runs over stored transcripts are jobs on the supervision queue; this process works through them.
+  const supervision = opts.redisUrl ? new SupervisionRuns({ db, redisUrl: opts.redisUrl, queuePrefix: opts.queuePrefix, logger: opts.logger }) : undefined;
+  if (supervision) app.addHook('onReady', () => supervision.start());
+  if (supervision) app.addHook('onClose', () => supervision.close());
+  const table = routeTable({ db, log, options: opts, now: () => opts.now?.() ?? new Date(), verifier, sessions, limiter, setPrincipal, erasure, sso, exports, supervision });
   const authenticate = requestAuthenticator({ verifier, sessions, limiter, setPrincipal });
   const doc = openApiDocument(table);
   app.get('/healthz', async () => ({ ok: true }));

@@ -5,6 +5,7 @@ import { errorBox, setRetry } from './errors.ts';
 import { renderAudit, renderConsent } from './pages-auditor.ts';
 import { renderKeys } from './pages-keys.ts';
 import { renderErasure, renderExports, renderHolds, renderPolicies } from './pages-manage.ts';
+import { renderReview, renderReviewItem, renderReviewReport } from './pages-review.ts';
 import { renderSearch } from './pages-search.ts';
 import { renderSession, renderSessionLookup } from './pages-session.ts';
 
@@ -47,6 +48,9 @@ const route = (path: string, title: string, permissions: string[], render: Route
 
 const ROUTES: Route[] = [
   route('/console/search', 'Search transcripts', ['recordings.search'], renderSearch, 'Search'),
+  route('/console/review', 'Review queue', ['review.read'], renderReview, 'Review'),
+  route('/console/review/:id', 'Review item', ['review.read'], renderReviewItem),
+  route('/console/review-report', 'Review evidence report', ['review.report'], renderReviewReport, 'Review report'),
   route('/console/sessions', 'Open a session', ['sessions.metadata'], renderSessionLookup, 'Sessions'),
   route('/console/sessions/:id', 'Session', ['sessions.metadata'], renderSession),
   route('/console/holds', 'Legal holds', ['holds.manage'], renderHolds, 'Legal holds'),

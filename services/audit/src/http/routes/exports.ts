@@ -2,7 +2,6 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { VerbatimError } from '../../../../lib/errors.ts';
-import { ExportJobs } from '../../export-jobs.ts';
 import { defineRoute, type AnyRoute, type RouteContext } from '../route-table.ts';
 import { EmptyQuerySchema, SessionIdSchema, UuidParamsSchema, text } from '../schemas.ts';
 
@@ -16,15 +15,7 @@ export const ExportBodySchema = z
   .describe('Exactly one of holdId, sessionIds or query.');
 
 /** E-discovery exports: started here, built in the background by ExportJobs, downloaded when done. */
-export function exportRoutes({ db, log, options }: RouteContext): AnyRoute[] {
-  let exports: ExportJobs | undefined;
-  const exportJobs = (): ExportJobs => {
-    if (!options.storage || !options.exportsDir) {
-      throw new VerbatimError('INTERNAL', 'the compliance API was started without storage and an exports directory: exports are unavailable', { hint: 'Pass storage and exportsDir to startAuditServer (npm start does), or use `verbatim export create`.' });
-    }
-    exports ??= new ExportJobs({ db, storage: options.storage, auditLog: log, dir: options.exportsDir, logger: options.logger });
-    return exports;
-  };
+export function exportRoutes({ exports: exportJobs }: RouteContext): AnyRoute[] {
   return [
     defineRoute({
       method: 'POST',

@@ -8,8 +8,10 @@ import { exportRoutes } from './exports.ts';
 import { holdRoutes } from './holds.ts';
 import { keyRoutes } from './keys.ts';
 import { mediaRoutes } from './media.ts';
+import { policyRoutes } from './policies.ts';
 import { redactionRoutes } from './redaction.ts';
 import { retentionRoutes } from './retention.ts';
+import { reviewRoutes } from './review.ts';
 import { searchRoutes } from './search.ts';
 import { sessionRoutes } from './sessions.ts';
 import { ssoRoutes } from './sso.ts';
@@ -29,6 +31,8 @@ export function routeTable(ctx: RouteContext): AnyRoute[] {
     ...sessionRoutes(ctx),
     ...consentRoutes(ctx),
     ...auditRoutes(ctx),
+    ...policyRoutes(ctx),
+    ...reviewRoutes(ctx),
     ...captureRoutes(ctx),
     ...redactionRoutes(ctx),
   ];
