@@ -483,6 +483,21 @@ export interface RedactionSpansTable {
   created_at: Timestamp;
 }
 
+/** The key pseudonyms are made with (migration 0017). */
+export interface PseudonymKeysTable {
+  name: string;
+  key: string;
+  created_at: Timestamp;
+}
+
+/** Which reviewer revealed which speaker of a pseudonymised policy (migration 0017). */
+export interface PseudonymRevealsTable {
+  policy_id: string;
+  participant_id: string;
+  revealed_to: string;
+  revealed_at: Timestamp;
+}
+
 export interface Database {
   rooms: RoomsTable;
   consent_events: ConsentEventsTable;
@@ -517,4 +532,6 @@ export interface Database {
   reconciliation_runs: ReconciliationRunsTable;
   reconciliation_exceptions: ReconciliationExceptionsTable;
   redaction_spans: RedactionSpansTable;
+  pseudonym_keys: PseudonymKeysTable;
+  pseudonym_reveals: PseudonymRevealsTable;
 }

@@ -11,6 +11,9 @@ import { sql, type Kysely } from 'kysely';
  * - transcript_segments.words: whisper.cpp's token timestamps (session seconds) per segment.
  * - redaction_spans: character and time spans of a segment shown as a label to roles without
  *   redaction.reveal; they go with their segment (an erased segment takes its spans with it).
+ * - pseudonym_keys / pseudonym_reveals (issue 13 item 6): the HMAC key pseudonyms are made with
+ *   (made once, kept here so pseudonyms are stable across restarts and processes), and which
+ *   reviewer revealed which speaker of which policy.
  */
 export async function up(db: Kysely<any>): Promise<void> {
   await db.schema
@@ -85,4 +88,19 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.createIndex('redaction_spans_segment_idx').on('redaction_spans').columns(['session_id', 'seq']).execute();
   // A detector finds the same span again on a re-run: one row per span and label.
   await db.schema.createIndex('redaction_spans_unique_idx').on('redaction_spans').columns(['session_id', 'seq', 'char_start', 'char_end', 'label']).unique().execute();
+
+  await db.schema
+    .createTable('pseudonym_keys')
+    .addColumn('name', 'text', (c) => c.primaryKey())
+    .addColumn('key', 'text', (c) => c.notNull())
+    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .execute();
+  await db.schema
+    .createTable('pseudonym_reveals')
+    .addColumn('policy_id', 'text', (c) => c.notNull())
+    .addColumn('participant_id', 'text', (c) => c.notNull())
+    .addColumn('revealed_to', 'text', (c) => c.notNull())
+    .addColumn('revealed_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addPrimaryKeyConstraint('pseudonym_reveals_pk', ['policy_id', 'participant_id', 'revealed_to'])
+    .execute();
 }

@@ -66,6 +66,7 @@ describe.each(backends)('capture reconciliation ($name)', (backend: TestBackend)
     try {
       const officer = `Bearer ${(await createUserWithKey(db, { name: 'Officer', role: 'compliance_officer' })).apiKey}`;
       const admin = `Bearer ${(await createUserWithKey(db, { name: 'Admin', role: 'admin' })).apiKey}`;
+      const auditor0 = `Bearer ${(await createUserWithKey(db, { name: 'Auditor 0', role: 'auditor' })).apiKey}`;
       const call = async (auth: string, method: string, p: string, body?: unknown) => {
         const res = await fetch(`${server.url}/api/v1${p}`, { method, headers: { authorization: auth, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
         const text = await res.text();
@@ -76,7 +77,12 @@ describe.each(backends)('capture reconciliation ($name)', (backend: TestBackend)
       expect((await call(admin, 'POST', '/capture/regulated', { kind: 'identity', value: 'rita', reason: 'again' })).json.error.code).toBe('CONFLICT');
       expect((await call(admin, 'POST', '/capture/regulated', { kind: 'identity', value: '../x', reason: 'bad' })).status).toBe(400);
       expect((await call(officer, 'POST', '/capture/regulated', { kind: 'group', value: 'desk', reason: 'x' })).status).toBe(403);
-      expect((await call(admin, 'PUT', '/capture/groups/desk', { members: ['sam', 'vic'] })).json.members).toEqual(['sam', 'vic']);
+      expect((await call(admin, 'POST', '/capture/regulated', { kind: 'group', value: 'desk', reason: 'trading desk' })).status).toBe(201);
+      expect((await call(admin, 'PUT', '/supervision/groups/desk', { members: ['sam', 'vic'] })).status).toBe(200);
+      expect((await call(auditor0, 'GET', '/capture/regulated')).json.subjects).toEqual([
+        expect.objectContaining({ kind: 'group', value: 'desk', members: ['sam', 'vic'] }),
+        expect.objectContaining({ kind: 'identity', value: 'rita', reason: 'registered rep' }),
+      ]);
 
       // Recorded: rita from t0 to t0+120 s with a 20 s recorder gap; two of its three artifacts damaged afterwards.
       await seedSession(db, storage, { id: 's-gap', room: 'desk', startMs: t0, endMs: t0 + 121_000, status: 'done', transcriptStatus: 'done', transcribe: true, tracks: [{ track: 'rita-audio-1', participant: 'rita', segments: [[t0, t0 + 60_000], [t0 + 80_000, t0 + 120_000]] }], artifacts: ['rita.ogg', 'composite.mp4', 'transcript.json'] });
@@ -129,13 +135,13 @@ describe.each(backends)('capture reconciliation ($name)', (backend: TestBackend)
       expect((await call(auditor, 'POST', '/capture/reconciliations', {})).status).toBe(403);
       expect((await call(officer, 'POST', '/capture/reconciliations', { from: iso(now), to: iso(now - 1) })).json.error.code).toBe('BAD_REQUEST');
 
-      const entries = await db.selectFrom('audit_log').select(['action', 'target_id', 'details']).where('action', 'in', ['reconciliation.run', 'reconciliation.request', 'capture.regulated.add', 'capture.group.set']).orderBy('seq').execute();
+      const entries = await db.selectFrom('audit_log').select(['action', 'target_id', 'details']).where('action', 'in', ['reconciliation.run', 'reconciliation.request', 'capture.regulated.add']).orderBy('seq').execute();
       const run = entries.find((e) => e.action === 'reconciliation.run')!;
       expect(run.target_id).toBe(id);
       const details = typeof run.details === 'string' ? JSON.parse(run.details) : run.details;
       expect(details.exceptions).toEqual(report.run.summary.exceptions);
       expect(details.exceptionsSha256).toMatch(/^[0-9a-f]{64}$/);
-      expect(entries.map((e) => e.action)).toEqual(expect.arrayContaining(['capture.regulated.add', 'capture.group.set', 'reconciliation.request']));
+      expect(entries.map((e) => e.action)).toEqual(expect.arrayContaining(['capture.regulated.add', 'reconciliation.request']));
       expect((await new AuditLog(db).verify()).ok).toBe(true);
 
       // The schedule: two workers, one scheduler; scheduled runs are written by 'capture-reconciler'.

@@ -54,18 +54,6 @@ export class RegulatedList {
     return before;
   }
 
-  /** Replaces a group's members (identity_groups, shared with supervision policy scopes), creating the group if new. */
-  async setMembers(group: string, identities: readonly string[]): Promise<{ before: string[]; after: string[] }> {
-    const after = [...new Set(identities)].sort();
-    return this.db.transaction().execute(async (tx) => {
-      await tx.insertInto('identity_groups').values({ name: group }).onConflict((oc) => oc.column('name').doNothing()).execute();
-      const before = (await tx.selectFrom('identity_group_members').select('participant_id').where('group_name', '=', group).orderBy('participant_id').execute()).map((r) => r.participant_id);
-      await tx.deleteFrom('identity_group_members').where('group_name', '=', group).execute();
-      if (after.length > 0) await tx.insertInto('identity_group_members').values(after.map((participant_id) => ({ group_name: group, participant_id }))).execute();
-      return { before, after };
-    });
-  }
-
   private async find(kind: 'identity' | 'group', value: string): Promise<RegulatedSubject | undefined> {
     return (await this.list()).find((s) => s.kind === kind && s.value === value);
   }

@@ -19,8 +19,6 @@ const RegulatedBodySchema = z
     if (!ok) ctx.addIssue({ code: 'custom', path: ['value'], message: `not a valid ${b.kind} (1-64 chars of A-Z a-z 0-9 _ . @ -)` });
   });
 const RegulatedParamsSchema = z.object({ kind: z.enum(['identity', 'group']), value: z.string().min(1).max(64) }).strict();
-const GroupParamsSchema = z.object({ name: GroupNameSchema }).strict();
-const GroupBodySchema = z.object({ members: z.array(ParticipantIdSchema).max(10_000) }).strict();
 const ReconcileBodySchema = z
   .object({ from: instant.optional().describe('Default: 24 h before `to`.'), to: instant.optional().describe('Default: now.') })
   .strict();
@@ -43,7 +41,7 @@ export function captureRoutes({ db, log, options, now }: RouteContext): AnyRoute
       url: '/capture/regulated',
       permissions: ['capture.manage', 'capture.read'],
       action: 'capture.regulated.list',
-      summary: 'Identities and groups recorded in every room they join, with group members.',
+      summary: 'Identities and groups (identity groups: /supervision/groups) recorded in every room they join, with group members.',
       query: EmptyQuerySchema,
       async handler() {
         const subjects = await regulated.list();
@@ -75,20 +73,6 @@ export function captureRoutes({ db, log, options, now }: RouteContext): AnyRoute
       async handler({ params }) {
         const before = await regulated.remove(params.kind, params.value);
         return { response: { removed: before }, audit: { target: { type: `regulated_${params.kind}`, id: params.value }, details: { before, after: null } } };
-      },
-    }),
-    defineRoute({
-      method: 'PUT',
-      url: '/capture/groups/:name',
-      permissions: ['capture.manage'],
-      action: 'capture.group.set',
-      summary: 'Replace the members (identities) of a group.',
-      query: EmptyQuerySchema,
-      params: GroupParamsSchema,
-      body: GroupBodySchema,
-      async handler({ params, body }) {
-        const r = await regulated.setMembers(params.name, body.members);
-        return { response: { group: params.name, members: r.after }, audit: { target: { type: 'identity_group', id: params.name }, details: r } };
       },
     }),
     defineRoute({

@@ -9,6 +9,7 @@ import { holdRoutes } from './holds.ts';
 import { keyRoutes } from './keys.ts';
 import { mediaRoutes } from './media.ts';
 import { policyRoutes } from './policies.ts';
+import { pseudonymRoutes } from './pseudonyms.ts';
 import { redactionRoutes } from './redaction.ts';
 import { retentionRoutes } from './retention.ts';
 import { reviewRoutes } from './review.ts';
@@ -35,5 +36,6 @@ export function routeTable(ctx: RouteContext): AnyRoute[] {
     ...reviewRoutes(ctx),
     ...captureRoutes(ctx),
     ...redactionRoutes(ctx),
+    ...pseudonymRoutes(ctx),
   ];
 }
