@@ -273,7 +273,10 @@ async function planEntries(db: Db, log: AuditLog, sessionIds: string[], now: Dat
       const timed = redactions.get(s.id)!.timed.filter((t) => a.participant_id === null || t.participant === a.participant_id);
       if (timed.length === 0) entries.push(entry);
       else if (!redactableMedia(a.kind, a.key)) {
-        redacting.withheld.push({ session: s.id, key: a.key, reason: `a ${a.kind} file is not on the session timeline, so its redacted spans cannot be toned exactly` });
+        const reason = a.kind.startsWith('transcript-')
+          ? 'the stored transcript file holds the redacted spans in clear; the redacted transcript is under transcripts/'
+          : `a ${a.kind} file is not on the session timeline, so its redacted spans cannot be toned exactly`;
+        redacting.withheld.push({ session: s.id, key: a.key, reason });
       } else {
         const file = path.join(redacting.workDir, `${redacting.spans.length}-${entries.length}${path.extname(a.key)}`);
         await redactMedia(redacting.ffmpeg, await redacting.storage.locate(a.key), file, timed);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -96,7 +96,9 @@ describe.each(backends)('redacted views and exports ($name)', (backend: TestBack
       const mkv = path.join(dir, 'p.mkv');
       ffmpeg('-i', wav, '-c:a', 'libopus', mkv);
       await db.insertInto('recording_sessions').values({ id: 'red-1', room_id: 'desk', started_at: '2026-03-01T10:00:00Z', ended_at: '2026-03-01T10:00:08Z', status: 'done', transcript_status: 'done' }).execute();
-      for (const [file, kind, participant] of [[mp4, 'composite', null], [wav, 'participant-wav', 'p'], [mkv, 'participant-av', 'p']] as const) {
+      const stored = path.join(dir, 'transcript.txt');
+      writeFileSync(stored, `[00:00:00.500] Pat: ${TEXT}\n`);
+      for (const [file, kind, participant] of [[mp4, 'composite', null], [wav, 'participant-wav', 'p'], [mkv, 'participant-av', 'p'], [stored, 'transcript-txt', null]] as const) {
         const stored = await storage.put(`sessions/desk/red-1/${path.basename(file)}`, file);
         await db.insertInto('artifacts').values({ session_id: 'red-1', key: stored.key, kind, participant_id: participant, content_type: 'application/octet-stream', bytes: stored.bytes, sha256: stored.sha256, storage: 'local', duration_seconds: 8 }).execute();
       }
@@ -140,8 +142,9 @@ describe.each(backends)('redacted views and exports ($name)', (backend: TestBack
       const manifest = JSON.parse(readFileSync(path.join(x, 'manifest.json'), 'utf8')) as Manifest;
       expect(manifest.redaction!.spans.map((s) => [s.label, s.from, s.to, s.exact])).toEqual([['CARD NUMBER', 2.0, 4.5, true], ['OFF CHANNEL', 5.3, 5.6, true]]);
       // The stream-copied participant file cannot be toned exactly: withheld, and said so.
-      expect(manifest.redaction!.withheld.map((w) => w.key)).toEqual(['sessions/desk/red-1/p.mkv']);
-      expect(manifest.files.map((f) => f.path)).not.toContain('media/red-1/p.mkv');
+      // So is the stored transcript file (its text is in clear; the redacted one is under transcripts/).
+      expect(manifest.redaction!.withheld.map((w) => w.key).sort()).toEqual(['sessions/desk/red-1/p.mkv', 'sessions/desk/red-1/transcript.txt']);
+      expect(manifest.files.map((f) => f.path).filter((f) => f.startsWith('media/')).sort()).toEqual(['media/red-1/composite.mp4', 'media/red-1/p.wav']);
 
       // The tone sits exactly over the spans' words: measured on the decoded PCM (Goertzel, 5 ms blocks).
       for (const f of ['composite.mp4', 'p.wav']) {
@@ -161,7 +164,7 @@ describe.each(backends)('redacted views and exports ($name)', (backend: TestBack
       for (const t of [json, txt, readFileSync(path.join(x, 'transcripts/red-1.vtt'), 'utf8')]) expect(t).not.toMatch(/4111|1111|call/);
       expect(JSON.parse(json).segments[0].words.map((w: { text: string }) => w.text)).toEqual(['my', 'card', 'is', '[CARD NUMBER]', 'thanks,', '[OFF CHANNEL]', 'me', 'later']);
       const entry = await db.selectFrom('audit_log').select('details').where('action', '=', 'export.create').executeTakeFirstOrThrow();
-      expect(typeof entry.details === 'string' ? JSON.parse(entry.details) : entry.details).toMatchObject({ redacted: true, redactedSpans: 2, withheld: 1, manifestSha256: res.manifestSha256 });
+      expect(typeof entry.details === 'string' ? JSON.parse(entry.details) : entry.details).toMatchObject({ redacted: true, redactedSpans: 2, withheld: 2, manifestSha256: res.manifestSha256 });
     } finally {
       await server.close();
       await db.destroy();
