@@ -32,6 +32,10 @@ const suites: Record<string, Suite> = {
     describe: 'transcript search p95 at 1M segments (5 query shapes, Postgres and PGlite), insert rows/s, audit appends/s',
     run: async (opts) => (await import('./search.ts')).runSearchBench(opts),
   },
+  supervision: {
+    describe: 'supervision policies: backfill s per 1M segments (50-term lexicon + 5 detectors), flag latency p95, review queue p95 at 100k items',
+    run: async (opts) => (await import('./supervision.ts')).runSupervisionBench(opts),
+  },
 };
 
 function usage(): string {

@@ -348,7 +348,7 @@ export interface ReviewItemsTable {
   end_seconds: number;
   spoken_at: ColumnType<Date, Date | string, Date | string>;
   hit_count: ColumnType<number, number | undefined, number>;
-  /** Hits that went with their transcript segment (erasure, retention, re-registration); kept by a trigger. */
+  /** Hits that went with their erased transcript segment (erasure, retention); kept by a trigger. */
   removed_hits: ColumnType<number, number | undefined, number>;
   hits_removed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   state: ColumnType<ReviewState, ReviewState | undefined, ReviewState>;

@@ -15,8 +15,9 @@ import { sql, type Kysely } from 'kysely';
  *   is a session drawn for random supervision. The unique key makes re-evaluation idempotent.
  *   state: open → escalated → closed, or open → closed; disposition/reason of the last decision.
  * - review_hits: each match (segment, rule, character span, matched words, snippet). They go
- *   with their transcript segment (erasure, retention, a re-registered transcript): the item
- *   keeps the count and time of that (removed_hits, hits_removed_at), through a trigger.
+ *   with their transcript segment (erasure, retention): the item keeps the count and time of
+ *   that (removed_hits, hits_removed_at), through a trigger; a transcript registered again
+ *   replaces its segments, which is not a removal (its evaluation files the hits again).
  * - review_decisions / review_notes: every disposition (with the hold or export an escalation
  *   started) and note, kept in order.
  * - supervision_runs: a policy run over the stored transcripts (a BullMQ job), with progress.
@@ -99,7 +100,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   // The queue's filters: newest first within a state, by policy, reviewer, room, date.
   await db.schema.createIndex('review_items_state_created_idx').on('review_items').columns(['state', 'created_at desc', 'id']).execute();
   await db.schema.createIndex('review_items_created_idx').on('review_items').columns(['created_at desc', 'id']).execute();
-  await db.schema.createIndex('review_items_policy_idx').on('review_items').columns(['policy_id', 'created_at desc']).execute();
+  await db.schema.createIndex('review_items_policy_idx').on('review_items').columns(['policy_id', 'state', 'created_at desc']).execute();
+  await db.schema.createIndex('review_items_spoken_idx').on('review_items').columns(['spoken_at', 'state']).execute();
   await db.schema.createIndex('review_items_assignee_idx').on('review_items').columns(['assignee', 'created_at desc']).execute();
   await db.schema.createIndex('review_items_room_idx').on('review_items').columns(['room_id', 'created_at desc']).execute();
   await db.schema.createIndex('review_items_session_idx').on('review_items').column('session_id').execute();
@@ -126,17 +128,23 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addForeignKeyConstraint('review_hits_segment_fk', ['session_id', 'seq'], 'transcript_segments', ['session_id', 'seq'], (c) => c.onDelete('cascade'))
     .execute();
   await db.schema.createIndex('review_hits_segment_idx').on('review_hits').columns(['session_id', 'seq']).execute();
-  // A hit deleted with its segment (not with its item) is counted on the item.
+  // A hit deleted with its segment is counted on its item, at commit: a segment that exists again
+  // by then was replaced (a transcript registered again, whose evaluation files its hits anew),
+  // not erased, and is not counted as removed.
   await sql`
     create function review_hit_removed() returns trigger language plpgsql set search_path from current as $$
     begin
-      update review_items set hit_count = greatest(hit_count - 1, 0), removed_hits = removed_hits + 1, hits_removed_at = now(), updated_at = now()
-        where id = old.item_id;
+      if exists (select 1 from transcript_segments where session_id = old.session_id and seq = old.seq) then
+        update review_items set hit_count = greatest(hit_count - 1, 0), updated_at = now() where id = old.item_id;
+      else
+        update review_items set hit_count = greatest(hit_count - 1, 0), removed_hits = removed_hits + 1, hits_removed_at = now(), updated_at = now()
+          where id = old.item_id;
+      end if;
       return null;
     end
     $$`.execute(db);
   await sql`
-    create trigger review_hits_removed after delete on review_hits
+    create constraint trigger review_hits_removed after delete on review_hits deferrable initially deferred
       for each row execute function review_hit_removed()`.execute(db);
 
   await db.schema

@@ -37,6 +37,10 @@ const DIGIT_WORDS: Readonly<Record<string, string>> = {
   one: '1', two: '2', three: '3', four: '4', five: '5', six: '6', seven: '7', eight: '8', nine: '9',
 };
 const REPEATS: Readonly<Record<string, number>> = { double: 2, triple: 3 };
+const DIGIT_WORD = '(?:zero|oh|o|nought|naught|one|two|three|four|five|six|seven|eight|nine|double|triple)';
+/** Four spoken digits in a row: the least any detector needs when there is no written digit. */
+const SPOKEN_RUN = new RegExp(`\\b${DIGIT_WORD}\\b(?:[\\s,.\\-]+${DIGIT_WORD}\\b){3}`, 'i');
+const SPOKEN_AT = /\sat\s[\s\S]*\sdot\s/i;
 
 interface Token {
   word: string;
@@ -232,14 +236,17 @@ function emails(text: string): DetectorHit[] {
  */
 export function detect(text: string, which: readonly DetectorName[] = DETECTORS): DetectorHit[] {
   const want = new Set(which);
-  const runs = want.has('card') || want.has('ssn') || want.has('phone') ? digitRuns(text) : [];
+  // Most text holds no number at all: skip the tokenising then (every detector needs a digit or four spoken ones in a row).
+  const digits = /\d/.test(text);
+  const numbers = digits || SPOKEN_RUN.test(text);
+  const runs = numbers && (want.has('card') || want.has('ssn') || want.has('phone')) ? digitRuns(text) : [];
   const out: DetectorHit[] = [];
   const c = want.has('card') ? cards(text, runs) : { hits: [], used: new Set<DigitRun>() };
   out.push(...c.hits);
   if (want.has('ssn')) out.push(...ssns(text, runs, c.used));
   if (want.has('phone')) out.push(...phones(text, runs, c.used));
   // An IBAN or an address holds digits of its own: they are not also a card or phone number.
-  const first = [...(want.has('iban') ? ibans(text) : []), ...(want.has('email') ? emails(text) : [])];
+  const first = [...(digits && want.has('iban') ? ibans(text) : []), ...(want.has('email') && (text.includes('@') || SPOKEN_AT.test(text)) ? emails(text) : [])];
   const kept = [...first, ...out.filter((x) => !first.some((f) => x.start < f.end && f.start < x.end))];
   return kept.sort((a, b) => a.start - b.start || a.end - b.end);
 }

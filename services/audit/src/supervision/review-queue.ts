@@ -2,7 +2,6 @@ import { sql, type Kysely } from 'kysely';
 import type { Database, ReviewDisposition, ReviewSeverity, ReviewState } from '../../../../db/schema.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import type { Principal } from '../auth.ts';
-import { SupervisionPolicies } from './policies.ts';
 
 /**
  * The review queue: items listed with filters, opened, assigned, annotated and decided. A
@@ -73,9 +72,15 @@ export class ReviewQueue {
 
   /** The policy ids whose items this reviewer may see (every policy, or those naming them). */
   async visiblePolicies(p: Principal): Promise<{ ids: string[]; names: Map<string, string> }> {
-    const policies = await new SupervisionPolicies(this.db).list();
-    const mine = policies.filter((x) => x.definition.reviewers.length === 0 || x.definition.reviewers.includes(p.userId));
-    return { ids: mine.map((x) => x.id), names: new Map(policies.map((x) => [x.id, x.name])) };
+    // Only names and reviewers: the queue asks on every page, and definitions can be large.
+    const rows = await this.db
+      .selectFrom('supervision_policies as sp')
+      .innerJoin('supervision_policy_versions as v', (j) => j.onRef('v.policy_id', '=', 'sp.id').onRef('v.version', '=', 'sp.current_version'))
+      .select(['sp.id', 'sp.name', sql<string>`(v.definition -> 'reviewers')::text`.as('reviewers')])
+      .execute();
+    const reviewersOf = (r: { reviewers: string | null }) => (r.reviewers ? (JSON.parse(r.reviewers) as string[]) : []);
+    const mine = rows.filter((r) => reviewersOf(r).length === 0 || reviewersOf(r).includes(p.userId));
+    return { ids: mine.map((x) => x.id), names: new Map(rows.map((x) => [x.id, x.name])) };
   }
 
   async list(p: Principal, f: ItemFilters): Promise<{ items: ReviewItem[]; total: number; totalIsEstimate: boolean; page: number; pageSize: number }> {
@@ -93,8 +98,8 @@ export class ReviewQueue {
     else if (f.reviewer) q = q.where('i.assignee', '=', f.reviewer === 'me' ? p.userId : f.reviewer);
     if (f.from) q = q.where('i.spoken_at', '>=', new Date(f.from));
     if (f.to) q = q.where('i.spoken_at', '<=', dayEnd(f.to));
-    // Counting a huge queue exactly costs more than the page: past 10,000 it is "more than".
-    const CAP = 10_000;
+    // Counting a huge queue exactly costs more than the page: past 1,000 it is "more than 1,000".
+    const CAP = 1_000;
     const [rows, count] = await Promise.all([
       q
         .selectAll('i')

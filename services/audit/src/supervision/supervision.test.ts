@@ -1,10 +1,14 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../../db/database.ts';
 import { testBackends, type TestBackend } from '../../../../testing/databases.ts';
 import { TEST_REDIS_URL } from '../../../../testing/transcode-worker.ts';
 import { createLogger } from '../../../lib/logger.ts';
+import { LocalArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import { buildAuditApp } from '../http/server.ts';
 import { createUserWithKey } from '../key-lifecycle.ts';
 import { detect, ibanValid, luhnValid } from './detectors.ts';
@@ -98,6 +102,7 @@ const backends = await testBackends();
 describe.each(backends)('supervision on $name', (backend: TestBackend) => {
   let db: Db;
   let app: FastifyInstance;
+  let dir: string | undefined;
   const keys: Record<string, { key: string; id: string }> = {};
   const auth = (who: string) => ({ authorization: `Bearer ${keys[who]!.key}` });
   const call = async (who: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) => {
@@ -126,13 +131,16 @@ describe.each(backends)('supervision on $name', (backend: TestBackend) => {
       const k = await createUserWithKey(db, { name: who, role });
       keys[who] = { key: k.apiKey, id: k.user.id };
     }
-    app = buildAuditApp({ db, logger, failedAuthPerMinute: 0, redisUrl: TEST_REDIS_URL, queuePrefix: `t${randomBytes(4).toString('hex')}` });
+    dir = mkdtempSync(path.join(os.tmpdir(), 'verbatim-supervision-'));
+    // Storage and an exports directory: an escalation can start an export.
+    app = buildAuditApp({ db, logger, failedAuthPerMinute: 0, redisUrl: TEST_REDIS_URL, queuePrefix: `t${randomBytes(4).toString('hex')}`, storage: new LocalArtifactStorage(path.join(dir, 'store')), exportsDir: path.join(dir, 'exports') });
     await app.ready();
   }, 120_000);
   afterAll(async () => {
     await app?.close();
     await db?.destroy();
     await backend.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it.skipIf(!backend.available)('flags a spoken card number and an off-channel phrase in a registered transcript; backfills and re-runs without duplicates', async () => {
@@ -201,6 +209,16 @@ describe.each(backends)('supervision on $name', (backend: TestBackend) => {
     ]);
     expect(Number((await db.selectFrom('review_hits').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)).toBe(5);
 
+    // A transcript registered again replaces its segments: nothing is counted as removed, nothing doubled.
+    await db.transaction().execute(async (tx) => {
+      const rows = await tx.selectFrom('transcript_segments').select(['session_id', 'seq', 'participant_id', 'speaker', 'start_seconds', 'end_seconds', 'text', 'language']).where('session_id', '=', 'meet-1').execute();
+      await tx.deleteFrom('transcript_segments').where('session_id', '=', 'meet-1').execute();
+      await tx.insertInto('transcript_segments').values(rows).execute();
+    });
+    await evaluateRegisteredTranscript(db, 'meet-1');
+    expect((await call('officer', 'GET', `/review/items/${bob.id}`)).json!).toMatchObject({ hits: 1, removedHits: 0 });
+    expect((await call('officer', 'GET', `/review/items/${alice.id}`)).json!).toMatchObject({ hits: 2, removedHits: 0 });
+
     // A change is a new version, audited with before and after; its run files version-2 items.
     const upd = await call('admin', 'PUT', `/supervision/policies/${policy.id}`, { name: 'Conduct', severity: 'critical', lexicon: ['whatsapp'], detectors: ['card'] });
     expect(upd.status).toBe(200);
@@ -247,9 +265,14 @@ describe.each(backends)('supervision on $name', (backend: TestBackend) => {
     expect(again.status).toBe(409);
     expect(again.json!.error.code).toBe('REVIEW_CLOSED');
 
-    const esc = await call('officer', 'POST', `/review/items/${b.id}/decision`, { disposition: 'escalated', reason: 'needs legal', hold: { caseId: 'CASE-7' } });
+    const esc = await call('officer', 'POST', `/review/items/${b.id}/decision`, { disposition: 'escalated', reason: 'needs legal', hold: { caseId: 'CASE-7' }, export: true });
     expect(esc.status).toBe(200);
     expect(esc.json!.item.state).toBe('escalated');
+    await expect.poll(async () => (await call('officer', 'GET', `/exports/${esc.json!.exportId}`)).json!.status, { timeout: 30_000, interval: 100 }).toBe('done');
+    expect((await call('officer', 'GET', `/exports/${esc.json!.exportId}`)).json!.sessionIds).toEqual(['trade-2']);
+    expect(await db.selectFrom('review_decisions').select(['disposition', 'hold_id', 'export_id']).where('item_id', '=', b.id).execute()).toEqual([{ disposition: 'escalated', hold_id: esc.json!.holdId, export_id: esc.json!.exportId }]);
+    const noEscalation = await call('officer', 'POST', `/review/items/${b.id}/decision`, { disposition: 'no_issue', reason: 'x', hold: { caseId: 'C' } });
+    expect(noEscalation.json!.error).toMatchObject({ code: 'BAD_REQUEST', details: { field: 'hold' } });
     const hold = await db.selectFrom('legal_holds').selectAll().where('id', '=', esc.json!.holdId).executeTakeFirstOrThrow();
     expect(hold).toMatchObject({ case_id: 'CASE-7', scope_type: 'session', scope_value: 'trade-2' });
     expect((await call('officer', 'POST', `/review/items/${b.id}/decision`, { disposition: 'no_issue', reason: 'legal cleared it' })).json!.item.state).toBe('closed');
@@ -293,6 +316,19 @@ describe.each(backends)('supervision on $name', (backend: TestBackend) => {
     expect(one.length).toBeGreaterThan(0);
     const report = (await call('officer', 'GET', '/review/report?from=2020-01-01&to=2100-01-01')).json!;
     expect(report.sample.filter((s: any) => s.room === 'sampled-room').length).toBe(one.length * 2);
+  });
+
+  it.skipIf(!backend.available)('scope by identity group: only its members are flagged', async () => {
+    expect((await call('admin', 'PUT', '/supervision/groups/traders', { description: 'desk traders', members: ['ivy', 'jon'] })).status).toBe(200);
+    const p = (await call('officer', 'POST', '/supervision/policies', { name: 'Traders only', severity: 'high', lexicon: ['kilimanjaro'], scope: { rooms: [], participants: [], groups: ['traders'] } })).json!.policy;
+    await register('group-1', 'floor', [
+      { who: 'ivy', text: 'Kilimanjaro is the code name.', start: 0 },
+      { who: 'kim', text: 'Kilimanjaro? Never heard of it.', start: 3 },
+    ]);
+    const items = (await call('officer', 'GET', `/review/items?policy=${p.id}`)).json!.items as any[];
+    expect(items.map((i) => i.participant)).toEqual(['ivy']);
+    const entry = await db.selectFrom('audit_log').select('details').where('action', '=', 'identity_group.put').executeTakeFirstOrThrow();
+    expect(typeof entry.details === 'string' ? JSON.parse(entry.details) : entry.details).toMatchObject({ before: [], after: ['ivy', 'jon'] });
   });
 
   it.skipIf(!backend.available)('the starter lexicon compiles and flags off-channel talk', async () => {

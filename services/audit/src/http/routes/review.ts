@@ -122,6 +122,8 @@ export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[]
         const item = await queue.checkDecision(principal, params.id, body.reason);
         const reason = body.reason!.trim();
         if ((body.hold || body.export) && body.disposition !== 'escalated') throw badRequest('a hold or an export is started by an escalation only', body.hold ? 'hold' : 'export');
+        // Exports unavailable (no storage): refused before a hold is placed, so nothing is half done.
+        const exportJobs = body.export ? exports() : undefined;
         let holdId: string | null = null;
         let holdEntry: AuditEntryInput | undefined;
         let exportId: string | null = null;
@@ -135,8 +137,8 @@ export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[]
           const storage = legalHoldStorage(options.storage);
           if (storage) await syncLegalHolds(db, storage, await sessionsInScope(db, hold), options.logger);
         }
-        if (body.export) {
-          const record = await exports().start({ sessionIds: [item.session] }, { type: 'user', id: principal.userId });
+        if (exportJobs) {
+          const record = await exportJobs.start({ sessionIds: [item.session] }, { type: 'user', id: principal.userId });
           exportId = record.id;
         }
         const after = await queue.commit(principal, params.id, { disposition: body.disposition, reason, holdId, exportId });
