@@ -4,7 +4,7 @@ import type { Logger } from '../../../lib/logger.ts';
 import { redisConnection } from '../../../lib/redis.ts';
 import type { ArtifactStorage } from '../../../lib/storage/artifact-storage.ts';
 import { AuditLog } from '../audit-log.ts';
-import { Reconciler } from './reconciliation.ts';
+import { PROCESSING_GRACE_MS, Reconciler } from './reconciliation.ts';
 
 export const RECONCILE_QUEUE = 'capture-reconciliation';
 export const RECONCILE_JOB = 'capture.reconcile';
@@ -25,8 +25,10 @@ export interface ReconciliationWorkerOptions {
 
 /**
  * Runs capture reconciliation on a BullMQ job scheduler (as the retention sweeper does). Each
- * scheduled run covers [now - interval, now); a run that fails is stored as failed, logged, and
- * the next interval tries again (its window does not cover the failed one: run that on demand).
+ * scheduled run covers the interval that ended PROCESSING_GRACE_MS ago, so every session in it
+ * has had its time to be transcoded and transcribed (none is left pending, never to be judged);
+ * a run that fails is stored as failed, logged, and the next interval tries again (its window
+ * does not cover the failed one: run that on demand).
  */
 export class ReconciliationWorker {
   readonly queue: Queue;
@@ -42,7 +44,7 @@ export class ReconciliationWorker {
       RECONCILE_QUEUE,
       async (job: Job) => {
         if (job.name !== RECONCILE_JOB) throw new Error(`unknown job ${job.name}`);
-        const to = opts.now?.() ?? new Date();
+        const to = new Date((opts.now?.() ?? new Date()).getTime() - PROCESSING_GRACE_MS);
         const run = await this.reconciler.run({ from: new Date(to.getTime() - opts.everyMs), to }, 'capture-reconciler');
         return { run: run.id, summary: run.summary };
       },

@@ -11,7 +11,7 @@ import { AuditLog } from '../audit-log.ts';
 import { startAuditServer } from '../http/server.ts';
 import { createUserWithKey } from '../key-lifecycle.ts';
 import { ReconciliationWorker } from './reconciliation-worker.ts';
-import { uncovered } from './reconciliation.ts';
+import { PROCESSING_GRACE_MS, uncovered } from './reconciliation.ts';
 
 const REDIS = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const backends = await testBackends();
@@ -153,6 +153,12 @@ describe.each(backends)('capture reconciliation ($name)', (backend: TestBackend)
       }
       expect(await workers[0]!.queue.getJobSchedulersCount()).toBe(1);
       await expect.poll(async () => (await db.selectFrom('reconciliation_runs').select('id').where('requested_by', '=', 'capture-reconciler').where('status', '=', 'done').execute()).length, { timeout: 15_000 }).toBeGreaterThanOrEqual(1);
+      // Each scheduled run covers the interval that ended PROCESSING_GRACE_MS ago.
+      const scheduled = await db.selectFrom('reconciliation_runs').select(['window_from', 'window_to', 'started_at']).where('requested_by', '=', 'capture-reconciler').execute();
+      for (const r of scheduled) {
+        expect(new Date(r.window_to).getTime() - new Date(r.window_from).getTime()).toBe(1000);
+        expect(Math.abs(new Date(r.started_at).getTime() - PROCESSING_GRACE_MS - new Date(r.window_to).getTime())).toBeLessThan(5000);
+      }
     } finally {
       await workers[0]?.unschedule();
       await workers[0]?.queue.obliterate({ force: true });
