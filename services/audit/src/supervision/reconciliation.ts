@@ -44,6 +44,8 @@ export interface ReconciliationSummary {
   artifactsChecked: number;
   /** Sessions ended less than PROCESSING_GRACE_MS ago and not yet processed: judged by a later run. */
   sessionsPending: number;
+  /** Attendance in a room whose session is still being recorded (its tracks are known once it is sealed): judged by a later run. */
+  attendancePending: number;
   exceptions: Record<ReconciliationExceptionKind, number>;
 }
 
@@ -169,11 +171,17 @@ export class Reconciler {
       .where('joined_at', '<', window.to)
       .orderBy('joined_at')
       .execute();
+    let attendancePending = 0;
     for (const a of attendance) {
       // Present but never published: nothing to record.
       if (!a.first_produced_at) continue;
       const from = new Date(a.first_produced_at).getTime();
       const to = new Date(a.left_at!).getTime();
+      const open = await db.selectFrom('recording_sessions').select('id').where('room_id', '=', a.room_id).where('status', '=', 'recording').where('started_at', '<', new Date(to)).executeTakeFirst();
+      if (open) {
+        attendancePending++;
+        continue;
+      }
       // Each track covers its first segment's start to its last segment's end; pauses inside a track are recorder gaps (below).
       const spans = await db
         .selectFrom('track_segments as s')
@@ -271,6 +279,7 @@ export class Reconciler {
         tracksChecked,
         artifactsChecked,
         sessionsPending: pending,
+        attendancePending,
         exceptions: counts,
       },
     };
