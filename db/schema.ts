@@ -1,8 +1,9 @@
 import type { ColumnType, Generated, JSONColumnType } from 'kysely';
 import type { RoomFlags } from '../services/lib/contracts/room.ts';
+import type { LiveSegmentsTable, LiveSessionEventsTable, LiveSessionParticipantsTable, LiveSessionTracksTable, LiveTrackPlacementsTable, RecordersTable, RoomOriginsTable, SfuHostsTable } from './schema-cluster.ts';
 
 /** A timestamptz with a database default: optional on insert. */
-type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+export type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 
 export interface RoomsTable {
   id: string;
@@ -78,6 +79,15 @@ export interface TranscriptSegmentsTable {
   spoken_at: ColumnType<Date, never, never>;
   /** The session's room, kept by the same trigger. */
   room_id: ColumnType<string, never, never>;
+  /** whisper.cpp's token timestamps in session seconds (migration 0017); NULL when the transcriber gave none. */
+  words: ColumnType<TranscriptWord[] | null, string | null | undefined, string | null>;
+}
+
+/** One word (whisper.cpp token run) of a transcript segment, in session seconds. */
+export interface TranscriptWord {
+  text: string;
+  start: number;
+  end: number;
 }
 
 export interface SessionParticipantsTable {
@@ -414,22 +424,82 @@ export interface SupervisionRunsTable {
   finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
-/** A running SFU host of the cluster (migration 0018). */
-export interface SfuHostsTable {
-  id: string;
-  control_url: string;
-  public_url: string;
-  capacity: number;
-  participants: Generated<number>;
-  started_at: Timestamp;
-  heartbeat_at: Timestamp;
+/** Identities and groups (identity_groups) recorded in every room they join (migration 0017). */
+export interface RegulatedSubjectsTable {
+  kind: 'identity' | 'group';
+  value: string;
+  reason: string;
+  added_by: string;
+  added_at: Timestamp;
 }
 
-/** The host a room's speakers and recording live on (migration 0018). */
-export interface RoomOriginsTable {
+/** The SFU's record of a regulated identity in a room (migration 0017). */
+export interface RegulatedAttendanceTable {
+  id: Generated<number>;
   room_id: string;
-  host_id: string;
-  claimed_at: Timestamp;
+  participant_id: string;
+  participant_name: string;
+  joined_at: ColumnType<Date, Date | string, Date | string>;
+  left_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  first_produced_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export type ReconciliationExceptionKind = 'joined_not_recorded' | 'recorder_gap' | 'not_transcribed' | 'hash_mismatch' | 'artifact_missing';
+
+export interface ReconciliationRunsTable {
+  id: string;
+  window_from: ColumnType<Date, Date | string, Date | string>;
+  window_to: ColumnType<Date, Date | string, Date | string>;
+  requested_by: string;
+  status: 'running' | 'done' | 'failed';
+  summary: ColumnType<Record<string, unknown>, string | undefined, string>;
+  error_message: string | null;
+  started_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface ReconciliationExceptionsTable {
+  run_id: string;
+  ordinal: number;
+  kind: ReconciliationExceptionKind;
+  room_id: string | null;
+  session_id: string | null;
+  participant_id: string | null;
+  track_id: string | null;
+  artifact_key: string | null;
+  from_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  to_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  details: ColumnType<Record<string, unknown>, string | undefined, string>;
+}
+
+/** Spans of a transcript segment shown as a label to roles without redaction.reveal (migration 0017). */
+export interface RedactionSpansTable {
+  id: string;
+  session_id: string;
+  seq: number;
+  char_start: number;
+  char_end: number;
+  start_seconds: number;
+  end_seconds: number;
+  label: string;
+  source: 'detector' | 'officer';
+  created_by: string;
+  created_at: Timestamp;
+}
+
+/** The key pseudonyms are made with (migration 0017). */
+export interface PseudonymKeysTable {
+  name: string;
+  key: string;
+  created_at: Timestamp;
+}
+
+/** Which reviewer revealed which speaker of a pseudonymised policy (migration 0017). */
+export interface PseudonymRevealsTable {
+  policy_id: string;
+  participant_id: string;
+  revealed_to: string;
+  revealed_at: Timestamp;
 }
 
 export interface Database {
@@ -469,62 +539,12 @@ export interface Database {
   supervision_runs: SupervisionRunsTable;
   sfu_hosts: SfuHostsTable;
   room_origins: RoomOriginsTable;
+  regulated_subjects: RegulatedSubjectsTable;
+  regulated_attendance: RegulatedAttendanceTable;
+  reconciliation_runs: ReconciliationRunsTable;
+  reconciliation_exceptions: ReconciliationExceptionsTable;
+  redaction_spans: RedactionSpansTable;
+  pseudonym_keys: PseudonymKeysTable;
+  pseudonym_reveals: PseudonymRevealsTable;
 }
 
-/** Recorders of the pool with their heartbeat (migration 0014). */
-export interface RecordersTable {
-  id: string;
-  url: string;
-  instance_id: string;
-  host: string;
-  /** Tracks it takes at most. */
-  capacity: number;
-  /** Tracks it records now. */
-  load: ColumnType<number, number | undefined, number>;
-  state: ColumnType<'active' | 'draining', 'active' | 'draining' | undefined, 'active' | 'draining'>;
-  recordings_dir: string;
-  heartbeat_at: Timestamp;
-  started_at: Timestamp;
-}
-
-/** A recording session's state while it records, on whichever recorders hold it (migration 0014). */
-export interface LiveSessionParticipantsTable {
-  session_id: string;
-  participant_id: string;
-  name: string;
-  consent: JSONColumnType<Record<string, unknown>, string, string>;
-}
-
-export interface LiveSessionTracksTable {
-  session_id: string;
-  track_id: string;
-  participant_id: string;
-  kind: 'audio' | 'video';
-  codec: JSONColumnType<Record<string, unknown>, string, string>;
-  header_extensions: JSONColumnType<{ uri: string; id: number }[], string, string>;
-}
-
-export interface LiveTrackPlacementsTable {
-  session_id: string;
-  track_id: string;
-  epoch: number;
-  recorder_id: string;
-  copy: ColumnType<number, number | undefined, number>;
-  session_dir: string;
-  created_at: Timestamp;
-}
-
-export interface LiveSegmentsTable {
-  session_id: string;
-  track_id: string;
-  segment: number;
-  recorder_id: string;
-  session_dir: string;
-  entry: JSONColumnType<Record<string, unknown>, string, string>;
-}
-
-export interface LiveSessionEventsTable {
-  session_id: string;
-  seq: Generated<number>;
-  event: JSONColumnType<Record<string, unknown>, string, string>;
-}

@@ -15,6 +15,7 @@ import * as m0013 from './0013-sso.ts';
 import * as m0014 from './0014-recorder-pool.ts';
 import * as m0015 from './0015-raw-segment-storage.ts';
 import * as m0016 from './0016-supervision.ts';
+import * as m0017 from './0017-capture-assurance.ts';
 import * as m0018 from './0018-sfu-cluster.ts';
 
 /**
@@ -39,6 +40,7 @@ const migrations: Record<string, Migration> = {
   '0014-recorder-pool': m0014,
   '0015-raw-segment-storage': m0015,
   '0016-supervision': m0016,
+  '0017-capture-assurance': m0017,
   '0018-sfu-cluster': m0018,
 };
 

@@ -10,6 +10,7 @@ export { createUserWithKey } from './src/key-lifecycle.ts';
 export { SweeperWorker } from './src/sweeper-worker.ts';
 export { objectLockRetention } from './src/object-lock.ts';
 export { evaluateRegisteredTranscript } from './src/supervision/evaluate.ts';
+export { Reconciler } from './src/supervision/reconciliation.ts';
 export { runAuditCommand, AUDIT_USAGE } from './src/audit-cli.ts';
 export { runComplianceCommand, COMPLIANCE_USAGE } from './src/compliance-cli.ts';
 export { runExportCommand } from './src/export-cli.ts';

@@ -162,6 +162,8 @@ export const configSpec = {
   STAGE_STOP_GRACE_MS: { schema: int(100, 600_000), default: 20_000, doc: 'How long a stage may take to stop gracefully (SFU ends sessions, recorder seals) before it is killed.' },
   STAGE_READY_TIMEOUT_MS: { schema: int(1000, 3_600_000), default: 180_000, doc: 'How long a stage process may take to start before npm start gives up on it.' },
   MEDIASOUP_WORKER_BIN: { schema: optionalString, default: undefined, doc: 'mediasoup-worker binary (set by npm scripts to the offline build).' },
+  RECONCILE_INTERVAL_MS: { schema: int(0, 2_147_483_647).refine((v) => v === 0 || v >= 1000, 'must be 0 (off) or at least 1000'), default: 86_400_000, doc: 'How often capture reconciliation runs, each run over the interval that ended an hour ago (time for processing; BullMQ job scheduler; 0 = only on demand, POST /api/v1/capture/reconciliations).' },
+  RECONCILE_GAP_SECONDS: { schema: z.coerce.number().min(0).max(86_400), default: 5, doc: 'A pause in a recorded track, or a regulated participant\'s unrecorded time, longer than this is a reconciliation exception.' },
 } as const satisfies Record<string, { schema: z.ZodType; default: unknown; doc: string }>;
 
 type Spec = typeof configSpec;

@@ -100,6 +100,8 @@ export const ErrorCodes = {
   REVIEW_OUT_OF_SCOPE: 403,
   /** A decision on a review item that is already closed. */
   REVIEW_CLOSED: 409,
+  /** Recording cannot be switched off while a regulated participant publishes (capture assurance). */
+  RECORDING_REQUIRED: 409,
   INTERNAL: 500,
 } as const;
 

@@ -40,14 +40,20 @@ export const PERMISSIONS = [
   'review.read',
   'review.decide',
   'review.report',
+  // capture assurance (issue 13): admin manages the regulated list; officers run reconciliations; both officer and auditor read reports
+  'capture.manage',
+  'capture.reconcile',
+  'capture.read',
+  // redaction (issue 13): see redacted spans in clear when asking for it (audited)
+  'redaction.reveal',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 /** Roles → permissions. Mostly disjoint on purpose: an admin cannot read recordings, an officer cannot rewrite retention policy (supervision policies both manage). */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
-  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'policy.manage'],
-  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'policy.manage', 'review.read', 'review.decide', 'review.report'],
-  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'review.report'],
+  admin: ['rooms.manage', 'retention.manage', 'users.manage', 'keys.manage', 'policy.manage', 'capture.manage'],
+  compliance_officer: ['recordings.search', 'recordings.view', 'recordings.play', 'recordings.export', 'holds.manage', 'erasure.manage', 'sessions.metadata', 'policy.manage', 'review.read', 'review.decide', 'review.report', 'capture.reconcile', 'capture.read', 'redaction.reveal'],
+  auditor: ['audit.read', 'audit.verify', 'consent.read', 'sessions.metadata', 'review.report', 'capture.read'],
 };
 
 export function can(role: Role, permission: Permission): boolean {

@@ -1,12 +1,15 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { sql } from 'kysely';
 import type { Db } from '../../../db/database.ts';
 import { VerbatimError } from '../../lib/errors.ts';
+import { FluentFfmpegRunner, type FfmpegRunner } from '../../lib/media/ffmpeg-runner.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
-import { transcriptFiles, transcriptFromRows } from '../../lib/transcript/transcript-files.ts';
+import { transcriptFiles, transcriptFromRows, type SpeakerSegment } from '../../lib/transcript/transcript-files.ts';
+import { redactableMedia, redactMedia, redactText, sessionRedactions, type TimedSpan } from './supervision/redaction.ts';
 import type { AuditEntryInput, AuditHead, AuditLog, AuditRecord } from './audit-log.ts';
 import { holdCovers } from './retention.ts';
 
@@ -24,8 +27,11 @@ import { holdCovers } from './retention.ts';
  * file's hash against the manifest.
  */
 
-/** A legal hold's sessions, named sessions, or every session whose transcript matches a query (websearch syntax). */
-export type ExportSelection = { holdId: string } | { sessionIds: string[] } | { query: string };
+/**
+ * A legal hold's sessions, named sessions, or every session whose transcript matches a query (websearch syntax).
+ * redacted: transcripts show labels for redacted spans and the media a tone over them (supervision/redaction.ts).
+ */
+export type ExportSelection = ({ holdId: string } | { sessionIds: string[] } | { query: string }) & { redacted?: boolean };
 
 export interface ExportProgress {
   /** The file just written. */
@@ -47,6 +53,8 @@ export interface ExportOptions {
   now?: () => Date;
   /** The export's id (manifest, audit target); a fresh UUID when not given. */
   exportId?: string;
+  /** Renders redacted media (selection.redacted); default ffmpeg through fluent-ffmpeg. */
+  ffmpeg?: FfmpegRunner;
 }
 
 export interface ManifestFile {
@@ -63,6 +71,8 @@ export interface Manifest {
   sessionIds: string[];
   files: ManifestFile[];
   auditHead: AuditHead | null;
+  /** A redacted export: every span replaced (text label, audio tone), and the media left out because it could not be redacted exactly. */
+  redaction?: { spans: (Omit<TimedSpan, 'start' | 'end' | 'source'> & { session: string; source: string })[]; withheld: { session: string; key: string; reason: string }[] };
 }
 
 export interface ExportResult {
@@ -202,9 +212,10 @@ async function resolveSessions(db: Db, selection: ExportSelection): Promise<stri
 interface Entry {
   path: string;
   bytes: number;
-  /** In-memory content, or the artifact to stream (with its recorded hash). */
+  /** In-memory content, the artifact to stream (with its recorded hash), or a local file (a redacted copy). */
   data?: Buffer;
   artifact?: { key: string; sha256: string };
+  file?: string;
 }
 
 const SAFE_SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._@-]*$/;
@@ -228,11 +239,21 @@ async function allAuditEntries(log: AuditLog): Promise<AuditRecord[]> {
   }
 }
 
-async function planEntries(db: Db, log: AuditLog, sessionIds: string[], now: Date): Promise<{ entries: Entry[]; auditHead: AuditHead | null }> {
+interface Redacting {
+  storage: ArtifactStorage;
+  ffmpeg: FfmpegRunner;
+  workDir: string;
+  spans: NonNullable<Manifest['redaction']>['spans'];
+  withheld: NonNullable<Manifest['redaction']>['withheld'];
+}
+
+async function planEntries(db: Db, log: AuditLog, sessionIds: string[], now: Date, redacting?: Redacting): Promise<{ entries: Entry[]; auditHead: AuditHead | null }> {
   const entries: Entry[] = [];
   if (sessionIds.length === 0) return { entries, auditHead: await log.head() };
   const sessions = await db.selectFrom('recording_sessions').select(['id', 'room_id', 'started_at', 'ended_at']).where('id', 'in', sessionIds).orderBy('id').execute();
   const artifacts = await db.selectFrom('artifacts').selectAll().where('session_id', 'in', sessionIds).orderBy('session_id').orderBy('key').execute();
+  const redactions = new Map<string, Awaited<ReturnType<typeof sessionRedactions>>>();
+  if (redacting) for (const s of sessions) redactions.set(s.id, await sessionRedactions(db, s.id));
   for (const s of sessions) {
     const sid = safeSegment(s.id, 'session id');
     const used = new Set<string>();
@@ -243,12 +264,37 @@ async function planEntries(db: Db, log: AuditLog, sessionIds: string[], now: Dat
       let rel = at >= 0 && at < parts.length - 1 ? parts.slice(at + 1).join('/') : parts.at(-1)!;
       if (used.has(rel)) rel = a.key;
       used.add(rel);
-      entries.push({ path: `media/${sid}/${rel}`, bytes: Number(a.bytes), artifact: { key: a.key, sha256: a.sha256 } });
+      const entry: Entry = { path: `media/${sid}/${rel}`, bytes: Number(a.bytes), artifact: { key: a.key, sha256: a.sha256 } };
+      if (!redacting) {
+        entries.push(entry);
+        continue;
+      }
+      // The composite carries everyone; a participant's files only that participant.
+      const timed = redactions.get(s.id)!.timed.filter((t) => a.participant_id === null || t.participant === a.participant_id);
+      if (timed.length === 0) entries.push(entry);
+      else if (!redactableMedia(a.kind, a.key)) {
+        const reason = a.kind.startsWith('transcript-')
+          ? 'the stored transcript file holds the redacted spans in clear; the redacted transcript is under transcripts/'
+          : `a ${a.kind} file is not on the session timeline, so its redacted spans cannot be toned exactly`;
+        redacting.withheld.push({ session: s.id, key: a.key, reason });
+      } else {
+        const file = path.join(redacting.workDir, `${redacting.spans.length}-${entries.length}${path.extname(a.key)}`);
+        await redactMedia(redacting.ffmpeg, await redacting.storage.locate(a.key), file, timed);
+        await checkSource(redacting.storage, a.key, a.sha256);
+        entries.push({ path: entry.path, bytes: (await stat(file)).size, file });
+      }
     }
   }
   for (const s of sessions) {
     const rows = await db.selectFrom('transcript_segments').selectAll().where('session_id', '=', s.id).orderBy('seq').execute();
-    const { segments, language } = transcriptFromRows(rows, 'und');
+    const parsed = transcriptFromRows(rows, 'und');
+    const language = parsed.language;
+    let segments = parsed.segments;
+    if (redacting) {
+      const r = redactions.get(s.id)!;
+      segments = segments.map((g, i) => redactSegment(g, r.segments[i]!.spans, r.timed.filter((t) => t.seq === r.segments[i]!.seq)));
+      redacting.spans.push(...r.timed.map(({ start: _s, end: _e, ...t }) => ({ ...t, session: s.id })));
+    }
     for (const f of transcriptFiles(s.id, language, segments)) {
       const data = Buffer.from(f.body, 'utf8');
       entries.push({ path: `transcripts/${s.id}.${f.ext}`, bytes: data.length, data });
@@ -281,6 +327,28 @@ async function planEntries(db: Db, log: AuditLog, sessionIds: string[], now: Dat
   return { entries, auditHead };
 }
 
+/** A segment as a redacted export shows it: labels in the text, and the redacted words replaced by one label word each. */
+function redactSegment(g: SpeakerSegment, spans: Parameters<typeof redactText>[1], timed: readonly TimedSpan[]): SpeakerSegment {
+  if (spans.length === 0) return g;
+  const out: SpeakerSegment = { ...g, text: redactText(g.text, spans) };
+  if (g.words) {
+    const keep = g.words.filter((w) => !timed.some((t) => w.start < t.to && t.from < w.end));
+    out.words = [...keep, ...timed.map((t) => ({ text: `[${t.label}]`, start: t.from, end: t.to }))].sort((a, b) => a.start - b.start);
+  }
+  return out;
+}
+
+/** The stored original must still be what was registered before a redacted copy is made of it. */
+async function checkSource(storage: ArtifactStorage, key: string, sha256: string): Promise<void> {
+  const h = createHash('sha256');
+  for await (const chunk of await storage.getStream(key)) h.update(chunk as Buffer);
+  if (h.digest('hex') !== sha256) {
+    throw new VerbatimError('INTERNAL', `export: artifact ${key} in storage does not match its database record (SHA-256 differs)`, {
+      hint: 'The stored artifact was altered or damaged; preserve it as evidence and restore it from backup before exporting.',
+    });
+  }
+}
+
 async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
   let off = 0;
   while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
@@ -289,7 +357,17 @@ async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
 export async function exportArchive(opts: ExportOptions): Promise<ExportResult> {
   const now = opts.now?.() ?? new Date();
   const sessionIds = await resolveSessions(opts.db, opts.selection);
-  const { entries, auditHead } = await planEntries(opts.db, opts.auditLog, sessionIds, now);
+  const workDir = opts.selection.redacted ? await mkdtemp(`${opts.out}.redact-`) : undefined;
+  const redacting: Redacting | undefined = workDir ? { storage: opts.storage, ffmpeg: opts.ffmpeg ?? new FluentFfmpegRunner(), workDir, spans: [], withheld: [] } : undefined;
+  try {
+    return await writeArchive(opts, now, sessionIds, redacting);
+  } finally {
+    if (workDir) await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+async function writeArchive(opts: ExportOptions, now: Date, sessionIds: string[], redacting: Redacting | undefined): Promise<ExportResult> {
+  const { entries, auditHead } = await planEntries(opts.db, opts.auditLog, sessionIds, now, redacting);
   const bytesTotal = entries.reduce((n, e) => n + e.bytes, 0);
   const exportId = opts.exportId ?? randomUUID();
   const partial = `${opts.out}.${process.pid}.partial`;
@@ -306,7 +384,7 @@ export async function exportArchive(opts: ExportOptions): Promise<ExportResult> 
         await writeAll(fh, e.data);
         written = e.data.length;
       } else {
-        const stream: Readable = await opts.storage.getStream(e.artifact!.key);
+        const stream: Readable = e.file ? createReadStream(e.file) : await opts.storage.getStream(e.artifact!.key);
         for await (const chunk of stream) {
           const b = chunk as Buffer;
           written += b.length;
@@ -329,7 +407,7 @@ export async function exportArchive(opts: ExportOptions): Promise<ExportResult> 
       bytesDone += e.bytes;
       opts.onProgress?.({ path: e.path, filesDone: files.length, filesTotal: entries.length + 1, bytesDone, bytesTotal });
     }
-    const manifest: Manifest = { version: 1, exportId, createdAt: now.toISOString(), selection: opts.selection, sessionIds, files, auditHead };
+    const manifest: Manifest = { version: 1, exportId, createdAt: now.toISOString(), selection: opts.selection, sessionIds, files, auditHead, ...(redacting ? { redaction: { spans: redacting.spans, withheld: redacting.withheld } } : {}) };
     const mbuf = json(manifest);
     const manifestSha256 = createHash('sha256').update(mbuf).digest('hex');
     await writeAll(fh, tarHeader('manifest.json', mbuf.length, now));
@@ -343,7 +421,7 @@ export async function exportArchive(opts: ExportOptions): Promise<ExportResult> 
       action: 'export.create',
       actor: opts.actor,
       target: { type: 'export', id: exportId },
-      details: { fileCount: files.length + 1, manifestSha256, selection: opts.selection, sessionIds, bytes: bytesTotal, archive: path.basename(opts.out) },
+      details: { fileCount: files.length + 1, manifestSha256, selection: opts.selection, sessionIds, bytes: bytesTotal, archive: path.basename(opts.out), ...(redacting ? { redacted: true, redactedSpans: redacting.spans.length, withheld: redacting.withheld.length } : {}) },
     });
     await rename(partial, opts.out);
     return { path: opts.out, exportId, sessionIds, files: files.length + 1, bytes: bytesTotal, manifestSha256, audit: { seq: audit.seq, hash: audit.hash } };

@@ -7,6 +7,7 @@ import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { checkpointSignerFromConfig, checkpointStoreFromConfig } from './checkpoint-setup.ts';
 import { CheckpointWorker } from './checkpoint-worker.ts';
 import { auditServerOptionsFromConfig, startAuditServer } from './http/server.ts';
+import { ReconciliationWorker } from './supervision/reconciliation-worker.ts';
 import { SweeperWorker } from './sweeper-worker.ts';
 
 /**
@@ -41,6 +42,11 @@ runStage({
         const sweeper = new SweeperWorker({ db, storage: storageFromConfig(config), recordingsDir: config.RECORDINGS_DIR, redisUrl: config.REDIS_URL, everyMs: config.RETENTION_SWEEP_INTERVAL_MS, logger: logger.child({ service: 'retention' }) });
         await sweeper.start();
         closers.push(() => sweeper.close());
+      }
+      if (config.RECONCILE_INTERVAL_MS > 0) {
+        const reconciler = new ReconciliationWorker({ db, storage: storageFromConfig(config), redisUrl: config.REDIS_URL, everyMs: config.RECONCILE_INTERVAL_MS, gapSeconds: config.RECONCILE_GAP_SECONDS, logger: logger.child({ service: 'reconciliation' }) });
+        await reconciler.start();
+        closers.push(() => reconciler.close());
       }
       return { url: server.url, close };
     } catch (err) {

@@ -81,7 +81,23 @@ export interface SearchResult {
   /** When only the newest matches were ranked: when the oldest of them was spoken; else null. */
   rankedSince: string | null;
   hits: SearchHit[];
+  /** Hits of this page with redacted spans (shown as [LABEL] unless the search was asked to reveal them). */
+  redactedHits: number;
 }
+
+/**
+ * Redacted texts of the page's rows that need it, by `${session}\0${seq}` (supervision/redaction.ts),
+ * each label replaced by `mark(label)`: a placeholder that ts_headline leaves alone, put back as [LABEL] after.
+ */
+export interface SearchRedaction {
+  redact?: (rows: { session_id: string; seq: number; text: string }[], mark: (label: string) => string) => Promise<Map<string, { text: string; spans: number }>>;
+  /** Show redacted spans in clear: `redact` only counts the hits that hold any (the caller audits the reveal). */
+  reveal?: boolean;
+}
+
+/** Private-use characters (never in a transcript: MARK_* are stripped the same way) standing for labels in a redacted headline. */
+const LABEL_BASE = 0xe010;
+const LABEL_MAX = 0x7f0;
 
 interface Candidate {
   session_id: string;
@@ -91,7 +107,7 @@ interface Candidate {
   rank: number;
 }
 
-export async function searchTranscripts(db: Db, params: SearchParams): Promise<SearchResult> {
+export async function searchTranscripts(db: Db, params: SearchParams, redaction: SearchRedaction = {}): Promise<SearchResult> {
   const page = params.page ?? 1;
   const pageSize = params.pageSize ?? 20;
   const from = params.from ? bound(params.from, 'from') : undefined;
@@ -176,12 +192,12 @@ export async function searchTranscripts(db: Db, params: SearchParams): Promise<S
     .map((c) => ({ ...c, rank: Number(c.rank), t: Number(c.t) }))
     .sort((a, b) => b.rank - a.rank || b.t - a.t || (a.session_id < b.session_id ? -1 : a.session_id > b.session_id ? 1 : a.seq - b.seq));
   const pageRows = ranked.slice((page - 1) * pageSize, page * pageSize);
-  const hits = pageRows.length === 0 ? [] : await pageHits(db, tsq, pageRows);
-  return { query: params.q, page, pageSize, total, totalIsEstimate: truncated, rankedMatches: candidates.length, rankedSince, hits };
+  const { hits, redactedHits } = pageRows.length === 0 ? { hits: [], redactedHits: 0 } : await pageHits(db, tsq, pageRows, redaction);
+  return { query: params.q, page, pageSize, total, totalIsEstimate: truncated, rankedMatches: candidates.length, rankedSince, hits, redactedHits };
 }
 
 /** Snippets and details for one page of ranked rows: ts_headline runs on these rows only. */
-async function pageHits(db: Db, tsq: RawBuilder<unknown>, rows: { session_id: string; seq: number; rank: number }[]): Promise<SearchHit[]> {
+async function pageHits(db: Db, tsq: RawBuilder<unknown>, rows: { session_id: string; seq: number; rank: number }[], redaction: SearchRedaction): Promise<{ hits: SearchHit[]; redactedHits: number }> {
   const keys = sql.join(rows.map((r) => sql`(${r.session_id}, ${r.seq}::int)`));
   const details = await sql<{
     session_id: string;
@@ -193,13 +209,29 @@ async function pageHits(db: Db, tsq: RawBuilder<unknown>, rows: { session_id: st
     end_seconds: number;
     headline: string;
     spoken_at: string;
-  }>`select ts.session_id, ts.seq, ts.room_id, ts.speaker, ts.participant_id, ts.start_seconds, ts.end_seconds,
+    text: string;
+  }>`select ts.session_id, ts.seq, ts.room_id, ts.speaker, ts.participant_id, ts.start_seconds, ts.end_seconds, ts.text,
         ts_headline('english', translate(ts.text, ${MARK_START + MARK_STOP}, ''), ${tsq}, ${HEADLINE_OPTIONS}) as headline,
         to_char(ts.spoken_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as spoken_at
       from transcript_segments ts
       where (ts.session_id, ts.seq) in (${keys})`.execute(db);
   const byKey = new Map(details.rows.map((d) => [`${d.session_id}\u0000${d.seq}`, d]));
-  return rows.flatMap((r) => {
+  // Redacted rows are highlighted again from their redacted text, so the snippet never holds a redacted span.
+  const labels: string[] = [];
+  const mark = (label: string) => {
+    let i = labels.indexOf(label);
+    if (i < 0 && labels.length < LABEL_MAX) i = labels.push(label) - 1;
+    return String.fromCharCode(LABEL_BASE + Math.max(i, 0));
+  };
+  const redacted = redaction.redact ? await redaction.redact(details.rows.map((d) => ({ ...d, text: stripLabelChars(d.text) })), mark) : new Map<string, { text: string }>();
+  const present = [...redacted.entries()].filter(([k]) => byKey.has(k));
+  if (present.length > 0 && !redaction.reveal) {
+    const texts = JSON.stringify(present.map(([, r]) => r.text));
+    const again = await sql<{ i: number; headline: string }>`select (x.i - 1)::int as i, ts_headline('english', translate(x.t, ${MARK_START + MARK_STOP}, ''), ${tsq}, ${HEADLINE_OPTIONS}) as headline
+      from jsonb_array_elements_text(${texts}::jsonb) with ordinality as x(t, i)`.execute(db);
+    for (const a of again.rows) byKey.get(present[a.i]![0])!.headline = a.headline;
+  }
+  const hits = rows.flatMap((r) => {
     const d = byKey.get(`${r.session_id}\u0000${r.seq}`);
     // Deleted between the two queries (retention, erasure): drop it rather than show a stale hit.
     if (!d) return [];
@@ -212,13 +244,14 @@ async function pageHits(db: Db, tsq: RawBuilder<unknown>, rows: { session_id: st
         participant: d.participant_id,
         start: d.start_seconds,
         end: d.end_seconds,
-        snippet: markup(d.headline),
+        snippet: present.length > 0 && !redaction.reveal ? unmarkLabels(markup(d.headline), labels) : markup(d.headline),
         rank: r.rank,
         at: d.spoken_at,
         playUrl: `/play/${encodeURIComponent(d.session_id)}?t=${d.start_seconds}`,
       },
     ];
   });
+  return { hits, redactedHits: present.length };
 }
 
 /** The time range to search: the first and last segment, clipped to from/to (two btree probes). */
@@ -274,6 +307,14 @@ function badRequest(message: string, field: string): VerbatimError {
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+function stripLabelChars(text: string): string {
+  return text.replace(/[\uE010-\uE7FF]/g, '');
+}
+
+function unmarkLabels(html: string, labels: readonly string[]): string {
+  return html.replace(/[\uE010-\uE7FF]/g, (c) => escapeHtml(`[${labels[c.charCodeAt(0) - LABEL_BASE] ?? 'REDACTED'}]`));
 }
 
 function markup(headline: string): string {

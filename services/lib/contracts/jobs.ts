@@ -207,7 +207,17 @@ export const ParticipantTranscribeResultSchema = z.object({
   /** 'done', or the model problem that kept the transcript from being made. */
   status: z.enum(['done', 'MODEL_MISSING', 'MODEL_INVALID']),
   error: z.object({ code: z.string(), message: z.string(), hint: z.string().optional() }).optional(),
-  segments: z.array(z.object({ speaker: z.string(), participant: z.string(), start: z.number(), end: z.number(), text: z.string() })),
+  segments: z.array(
+    z.object({
+      speaker: z.string(),
+      participant: z.string(),
+      start: z.number(),
+      end: z.number(),
+      text: z.string(),
+      /** whisper.cpp's word timing (session seconds); absent from older results. */
+      words: z.array(z.object({ text: z.string(), start: z.number(), end: z.number() })).optional(),
+    }),
+  ),
 });
 export type ParticipantTranscribeResult = z.output<typeof ParticipantTranscribeResultSchema>;
 

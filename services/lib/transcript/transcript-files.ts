@@ -10,6 +10,8 @@ export interface SpeakerSegment {
   start: number;
   end: number;
   text: string;
+  /** whisper.cpp's word timing in session seconds (transcript.json carries it; redaction uses it). */
+  words?: { text: string; start: number; end: number }[];
 }
 
 export function transcriptJson(session: string, language: string, segments: SpeakerSegment[]): string {
@@ -55,11 +57,14 @@ export function transcriptFiles(session: string, language: string, segments: Spe
 
 /** Segments as the transcript_segments table holds them (in seq order), and their language. */
 export function transcriptFromRows(
-  rows: readonly { speaker: string; participant_id: string; start_seconds: number | string; end_seconds: number | string; text: string; language: string }[],
+  rows: readonly { speaker: string; participant_id: string; start_seconds: number | string; end_seconds: number | string; text: string; language: string; words?: unknown }[],
   defaultLanguage: string,
 ): { segments: SpeakerSegment[]; language: string } {
   return {
-    segments: rows.map((r) => ({ speaker: r.speaker, participant: r.participant_id, start: Number(r.start_seconds), end: Number(r.end_seconds), text: r.text })),
+    segments: rows.map((r) => {
+      const words = typeof r.words === 'string' ? (JSON.parse(r.words) as SpeakerSegment['words']) : (r.words as SpeakerSegment['words'] | null | undefined);
+      return { speaker: r.speaker, participant: r.participant_id, start: Number(r.start_seconds), end: Number(r.end_seconds), text: r.text, ...(words ? { words } : {}) };
+    }),
     language: rows[0]?.language ?? defaultLanguage,
   };
 }

@@ -38,6 +38,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   quality: PeerQuality | undefined;
   /** Joined with a host token: may promote viewers of an allhands room. */
   host = false;
+  /** A regulated identity (capture assurance): recorded in every room it joins, whatever the room's flags. */
+  regulated = false;
   readonly joinedAt = new Date();
   lastSeen = Date.now();
   private closedFlag = false;

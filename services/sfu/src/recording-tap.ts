@@ -69,7 +69,7 @@ export class RecordingTap {
     private readonly opts: { srtp: boolean } = { srtp: true },
   ) {
     room.on('recordingChanged', (on, by) => this.run(() => (on ? this.startRecording(by) : this.stopRecording(`recording-off:${by}`))));
-    room.on('peerJoined', (peer) => this.event({ type: 'participant-joined', participant: peer.id, details: { name: peer.name } }));
+    room.on('peerJoined', (peer) => this.event({ type: 'participant-joined', participant: peer.id, details: joinDetails(peer) }));
     room.on('peerLeft', (peer) => {
       this.event({ type: 'participant-left', participant: peer.id });
       this.run(async () => {
@@ -92,7 +92,8 @@ export class RecordingTap {
       this.event({ type: 'consent', participant: peer.id, details: { decision, method, policy: room.flags.consent } });
       this.run(async () => {
         for (const producer of peer.producers.values()) {
-          if (decision === 'granted') await this.maybeTap(peer, producer);
+          // isRecordable, not the decision: a regulated participant stays recorded whatever they answer.
+          if (this.room.isRecordable(peer)) await this.maybeTap(peer, producer);
           else await this.untap(producer.id);
         }
       });
@@ -220,7 +221,7 @@ export class RecordingTap {
     // from here on is logged once, live, with this session.
     const earlier: NonNullable<Parameters<NonNullable<RecordingTap['onSessionStarted']>>[1]> = [];
     for (const peer of this.room.peers.values()) {
-      this.event({ type: 'participant-joined', participant: peer.id, at: peer.joinedAt.toISOString(), details: { name: peer.name } });
+      this.event({ type: 'participant-joined', participant: peer.id, at: peer.joinedAt.toISOString(), details: joinDetails(peer) });
       if (peer.consent !== 'pending' && peer.consentDecision) {
         const { method, at } = peer.consentDecision;
         earlier.push({ peer, decision: peer.consent, method, at });
@@ -344,7 +345,10 @@ export class RecordingTap {
         },
         ssrc: consumer.rtpParameters.encodings![0]!.ssrc!,
         headerExtensions: (consumer.rtpParameters.headerExtensions ?? []).map((h) => ({ uri: h.uri, id: h.id })),
-        consent: { decision: this.room.flags.consent === 'required' ? 'granted' : 'not-required', ...(this.room.flags.consent === 'notify' ? { method: 'announcement' as const } : { method: 'click' as const }) },
+        // A regulated participant is recorded on the firm's obligation, not on the room's consent.
+        consent: peer.regulated
+          ? { decision: 'not-required', ref: 'regulated' }
+          : { decision: this.room.flags.consent === 'required' ? 'granted' : 'not-required', ...(this.room.flags.consent === 'notify' ? { method: 'announcement' as const } : { method: 'click' as const }) },
         ...(copy > 0 ? { copy } : {}),
         ...(transport.srtpParameters ? { srtp: { cryptoSuite: TAP_SRTP_SUITE, wrappedKey: member.client.wrapTapKey(this.session, tap.track, Buffer.from(transport.srtpParameters.keyBase64, 'base64')) } } : {}),
       });
@@ -438,6 +442,10 @@ async function firstPacket(consumer: ms.Consumer, maxMs: number): Promise<void> 
     if (stats.some((st) => st.type === 'outbound-rtp' && st.packetCount > 0)) return;
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+function joinDetails(peer: Peer): Record<string, unknown> {
+  return peer.regulated ? { name: peer.name, regulated: true } : { name: peer.name };
 }
 
 export function trackId(peer: Peer, producer: ms.Producer): string {

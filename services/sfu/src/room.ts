@@ -202,6 +202,12 @@ export class Room extends EventEmitter<RoomEvents> {
     this.emit('peerJoined', peer);
   }
 
+  /** A regulated participant with a producer: recording may not be switched off under it. */
+  hasRegulatedPublisher(): boolean {
+    for (const p of this.peers.values()) if (p.regulated && p.producers.size > 0) return true;
+    return false;
+  }
+
   /** Producers a newly joined peer should consume. */
   existingProducers(except: Peer | undefined): { producerId: string; peerId: string; peerName: string; kind: ms.MediaKind }[] {
     const out = [];
@@ -334,7 +340,8 @@ export class Room extends EventEmitter<RoomEvents> {
     if (kind === 'video') this.lastN.refresh();
     this.broadcast(peer, { notification: 'newProducer', data: { producerId: producer.id, peerId: peer.id, peerName: peer.name, kind } });
     this.emit('producerAdded', peer, producer);
-    if (this.flags.record && !this.recording) this.setRecording(true, 'auto:first-producer');
+    // A regulated participant's first producer starts recording in any room (capture assurance).
+    if (!this.recording && (this.flags.record || peer.regulated)) this.setRecording(true, this.flags.record ? 'auto:first-producer' : 'auto:regulated');
     return producer;
   }
 
@@ -473,10 +480,13 @@ export class Room extends EventEmitter<RoomEvents> {
   }
 
   /**
-   * In `required` rooms only an explicit grant makes a participant recordable. A participant
+   * In `required` rooms only an explicit grant makes a participant recordable; a regulated one
+   * always is. A participant
    * whose last decision could not be stored is not recorded until one is (no evidence, no recording).
    */
   isRecordable(peer: Peer): boolean {
+    // Regulated identities are recorded wherever they meet (their basis is not the room's consent).
+    if (peer.regulated) return true;
     if (peer.consentUnstored) return false;
     return this.flags.consent === 'notify' ? peer.consent !== 'declined' : peer.consent === 'granted';
   }

@@ -22,6 +22,7 @@ import { CascadeHub } from './cascade-hub.ts';
 import { CascadeLink } from './cascade-link.ts';
 import { RoomRegistry } from './room-registry.ts';
 import type { WorkerHealth } from './media-failure.ts';
+import { RegulatedAttendance } from './regulated-attendance.ts';
 
 export interface SfuDeps {
   config: Config;
@@ -66,9 +67,11 @@ export class Sfu {
   readonly cascade: CascadeHub | undefined;
   /** Links to other hosts for rooms this host serves viewers of, by room id. */
   readonly links = new Map<string, CascadeLink>();
+  readonly regulated: RegulatedAttendance;
 
   constructor(readonly deps: SfuDeps) {
     this.store = new RoomStore(deps.db);
+    this.regulated = new RegulatedAttendance(deps.db, deps.logger.child({ component: 'regulated' }));
     this.audit = deps.audit;
     this.metrics = createSfuMetrics(deps.registry);
     this.pool = new WorkerPool({ size: deps.config.SFU_WORKERS, workerBin: deps.config.MEDIASOUP_WORKER_BIN, logger: deps.logger, metrics: this.metrics });
@@ -230,6 +233,7 @@ export class Sfu {
     );
     this.rooms.set(id, room);
     this.metrics.rooms.inc();
+    this.regulated.watch(room);
     room.on('recordingChanged', (recording, by) => {
       this.store.setRecording(id, recording).catch((err: unknown) => room.logger.error({ err }, 'failed to persist recording state'));
       // An admin's toggle is audited by setRecording itself, before the admin API answers.
@@ -431,6 +435,11 @@ export class Sfu {
     if (live?.originHost) {
       throw new VerbatimError('NOT_ORIGIN', `room ${id} is recorded on its origin host ${live.originHost}`, { hint: 'Toggle recording on the origin host (its admin API, or a participant there).' });
     }
+    if (!enabled && live?.hasRegulatedPublisher()) {
+      throw new VerbatimError('RECORDING_REQUIRED', `room ${id} has a regulated participant: recording stays on while they publish`, {
+        hint: 'Regulated identities are recorded in every room they join (compliance API: /api/v1/capture/regulated).',
+      });
+    }
     const changed = (live ? live.recording : stored.recording) !== enabled;
     if (live) live.setRecording(enabled, by);
     else await this.store.setRecording(id, enabled);
@@ -475,6 +484,8 @@ export class Sfu {
   async join(claims: JoinClaims, channel: PeerChannel): Promise<{ room: Room; peer: Peer; reclaimed: boolean }> {
     this.assertNotDraining();
     this.assertTokenUnspent(claims);
+    // Looked up before the room is touched: from here to addPeer nothing may wait (join races).
+    const regulated = await this.regulated.isRegulated(claims.sub);
     const room = await this.openRoom(claims.room);
     const key = `${room.id}/${claims.sub}`;
     let consent: ConsentState = 'pending';
@@ -497,6 +508,7 @@ export class Sfu {
     const peer = new Peer(claims.sub, claims.name, channel);
     peer.consent = consent;
     peer.host = claims.role === 'host';
+    peer.regulated = regulated;
     room.addPeer(peer);
     this.spendToken(claims);
     this.metrics.joins.inc();

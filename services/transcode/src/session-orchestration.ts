@@ -189,7 +189,7 @@ async function register(
     if (segments.length > 0) {
       await tx
         .insertInto('transcript_segments')
-        .values(segments.map((s, i) => ({ session_id: p.session, seq: i, participant_id: s.participant, speaker: s.speaker, start_seconds: s.start, end_seconds: s.end, text: s.text, language: clock.language })))
+        .values(segments.map((s, i) => ({ session_id: p.session, seq: i, participant_id: s.participant, speaker: s.speaker, start_seconds: s.start, end_seconds: s.end, text: s.text, language: clock.language, words: s.words ? JSON.stringify(s.words) : null })))
         .execute();
     }
     await tx

@@ -215,7 +215,7 @@ async function transcribeStage(p: ParticipantTranscribePayload, ctx: StageContex
   const threads = Math.max(1, Math.floor((transcriber.threads ?? 2) / Math.max(1, ctx.asrLanes)));
   const segs = await transcriber.transcribe({ wavPath: wav, language: p.language, offsetSeconds: 0 }, { threads, ...(ctx.signal ? { signal: ctx.signal } : {}) });
   await ctx.progress(100);
-  return { v: 1, participant: p.participant, status: 'done', segments: segs.map((s) => ({ speaker: p.speaker, participant: p.participant, start: s.start, end: s.end, text: s.text })) };
+  return { v: 1, participant: p.participant, status: 'done', segments: segs.map((s) => ({ speaker: p.speaker, participant: p.participant, start: s.start, end: s.end, text: s.text, ...(s.words ? { words: s.words } : {}) })) };
 }
 
 // ---- the registry ---------------------------------------------------------------------------------

@@ -216,6 +216,10 @@ describe('session.finalize worker', () => {
       expect(segs[0]!.start_seconds).toBeLessThan(0.3);
       expect(segs[0]!.end_seconds).toBeGreaterThan(7.7);
       expect(segs[0]!.end_seconds).toBeLessThanOrEqual(8.05);
+      // Word timing (whisper-cli -ojf) is stored with the segment, on the session timeline.
+      const words = segs[0]!.words!;
+      expect(words.map((w) => w.text)).toEqual(TEST_PHRASE.split(' '));
+      for (const w of words) expect(w.start >= segs[0]!.start_seconds && w.end <= segs[0]!.end_seconds && w.start <= w.end, JSON.stringify(w)).toBe(true);
       const kinds = (await db.selectFrom('artifacts').select('kind').where('session_id', '=', id).execute()).map((a) => a.kind);
       expect(kinds).toEqual(expect.arrayContaining(['transcript-json', 'transcript-vtt', 'transcript-txt']));
       // The text search index sees it.

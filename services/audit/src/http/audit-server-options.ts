@@ -39,6 +39,8 @@ export interface AuditServerOptions {
   exportsDir?: string;
   /** Console sign-in through an OpenID Connect provider (OIDC_* settings); unset: API keys only. */
   sso?: SsoOptions;
+  /** RECONCILE_GAP_SECONDS for reconciliations run on demand (default 5). */
+  reconcileGapSeconds?: number;
 }
 
 export interface AuditServer {

@@ -142,8 +142,8 @@ async function seed(db: Db, storage: LocalArtifactStorage, dir: string): Promise
     .execute();
 }
 
-/** Entries that background work writes on its own (an export built, an erasure job's outcome): not any request's one entry. */
-const BACKGROUND_ACTIONS = ['export.create', 'erasure.delete', 'erasure.restricted', 'erasure.failed'];
+/** Entries that background work writes on its own (an export built, an erasure job's outcome, a reconciliation run): not any request's one entry. */
+const BACKGROUND_ACTIONS = ['export.create', 'erasure.delete', 'erasure.restricted', 'erasure.failed', 'reconciliation.run'];
 
 type Generated = { kind: 'http'; route: string; req: FuzzRequest } | { kind: 'bytes'; route: string; bytes: string; path: string };
 

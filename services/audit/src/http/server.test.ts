@@ -68,12 +68,19 @@ const ENDPOINTS: Endpoint[] = [
   { name: 'list exports', method: 'GET', path: '/api/v1/exports', roles: ['compliance_officer'], action: 'export.list', okStatus: 200 },
   { name: 'view export', method: 'GET', path: `/api/v1/exports/${SEEDED_EXPORT}`, roles: ['compliance_officer'], action: 'export.view', okStatus: 200 },
   { name: 'export archive', method: 'GET', path: `/api/v1/exports/${SEEDED_EXPORT}/archive`, roles: ['compliance_officer'], action: 'export.download', okStatus: 200 },
+  { name: 'regulated list', method: 'GET', path: '/api/v1/capture/regulated', roles: ['admin', 'compliance_officer', 'auditor'], action: 'capture.regulated.list', okStatus: 200 },
+  { name: 'reconciliations', method: 'GET', path: '/api/v1/capture/reconciliations', roles: ['compliance_officer', 'auditor'], action: 'reconciliation.list', okStatus: 200 },
+  { name: 'redactions', method: 'GET', path: '/api/v1/sessions/s1/redactions', roles: ['compliance_officer'], action: 'redaction.list', okStatus: 200 },
   { name: 'release hold', method: 'POST', path: `/api/v1/legal-holds/${RELEASABLE_HOLD}/release`, body: { reason: 'matrix' }, roles: ['compliance_officer'], action: 'legal_hold.release', okStatus: 200 },
 ];
 
 const DOC_PATHS = [
   '/api/v1/audit',
   '/api/v1/audit/verify',
+  '/api/v1/capture/reconciliations',
+  '/api/v1/capture/reconciliations/{id}',
+  '/api/v1/capture/regulated',
+  '/api/v1/capture/regulated/{kind}/{value}',
   '/api/v1/consent',
   '/api/v1/erasure-requests',
   '/api/v1/erasure-requests/{id}',
@@ -96,6 +103,7 @@ const DOC_PATHS = [
   '/api/v1/review/items/{id}/assign',
   '/api/v1/review/items/{id}/decision',
   '/api/v1/review/items/{id}/notes',
+  '/api/v1/review/pseudonyms/reveal',
   '/api/v1/review/report',
   '/api/v1/rooms/{id}/retention-policy',
   '/api/v1/search',
@@ -103,6 +111,7 @@ const DOC_PATHS = [
   '/api/v1/sessions/{id}',
   '/api/v1/sessions/{id}/artifacts',
   '/api/v1/sessions/{id}/artifacts/{artifactId}/content',
+  '/api/v1/sessions/{id}/redactions',
   '/api/v1/sessions/{id}/transcript',
   '/api/v1/sso/backchannel-logout',
   '/api/v1/sso/callback',
@@ -944,7 +953,7 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
     expect(doc.json.openapi).toBe('3.1.0');
     expect(Object.keys(doc.json.paths).sort()).toEqual(DOC_PATHS);
     const params = doc.json.paths['/api/v1/search'].get.parameters.map((p: { name: string }) => p.name);
-    expect(params).toEqual(['q', 'room', 'participant', 'session', 'from', 'to', 'page', 'pageSize']);
+    expect(params).toEqual(['q', 'room', 'participant', 'session', 'from', 'to', 'page', 'pageSize', 'reveal']);
     expect(doc.json.paths['/api/v1/keys'].post.requestBody.content['application/json'].schema.properties.role.enum).toEqual(['admin', 'compliance_officer', 'auditor']);
     const page = await fetch(`${server.url}/docs`);
     expect(page.status).toBe(200);

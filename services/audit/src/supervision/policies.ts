@@ -42,6 +42,7 @@ export const PolicyDefinitionSchema = z
     samplingPercent: z.number().min(0).max(100).default(0).describe('Share of in-scope sessions sent to review without a hit.'),
     samplingSeed: storableText(200).optional().describe("Seed of the draw (default: the policy's id): the same seed draws the same sessions."),
     reviewers: z.array(storableText(200)).max(200).default([]).describe('User ids who may review its items; empty: every compliance officer.'),
+    pseudonymise: z.boolean().default(false).describe('Reviewers see speakers as stable pseudonyms until they reveal one (audited; POST /review/pseudonyms/reveal).'),
     enabled: z.boolean().default(true),
   })
   .strict();

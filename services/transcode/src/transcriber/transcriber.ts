@@ -3,6 +3,15 @@ export interface TranscriptSegment {
   start: number;
   end: number;
   text: string;
+  /** Its words with their own times (whisper.cpp token timestamps), when the transcriber gives them. */
+  words?: TranscriptWord[];
+}
+
+/** One word: whisper tokens joined up to the next leading space, from its first token's start to its last token's end. */
+export interface TranscriptWord {
+  text: string;
+  start: number;
+  end: number;
 }
 
 export interface TranscribeInput {

@@ -9,7 +9,7 @@ import { VerbatimError } from '../../../lib/errors.ts';
 import { readToolchain } from '../../../lib/toolchain.ts';
 import { fixedPhraseModelPath, randomWeightsModelPath, TEST_PHRASE, toHalf } from './ggml-test-model.ts';
 import type { TranscriptSegment } from './transcriber.ts';
-import { parseWhisperJson, transcribeWithoutVad, whisperCppOptionsFromConfig, WhisperCppTranscriber, type WhisperCppOptions } from './whisper-cpp-transcriber.ts';
+import { parseWhisperJson, transcribeWithoutVad, whisperCppOptionsFromConfig, WhisperCppTranscriber, wordsOf, type WhisperCppOptions } from './whisper-cpp-transcriber.ts';
 import { clearModelVerificationCache, KNOWN_MODEL_SHA1, resolveWhisperModel } from './whisper-models.ts';
 import { sox, soxDuration, spokenClip } from '../../../../testing/speech.ts';
 
@@ -83,6 +83,15 @@ describe('WhisperCppTranscriber (real whisper-cli, generated ggml model)', () =>
     expect(segs.map((s) => s.text)).toEqual([TEST_PHRASE]);
     expectInside(segs[0]!, [spans[0]![0] + 10, spans[1]![1] + 10]);
     expect(readFileSync(runs, 'utf8').trim().split('\n')).toHaveLength(1);
+    // Word timing from the full JSON (-ojf): the phrase's words, in order, inside their segment, on the session timeline.
+    const words = segs[0]!.words!;
+    expect(words.map((w) => w.text).join(' ')).toBe(TEST_PHRASE);
+    for (const [i, w] of words.entries()) {
+      expect(w.start).toBeGreaterThanOrEqual(segs[0]!.start);
+      expect(w.end).toBeLessThanOrEqual(segs[0]!.end);
+      expect(w.end).toBeGreaterThanOrEqual(w.start);
+      if (i > 0) expect(w.start).toBeGreaterThanOrEqual(words[i - 1]!.start);
+    }
     // Never modified in place; no scratch files left behind.
     expect(sha256(wavPath)).toBe(before);
     expect(readdirSync(scratch)).toEqual([]);
@@ -144,7 +153,10 @@ describe('WhisperCppTranscriber (real whisper-cli, generated ggml model)', () =>
 
   it('transcribeWithoutVad runs the whole file once (clamped to its length)', async () => {
     const segs = await transcribeWithoutVad(base, { wavPath, language: 'en', offsetSeconds: 10 });
-    expect(segs).toEqual([{ start: 10, end: 10 + soxDuration(wavPath), text: TEST_PHRASE }]);
+    expect(segs).toMatchObject([{ start: 10, end: 10 + soxDuration(wavPath), text: TEST_PHRASE }]);
+    // Words shifted with their segment and kept inside it.
+    expect(segs[0]!.words!.map((w) => w.text)).toEqual(TEST_PHRASE.split(' '));
+    for (const w of segs[0]!.words!) expect(w.start >= segs[0]!.start && w.end <= segs[0]!.end && w.end >= w.start, JSON.stringify(w)).toBe(true);
   });
 
   it('silence gives no segments and never starts whisper-cli', async () => {
@@ -278,5 +290,18 @@ describe('parseWhisperJson', () => {
       { start: 2, end: 4, text: 'tail' },
     ]);
     expect(() => parseWhisperJson('{"nope":1}', 4)).toThrow(/transcription/);
+  });
+});
+
+describe('wordsOf (whisper-cli -ojf tokens)', () => {
+  it('joins sub-word tokens, drops special tokens, clamps into the segment', () => {
+    const tok = (text: string, from: number, to: number) => ({ text, offsets: { from, to }, id: 1, p: 0.9 });
+    const words = wordsOf([tok('[_BEG_]', 0, 0), tok(' four', 1000, 1300), tok(' one', 1300, 1500), tok(' 41', 1600, 1700), tok('11', 1700, 1900), tok(',', 1900, 1900), tok(' done', 2000, 2600), tok('[_TT_130]', 2600, 2600), tok('<|endoftext|>', 2600, 2600)], 1.1, 2.5);
+    expect(words).toEqual([
+      { text: 'four', start: 1.1, end: 1.3 },
+      { text: 'one', start: 1.3, end: 1.5 },
+      { text: '4111,', start: 1.6, end: 1.9 },
+      { text: 'done', start: 2, end: 2.5 },
+    ]);
   });
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Config } from '../../../lib/config.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import { KILL_GRACE_MS } from '../../../lib/media/ffmpeg-runner.ts';
-import type { TranscribeInput, TranscribeOptions, Transcriber, TranscriptSegment } from './transcriber.ts';
+import type { TranscribeInput, TranscribeOptions, Transcriber, TranscriptSegment, TranscriptWord } from './transcriber.ts';
 import { packedPcm, packSpeechSpans, unpackSegment } from './speech-packing.ts';
 import { detectSpeech, readWav16kMono, wavHeader, type VadOptions } from './vad.ts';
 import { resolveWhisperModel } from './whisper-models.ts';
@@ -89,7 +89,12 @@ export class WhisperCppTranscriber implements Transcriber {
       const segs = await runWhisperCli(opts, model.path, clip, clipSeconds, input.language, path.join(dir, 'speech'), signal);
       return segs.map((s) => {
         const m = unpackSegment(packing, s.start, s.end);
-        return { start: round3(m.start + offset), end: round3(m.end + offset), text: s.text };
+        // Each word is mapped on its own: a segment can span two packed speech spans.
+        const words = s.words?.map((w) => {
+          const wm = unpackSegment(packing, w.start, w.end);
+          return { text: w.text, start: round3(wm.start + offset), end: round3(wm.end + offset) };
+        });
+        return { start: round3(m.start + offset), end: round3(m.end + offset), text: s.text, ...(words ? { words } : {}) };
       });
     });
   }
@@ -112,7 +117,8 @@ export async function transcribeWithoutVad(opts: WhisperCppOptions, input: Trans
 }
 
 function shift(s: TranscriptSegment, by: number): TranscriptSegment {
-  return { start: round3(s.start + by), end: round3(s.end + by), text: s.text };
+  const words = s.words?.map((w) => ({ text: w.text, start: round3(w.start + by), end: round3(w.end + by) }));
+  return { start: round3(s.start + by), end: round3(s.end + by), text: s.text, ...(words ? { words } : {}) };
 }
 
 function round3(x: number): number {
@@ -143,7 +149,8 @@ export async function runWhisperCli(
   outBase: string,
   signal?: AbortSignal,
 ): Promise<TranscriptSegment[]> {
-  const args = ['-m', modelPath, '-f', clipPath, '-l', language, '-t', String(opts.threads ?? 2), '-oj', '-of', outBase, '-np'];
+  // -ojf: the full JSON, with each token's own timestamps (words for redaction spans).
+  const args = ['-m', modelPath, '-f', clipPath, '-l', language, '-t', String(opts.threads ?? 2), '-ojf', '-of', outBase, '-np'];
   if (opts.beamSize !== undefined) args.push('-bs', String(opts.beamSize));
   if (opts.bestOf !== undefined) args.push('-bo', String(opts.bestOf));
   if (opts.noFallback) args.push('-nf');
@@ -235,7 +242,7 @@ export function parseWhisperJson(raw: string, clipSeconds: number): TranscriptSe
   const items = (doc as { transcription?: unknown }).transcription;
   if (!Array.isArray(items)) throw new VerbatimError('TRANSCRIBE_FAILED', 'whisper-cli JSON has no transcription array');
   const out: TranscriptSegment[] = [];
-  for (const item of items as Array<{ offsets?: { from?: unknown; to?: unknown }; text?: unknown }>) {
+  for (const item of items as Array<{ offsets?: { from?: unknown; to?: unknown }; text?: unknown; tokens?: unknown }>) {
     const from = Number(item.offsets?.from);
     const to = Number(item.offsets?.to);
     const text = typeof item.text === 'string' ? item.text.replace(/\s+/g, ' ').trim() : '';
@@ -243,8 +250,40 @@ export function parseWhisperJson(raw: string, clipSeconds: number): TranscriptSe
     const start = Math.min(from / 1000, clipSeconds);
     const end = Math.min(Math.max(to / 1000, start), clipSeconds);
     if (start >= clipSeconds) continue; // a timestamp past the audio: hallucinated
-    out.push({ start, end, text });
+    const words = Array.isArray(item.tokens) ? wordsOf(item.tokens as WhisperToken[], start, end) : undefined;
+    out.push({ start, end, text, ...(words ? { words } : {}) });
   }
   return out;
+}
+
+interface WhisperToken {
+  text?: unknown;
+  offsets?: { from?: unknown; to?: unknown };
+}
+
+/**
+ * Words from whisper.cpp's tokens (-ojf): special tokens ([_BEG_], [_TT_n], <|endoftext|>) are
+ * dropped; a token starting with a space starts a new word, others continue the current one.
+ * Times are clamped into their segment (token timestamps can stray a little past it).
+ */
+export function wordsOf(tokens: readonly WhisperToken[], segStart: number, segEnd: number): TranscriptWord[] {
+  const words: TranscriptWord[] = [];
+  for (const t of tokens) {
+    if (typeof t.text !== 'string' || /^\[_[A-Z_0-9]*\]$|^<\|.*\|>$/.test(t.text)) continue;
+    const from = Number(t.offsets?.from);
+    const to = Number(t.offsets?.to);
+    if (!Number.isFinite(from) || !Number.isFinite(to)) continue;
+    const start = Math.min(Math.max(from / 1000, segStart), segEnd);
+    const end = Math.min(Math.max(to / 1000, start), segEnd);
+    const last = words.at(-1);
+    if (last && !/^\s/.test(t.text)) {
+      last.text += t.text;
+      last.end = Math.max(last.end, end);
+    } else {
+      const text = t.text.replace(/\s+/g, ' ').trim();
+      if (text) words.push({ text, start, end });
+    }
+  }
+  return words;
 }
 

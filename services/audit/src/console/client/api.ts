@@ -127,6 +127,8 @@ export interface Transcript {
   session: string;
   room: string;
   transcriptStatus: string | null;
+  /** Some spans are shown as [LABEL] (GET …/transcript?reveal=true shows them, audited). */
+  redacted?: boolean;
   segments: TranscriptSegment[];
 }
 export interface ConsentEvent {

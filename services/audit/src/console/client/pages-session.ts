@@ -262,7 +262,32 @@ async function renderPlayer(ctx: Ctx, s: SessionDetails, names: Map<string, stri
   }
 
   if (transcriptError) section.append(errorBox(transcriptError, 'Transcript not available'));
-  else if (transcript) section.append(transcriptList(transcript.segments, video, focus, transcript.transcriptStatus));
+  else if (transcript) {
+    let shown = transcriptList(transcript.segments, video, focus, transcript.transcriptStatus);
+    section.append(shown);
+    // Redacted spans show as [LABEL]; a role with redaction.reveal may show them, which is audited.
+    if (transcript.redacted && ctx.can('redaction.reveal')) {
+      const reveal: HTMLButtonElement = h('button', {
+        type: 'button',
+        onclick: async () => {
+          reveal.disabled = true;
+          try {
+            const clear = await api<Transcript>('GET', `/sessions/${encodeURIComponent(s.session)}/transcript?reveal=true`);
+            if (!ctx.alive()) return;
+            const next = transcriptList(clear.segments, video, focus, clear.transcriptStatus);
+            shown.replaceWith(next);
+            shown = next;
+            reveal.remove();
+            ctx.announce('Redacted text shown; this was recorded in the audit trail.');
+          } catch (e) {
+            reveal.disabled = false;
+            section.append(errorBox(e, 'Could not show the redacted text'));
+          }
+        },
+      }, 'Show redacted text (audited)');
+      section.append(h('p', { class: 'muted' }, 'Card numbers and other redacted spans are shown as labels. ', reveal));
+    }
+  }
 }
 
 /** The composite first; then the focused participant's own files, theirs before the audio-only WAV. */

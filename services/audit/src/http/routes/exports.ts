@@ -5,11 +5,12 @@ import { VerbatimError } from '../../../../lib/errors.ts';
 import { defineRoute, type AnyRoute, type RouteContext } from '../route-table.ts';
 import { EmptyQuerySchema, SessionIdSchema, UuidParamsSchema, text } from '../schemas.ts';
 
+const Redacted = z.boolean().optional().describe('Redacted: transcripts show [LABEL] for detector hits and marked spans, the media a tone over them (files that cannot be toned exactly are withheld, listed in the manifest).');
 export const ExportBodySchema = z
   .union([
-    z.object({ holdId: z.uuid().describe("A legal hold: its sessions (a query hold's frozen list).") }).strict(),
-    z.object({ sessionIds: z.array(SessionIdSchema).min(1).max(1000).describe('These sessions.') }).strict(),
-    z.object({ query: text(500).describe('Every session whose transcript matches (websearch syntax), resolved now.') }).strict(),
+    z.object({ holdId: z.uuid().describe("A legal hold: its sessions (a query hold's frozen list)."), redacted: Redacted }).strict(),
+    z.object({ sessionIds: z.array(SessionIdSchema).min(1).max(1000).describe('These sessions.'), redacted: Redacted }).strict(),
+    z.object({ query: text(500).describe('Every session whose transcript matches (websearch syntax), resolved now.'), redacted: Redacted }).strict(),
   ])
   .describe('Exactly one of holdId, sessionIds or query.');
 

@@ -1,6 +1,7 @@
 import type { AnyRoute, RouteContext } from '../route-table.ts';
 import { auditRoutes } from './audit.ts';
 import { authRoutes } from './auth.ts';
+import { captureRoutes } from './capture.ts';
 import { consentRoutes } from './consent.ts';
 import { erasureRoutes } from './erasure.ts';
 import { exportRoutes } from './exports.ts';
@@ -8,6 +9,8 @@ import { holdRoutes } from './holds.ts';
 import { keyRoutes } from './keys.ts';
 import { mediaRoutes } from './media.ts';
 import { policyRoutes } from './policies.ts';
+import { pseudonymRoutes } from './pseudonyms.ts';
+import { redactionRoutes } from './redaction.ts';
 import { retentionRoutes } from './retention.ts';
 import { reviewRoutes } from './review.ts';
 import { searchRoutes } from './search.ts';
@@ -31,5 +34,8 @@ export function routeTable(ctx: RouteContext): AnyRoute[] {
     ...auditRoutes(ctx),
     ...policyRoutes(ctx),
     ...reviewRoutes(ctx),
+    ...captureRoutes(ctx),
+    ...redactionRoutes(ctx),
+    ...pseudonymRoutes(ctx),
   ];
 }

@@ -5,6 +5,7 @@ import { legalHoldStorage, sessionsInScope, syncLegalHolds } from '../../object-
 import { LegalHolds } from '../../retention.ts';
 import { evidenceReport, evidenceReportCsv } from '../../supervision/evidence-report.ts';
 import { SEVERITIES } from '../../supervision/policies.ts';
+import { Pseudonyms } from '../../supervision/pseudonyms.ts';
 import { DISPOSITIONS, ReviewQueue } from '../../supervision/review-queue.ts';
 import { badRequest, defineRoute, type AnyRoute, type RouteContext } from '../route-table.ts';
 import { EmptyQuerySchema, SessionIdSchema, UuidParamsSchema, instant, intParam, text } from '../schemas.ts';
@@ -47,6 +48,8 @@ const dayEnd = (s: string) => (/^\d{4}-\d{2}-\d{2}$/.test(s) ? new Date(Date.par
 /** The review queue of supervision policies: every view and decision is the request's audit entry. */
 export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[] {
   const queue = new ReviewQueue(db);
+  // Speakers of pseudonymising policies are shown as pseudonyms until revealed (POST /review/pseudonyms/reveal).
+  const pseudonyms = new Pseudonyms(db);
   return [
     defineRoute({
       method: 'GET',
@@ -57,6 +60,7 @@ export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[]
       query: ReviewItemsQuerySchema,
       async handler({ principal, query }) {
         const r = await queue.list(principal, query);
+        r.items = await pseudonyms.apply(principal, r.items);
         return { response: r, audit: { target: { type: 'review_items' }, details: { filters: { ...query }, returned: r.items.length, items: r.items.map((i) => i.id), total: r.total } } };
       },
     }),
@@ -69,7 +73,8 @@ export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[]
       query: EmptyQuerySchema,
       params: UuidParamsSchema,
       async handler({ principal, params }) {
-        const item = await queue.details(principal, params.id);
+        const [item] = await pseudonyms.apply(principal, [await queue.details(principal, params.id)]);
+        if (!item) throw new Error('unreachable: one item in, one out');
         return { response: item, audit: { target: { type: 'review_item', id: item.id }, details: { session: item.session, policy: item.policy.id, state: item.state } } };
       },
     }),
@@ -85,7 +90,7 @@ export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[]
       async handler({ principal, params, body }) {
         const assignee = body.assignee === 'me' ? principal.userId : body.assignee;
         const r = await queue.assign(principal, params.id, assignee);
-        return { response: r.item, audit: { target: { type: 'review_item', id: params.id }, details: { before: r.before, after: assignee } } };
+        return { response: (await pseudonyms.apply(principal, [r.item]))[0], audit: { target: { type: 'review_item', id: params.id }, details: { before: r.before, after: assignee } } };
       },
     }),
     defineRoute({
@@ -138,7 +143,7 @@ export function reviewRoutes({ db, options, exports }: RouteContext): AnyRoute[]
         }
         const after = await queue.commit(principal, params.id, { disposition: body.disposition, reason, holdId, exportId });
         return {
-          response: { item: after, holdId, exportId, ...(exportId ? { exportStatusUrl: `/api/v1/exports/${exportId}` } : {}) },
+          response: { item: (await pseudonyms.apply(principal, [after]))[0], holdId, exportId, ...(exportId ? { exportStatusUrl: `/api/v1/exports/${exportId}` } : {}) },
           audit: {
             target: { type: 'review_item', id: params.id },
             details: { session: item.session, policy: item.policy.id, policyVersion: item.policy.version, before: { state: item.state, disposition: item.disposition }, disposition: body.disposition, reason, holdId, exportId, ...(holdEntry ? { hold: holdEntry.details } : {}) },

@@ -4,6 +4,8 @@ import type { Database } from '../../../../../db/schema.ts';
 import { RoomIdSchema } from '../../../../lib/contracts/room.ts';
 import { VerbatimError } from '../../../../lib/errors.ts';
 import { sessionTimeline } from '../../session-timeline.ts';
+import { RevealQuerySchema, revealing } from '../../supervision/reveal.ts';
+import { redactRows, segmentKey } from '../../supervision/redaction.ts';
 import { defineRoute, type AnyRoute, type RouteContext } from '../route-table.ts';
 import { EmptyQuerySchema, SessionParamsSchema, intParam } from '../schemas.ts';
 
@@ -65,10 +67,11 @@ export function sessionRoutes({ db }: RouteContext): AnyRoute[] {
       url: '/sessions/:id/transcript',
       permissions: ['recordings.view'],
       action: 'transcript.view',
-      summary: "A session's transcript, segment by segment.",
-      query: EmptyQuerySchema,
+      summary: "A session's transcript, segment by segment; redacted spans (detector hits, marked spans) as [LABEL] unless reveal=true (redaction.reveal; audited as transcript.reveal).",
+      query: RevealQuerySchema,
       params: SessionParamsSchema,
-      async handler({ params }) {
+      async handler({ params, query, principal }) {
+        const reveal = revealing(principal, query);
         const s = await db.selectFrom('recording_sessions').select(['id', 'room_id', 'transcript_status']).where('id', '=', params.id).executeTakeFirst();
         if (!s) throw sessionNotFound(params.id);
         const segments = await db
@@ -77,14 +80,19 @@ export function sessionRoutes({ db }: RouteContext): AnyRoute[] {
           .where('session_id', '=', params.id)
           .orderBy('seq')
           .execute();
+        const redacted = await redactRows(db, segments.map((g) => ({ session_id: s.id, seq: g.seq, text: g.text })));
+        const spans = [...redacted.values()].reduce((n, r) => n + r.spans, 0);
+        const textOf = (g: { seq: number; text: string }) => (reveal ? g.text : (redacted.get(segmentKey(s.id, g.seq))?.text ?? g.text));
         return {
           response: {
             session: s.id,
             room: s.room_id,
             transcriptStatus: s.transcript_status,
-            segments: segments.map((g) => ({ seq: g.seq, participant: g.participant_id, speaker: g.speaker, start: g.start_seconds, end: g.end_seconds, text: g.text, language: g.language })),
+            redacted: !reveal && spans > 0,
+            segments: segments.map((g) => ({ seq: g.seq, participant: g.participant_id, speaker: g.speaker, start: g.start_seconds, end: g.end_seconds, text: textOf(g), language: g.language })),
           },
-          audit: { target: { type: 'session', id: s.id }, details: { room: s.room_id, segments: segments.length } },
+          ...(reveal && spans > 0 ? { action: 'transcript.reveal' } : {}),
+          audit: { target: { type: 'session', id: s.id }, details: { room: s.room_id, segments: segments.length, redactedSpans: spans, revealed: reveal && spans > 0 } },
         };
       },
     }),
