@@ -6,6 +6,7 @@ import { buffer } from 'node:stream/consumers';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../db/database.ts';
+import { PolicyDefinitionSchema, SupervisionPolicies } from '../audit/src/supervision/policies.ts';
 import { searchTranscripts } from '../audit/src/transcript-search.ts';
 import { SessionManifestSchema, type SessionManifest } from '../lib/contracts/recording.ts';
 import { rawManifestKey } from '../lib/storage/artifact-keys.ts';
@@ -26,9 +27,12 @@ import { startTestSfu, type TestSfu } from '../../testing/sfu-harness.ts';
  * it is killed (every process in its namespace, kill -9); the meeting goes on recording on the other;
  * the sealed session has all media with one gap ≤ 2 s, is transcoded on the transcode hosts from
  * object storage alone, and is searchable. Then with RECORDER_REPLICAS=2 and the killed host's data
- * directory deleted too: no gap.
+ * directory deleted too: no gap. The participants' speech (a card number, an off-channel request) is
+ * supervised on the way: the transcode hosts run the policies in force when they register a transcript
+ * (issue 13's full path; the generated test model's text is fixed, so the policy matches that).
  */
 const SECRET = 'multi-host-recorder-secret-0123456789';
+const SPEECH = 'My card number is four one one one, one one one one, one one one one, one one one one. Text me on my personal phone.';
 const BUCKET = 'verbatim-multi-host';
 const why = (await netnsUnavailable()) ?? ((await postgresAvailable()) ? undefined : 'Postgres at 127.0.0.1:5432 is not reachable');
 
@@ -88,7 +92,10 @@ beforeAll(async () => {
     startRecorder(rec2),
     ...[tx1, tx2].map((h) => h.start('services/transcode/src/process.ts', { ...serviceEnv(h), WHISPER_MODEL: model, WHISPER_THREADS: '1' })),
   ]);
-  browser = await launchChromium({ video: fakeCameraY4m(), audio: speechWav() });
+  // Issue 13's meeting: a card number spoken as digits and an off-channel request (espeak-ng).
+  browser = await launchChromium({ video: fakeCameraY4m(), audio: speechWav(SPEECH, 'supervised-speech') });
+  // The generated test model transcribes any speech as TEST_PHRASE: a lexicon matching it files the items.
+  await new SupervisionPolicies(db).create(PolicyDefinitionSchema.parse({ name: 'Test phrase', severity: 'high', lexicon: ['"test phrase"'] }), 'test');
 }, 180_000);
 
 afterAll(async () => {
@@ -106,7 +113,7 @@ async function sfuWith(replicas: number): Promise<TestSfu> {
     overrides: {
       RECORDER_DISCOVERY: 'registry',
       RECORDER_SECRET: SECRET,
-      RECORDER_DEAD_AFTER_MS: 1000,
+      RECORDER_DEAD_AFTER_MS: 800,
       RECORDER_REPLICAS: replicas,
       // The tap's transports send to the recorder hosts' veth addresses; browsers still get 127.0.0.1.
       SFU_RTC_LISTEN_IP: '0.0.0.0',
@@ -177,6 +184,9 @@ async function transcodedAndSearchable(manifest: SessionManifest): Promise<void>
   expect(kinds).toContain('composite');
   const found = await searchTranscripts(db, { q: TEST_PHRASE, session: manifest.session });
   expect(found.total).toBeGreaterThan(0);
+  // Supervision ran when the transcode host registered the transcript: an item per speaker.
+  const items = await db.selectFrom('review_items').select(['participant_id', 'kind']).where('session_id', '=', manifest.session).execute();
+  expect(items.filter((i) => i.kind === 'hit').map((i) => i.participant_id).sort()).toEqual(['alice', 'bob']);
 }
 
 const gapMs = (g: { from: string; to: string }) => Date.parse(g.to) - Date.parse(g.from);

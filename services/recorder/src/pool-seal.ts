@@ -22,7 +22,7 @@ export interface PoolSealResult {
  * (`.part`, kill -9) are sealed as after a crash, when its directory is reachable from here.
  * What cannot be reached is listed in `unavailable` and logged: the sealed manifest does not list it.
  */
-export function foldPoolState(s: RecordingSession, live: LiveSessionState, self: { recorderId: string; liveRecorders: ReadonlySet<string>; storedKey?: (file: string) => string | undefined }, logger: Logger): PoolSealResult {
+export function foldPoolState(s: RecordingSession, live: LiveSessionState, self: { recorderId: string; liveRecorders: ReadonlySet<string>; storedKey?: (file: string, bytes: number) => string | undefined }, logger: Logger): PoolSealResult {
   const out: PoolSealResult = { imported: 0, unavailable: [] };
   for (const p of live.participants) if (!s.participants.has(p.id)) s.participants.set(p.id, p);
   for (const t of live.tracks) if (!s.tracks.has(t.track)) s.tracks.set(t.track, { ...t, segments: [] });
@@ -44,7 +44,7 @@ export function foldPoolState(s: RecordingSession, live: LiveSessionState, self:
   const has = (track: string, segment: number) => s.tracks.get(track)?.segments.some((x) => x.segment === segment) ?? false;
   for (const seg of live.segments) {
     if (seg.recorderId === self.recorderId || has(seg.track, seg.entry.segment)) continue;
-    const key = seg.entry.stored ? undefined : self.storedKey?.(seg.entry.file);
+    const key = seg.entry.stored ? undefined : self.storedKey?.(seg.entry.file, seg.entry.bytes);
     const entry = importSegment(s.dir, seg.sessionDir, key ? { ...seg.entry, stored: { key, at: new Date().toISOString() } } : seg.entry);
     if (!entry) {
       out.unavailable.push({ track: seg.track, file: seg.entry.file, recorderId: seg.recorderId });

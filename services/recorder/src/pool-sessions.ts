@@ -93,8 +93,19 @@ export class PoolSessions {
       const alive = await this.db.selectFrom('recorders').select('id').where('heartbeat_at', '>', new Date(Date.now() - this.deadAfterMs)).execute();
       // Segments another recorder sealed and uploaded after it wrote them to the database (the upload
       // is recorded in its own manifest, which died with it): their copies under the raw prefix.
-      const stored = this.storage ? new Set(await this.storage.list(rawSegmentPrefix(s.room, s.id)).catch(() => [])) : new Set<string>();
-      const r = foldPoolState(s, live, { recorderId: this.recorderId, liveRecorders: new Set(alive.map((a) => a.id)), storedKey: (file) => (stored.has(rawSegmentKey(s.room, s.id, file)) ? rawSegmentKey(s.room, s.id, file) : undefined) }, this.logger);
+      const stored = new Map<string, number>();
+      if (this.storage) {
+        for (const key of await this.storage.list(rawSegmentPrefix(s.room, s.id)).catch(() => [])) {
+          // An upload cut off by the host's death can leave an object of the wrong size: only complete copies count.
+          const st = await this.storage.stat(key).catch(() => undefined);
+          if (st) stored.set(key, st.bytes);
+        }
+      }
+      const storedKey = (file: string, bytes: number) => {
+        const key = rawSegmentKey(s.room, s.id, file);
+        return stored.get(key) === bytes ? key : undefined;
+      };
+      const r = foldPoolState(s, live, { recorderId: this.recorderId, liveRecorders: new Set(alive.map((a) => a.id)), storedKey }, this.logger);
       if (r.imported > 0) this.logger.info({ session: s.id, imported: r.imported }, "sealing with other recorders' segments");
     } catch (err) {
       // The database is down: seal what this recorder has (its journal), as before the pool.
