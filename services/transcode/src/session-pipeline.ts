@@ -100,8 +100,8 @@ interface LoadedSegment {
 
 /**
  * Reads and validates a session manifest: the recorder's file when this host has it, else the copy the
- * recorder publishes to storage (rawManifestKey) for transcode hosts that do not share its disk. Corrupt
- * → CORRUPT_MANIFEST, unretried; not published yet → UPLOAD_PENDING, retried.
+ * recorder publishes to storage (rawManifestKey) for transcode hosts that do not share its disk. Missing
+ * or corrupt → CORRUPT_MANIFEST, unretried.
  */
 export async function readSessionManifest(manifestPath: string, storage?: ArtifactStorage): Promise<SessionManifest> {
   if (storage && !existsSync(manifestPath)) {
@@ -112,7 +112,8 @@ export async function readSessionManifest(manifestPath: string, storage?: Artifa
     try {
       text = (await buffer(await storage.getStream(key))).toString('utf8');
     } catch {
-      throw new VerbatimError('UPLOAD_PENDING', `manifest ${manifestPath} is not on this host and not in storage (${key}) yet`, { hint: 'The recorder publishes it when it seals the session; the job is retried.' });
+      // The recorder publishes it before it queues the session: absent here and there, it is gone.
+      throw new CorruptInputError(`manifest ${manifestPath} is not on this host and not in storage (${key})`, 'CORRUPT_MANIFEST');
     }
     const r = SessionManifestSchema.safeParse(safeJson(text));
     if (!r.success) throw new CorruptInputError(`manifest ${key} in storage is not a verbatim-session v1: ${r.error.message}`, 'CORRUPT_MANIFEST');
