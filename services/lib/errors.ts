@@ -83,6 +83,13 @@ export const ErrorCodes = {
   SSO_NO_ROLE: 403,
   /** The IdP could not be reached, refused the sign-in, or answered something that did not verify. */
   SSO_FAILED: 502,
+  // Encryption at rest (services/lib/crypto).
+  /** A stored encrypted object does not authenticate: truncated, reordered, altered, or under another key. */
+  CIPHERTEXT_INVALID: 422,
+  /** The object's data key was destroyed (crypto-shredding by GDPR erasure): its media can no longer be read. */
+  KEY_DESTROYED: 410,
+  /** The master key cannot unwrap a data key (wrong VERBATIM_MASTER_KEY, or keys wrapped by another master). */
+  MASTER_KEY_MISMATCH: 500,
   INTERNAL: 500,
 } as const;
 
