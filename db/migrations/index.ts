@@ -13,6 +13,7 @@ import * as m0011 from './0011-erasure-jobs.ts';
 import * as m0012 from './0012-key-lifecycle.ts';
 import * as m0013 from './0013-sso.ts';
 import * as m0015 from './0015-raw-segment-storage.ts';
+import * as m0019 from './0019-data-keys.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -34,6 +35,7 @@ const migrations: Record<string, Migration> = {
   '0012-key-lifecycle': m0012,
   '0013-sso': m0013,
   '0015-raw-segment-storage': m0015,
+  '0019-data-keys': m0019,
 };
 
 export const migrationProvider: MigrationProvider = {

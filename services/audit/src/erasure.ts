@@ -381,8 +381,9 @@ export class ErasureService {
         }
         const file = path.join(tmp, f.name);
         await writeFile(file, f.body);
-        const stored = await storage.put(a.key, file, a.content_type);
-        await db.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', a.key).execute();
+        // Under the session's new key: the old one was destroyed with the participant's (erase step).
+        const stored = await storage.put(a.key, file, a.content_type, { encryptFor: { session: sessionId, participant: null } });
+        await db.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, key_id: stored.keyId ?? null, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', a.key).execute();
       }
     } finally {
       await rm(tmp, { recursive: true, force: true });
@@ -423,7 +424,7 @@ export class ErasureService {
     if (result.composite.key !== old.key) throw new Error(`the re-render stored ${result.composite.key}, not the session's composite ${old.key}`);
     const c = result.composite;
     await this.opts.db.transaction().execute(async (trx) => {
-      await trx.updateTable('artifacts').set({ bytes: c.bytes, sha256: c.sha256, duration_seconds: c.durationSeconds, created_at: this.now() }).where('session_id', '=', w.session).where('key', '=', old.key).execute();
+      await trx.updateTable('artifacts').set({ bytes: c.bytes, sha256: c.sha256, duration_seconds: c.durationSeconds, key_id: c.keyId ?? null, created_at: this.now() }).where('session_id', '=', w.session).where('key', '=', old.key).execute();
       await trx
         .insertInto('tombstones')
         .values({ session_id: w.session, kind: 'media', item: `${old.key}@sha256:${old.sha256}`, reason: `${this.reasonOf(req)}; replaced by a re-render without the participant`, policy: null, erasure_request: req.id, deleted_at: this.now() })

@@ -47,7 +47,7 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   const registry = createRegistry('recorder');
   const log = logger.child({ service: 'recorder' });
   // Raw segments go to the artifact storage (RECORDER_UPLOAD_RAW); the launcher passes one with Object Lock retention.
-  const storage = config.RECORDER_UPLOAD_RAW === 'on' ? (opts.storage?.(db) ?? storageFromConfig(config)) : undefined;
+  const storage = config.RECORDER_UPLOAD_RAW === 'on' ? (opts.storage?.(db) ?? storageFromConfig(config, { db })) : undefined;
   const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}), ...(storage ? { storage } : {}) });
   await supervisor.start();
 
