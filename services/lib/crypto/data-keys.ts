@@ -90,16 +90,8 @@ export class DataKeys {
    * erased, row kept as evidence) and, with `sessionWide`, the session-wide key too (composite and
    * transcripts hold everyone: their re-made versions get a new key). Returns the ids destroyed.
    */
-  async destroy(q: Q, session: string, participant: string, opts: { sessionWide?: boolean; at?: Date } = {}): Promise<string[]> {
-    const rows = await q
-      .updateTable('data_keys')
-      .set({ wrapped_key: null, destroyed_at: opts.at ?? new Date() })
-      .where('session_id', '=', session)
-      .where('destroyed_at', 'is', null)
-      .where((eb) => (opts.sessionWide ? eb.or([eb('participant_id', '=', participant), eb('participant_id', 'is', null)]) : eb('participant_id', '=', participant)))
-      .returning('id')
-      .execute();
-    return rows.map((r) => r.id).sort();
+  destroy(q: Q, session: string, participant: string, opts: { sessionWide?: boolean; at?: Date } = {}): Promise<string[]> {
+    return destroyDataKeys(q, session, participant, opts);
   }
 
   /**
@@ -143,4 +135,27 @@ export class DataKeys {
     }
     return unwrapKey(this.master, row.id, Buffer.from(row.wrapped_key));
   }
+}
+
+/**
+ * Crypto-shredding (needs no master key: it only forgets): destroys the participant's keys in the
+ * session (wrapped key erased, row kept as evidence) and, with `sessionWide`, the session-wide key too
+ * (composite and transcripts hold everyone; their re-made versions get a new key). Returns the ids.
+ */
+export async function destroyDataKeys(q: Q, session: string, participant: string, opts: { sessionWide?: boolean; at?: Date } = {}): Promise<string[]> {
+  const rows = await q
+    .updateTable('data_keys')
+    .set({ wrapped_key: null, destroyed_at: opts.at ?? new Date() })
+    .where('session_id', '=', session)
+    .where('destroyed_at', 'is', null)
+    .where((eb) => (opts.sessionWide ? eb.or([eb('participant_id', '=', participant), eb('participant_id', 'is', null)]) : eb('participant_id', '=', participant)))
+    .returning('id')
+    .execute();
+  return rows.map((r) => r.id).sort();
+}
+
+/** Whether the key was destroyed (by an erasure). */
+export async function isDestroyed(q: Q, keyId: string): Promise<boolean> {
+  const row = await q.selectFrom('data_keys').select('destroyed_at').where('id', '=', keyId).executeTakeFirst();
+  return row !== undefined && row.destroyed_at !== null;
 }
