@@ -46,10 +46,16 @@ export function unwrapKey(master: MasterKey, keyId: string, wrapped: Buffer): Bu
  * key destroyed by an erasure stops decryption in every process at once.
  */
 export class DataKeys {
+  private master: MasterKey;
+
   constructor(
     private readonly db: Db,
-    private master: MasterKey,
-  ) {}
+    master: MasterKey,
+    /** Re-reads the master key (its file): after a rotation by another process, keys are wrapped by a newer one. */
+    private readonly reload?: () => MasterKey,
+  ) {
+    this.master = master;
+  }
 
   get masterKeyId(): string {
     return this.master.id;
@@ -128,6 +134,10 @@ export class DataKeys {
 
   private unwrapRow(row: { id: string; wrapped_key: Buffer | null; master_key_id: string }): Buffer {
     if (!row.wrapped_key) throw new VerbatimError('KEY_DESTROYED', `data key ${row.id} was destroyed`, { hint: 'Crypto-shredded by a GDPR erasure.' });
+    if (row.master_key_id !== this.master.id && this.reload) {
+      const fresh = this.reload();
+      if (fresh.id === row.master_key_id) this.master = fresh;
+    }
     if (row.master_key_id !== this.master.id) {
       throw new VerbatimError('MASTER_KEY_MISMATCH', `data key ${row.id} is wrapped by master key ${row.master_key_id}, this process has ${this.master.id}`, {
         hint: 'Every process must use the same VERBATIM_MASTER_KEY; after `verbatim keys rotate-master`, restart the others with the new key.',

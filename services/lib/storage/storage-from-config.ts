@@ -32,8 +32,8 @@ export function storageFromConfig(
 ): ArtifactStorage {
   const plain = plainStorageFromConfig(config, opts);
   if (!opts.db || config.DATA_DIR === undefined) return plain;
-  const master = loadOrCreateMasterKey({ DATA_DIR: config.DATA_DIR, VERBATIM_MASTER_KEY: config.VERBATIM_MASTER_KEY, VERBATIM_MASTER_KEY_FILE: config.VERBATIM_MASTER_KEY_FILE });
-  return new EncryptedArtifactStorage(plain, new DataKeys(opts.db, master), { encryptWrites: config.ENCRYPTION_AT_REST === 'on' });
+  const load = () => loadOrCreateMasterKey({ DATA_DIR: config.DATA_DIR!, VERBATIM_MASTER_KEY: config.VERBATIM_MASTER_KEY, VERBATIM_MASTER_KEY_FILE: config.VERBATIM_MASTER_KEY_FILE });
+  return new EncryptedArtifactStorage(plain, new DataKeys(opts.db, load(), load), { encryptWrites: config.ENCRYPTION_AT_REST === 'on' });
 }
 
 type EncryptionConfigKeys = 'DATA_DIR' | 'ENCRYPTION_AT_REST' | 'VERBATIM_MASTER_KEY' | 'VERBATIM_MASTER_KEY_FILE';
