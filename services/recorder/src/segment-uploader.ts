@@ -258,7 +258,7 @@ export async function uploadSegment(storage: ArtifactStorage, key: string, file:
 }
 
 /** The participant a sealed segment belongs to, from its file header (verbatim-rtp v1). */
-async function segmentParticipant(file: string): Promise<string> {
+export async function segmentParticipant(file: string): Promise<string> {
   const fh = await open(file, 'r');
   try {
     const fixed = Buffer.alloc(14);
