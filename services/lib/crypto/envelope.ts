@@ -110,16 +110,29 @@ function nonceOf(header: EnvelopeHeader, index: number): Buffer {
   return n;
 }
 
+/** AAD of a chunk: the header and the final flag; the two variants are built once per header. */
+const aadCache = new WeakMap<EnvelopeHeader, [Buffer, Buffer]>();
 function aadOf(header: EnvelopeHeader, final: boolean): Buffer {
-  return Buffer.concat([header.bytes, Buffer.from([final ? 1 : 0])]);
+  let pair = aadCache.get(header);
+  if (!pair) {
+    pair = [Buffer.concat([header.bytes, Buffer.from([0])]), Buffer.concat([header.bytes, Buffer.from([1])])];
+    aadCache.set(header, pair);
+  }
+  return pair[final ? 1 : 0];
 }
 
-export function sealChunk(key: Buffer, header: EnvelopeHeader, index: number, final: boolean, plain: Buffer): Buffer {
+/** One sealed chunk as [ciphertext, tag] (two buffers, so nothing is copied to join them). */
+export function sealChunkParts(key: Buffer, header: EnvelopeHeader, index: number, final: boolean, plain: Buffer): [Buffer, Buffer] {
   if (index > 0xffffffff) throw new VerbatimError('BAD_REQUEST', 'object too large for one envelope', { hint: 'Use a larger chunk size.' });
   const c = createCipheriv('aes-256-gcm', key, nonceOf(header, index));
   c.setAAD(aadOf(header, final));
-  const out = Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
-  return out;
+  const body = c.update(plain);
+  c.final();
+  return [body, c.getAuthTag()];
+}
+
+export function sealChunk(key: Buffer, header: EnvelopeHeader, index: number, final: boolean, plain: Buffer): Buffer {
+  return Buffer.concat(sealChunkParts(key, header, index, final, plain));
 }
 
 export function openChunk(key: Buffer, header: EnvelopeHeader, index: number, final: boolean, sealed: Buffer): Buffer {
@@ -128,16 +141,51 @@ export function openChunk(key: Buffer, header: EnvelopeHeader, index: number, fi
   d.setAAD(aadOf(header, final));
   d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
   try {
-    return Buffer.concat([d.update(sealed.subarray(0, sealed.length - TAG_BYTES)), d.final()]);
+    const plain = d.update(sealed.subarray(0, sealed.length - TAG_BYTES));
+    d.final();
+    return plain;
   } catch {
     throw corrupt(`encrypted chunk ${index} does not authenticate (wrong key, or the object was truncated, reordered or altered)`);
+  }
+}
+
+/**
+ * Collects a stream's bytes into fixed-size blocks with one copy each. A full block is handed on only
+ * once a further byte arrives, so the block the stream ends with is known to be the last one.
+ */
+class Blocks {
+  private block: Buffer;
+  private used = 0;
+
+  constructor(readonly size: number) {
+    this.block = Buffer.allocUnsafe(size);
+  }
+
+  /** Feeds bytes; calls `full` for each block that is known not to be the last. */
+  feed(data: Buffer, full: (block: Buffer) => void): void {
+    let off = 0;
+    while (off < data.length) {
+      if (this.used === this.size) {
+        full(this.block);
+        this.used = 0;
+      }
+      const n = Math.min(this.size - this.used, data.length - off);
+      data.copy(this.block, this.used, off, off + n);
+      this.used += n;
+      off += n;
+    }
+  }
+
+  /** The bytes held at the end (the last block, possibly short or empty). */
+  rest(): Buffer {
+    return this.block.subarray(0, this.used);
   }
 }
 
 /** Plaintext in, envelope out: the header first, then each chunk once the next byte shows it is not the last. */
 export class EncryptStream extends Transform {
   readonly header: EnvelopeHeader;
-  private buf: Buffer = Buffer.alloc(0);
+  private readonly blocks: Blocks;
   private index = 0;
   private started = false;
   /** Plaintext bytes seen. */
@@ -151,21 +199,14 @@ export class EncryptStream extends Transform {
     super();
     checkKey(key);
     this.header = encodeHeader(keyId, chunkSize);
+    this.blocks = new Blocks(chunkSize);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
       this.start();
       this.plainBytes += chunk.length;
-      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-      const cs = this.header.chunkSize;
-      let off = 0;
-      // Strictly more than a chunk: the chunk is then known not to be the last one.
-      while (this.buf.length - off > cs) {
-        this.push(sealChunk(this.key, this.header, this.index++, false, this.buf.subarray(off, off + cs)));
-        off += cs;
-      }
-      this.buf = off === 0 ? this.buf : Buffer.from(this.buf.subarray(off));
+      this.blocks.feed(chunk, (block) => this.seal(block, false));
       cb();
     } catch (err) {
       cb(err as Error);
@@ -175,12 +216,17 @@ export class EncryptStream extends Transform {
   override _flush(cb: TransformCallback): void {
     try {
       this.start();
-      this.push(sealChunk(this.key, this.header, this.index++, true, this.buf));
-      this.buf = Buffer.alloc(0);
+      this.seal(this.blocks.rest(), true);
       cb();
     } catch (err) {
       cb(err as Error);
     }
+  }
+
+  private seal(plain: Buffer, final: boolean): void {
+    const [body, tag] = sealChunkParts(this.key, this.header, this.index++, final, plain);
+    if (body.length > 0) this.push(body);
+    this.push(tag);
   }
 
   private start(): void {
@@ -208,56 +254,72 @@ export interface DecryptOptions {
 export class DecryptStream extends Transform {
   private header: EnvelopeHeader | undefined;
   private key: Buffer | undefined;
-  private buf: Buffer = Buffer.alloc(0);
+  /** Bytes before the header is complete. */
+  private pending: Buffer = Buffer.alloc(0);
+  private blocks: Blocks | undefined;
   private index: number;
+  private readonly first: number;
   private skip: number;
   private left: number;
 
   constructor(private readonly opts: DecryptOptions) {
     super();
     this.header = opts.header;
-    this.index = opts.firstChunk ?? 0;
+    this.index = this.first = opts.firstChunk ?? 0;
     this.skip = opts.skip ?? 0;
     this.left = opts.take ?? Number.POSITIVE_INFINITY;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    this.drain(false).then(() => cb(), cb);
+    if (this.key && this.blocks) {
+      try {
+        this.blocks.feed(chunk, (block) => this.open(block, false));
+        cb();
+      } catch (err) {
+        cb(err as Error);
+      }
+      return;
+    }
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    this.begin(false).then(() => cb(), cb);
   }
 
   override _flush(cb: TransformCallback): void {
-    this.drain(true).then(() => cb(), cb);
+    this.begin(true)
+      .then(() => {
+        const rest = this.blocks!.rest();
+        if (rest.length > 0 || this.index === this.first) this.open(rest, true);
+        cb();
+      })
+      .catch(cb);
   }
 
-  private async drain(end: boolean): Promise<void> {
+  /** Parses the header and looks the key up once; then feeds what came with them. */
+  private async begin(end: boolean): Promise<void> {
+    if (this.key && this.blocks) return;
     if (!this.header) {
-      const h = parseHeader(this.buf);
+      const h = parseHeader(this.pending);
       if (h === undefined) throw corrupt('not an encrypted object (no envelope header)');
       if (h === 'short') {
         if (end) throw corrupt('encrypted object truncated inside its header');
         return;
       }
       this.header = h;
-      this.buf = Buffer.from(this.buf.subarray(h.bytes.length));
+      this.pending = this.pending.subarray(h.bytes.length);
     }
-    if (!this.key) {
-      this.key = await this.opts.key(this.header.keyId);
-      checkKey(this.key);
-    }
-    const sealed = this.header.chunkSize + TAG_BYTES;
-    let off = 0;
-    while (this.buf.length - off > sealed || (end && this.buf.length - off > 0)) {
-      const n = Math.min(sealed, this.buf.length - off);
-      const last = end && this.buf.length - off === n;
-      // Ending on a full chunk of a ranged read is final only if it is the object's last chunk.
-      const final = last && (this.opts.finalChunk === undefined || this.index === this.opts.finalChunk);
-      if (this.opts.finalChunk !== undefined && this.index > this.opts.finalChunk) throw corrupt('encrypted object has bytes past its last chunk');
-      this.deliver(openChunk(this.key, this.header, this.index++, final, this.buf.subarray(off, off + n)));
-      off += n;
-    }
-    if (end && this.index === (this.opts.firstChunk ?? 0)) throw corrupt('encrypted object has no chunk');
-    this.buf = off === 0 ? this.buf : Buffer.from(this.buf.subarray(off));
+    this.key = await this.opts.key(this.header.keyId);
+    checkKey(this.key);
+    this.blocks = new Blocks(this.header.chunkSize + TAG_BYTES);
+    const rest = this.pending;
+    this.pending = Buffer.alloc(0);
+    this.blocks.feed(rest, (block) => this.open(block, false));
+  }
+
+  /** Opens one sealed chunk; ending on a full chunk of a ranged read is final only if it is the object's last chunk. */
+  private open(sealed: Buffer, atEnd: boolean): void {
+    const final = atEnd && (this.opts.finalChunk === undefined || this.index === this.opts.finalChunk);
+    if (this.opts.finalChunk !== undefined && this.index > this.opts.finalChunk) throw corrupt('encrypted object has bytes past its last chunk');
+    this.deliver(openChunk(this.key!, this.header!, this.index++, final, sealed));
   }
 
   private deliver(plain: Buffer): void {
