@@ -14,7 +14,7 @@ import { parseHeader } from '../../lib/crypto/envelope.ts';
 import { encodeFileHeader, encodeRecord, RecordType } from '../../lib/recording/vrtp-format.ts';
 import { readSegment } from '../../lib/recording/segment-source.ts';
 import { artifactKey, rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
-import { EncryptedArtifactStorage } from '../../lib/storage/encrypted-storage.ts';
+import type { EncryptedArtifactStorage } from '../../lib/storage/encrypted-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { segmentParticipant, uploadSegment } from '../../recorder/src/segment-uploader.ts';
 import { AuditLog } from './audit-log.ts';

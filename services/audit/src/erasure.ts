@@ -223,7 +223,7 @@ export class ErasureService {
 
   /** Step erase: the hold check and every deletion of the participant's rows and stored files, in one transaction with its record. */
   async erase(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
-    const { db, storage } = this.opts;
+    const { db } = this.opts;
     const w = works[i]!;
     const sessionId = w.session;
     const who = req.participant;
