@@ -155,6 +155,7 @@ export class SegmentUploader {
       // Gone from disk: uploaded by an earlier attempt that died before finishing, or deleted (retention, erasure).
       const stored = await this.deps.storage.stat(key);
       if (!stored || stored.bytes !== p.bytes) throw new UnrecoverableError(`NOT_FOUND: ${file} is gone and storage has no copy of it`);
+      keyId = await (this.deps.storage as Partial<{ keyIdOf(k: string): Promise<string | undefined> }>).keyIdOf?.(key);
     } else {
       const t0 = Date.now();
       // Encrypted (ENCRYPTION_AT_REST) with the data key of the participant the segment's header names.
@@ -267,6 +268,9 @@ export async function segmentParticipant(file: string): Promise<string> {
     const buf = Buffer.alloc(Math.min(14 + len + 4, 1024 * 1024));
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
     return parseHeader(buf.subarray(0, bytesRead), file).header.participant.id;
+  } catch (err) {
+    // A sealed segment whose header does not parse was damaged on disk: never stored as the recording.
+    throw new UnrecoverableError(`CORRUPT_RECORDING: ${file}: ${(err as Error).message}; kept on disk for forensics, not stored`);
   } finally {
     await fh.close();
   }
