@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { VerbatimError } from '../errors.ts';
 
@@ -195,8 +195,10 @@ export class EncryptStream extends Transform {
     private readonly key: Buffer,
     keyId: string,
     chunkSize = DEFAULT_CHUNK_SIZE,
+    /** Also hashes the plaintext as it passes (the stored object's plaintext SHA-256, without another pass). */
+    private readonly plainHash?: Hash,
   ) {
-    super();
+    super({ readableHighWaterMark: 1 << 20 });
     checkKey(key);
     this.header = encodeHeader(keyId, chunkSize);
     this.blocks = new Blocks(chunkSize);
@@ -206,6 +208,7 @@ export class EncryptStream extends Transform {
     try {
       this.start();
       this.plainBytes += chunk.length;
+      this.plainHash?.update(chunk);
       this.blocks.feed(chunk, (block) => this.seal(block, false));
       cb();
     } catch (err) {
