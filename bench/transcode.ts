@@ -31,8 +31,10 @@ import { rtpVp8ToIvf } from '../services/transcode/src/depacketize/vp8-ivf.ts';
 import { BITEXACT } from '../services/lib/media/ffmpeg-runner.ts';
 import { ASR_WAV_OUTPUT, asrWavFilter, compositeAudio } from '../services/transcode/src/session-pipeline.ts';
 import { killNow, onCleanup } from './lib/children.ts';
+import { measureEncryptOverhead } from './lib/encrypt-overhead.ts';
+import { LocalArtifactStorage } from '../services/lib/storage/artifact-storage.ts';
 import { CLK_TCK, parseStat } from './lib/proc.ts';
-import { cacheDir, machineInfo, reportOnly, atLeast, round, type Metric, type SuiteResult } from './lib/results.ts';
+import { cacheDir, machineInfo, reportOnly, atLeast, atMost, round, type Metric, type SuiteResult } from './lib/results.ts';
 
 const log = (msg: string) => process.stderr.write(`[bench transcode] ${msg}\n`);
 
@@ -491,6 +493,23 @@ export async function runTranscodeBench(opts: { quick: boolean }): Promise<Suite
     `median of ${plan.runs}: ${round(m.mediaS, 1)} s of Opus + VP8 (~${Math.round((v.bytes * 8) / plan.seconds / 1000)} kb/s, ${m.frames} frames) in ${round(m.wallS, 2)} s wall: VP8 depacketize ${round(m.stages.vp8Depacketize!.wallS, 2)} s, ffmpeg -c copy ${round(m.stages.mux!.wallS, 2)} s; ${round(m.cpuS, 2)} CPU-s`,
   );
   log(`mux: ${perWall.map((x) => round(x, 1)).join(', ')} media-s/wall-s`);
+
+  // --- encryption at rest: the same session's storage reads and writes through the encrypting storage ---
+  // What transcode moves through storage for this participant: the two raw segments it reads and the
+  // artifacts it stores (track Ogg, composite audio, ASR WAV, A/V file). The extra CPU of doing that
+  // encrypted, against the session's transcode CPU (audio post-process + mux) plus the plain storage work.
+  const stored = [path.join(sessionDir, segA.file), path.join(sessionDir, segV.file), oggFile, path.join(work, 'a1.m4a'), path.join(work, 'a1.16k.wav'), path.join(work, 'participant-p1.mkv')];
+  const transcodeCpuS = best.cpuS + m.cpuS;
+  const eo = await measureEncryptOverhead(new LocalArtifactStorage(path.join(work, 'artifacts')), stored, plan.runs, (plainCpuS) => transcodeCpuS + plainCpuS);
+  const storedMb = stored.reduce((n, f) => n + statSync(f).size, 0) / 1048576;
+  details.encryption = { files: stored.length, mb: round(storedMb, 2), plainStorageCpuS: round(eo.plainCpuS, 3), encryptedStorageCpuS: round(eo.encryptedCpuS, 3), transcodeCpuS: round(transcodeCpuS, 3) };
+  metrics.encrypt_overhead_pct = atMost(
+    round(eo.pct, 2),
+    10,
+    '%',
+    `ENCRYPTION_AT_REST=on: storing and reading back ${round(storedMb, 1)} MiB (2 raw segments read, 4 artifacts written) took ${round(eo.encryptedCpuS, 3)} CPU-s encrypted vs ${round(eo.plainCpuS, 3)} plain (best of ${plan.runs}), against ${round(transcodeCpuS, 2)} CPU-s of transcode work for the same media`,
+  );
+  log(`encryption: +${round(eo.encryptedCpuS - eo.plainCpuS, 3)} CPU-s = ${round(eo.pct, 2)} %`);
 
   details.loadAvgAtEnd = os.loadavg().map((x) => round(x, 2));
   return { suite: 'transcode', machine, startedAt, durationS: round((Date.now() - started) / 1000, 1), quick: opts.quick, metrics, details };

@@ -64,6 +64,20 @@ export interface ArtifactsTable {
   storage: string;
   duration_seconds: number | null;
   created_at: Timestamp;
+  /** The data key the stored object is encrypted with; null: stored in clear (migration 0019). */
+  key_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** Data keys for encryption at rest, wrapped by the master key; wrapped_key null once destroyed (migration 0019). */
+export interface DataKeysTable {
+  id: string;
+  session_id: string;
+  /** null: the session-wide key (composite, transcripts). */
+  participant_id: string | null;
+  wrapped_key: Buffer | null;
+  master_key_id: string;
+  created_at: Timestamp;
+  destroyed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface TranscriptSegmentsTable {
@@ -123,6 +137,8 @@ export interface TrackSegmentsTable {
   /** The raw segment's key in artifact storage once uploaded and checked (migration 0015). */
   stored_key: ColumnType<string | null, string | null | undefined, string | null>;
   stored_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** The data key the stored copy is encrypted with; null: stored in clear (migration 0019). */
+  key_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** The sealed session's timeline, one row per manifest event in manifest order (migration 0010). */
@@ -511,6 +527,7 @@ export interface Database {
   track_segments: TrackSegmentsTable;
   session_events: SessionEventsTable;
   artifacts: ArtifactsTable;
+  data_keys: DataKeysTable;
   transcript_segments: TranscriptSegmentsTable;
   audit_log: AuditLogTable;
   audit_checkpoints: AuditCheckpointsTable;

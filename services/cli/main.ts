@@ -11,7 +11,7 @@ import { inOwnProcessGroup, onParentGone, rerunInOwnProcessGroup } from './proce
  *   recorders   the recorder pool: list, drain, activate
  *   audit       verify the hash-chained audit trail against its signed checkpoints
  *   export      write / verify an e-discovery archive (tar + manifest of SHA-256s)
- *   keys        list users and API keys, revoke a key, create an admin key (recovery) on the host
+ *   keys        list users and API keys, revoke a key, create an admin key (recovery), rotate the master key on the host
  * Commands load their modules on demand: `start` re-runs itself in its own process group
  * first, and the front process of that pair only relays signals (it should start fast).
  */
@@ -55,7 +55,7 @@ async function main(argv: string[]): Promise<number> {
           '       verbatim holds list [--all] | holds place --case <id> --reason <r> --scope <s> --value <v> | holds release <id>',
           '       verbatim consent list [--participant <id>] [--session <id>] [--room <id>] [--json | --csv]',
           '       verbatim export verify <archive.tar> [--json]',
-          '       verbatim keys list [--json] | keys revoke <key prefix | id> [--reason <text>] | keys create-admin [--name <n>] [--expires <date-time>]',
+          '       verbatim keys list [--json] | keys revoke <key prefix | id> [--reason <text>] | keys create-admin [--name <n>] [--expires <date-time>] | keys rotate-master [--new-key-file <f>]',
           '',
         ].join('\n'),
       );

@@ -8,6 +8,7 @@ import { startEmbeddedPostgres } from '../lib/embedded-postgres.ts';
 import { interruptedError as interrupted, VerbatimError } from '../lib/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedRedis } from '../lib/redis.ts';
+import { loadOrCreateMasterKey } from '../lib/crypto/master-key.ts';
 import { loadOrCreateCheckpointKey, loadOrCreateSecrets } from '../lib/secrets.ts';
 import { SupervisedStage, type StagePolicy, type StageSpec } from './stage-supervisor.ts';
 
@@ -69,6 +70,8 @@ export async function startStack(config: Config, logger: Logger, opts: { signal?
     // Created here, once, so stages starting side by side never race to create it.
     const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
     loadOrCreateCheckpointKey(config.DATA_DIR);
+    // Made here, before the stages start, so every stage reads the same master key.
+    loadOrCreateMasterKey(config);
 
     // The private Redis and PostgreSQL (unless configured) come up side by side.
     if (!config.REDIS_URL) logger.info('starting the embedded Redis');

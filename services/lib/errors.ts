@@ -102,6 +102,13 @@ export const ErrorCodes = {
   REVIEW_CLOSED: 409,
   /** Recording cannot be switched off while a regulated participant publishes (capture assurance). */
   RECORDING_REQUIRED: 409,
+  // Encryption at rest (services/lib/crypto).
+  /** A stored encrypted object does not authenticate: truncated, reordered, altered, or under another key. */
+  CIPHERTEXT_INVALID: 422,
+  /** The object's data key was destroyed (crypto-shredding by GDPR erasure): its media can no longer be read. */
+  KEY_DESTROYED: 410,
+  /** The master key cannot unwrap a data key (wrong VERBATIM_MASTER_KEY, or keys wrapped by another master). */
+  MASTER_KEY_MISMATCH: 500,
   INTERNAL: 500,
 } as const;
 

@@ -80,7 +80,7 @@ export async function runComplianceCommand(group: string, args: string[], out: (
   const actor: Actor = { type: 'service', id: `cli:${os.userInfo().username}` };
   const print = cliPrinter(o.json, out);
   try {
-    const storage = () => deps.storage ?? storageFromConfig(config);
+    const storage = () => deps.storage ?? storageFromConfig(config, { db });
     switch (known) {
       case 'retention sweep': {
         const r = await new RetentionSweeper({ db, storage: storage(), audit, recordingsDir: config.RECORDINGS_DIR }).sweep({ dryRun: o['dry-run'] === true });

@@ -7,6 +7,7 @@ import type { Db } from '../../../db/database.ts';
 import type { Database, ErasureStatus } from '../../../db/schema.ts';
 import type { SessionRerenderPayload, SessionRerenderResult } from '../../lib/contracts/jobs.ts';
 import { SessionManifestSchema, type SessionManifest } from '../../lib/contracts/recording.ts';
+import { destroyDataKeys, isDestroyed } from '../../lib/crypto/data-keys.ts';
 import { VerbatimError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
@@ -74,7 +75,16 @@ export interface SessionOutcome {
   /** Why a failed session failed (OBJECT_RETAINED: S3 Object Lock kept the media). */
   code?: string;
   holds?: { id: string; caseId: string | undefined }[];
-  deleted?: { transcriptSegments: number; artifacts: string[]; rawFiles: string[]; tracks: string[] };
+  deleted?: {
+    transcriptSegments: number;
+    artifacts: string[];
+    rawFiles: string[];
+    tracks: string[];
+    /** Data keys destroyed (crypto-shredding): theirs in the session, and the session-wide key. */
+    keysDestroyed?: string[];
+    /** Stored objects the storage keeps (S3 Object Lock) that are unreadable now: their key was destroyed. */
+    shredded?: string[];
+  };
   composite?: CompositeOutcome;
   compositeSha256?: string;
   durationSeconds?: number;
@@ -213,7 +223,7 @@ export class ErasureService {
 
   /** Step erase: the hold check and every deletion of the participant's rows and stored files, in one transaction with its record. */
   async erase(req: ErasureJobContext, works: SessionWork[], i: number): Promise<void> {
-    const { db, storage } = this.opts;
+    const { db } = this.opts;
     const w = works[i]!;
     const sessionId = w.session;
     const who = req.participant;
@@ -231,6 +241,9 @@ export class ErasureService {
       if (IN_FLIGHT.has(s.status)) {
         throw new VerbatimError('CONFLICT', `session ${sessionId} is ${s.status}: erase it once processing is done`, { hint: 'Retry the erasure request when the session is done or failed.' });
       }
+      // Crypto-shredding first, in the same transaction: what the storage cannot delete (WORM) becomes unreadable.
+      // The session-wide key goes too: the composite and transcripts hold them and are re-made under a new one.
+      const keysDestroyed = await destroyDataKeys(trx, sessionId, who, { sessionWide: true, at: this.now() });
       const tracks = await trx.selectFrom('tracks').select('track_id').where('session_id', '=', sessionId).where('participant_id', '=', who).execute();
       const trackIds = tracks.map((t) => t.track_id);
       const segFiles = trackIds.length > 0 ? await trx.selectFrom('track_segments').select(['file', 'stored_key']).where('session_id', '=', sessionId).where('track_id', 'in', trackIds).execute() : [];
@@ -281,7 +294,8 @@ export class ErasureService {
         .where((eb) => eb.or([eb('participant_id', '=', who), ...(theirTracks.length > 0 ? [eb('track_id', 'in', theirTracks)] : [])]))
         .execute();
       // Files last, inside the transaction: if one cannot be deleted the rows stay and the request can be retried.
-      for (const a of arts) await storage.delete(a.key);
+      const shredded: string[] = [];
+      for (const a of arts) if (await this.deleteOrShred(trx, a.key)) shredded.push(a.key);
       const tomb = (kind: 'media' | 'transcript', item: string) => ({ session_id: sessionId, kind, item, reason, policy: null, erasure_request: req.id, deleted_at: this.now() });
       const tombs = [...(transcriptSegments > 0 ? [tomb('transcript', `transcript_segments:${transcriptSegments}`)] : []), ...arts.map((a) => tomb('media', a.key))];
       if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
@@ -290,7 +304,7 @@ export class ErasureService {
         step: 'raw',
         erased: {
           room: s.room_id,
-          deleted: { transcriptSegments, artifacts: arts.map((a) => a.key), rawFiles, tracks: trackIds },
+          deleted: { transcriptSegments, artifacts: arts.map((a) => a.key), rawFiles, tracks: trackIds, ...(keysDestroyed.length > 0 ? { keysDestroyed } : {}), ...(shredded.length > 0 ? { shredded } : {}) },
           manifestPath,
           manifestSha256: null,
           tracksRemoved,
@@ -311,11 +325,14 @@ export class ErasureService {
     for (const f of e.deleted.rawFiles) await rm(this.checkedPath(f), { force: true });
     // Their stored raw copies go too; only those that were there are tombstoned (a rerun finds none left).
     const rawKeysDeleted: string[] = [];
+    const rawShredded: string[] = [];
     for (const key of e.rawKeys ?? []) {
       if (!(await this.opts.storage.exists(key))) continue;
-      await this.opts.storage.delete(key);
+      if (await this.deleteOrShred(this.opts.db, key)) rawShredded.push(key);
       rawKeysDeleted.push(key);
     }
+    const shredded = [...new Set([...(e.deleted.shredded ?? []), ...rawShredded])];
+    const deleted = shredded.length > 0 ? { ...e.deleted, shredded } : e.deleted;
     let manifestSha256: string | null = null;
     let event: SessionManifest['events'][number] | undefined;
     if (e.manifestPath) {
@@ -352,7 +369,7 @@ export class ErasureService {
       }
       const tombs = [...e.deleted.rawFiles, ...rawKeysDeleted].map((f) => ({ session_id: w.session, kind: 'raw' as const, item: f, reason: this.reasonOf(req), policy: null, erasure_request: req.id, deleted_at: this.now() }));
       if (tombs.length > 0) await trx.insertInto('tombstones').values(tombs).execute();
-      works[i] = { ...w, step: 'transcripts', erased: { ...e, manifestSha256 } };
+      works[i] = { ...w, step: 'transcripts', erased: { ...e, deleted, manifestSha256 } };
       await saveWork(trx, req.id, works);
     });
   }
@@ -372,7 +389,7 @@ export class ErasureService {
       for (const a of arts) {
         const f = files.get(a.kind);
         if (!f || segments.length === 0) {
-          await storage.delete(a.key);
+          await this.deleteOrShred(db, a.key);
           await db.transaction().execute(async (trx) => {
             await trx.deleteFrom('artifacts').where('session_id', '=', sessionId).where('key', '=', a.key).execute();
             await trx.insertInto('tombstones').values({ session_id: sessionId, kind: 'transcript', item: a.key, reason, policy: null, erasure_request: req.id, deleted_at: this.now() }).execute();
@@ -381,8 +398,9 @@ export class ErasureService {
         }
         const file = path.join(tmp, f.name);
         await writeFile(file, f.body);
-        const stored = await storage.put(a.key, file, a.content_type);
-        await db.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', a.key).execute();
+        // Under the session's new key: the old one was destroyed with the participant's (erase step).
+        const stored = await storage.put(a.key, file, a.content_type, { encryptFor: { session: sessionId, participant: null } });
+        await db.updateTable('artifacts').set({ bytes: stored.bytes, sha256: stored.sha256, key_id: stored.keyId ?? null, created_at: this.now() }).where('session_id', '=', sessionId).where('key', '=', a.key).execute();
       }
     } finally {
       await rm(tmp, { recursive: true, force: true });
@@ -423,7 +441,7 @@ export class ErasureService {
     if (result.composite.key !== old.key) throw new Error(`the re-render stored ${result.composite.key}, not the session's composite ${old.key}`);
     const c = result.composite;
     await this.opts.db.transaction().execute(async (trx) => {
-      await trx.updateTable('artifacts').set({ bytes: c.bytes, sha256: c.sha256, duration_seconds: c.durationSeconds, created_at: this.now() }).where('session_id', '=', w.session).where('key', '=', old.key).execute();
+      await trx.updateTable('artifacts').set({ bytes: c.bytes, sha256: c.sha256, duration_seconds: c.durationSeconds, key_id: c.keyId ?? null, created_at: this.now() }).where('session_id', '=', w.session).where('key', '=', old.key).execute();
       await trx
         .insertInto('tombstones')
         .values({ session_id: w.session, kind: 'media', item: `${old.key}@sha256:${old.sha256}`, reason: `${this.reasonOf(req)}; replaced by a re-render without the participant`, policy: null, erasure_request: req.id, deleted_at: this.now() })
@@ -437,7 +455,7 @@ export class ErasureService {
   async dropComposite(req: ErasureJobContext, works: SessionWork[], i: number, why: CompositeOutcome, note: string): Promise<void> {
     const w = works[i]!;
     const old = w.erased!.composite!;
-    await this.opts.storage.delete(old.key);
+    await this.deleteOrShred(this.opts.db, old.key);
     await this.opts.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('artifacts').where('session_id', '=', w.session).where('key', '=', old.key).execute();
       await trx.insertInto('tombstones').values({ session_id: w.session, kind: 'media', item: old.key, reason: `${this.reasonOf(req)}; ${note}`, policy: null, erasure_request: req.id, deleted_at: this.now() }).execute();
@@ -476,6 +494,24 @@ export class ErasureService {
     if (!written) await this.opts.audit.append({ action, actor: req.actor, target: { type: 'session', id: o.session }, details: { request: req.id, participant: req.participant, ...o } });
     works[i] = { ...works[i]!, step: 'done' };
     await saveWork(db, req.id, works);
+  }
+
+  /**
+   * Deletes a stored object; one the storage must keep (OBJECT_RETAINED: S3 Object Lock) counts as
+   * erased only when it is encrypted under a destroyed data key (true: kept but shredded). A retained
+   * object in clear, or under a live key, still fails the step.
+   */
+  private async deleteOrShred(q: Q, key: string): Promise<boolean> {
+    try {
+      await this.opts.storage.delete(key);
+      return false;
+    } catch (err) {
+      if (!(err instanceof VerbatimError && err.code === 'OBJECT_RETAINED')) throw err;
+      const keyId = await (this.opts.storage as Partial<{ keyIdOf(k: string): Promise<string | undefined> }>).keyIdOf?.(key);
+      if (keyId === undefined || !(await isDestroyed(q, keyId))) throw err;
+      this.opts.logger?.info({ key, keyId }, 'stored object retained by Object Lock; crypto-shredded (its data key is destroyed)');
+      return true;
+    }
   }
 
   /** A session directory path, refused outside RECORDINGS_DIR. */

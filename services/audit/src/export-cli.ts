@@ -115,7 +115,7 @@ async function create(rest: string[], out: (s: string) => void, err: (s: string)
   const config = deps.config ?? loadConfig({ env: deps.env ?? process.env });
   const db = deps.db ?? (await openConfiguredDatabase(config));
   try {
-    const storage = deps.storage ?? storageFromConfig(config);
+    const storage = deps.storage ?? storageFromConfig(config, { db });
     const user = (() => {
       try {
         return os.userInfo().username;

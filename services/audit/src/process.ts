@@ -39,7 +39,7 @@ runStage({
       const server = await startAuditServer({ db, host: config.AUDIT_HOST, port: config.AUDIT_PORT, logger: logger.child({ service: 'audit' }), ...auditServerOptionsFromConfig(config, db) });
       closers.push(() => server.close());
       if (sweep) {
-        const sweeper = new SweeperWorker({ db, storage: storageFromConfig(config), recordingsDir: config.RECORDINGS_DIR, redisUrl: config.REDIS_URL, everyMs: config.RETENTION_SWEEP_INTERVAL_MS, logger: logger.child({ service: 'retention' }) });
+        const sweeper = new SweeperWorker({ db, storage: storageFromConfig(config, { db }), recordingsDir: config.RECORDINGS_DIR, redisUrl: config.REDIS_URL, everyMs: config.RETENTION_SWEEP_INTERVAL_MS, logger: logger.child({ service: 'retention' }) });
         await sweeper.start();
         closers.push(() => sweeper.close());
       }

@@ -87,6 +87,8 @@ export const StageArtifactSchema = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   storage: z.string(),
   durationSeconds: z.number().nullable(),
+  /** The data key it is stored encrypted with (ENCRYPTION_AT_REST); absent: stored in clear. */
+  keyId: z.string().optional(),
 });
 export type StageArtifact = z.output<typeof StageArtifactSchema>;
 

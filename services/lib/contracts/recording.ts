@@ -63,9 +63,10 @@ export const SegmentEntrySchema = z.object({
   /**
    * The segment's copy in artifact storage (services/lib/storage/artifact-keys.ts rawSegmentKey), once
    * it was uploaded and read back with this entry's SHA-256; the local file may then be gone. Absent in
-   * manifests written before raw upload existed, or while the upload is pending.
+   * manifests written before raw upload existed, or while the upload is pending. keyId: the data key
+   * the stored copy is encrypted with (ENCRYPTION_AT_REST, services/lib/crypto); absent: stored in clear.
    */
-  stored: z.object({ key: z.string(), at: z.string() }).optional(),
+  stored: z.object({ key: z.string(), at: z.string(), keyId: z.string().optional() }).optional(),
   /** The pool recorder that wrote it (RECORDER_ID), when the session spans several recorders. */
   recorder: z.string().optional(),
   /** Which copy of a replicated track (RECORDER_REPLICAS=2): copies overlap in time and are merged by RTP sequence number. */

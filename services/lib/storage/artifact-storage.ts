@@ -9,12 +9,20 @@ export interface StoredArtifact {
   key: string;
   bytes: number;
   sha256: string;
+  /** The data key the stored object is encrypted with (encrypted-storage.ts); absent: stored as given. */
+  keyId?: string;
+}
+
+/** Whose data key encrypts an upload (encrypted-storage.ts); storages without encryption ignore it. */
+export interface PutOptions {
+  encryptFor?: { session: string; participant: string | null };
 }
 
 /** Where artifacts go. Keys are relative, slash-separated, validated: no traversal. */
 export interface ArtifactStorage {
   readonly name: string;
-  put(key: string, file: string, contentType: string): Promise<StoredArtifact>;
+  /** Stores the file under the key; bytes and sha256 are the file's (the plaintext, when the storage encrypts). */
+  put(key: string, file: string, contentType: string, opts?: PutOptions): Promise<StoredArtifact>;
   /** Absolute local path or presigned URL to read the artifact. */
   locate(key: string): Promise<string>;
   exists(key: string): Promise<boolean>;

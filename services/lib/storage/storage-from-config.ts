@@ -1,6 +1,10 @@
 import type { Config } from '../config.ts';
 import { VerbatimError } from '../errors.ts';
+import type { Db } from '../../../db/database.ts';
+import { DataKeys } from '../crypto/data-keys.ts';
+import { loadOrCreateMasterKey } from '../crypto/master-key.ts';
 import { LocalArtifactStorage, type ArtifactStorage } from './artifact-storage.ts';
+import { EncryptedArtifactStorage } from './encrypted-storage.ts';
 import { S3ArtifactStorage, type S3ObjectLockOptions } from './s3-storage.ts';
 
 type StorageConfig = Pick<
@@ -15,10 +19,26 @@ type StorageConfig = Pick<
  * setting only one of them is an error.
  */
 export function storageFromConfig(
-  config: StorageConfig & Partial<Pick<Config, 'S3_OBJECT_LOCK'>>,
-  /** With S3_OBJECT_LOCK: each upload's retention end (services/audit objectLockRetention); unset = legal holds only. */
-  opts: { retainUntil?: S3ObjectLockOptions['retainUntil'] } = {},
+  config: StorageConfig & Partial<Pick<Config, 'S3_OBJECT_LOCK' | EncryptionConfigKeys>>,
+  opts: {
+    /** With S3_OBJECT_LOCK: each upload's retention end (services/audit objectLockRetention); unset = legal holds only. */
+    retainUntil?: S3ObjectLockOptions['retainUntil'];
+    /**
+     * The database of the data keys: the storage then decrypts what is stored encrypted, and encrypts
+     * uploads that name their key scope when ENCRYPTION_AT_REST=on (encrypted-storage.ts).
+     */
+    db?: Db;
+  } = {},
 ): ArtifactStorage {
+  const plain = plainStorageFromConfig(config, opts);
+  if (!opts.db || config.DATA_DIR === undefined) return plain;
+  const load = () => loadOrCreateMasterKey({ DATA_DIR: config.DATA_DIR!, VERBATIM_MASTER_KEY: config.VERBATIM_MASTER_KEY, VERBATIM_MASTER_KEY_FILE: config.VERBATIM_MASTER_KEY_FILE });
+  return new EncryptedArtifactStorage(plain, new DataKeys(opts.db, load(), load), { encryptWrites: config.ENCRYPTION_AT_REST === 'on' });
+}
+
+type EncryptionConfigKeys = 'DATA_DIR' | 'ENCRYPTION_AT_REST' | 'VERBATIM_MASTER_KEY' | 'VERBATIM_MASTER_KEY_FILE';
+
+function plainStorageFromConfig(config: StorageConfig & Partial<Pick<Config, 'S3_OBJECT_LOCK'>>, opts: { retainUntil?: S3ObjectLockOptions['retainUntil'] }): ArtifactStorage {
   if (config.STORAGE_BACKEND === 'local') return new LocalArtifactStorage(config.STORAGE_DIR);
   const missing = (key: string, why: string) =>
     new VerbatimError('CONFIG_INVALID', `STORAGE_BACKEND=s3 needs ${key}`, { hint: `Set ${key} (${why}), or use STORAGE_BACKEND=local.` });

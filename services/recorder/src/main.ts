@@ -51,7 +51,7 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   const registry = createRegistry('recorder');
   const log = logger.child({ service: 'recorder' });
   // Raw segments go to the artifact storage (RECORDER_UPLOAD_RAW); the launcher passes one with Object Lock retention.
-  const storage = config.RECORDER_UPLOAD_RAW === 'on' ? (opts.storage?.(db) ?? storageFromConfig(config)) : undefined;
+  const storage = config.RECORDER_UPLOAD_RAW === 'on' ? (opts.storage?.(db) ?? storageFromConfig(config, { db })) : undefined;
   // Stable per recordings directory: a recorder restarted on its disk takes its registry row back.
   const recorderId = config.RECORDER_ID ?? `${os.hostname()}-${sha256(path.resolve(config.RECORDINGS_DIR)).toString('hex').slice(0, 8)}`;
   const supervisor = new RecorderSupervisor({ config, db, logger: log, registry, redisUrl: opts.redisUrl, recorderId, ...(opts.queuePrefix ? { queuePrefix: opts.queuePrefix } : {}), ...(storage ? { storage } : {}) });

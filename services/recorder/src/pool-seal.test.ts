@@ -54,7 +54,7 @@ describe('sealing from the pool state', () => {
       state([
         { track: 'a', recorderId: 'other', sessionDir: theirs, entry: entry(0, 0, 10, { recorder: 'other' }) },
         // In object storage: no disk needed (the field R-A's upload sets on the entry).
-        { track: 'a', recorderId: 'gone', sessionDir: '/nonexistent', entry: { ...entry(100_000, 10, 20, { recorder: 'gone' }), stored: { key: 'raw/x', at: '2026-12-07T00:00:00.000Z' } } as SegmentEntry },
+        { track: 'a', recorderId: 'gone', sessionDir: '/nonexistent', entry: { ...entry(100_000, 10, 20, { recorder: 'gone' }), stored: { key: 'raw/x', at: '2026-12-07T00:00:00.000Z' } } },
         { track: 'a', recorderId: 'gone', sessionDir: '/nonexistent', entry: entry(100_001, 20, 30, { recorder: 'gone' }) },
       ]),
       { recorderId: 'me', liveRecorders: new Set(['me', 'other']) },

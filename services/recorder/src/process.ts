@@ -25,7 +25,7 @@ runStage({
         // Refused control requests go to the same audit trail as everything else.
         audit: (db) => new AuditLog(db),
         // Raw segments carry the same Object Lock retention as their session's artifacts.
-        storage: (db) => storageFromConfig(config, { retainUntil: objectLockRetention(db) }),
+        storage: (db) => storageFromConfig(config, { retainUntil: objectLockRetention(db), db }),
       });
       return {
         url: running.url,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
@@ -13,8 +13,9 @@ import type { Logger } from '../../lib/logger.ts';
 import { checkManifest, writeSessionManifest } from '../../lib/recording/manifest-file.ts';
 import { JOURNAL_FILE, MANIFEST_FILE, sessionDirOf } from '../../lib/recording/session-dir.ts';
 import { redisConnection } from '../../lib/redis.ts';
-import { rawSegmentKey, rawManifestKey } from '../../lib/storage/artifact-keys.ts';
-import { sha256File, type ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { rawManifestKey, rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
+import { sha256File, type ArtifactStorage, type PutOptions } from '../../lib/storage/artifact-storage.ts';
+import { parseHeader } from '../../lib/recording/vrtp-format.ts';
 import type { RecordingSession } from './recording-session.ts';
 
 /** A storage with S3 Object Lock (S3ArtifactStorage). */
@@ -151,17 +152,20 @@ export class SegmentUploader {
     const log = this.deps.logger.child({ room: p.room, session: p.session, track: p.track, segment: p.segment });
     const file = path.join(p.dir, p.file);
     const key = rawSegmentKey(p.room, p.session, p.file);
+    let keyId: string | undefined;
     if (!existsSync(file)) {
       // Gone from disk: uploaded by an earlier attempt that died before finishing, or deleted (retention, erasure).
       const stored = await this.deps.storage.stat(key);
       if (!stored || stored.bytes !== p.bytes) throw new UnrecoverableError(`NOT_FOUND: ${file} is gone and storage has no copy of it`);
+      keyId = await (this.deps.storage as Partial<{ keyIdOf(k: string): Promise<string | undefined> }>).keyIdOf?.(key);
     } else {
       const t0 = Date.now();
-      await uploadSegment(this.deps.storage, key, file, p);
-      log.debug({ key, bytes: p.bytes, ms: Date.now() - t0 }, 'raw segment uploaded and read back');
+      // Encrypted (ENCRYPTION_AT_REST) with the data key of the participant the segment's header names.
+      keyId = await uploadSegment(this.deps.storage, key, file, p, { encryptFor: { session: p.session, participant: await segmentParticipant(file) } });
+      log.debug({ key, bytes: p.bytes, ms: Date.now() - t0, keyId }, 'raw segment uploaded and read back');
     }
     const at = new Date().toISOString();
-    const recorded = await this.record(p, { key, at });
+    const recorded = await this.record(p, { key, at, ...(keyId ? { keyId } : {}) });
     if (recorded === 'retry') throw new Error(`session ${p.session} is being sealed: its upload is recorded once the manifest is written`);
     if (recorded === 'unknown') {
       // The manifest no longer lists it (erased since it was sealed): the copy must not outlive the erasure.
@@ -180,7 +184,7 @@ export class SegmentUploader {
    * Records the stored copy where the session's state is: the open session's journal, or the sealed
    * manifest and its rows. 'kept': neither is here (the local file then stays: nothing says it moved).
    */
-  private async record(p: SegmentUploadPayload, stored: { key: string; at: string }): Promise<'recorded' | 'retry' | 'unknown' | 'kept'> {
+  private async record(p: SegmentUploadPayload, stored: NonNullable<SegmentEntry['stored']>): Promise<'recorded' | 'retry' | 'unknown' | 'kept'> {
     const open = this.deps.openSession(p.session);
     if (open && open.dir === p.dir) {
       if (open.endedAt) return 'retry';
@@ -199,7 +203,7 @@ export class SegmentUploader {
     const { sha256 } = writeSessionManifest(p.dir, m);
     await this.publishManifest(m.room, m.session, manifestPath);
     await this.deps.db.transaction().execute(async (trx) => {
-      await trx.updateTable('track_segments').set({ stored_key: stored.key, stored_at: stored.at }).where('session_id', '=', p.session).where('track_id', '=', p.track).where('segment', '=', p.segment).execute();
+      await trx.updateTable('track_segments').set({ stored_key: stored.key, stored_at: stored.at, key_id: stored.keyId ?? null }).where('session_id', '=', p.session).where('track_id', '=', p.track).where('segment', '=', p.segment).execute();
       // The manifest's hash follows its rewrite, as after an erasure.
       await trx.updateTable('recording_sessions').set({ manifest_sha256: sha256, updated_at: new Date() }).where('id', '=', p.session).where('manifest_path', '=', manifestPath).execute();
     });
@@ -261,10 +265,11 @@ export class SegmentUploader {
  * SHA-256 (the local file is checked first, so a file corrupted on disk is never stored as the
  * recording). Throws on any mismatch; the caller retries.
  */
-export async function uploadSegment(storage: ArtifactStorage, key: string, file: string, expect: { bytes: number; sha256: string }): Promise<void> {
+export async function uploadSegment(storage: ArtifactStorage, key: string, file: string, expect: { bytes: number; sha256: string }, opts?: PutOptions): Promise<string | undefined> {
   const st = await stat(file);
   if (st.size !== expect.bytes) throw new UnrecoverableError(`CORRUPT_RECORDING: ${file} is ${st.size} bytes, the manifest says ${expect.bytes}`);
-  await storage.put(key, file, 'application/octet-stream');
+  // With encryption the read-back below decrypts: the stored envelope must give back the manifest's bytes.
+  const { keyId } = await storage.put(key, file, 'application/octet-stream', opts);
   const h = createHash('sha256');
   let n = 0;
   for await (const c of await storage.getStream(key)) {
@@ -272,7 +277,7 @@ export async function uploadSegment(storage: ArtifactStorage, key: string, file:
     n += (c as Buffer).length;
   }
   const got = h.digest('hex');
-  if (n === expect.bytes && got === expect.sha256) return;
+  if (n === expect.bytes && got === expect.sha256) return keyId;
   // Only on a mismatch is the local file hashed too: a file that is itself not the sealed one is never retried.
   if ((await sha256File(file)).sha256 !== expect.sha256) {
     await storage.delete(key);
@@ -281,6 +286,24 @@ export async function uploadSegment(storage: ArtifactStorage, key: string, file:
   throw new VerbatimError('INTERNAL', `stored copy ${key} reads back as ${n} bytes, sha256 ${got}; the manifest says ${expect.bytes} bytes, sha256 ${expect.sha256}`, {
     hint: 'The local file is kept and the upload retried.',
   });
+}
+
+/** The participant a sealed segment belongs to, from its file header (verbatim-rtp v1). */
+export async function segmentParticipant(file: string): Promise<string> {
+  const fh = await open(file, 'r');
+  try {
+    const fixed = Buffer.alloc(14);
+    await fh.read(fixed, 0, 14, 0);
+    const len = fixed.readUInt32BE(10);
+    const buf = Buffer.alloc(Math.min(14 + len + 4, 1024 * 1024));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return parseHeader(buf.subarray(0, bytesRead), file).header.participant.id;
+  } catch (err) {
+    // A sealed segment whose header does not parse was damaged on disk: never stored as the recording.
+    throw new UnrecoverableError(`CORRUPT_RECORDING: ${file}: ${(err as Error).message}; kept on disk for forensics, not stored`);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** This host's upload queue: only the host that recorded a segment has its file. */

@@ -65,6 +65,7 @@ export class SessionStore {
           end_reason: s.endReason,
           truncated: s.truncated,
           stored_key: s.stored?.key ?? null,
+          key_id: s.stored?.keyId ?? null,
           stored_at: s.stored?.at ?? null,
         })),
       );

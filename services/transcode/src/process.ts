@@ -33,7 +33,7 @@ runStage({
       const worker = new TranscodeWorker({
         db,
         // With S3 Object Lock, uploads carry their session's retention date (from the audit service's policies).
-        storage: storageFromConfig(config, { retainUntil: objectLockRetention(db) }),
+        storage: storageFromConfig(config, { retainUntil: objectLockRetention(db), db }),
         ffmpeg: new FluentFfmpegRunner(),
         workDir: path.join(config.DATA_DIR, 'transcode-work', os.hostname()),
         logger,

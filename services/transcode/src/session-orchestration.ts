@@ -183,7 +183,7 @@ async function register(
     if (artifacts.length > 0) {
       await tx
         .insertInto('artifacts')
-        .values(artifacts.map((a) => ({ session_id: p.session, key: a.key, kind: a.kind, participant_id: a.participant, content_type: a.contentType, bytes: a.bytes, sha256: a.sha256, storage: a.storage, duration_seconds: a.durationSeconds })))
+        .values(artifacts.map((a) => ({ session_id: p.session, key: a.key, kind: a.kind, participant_id: a.participant, content_type: a.contentType, bytes: a.bytes, sha256: a.sha256, storage: a.storage, duration_seconds: a.durationSeconds, key_id: a.keyId ?? null })))
         .execute();
     }
     if (segments.length > 0) {

@@ -95,8 +95,9 @@ export function sessionStatus(deps: TranscodeDeps, session: string) {
 export async function upload(deps: TranscodeDeps, p: Session, outDir: string, file: string, kind: ArtifactKind, participant: string | null, durationSeconds: number | null = null): Promise<StageArtifact> {
   const key = keyOf(p, outDir, file);
   const contentType = artifactContentType(kind, file);
-  const stored = await deps.storage.put(key, file, contentType);
-  return { key, kind, participant, contentType, bytes: stored.bytes, sha256: stored.sha256, storage: deps.storage.name, durationSeconds };
+  // Per-participant files under that participant's data key, session-wide ones (composite, transcripts) under the session's.
+  const stored = await deps.storage.put(key, file, contentType, { encryptFor: { session: p.session, participant } });
+  return { key, kind, participant, contentType, bytes: stored.bytes, sha256: stored.sha256, storage: deps.storage.name, durationSeconds, ...(stored.keyId ? { keyId: stored.keyId } : {}) };
 }
 
 /** The local copy of a stored artifact: kept when its hash matches, else fetched (another host made it). */

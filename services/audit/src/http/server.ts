@@ -129,7 +129,7 @@ export function auditServerOptionsFromConfig(
   db?: Kysely<Database>,
 ): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl' | 'keyRotationGraceHours' | 'sso' | 'checkpoints' | 'reconcileGapSeconds'> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
-  const storage = storageFromConfig(config, db ? { retainUntil: artifactRetention(config, db) } : {});
+  const storage = storageFromConfig(config, db ? { retainUntil: artifactRetention(config, db), db } : {});
   return {
     sessionSecret: createHmac('sha256', secrets.tokenSecret).update('verbatim console session v1').digest(),
     storage,

@@ -7,7 +7,10 @@ import path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../../../../../db/database.ts';
+import { DataKeys } from '../../../../lib/crypto/data-keys.ts';
+import { masterKeyOf } from '../../../../lib/crypto/master-key.ts';
 import { createLogger } from '../../../../lib/logger.ts';
+import { EncryptedArtifactStorage } from '../../../../lib/storage/encrypted-storage.ts';
 import { LocalArtifactStorage, type ArtifactStorage } from '../../../../lib/storage/artifact-storage.ts';
 import { S3ArtifactStorage } from '../../../../lib/storage/s3-storage.ts';
 import { createUserWithKey } from '../../key-lifecycle.ts';
@@ -16,7 +19,8 @@ import { startAuditServer, type AuditServer } from '../server.ts';
 /**
  * The artifact content route reads every storage backend through the ArtifactStorage interface
  * (stat + getRange): the same requests against a local directory and an S3 bucket (s3rver on
- * 127.0.0.1) give the same bytes, statuses and headers.
+ * 127.0.0.1) give the same bytes, statuses and headers; so does a local directory with encryption at
+ * rest (4 KiB chunks, so the ranges below cross chunk boundaries and Range decrypts only some chunks).
  */
 
 interface S3rverServer {
@@ -39,8 +43,12 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-const backends: { name: string; make: () => Promise<ArtifactStorage> }[] = [
+const backends: { name: string; make: (db: Db) => Promise<ArtifactStorage> }[] = [
   { name: 'local', make: async () => new LocalArtifactStorage(path.join(tmp, 'local')) },
+  {
+    name: 'local, encrypted',
+    make: async (db) => new EncryptedArtifactStorage(new LocalArtifactStorage(path.join(tmp, 'local-encrypted')), new DataKeys(db, masterKeyOf(randomBytes(32))), { encryptWrites: true, chunkSize: 4096 }),
+  },
   {
     name: 's3',
     async make() {
@@ -63,13 +71,15 @@ describe.each(backends)('artifact content route on $name storage', ({ make }) =>
   const get = (id: string, range?: string) => fetch(url(id), { headers: { authorization: auth, ...(range ? { range } : {}) } });
 
   beforeAll(async () => {
-    storage = await make();
     db = await openDatabase({});
+    storage = await make(db);
     await db.insertInto('rooms').values({ id: 'board', name: 'board', flags: JSON.stringify({}), secret_hash: 'scrypt$x$y' }).execute();
     await db.insertInto('recording_sessions').values({ id: 's1', room_id: 'board', started_at: '2024-03-01T10:00:00Z', ended_at: '2024-03-01T10:01:00Z', status: 'done' }).execute();
     const artifact = (key: string, bytes: number, content_type: string) => ({ session_id: 's1', key, kind: 'composite', participant_id: null, content_type, bytes, sha256: 'a'.repeat(64), storage: storage.name, duration_seconds: 60 });
-    await storage.put('sessions/board/s1/composite.mp4', files.media, 'video/mp4');
-    await storage.put('sessions/board/s1/empty.txt', files.empty, 'text/plain');
+    // The session's key encrypts them where the storage encrypts; other storages ignore it.
+    const encryptFor = { session: 's1', participant: null };
+    await storage.put('sessions/board/s1/composite.mp4', files.media, 'video/mp4', { encryptFor });
+    await storage.put('sessions/board/s1/empty.txt', files.empty, 'text/plain', { encryptFor });
     await db
       .insertInto('artifacts')
       .values([
