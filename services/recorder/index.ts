@@ -7,3 +7,4 @@ export { runRecordingCommand, RECORDING_USAGE } from './src/inspect-cli.ts';
 export { runRecordersCommand, RECORDERS_USAGE } from './src/pool-cli.ts';
 export { inspectFile, verifySessionDir, type InspectResult, type VerifyResult } from './src/inspect.ts';
 export { SessionStore } from './src/session-store.ts';
+export { segmentParticipant, uploadSegment } from './src/segment-uploader.ts';

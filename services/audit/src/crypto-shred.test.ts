@@ -16,7 +16,7 @@ import { readSegment } from '../../lib/recording/segment-source.ts';
 import { artifactKey, rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
 import type { EncryptedArtifactStorage } from '../../lib/storage/encrypted-storage.ts';
 import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
-import { segmentParticipant, uploadSegment } from '../../recorder/src/segment-uploader.ts';
+import { segmentParticipant, uploadSegment } from '../../recorder/index.ts';
 import { AuditLog } from './audit-log.ts';
 import { ErasureService, type SessionWork } from './erasure.ts';
 import { exportArchive, verifyArchive } from './export.ts';

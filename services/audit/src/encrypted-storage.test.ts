@@ -7,18 +7,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
 import { testBackends } from '../../../testing/databases.ts';
 import { sampleHeader } from '../../../testing/recording-fixtures.ts';
-import { runKeysCommand } from '../../audit/src/keys-cli.ts';
-import { segmentParticipant, uploadSegment } from '../../recorder/src/segment-uploader.ts';
-import { loadConfig } from '../config.ts';
-import { DataKeys, destroyDataKeys } from '../crypto/data-keys.ts';
-import { parseHeader } from '../crypto/envelope.ts';
-import { loadOrCreateMasterKey, MASTER_KEY_FILE } from '../crypto/master-key.ts';
-import { encodeFileHeader, encodeRecord, RecordType } from '../recording/vrtp-format.ts';
-import { openSegment, readSegment } from '../recording/segment-source.ts';
-import { rawSegmentKey } from './artifact-keys.ts';
-import { LocalArtifactStorage } from './artifact-storage.ts';
-import { EncryptedArtifactStorage } from './encrypted-storage.ts';
-import { storageFromConfig } from './storage-from-config.ts';
+import { runKeysCommand } from './keys-cli.ts';
+import { segmentParticipant, uploadSegment } from '../../recorder/index.ts';
+import { loadConfig } from '../../lib/config.ts';
+import { DataKeys, destroyDataKeys } from '../../lib/crypto/data-keys.ts';
+import { parseHeader } from '../../lib/crypto/envelope.ts';
+import { loadOrCreateMasterKey, MASTER_KEY_FILE } from '../../lib/crypto/master-key.ts';
+import { encodeFileHeader, encodeRecord, RecordType } from '../../lib/recording/vrtp-format.ts';
+import { openSegment, readSegment } from '../../lib/recording/segment-source.ts';
+import { rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
+import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
+import { EncryptedArtifactStorage } from '../../lib/storage/encrypted-storage.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 
 /**
  * Encryption at rest end to end on local storage and a real database: what lands on disk is an
