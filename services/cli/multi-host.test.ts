@@ -31,6 +31,8 @@ import { startTestSfu, type TestSfu } from '../../testing/sfu-harness.ts';
  * (issue 13's full path; the generated test model's text is fixed, so the policy matches that).
  */
 const SECRET = 'multi-host-recorder-secret-0123456789';
+/** Every host of a deployment shares the master key of encryption at rest (each would otherwise make its own). */
+const MASTER_KEY = randomBytes(32).toString('base64');
 const SPEECH = 'My card number is four one one one, one one one one, one one one one, one one one one. Text me on my personal phone.';
 const BUCKET = 'verbatim-multi-host';
 const why = (await netnsUnavailable()) ?? ((await postgresAvailable()) ? undefined : 'Postgres at 127.0.0.1:5432 is not reachable');
@@ -55,6 +57,7 @@ function serviceEnv(h: TestHost): Record<string, string> {
     DATABASE_SCHEMA: schema,
     REDIS_URL: `redis://${h.services.redis}`,
     VERBATIM_QUEUE_PREFIX: queuePrefix,
+    VERBATIM_MASTER_KEY: MASTER_KEY,
     ...s3.env(BUCKET),
     S3_ENDPOINT: `http://${s3Host}:${s3Port}`,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
