@@ -9,6 +9,8 @@ import { readSegment } from '../../lib/recording/segment-source.ts';
 import { parseRecording } from '../../lib/recording/vrtp-format.ts';
 import { rawSegmentKey } from '../../lib/storage/artifact-keys.ts';
 import { startTestRecorder, type TestRecorder } from '../../../testing/recorder-harness.ts';
+import { loadConfig } from '../../lib/config.ts';
+import { storageFromConfig } from '../../lib/storage/storage-from-config.ts';
 import { startS3rver, type TestS3 } from '../../../testing/s3rver.ts';
 
 /**
@@ -117,7 +119,10 @@ describe('raw segments to object storage', () => {
 
     // Storage back (same port, same objects): the backlog drains.
     s3 = await startS3rver(s3Dir, s3.port);
-    const storage = await s3.storage(BUCKET);
+    // Read as the product reads: through the storage the configuration builds (it decrypts what
+    // encryption at rest stored, with the recorder's master key and data keys).
+    const keysDb = await rec.openDb();
+    const storage = storageFromConfig(loadConfig({ env: { ...s3.env(BUCKET), DATA_DIR: rec.dataDir } }), { db: keysDb });
     await tx.sendFor(600);
     const end = await rec.api('POST', `/v1/sessions/${SESSION}/end`, { v: 1, room: ROOM, reason: 'test' });
     expect(end.status, JSON.stringify(end.body)).toBe(200);
@@ -144,6 +149,7 @@ describe('raw segments to object storage', () => {
       packets += parseRecording(buf, s.file).records.length;
     }
     expect(packets).toBe(tx.sent());
+    await keysDb.destroy();
 
     // The database follows the manifest: the stored keys, and the hash of the rewritten manifest.
     const db = await rec.openDb();
