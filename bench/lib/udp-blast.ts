@@ -188,7 +188,7 @@ export function startBlast(templates: Record<string, TemplateInfo>, tracks: Blas
     const tpl = templates[t.template]!;
     const start = Math.floor(rand() * tpl.packets);
     const phase = Math.floor(rand() * (t.pps ? 1e6 / t.pps : 40_000));
-    lines.push(`track ${t.port} ${t.ssrc >>> 0} ${t.payloadType} ${names.indexOf(t.template)} ${t.pps ?? 0} ${start} ${phase}`);
+    lines.push(`track ${t.port} ${t.ssrc >>> 0} ${t.payloadType} ${names.indexOf(t.template)} ${Math.ceil(t.pps ?? 0)} ${start} ${phase}`);
   }
   const id = ++blastSeq;
   const config = path.join(opts.workDir, `blast-${id}.conf`);
