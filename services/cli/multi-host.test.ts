@@ -152,14 +152,15 @@ async function sealedManifest(room: string): Promise<SessionManifest> {
   // What a transcode host reads: the manifest the recorder published to storage, rewritten as each
   // upload is recorded; the uploads catch up within seconds.
   const read = async () => SessionManifestSchema.parse(JSON.parse((await buffer(await storage.getStream(rawManifestKey(room, session!)))).toString('utf8')));
-  let manifest = await read();
+  let manifest: SessionManifest | undefined;
   await expect
     .poll(async () => {
-      manifest = await read();
-      return manifest.tracks.flatMap((t) => t.segments).filter((s) => !s.stored).map((s) => s.file);
+      // Published just after the session row says sealed: absent for a moment.
+      manifest = await read().catch(() => undefined);
+      return manifest ? manifest.tracks.flatMap((t) => t.segments).filter((s) => !s.stored).map((s) => s.file) : ['(manifest not published yet)'];
     }, { timeout: 30_000, interval: 500 })
     .toEqual([]);
-  return manifest;
+  return manifest!;
 }
 
 /** Records `room` with two participants, kills the recorder host holding the most tracks mid-meeting. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -41,6 +41,15 @@ export async function locateSegment(src: SegmentSource, entry: Entry): Promise<S
     if (s) return { from: 'storage', key, bytes: s.bytes };
   }
   return undefined;
+}
+
+/**
+ * A segment found neither here nor in storage is still on its way, not gone, when this host does not
+ * have the recorder's disk (its session directory is absent) and the manifest does not yet record the
+ * upload: the recorder uploads sealed segments in the background.
+ */
+export function uploadPending(src: SegmentSource, entry: Pick<SegmentEntry, 'stored'>): boolean {
+  return src.storage !== undefined && !entry.stored && !existsSync(src.dir);
 }
 
 /** The keys a segment's stored copy may be under: the manifest's record first, then the scheme's. */

@@ -1,7 +1,6 @@
-import { existsSync } from 'node:fs';
 import { configSpec, type Config } from '../../lib/config.ts';
 import type { SessionManifest } from '../../lib/contracts/recording.ts';
-import { locateSegment, type SegmentSource } from '../../lib/recording/segment-source.ts';
+import { locateSegment, uploadPending, type SegmentSource } from '../../lib/recording/segment-source.ts';
 
 /**
  * What one session may cost transcode (TRANSCODE_MAX_SESSION_HOURS / _BYTES). Checked by
@@ -43,8 +42,7 @@ export async function checkManifestLimits(m: SessionManifest, src: SegmentSource
       const where = await locateSegment(src, s);
       if (!where) {
         const message = `segment ${s.file} is missing: not in ${src.dir}${src.storage ? ' nor in storage' : ''}`;
-        // On a host without the recorder's disk, a segment whose upload the manifest does not record yet is still on its way.
-        return { code: src.storage && !s.stored && !existsSync(src.dir) ? 'UPLOAD_PENDING' : 'MISSING_SEGMENT', message };
+        return { code: uploadPending(src, s) ? 'UPLOAD_PENDING' : 'MISSING_SEGMENT', message };
       }
       const size = where.bytes;
       if (size !== s.bytes) return { code: 'CORRUPT_RECORDING', message: `segment ${s.file} is ${size} bytes, the manifest says ${s.bytes}` };

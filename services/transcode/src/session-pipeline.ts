@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileS
 import path from 'node:path';
 import { SessionManifestSchema, type SegmentEntry, type SessionManifest } from '../../lib/contracts/recording.ts';
 import { readManifest } from '../../lib/recording/manifest-file.ts';
-import { isMissingSegment, readSegment, type SegmentSource } from '../../lib/recording/segment-source.ts';
+import { isMissingSegment, readSegment, uploadPending, type SegmentSource } from '../../lib/recording/segment-source.ts';
 import type { ArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { rawManifestKey } from '../../lib/storage/artifact-keys.ts';
 import { buffer } from 'node:stream/consumers';
@@ -134,12 +134,9 @@ function safeJson(text: string): unknown {
   }
 }
 
-/**
- * A segment neither here nor in storage: on a host without the recorder's disk, whose manifest does not
- * record the upload yet, its upload is still pending (retried); otherwise it is gone (corrupt input).
- */
-function missingSegmentError(src: SegmentSource, entry: Pick<SegmentEntry, 'file' | 'stored'>, message: string): VerbatimError {
-  if (src.storage && !entry.stored && !existsSync(src.dir)) return new VerbatimError('UPLOAD_PENDING', message, { hint: 'The recorder uploads sealed segments in the background; the job is retried.' });
+/** A segment neither here nor in storage: retried while its upload is pending, else gone (corrupt input). */
+function missingSegmentError(src: SegmentSource, entry: Pick<SegmentEntry, 'stored'>, message: string): VerbatimError {
+  if (uploadPending(src, entry)) return new VerbatimError('UPLOAD_PENDING', message, { hint: 'The recorder uploads sealed segments in the background; the job is retried.' });
   return new CorruptInputError(message, 'MISSING_SEGMENT');
 }
 

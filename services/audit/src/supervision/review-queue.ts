@@ -1,5 +1,5 @@
-import { sql, type Kysely } from 'kysely';
-import type { Database, ReviewDisposition, ReviewSeverity, ReviewState } from '../../../../db/schema.ts';
+import { sql, type Kysely, type Selectable } from 'kysely';
+import type { Database, ReviewDisposition, ReviewItemsTable, ReviewSeverity, ReviewState } from '../../../../db/schema.ts';
 import { VerbatimError } from '../../../lib/errors.ts';
 import type { Principal } from '../auth.ts';
 
@@ -217,30 +217,8 @@ function closed(item: { id: string; disposition: string | null; decidedAt: strin
   });
 }
 
-type ItemRow = {
-  id: string;
-  policy_id: string;
-  policy_version: number;
-  severity: ReviewSeverity;
-  kind: 'hit' | 'sample';
-  session_id: string;
-  room_id: string;
-  participant_id: string;
-  speaker: string;
-  start_seconds: number;
-  end_seconds: number;
-  spoken_at: Date;
-  hit_count: number;
-  removed_hits: number;
-  hits_removed_at: Date | null;
-  state: ReviewState;
-  assignee: string | null;
-  disposition: ReviewDisposition | null;
-  reason: string | null;
-  decided_by: string | null;
-  decided_at: Date | null;
-  created_at: Date;
-};
+/** A review_items row as selected (the columns toItem reads). */
+type ItemRow = Omit<Selectable<ReviewItemsTable>, 'assigned_at' | 'updated_at'>;
 
 function toItem(r: ItemRow, names: Map<string, string>): ReviewItem {
   const participant = r.participant_id || null;
