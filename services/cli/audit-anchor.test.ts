@@ -100,6 +100,9 @@ describe('anchored audit trail against the npm start stack', () => {
       expect(cli, JSON.stringify(cli.findings)).toMatchObject({ code: 0, ok: true, findings: [] });
     };
 
+    // npm start's capture reconciliation runs once at start and appends its audit entry a few seconds
+    // in: wait for it, so no new checkpoint is signed while the steps below edit checkpoint files.
+    await expect.poll(async () => Number((await su!.query<{ n: string }>("select count(*) as n from audit_log where action = 'reconciliation.run'")).rows[0]!.n), { timeout: 60_000, interval: 250 }).toBe(1);
     await anchored();
     await intact();
     expect((await verifyApi()).ok).toBe(true);
