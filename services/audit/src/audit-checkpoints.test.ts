@@ -113,6 +113,31 @@ describe.each(backends)('audit checkpoints ($name)', (backend) => {
     expect(await s.verify()).toMatchObject({ ok: true, checked: 8, checkpoints: 2, findings: [], signaturesVerified: true });
   });
 
+  it.skipIf(skip)('a checkpoint being written while verify reads is not taken for a deleted one; one that stays half-written is', async () => {
+    const s = await setup(backend.name);
+    await s.fill(4);
+    await writeCheckpoint(s.db, s.store, s.signer);
+    // Storage that takes its time: the directory's copy exists, the storage copy and the index row not yet.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const slow = new (class extends LocalArtifactStorage {
+      override async put(...args: Parameters<LocalArtifactStorage['put']>) {
+        await held;
+        return super.put(...args);
+      }
+    })(s.storageDir);
+    await s.fill(2);
+    const writing = writeCheckpoint(s.db, new CheckpointStore(s.dir, slow), s.signer);
+    await expect.poll(() => readdirSync(s.dir)).toContain('audit-checkpoint-000000000006.json');
+    const verifying = s.verify();
+    setTimeout(release, 300);
+    await writing;
+    expect(await verifying).toMatchObject({ ok: true, checkpoints: 2, findings: [] });
+    // A storage copy that never comes is reported (after the pause).
+    unlinkSync(path.join(s.storageDir, CHECKPOINT_STORAGE_PREFIX, 'audit-checkpoint-000000000006.json'));
+    expect(await s.kinds()).toEqual([['checkpoint_missing', 6]]);
+  });
+
   it.skipIf(skip)('names a truncated tail, a deleted entry, an altered entry and a chain rewritten with recomputed hashes', async () => {
     const a = await checkpointed(backend.name);
     await bypass(a.db, sql`delete from audit_log where seq >= 28`);

@@ -61,9 +61,8 @@ export async function verifyAuditTrail(db: Db, opts: TrailVerifyOptions): Promis
   const trusted: { name: string; doc: CheckpointDocument }[] = [];
   let ignored = 0;
   if (opts.store) {
-    const copies = await opts.store.read();
+    const { copies, indexed } = await settledCopies(db, opts.store);
     ignored = copies.ignored.length;
-    const indexed = (await db.selectFrom('audit_checkpoints').select('seq').execute()).map((r) => checkpointFileName(Number(r.seq))).filter((n) => !copies.ignored.includes(n));
     const names = [...new Set([...copies.dir.keys(), ...(copies.storage?.keys() ?? []), ...indexed])].sort();
     for (const name of names) {
       const seq = Number(/(\d{12})/.exec(name)![1]);
@@ -103,6 +102,27 @@ export async function verifyAuditTrail(db: Db, opts: TrailVerifyOptions): Promis
     findings,
     ...(first ? { firstBroken: { seq: first.seq, reason: first.kind, message: first.message } } : {}),
   };
+}
+
+/**
+ * The copies and the database's index, read so that a checkpoint being written while we look is not
+ * taken for a deleted one. The writer puts the file, then the storage copy, then the index row: so the
+ * index is read first (whatever it names is complete), and a copy newer than every indexed one that
+ * lacks its other copy is re-read after a pause (it is the writer's work in progress, or it stays and
+ * is reported).
+ */
+async function settledCopies(db: Db, store: CheckpointStore): Promise<{ copies: Awaited<ReturnType<CheckpointStore['read']>>; indexed: string[] }> {
+  for (let attempt = 0; ; attempt++) {
+    const rows = await db.selectFrom('audit_checkpoints').select('seq').execute();
+    const copies = await store.read();
+    const indexed = rows.map((r) => checkpointFileName(Number(r.seq))).filter((n) => !copies.ignored.includes(n));
+    const newestIndexed = Math.max(0, ...rows.map((r) => Number(r.seq)));
+    const inFlight = [...new Set([...copies.dir.keys(), ...(copies.storage?.keys() ?? [])])].some(
+      (name) => Number(/(\d{12})/.exec(name)![1]) > newestIndexed && !(copies.dir.has(name) && (!copies.storage || copies.storage.has(name))),
+    );
+    if (!inFlight || attempt >= 3) return { copies, indexed };
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 function chainFinding(b: BrokenEntry): Finding {
