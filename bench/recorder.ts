@@ -70,8 +70,8 @@ const FULL: Plan = {
 };
 
 const QUICK: Plan = {
-  cpuTracks: 20,
-  cpuSeconds: 3,
+  cpuTracks: Number(process.env.BENCH_CPU_TRACKS ?? 20),
+  cpuSeconds: Number(process.env.BENCH_CPU_S ?? 3),
   cpuWarmS: 1.5,
   // Steps past the goal rate, so a quick run shows the goal met or missed.
   ppsSteps: [100_000, 300_000, 450_000],

@@ -15,7 +15,7 @@ APT_PACKAGES=(
   # whisper-cli, built offline from the whisper.cpp sources in nodejs-whisper
   cmake
   # recorder-rx, the recorder's native receive path (services/recorder/native)
-  gcc zlib1g-dev libssl-dev libsrtp2-dev
+  gcc libdeflate-dev libssl-dev libsrtp2-dev
   # a packet capture in the SRTP tap test (no clear RTP on the wire)
   tcpdump
   # media tools, browser for tests and the demo, embedded queue backend and database

@@ -286,6 +286,7 @@ static void on_tick(int64_t now_mono, int64_t *next_fsync, int64_t *next_rotate_
       sync_request(t->seg.fd, t->seg.serial);
     }
   }
+  if (do_sync) sync_kick();
   unsigned serial;
   int err;
   while (sync_take_failure(&serial, &err)) {

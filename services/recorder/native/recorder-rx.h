@@ -89,7 +89,9 @@ void fsync_dir(const char *dir);
 
 /* The fsync thread: periodic fsyncs never stall the receive loop. */
 void sync_thread_start(void);
+/* Queues a segment for the next period's sync; sync_kick() hands the queued batch over. */
 void sync_request(int fd, unsigned serial);
+void sync_kick(void);
 /* Takes one failed fsync result; 0 when there is none. */
 int sync_take_failure(unsigned *serial, int *err);
 

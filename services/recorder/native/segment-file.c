@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "recorder-rx.h"
 
@@ -144,7 +144,7 @@ int segment_append(struct segment_file *s, int type, int64_t arrival_us, const u
   put_be32(r + 4, (uint32_t)((uint64_t)arrival_us >> 32));
   put_be32(r + 8, (uint32_t)arrival_us);
   memcpy(r + RECORD_PREFIX, data, len);
-  put_be32(r + RECORD_PREFIX + len, (uint32_t)crc32(0, r, (uInt)(RECORD_PREFIX + len)));
+  put_be32(r + RECORD_PREFIX + len, libdeflate_crc32(0, r, RECORD_PREFIX + len));
   s->used += need;
   if (type == REC_RTP) s->staged_rtp++;
   else s->staged_rtcp++;
@@ -216,25 +216,53 @@ static struct {
   int failed_count;
 } sq = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
+static void note_failure(unsigned serial, int err) {
+  pthread_mutex_lock(&sq.mu);
+  if (sq.failed_count < 64) {
+    sq.failed_serials[sq.failed_count] = serial;
+    sq.failed_errs[sq.failed_count++] = err;
+  }
+  pthread_mutex_unlock(&sq.mu);
+}
+
+/* Takes every queued request at once: one syncfs per filesystem makes the whole period's
+ * segments durable in one journal commit (an fdatasync each cost ~170 µs of CPU apiece with
+ * a hundred open segments). Only when syncfs reports an error is each file synced on its own,
+ * to tell which segments it hit. */
 static void *sync_main(void *arg) {
   (void)arg;
+  static int fds[SYNC_QUEUE];
+  static unsigned serials[SYNC_QUEUE];
+  static dev_t devs[SYNC_QUEUE];
   for (;;) {
     pthread_mutex_lock(&sq.mu);
     while (sq.count == 0) pthread_cond_wait(&sq.cv, &sq.mu);
-    int fd = sq.fds[sq.head];
-    unsigned serial = sq.serials[sq.head];
-    sq.head = (sq.head + 1) % SYNC_QUEUE;
-    sq.count--;
+    int n = sq.count;
+    for (int i = 0; i < n; i++) {
+      fds[i] = sq.fds[(sq.head + i) % SYNC_QUEUE];
+      serials[i] = sq.serials[(sq.head + i) % SYNC_QUEUE];
+    }
+    sq.head = (sq.head + n) % SYNC_QUEUE;
+    sq.count = 0;
     pthread_mutex_unlock(&sq.mu);
-    int err = fdatasync(fd) < 0 ? errno : 0;
-    close(fd);
-    if (err && err != EBADF) {
-      pthread_mutex_lock(&sq.mu);
-      if (sq.failed_count < 64) {
-        sq.failed_serials[sq.failed_count] = serial;
-        sq.failed_errs[sq.failed_count++] = err;
+    for (int i = 0; i < n; i++) {
+      struct stat st;
+      devs[i] = fstat(fds[i], &st) == 0 ? st.st_dev : (dev_t)-1;
+    }
+    for (int i = 0; i < n; i++) {
+      if (fds[i] < 0) continue;
+      int first = 1, failed = 0;
+      for (int j = i; j < n; j++) {
+        if (fds[j] < 0 || devs[j] != devs[i]) continue;
+        if (first) failed = syncfs(fds[j]) < 0;
+        first = 0;
+        if (failed) {
+          int err = fdatasync(fds[j]) < 0 ? errno : 0;
+          if (err && err != EBADF) note_failure(serials[j], err);
+        }
+        close(fds[j]);
+        fds[j] = -1;
       }
-      pthread_mutex_unlock(&sq.mu);
     }
   }
   return NULL;
@@ -260,7 +288,12 @@ void sync_request(int fd, unsigned serial) {
   sq.fds[tail] = dupfd;
   sq.serials[tail] = serial;
   sq.count++;
-  pthread_cond_signal(&sq.cv);
+  pthread_mutex_unlock(&sq.mu);
+}
+
+void sync_kick(void) {
+  pthread_mutex_lock(&sq.mu);
+  if (sq.count > 0) pthread_cond_signal(&sq.cv);
   pthread_mutex_unlock(&sq.mu);
 }
 

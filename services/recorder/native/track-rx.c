@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/evp.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "recorder-rx.h"
 
@@ -43,7 +43,7 @@ int open_segment(struct track *t) {
   h[12] = (uint8_t)(json.len >> 8);
   h[13] = (uint8_t)json.len;
   memcpy(h + 14, json.p, json.len);
-  uint32_t crc = (uint32_t)crc32(0, h, (uInt)(14 + json.len));
+  uint32_t crc = libdeflate_crc32(0, h, 14 + json.len);
   h[14 + json.len] = (uint8_t)(crc >> 24);
   h[15 + json.len] = (uint8_t)(crc >> 16);
   h[16 + json.len] = (uint8_t)(crc >> 8);
