@@ -8,6 +8,10 @@ import type { Peer } from './peer.ts';
 import type { PoolMember, RecorderPool } from './recorder-pool.ts';
 import type { Room } from './room.ts';
 
+/** Receiver feedback the recorder never sends (a PLI, `nack pli`, is the SFU's own keyframe request and stays). */
+const TAP_FEEDBACK_DROPPED = new Set(['nack', 'transport-cc', 'goog-remb']);
+const TAP_EXTENSIONS_DROPPED = new Set(['http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01', 'http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time']);
+
 /** The suite both mediasoup and the recorder's receive paths (libsrtp, lib/rtp/srtp.ts) implement. */
 const TAP_SRTP_SUITE: SrtpCryptoSuite = 'AES_CM_128_HMAC_SHA1_80';
 
@@ -314,10 +318,15 @@ export class RecordingTap {
       ...(this.opts.srtp ? { enableSrtp: true, srtpCryptoSuite: TAP_SRTP_SUITE } : {}),
       appData: { tap: tap.track },
     });
-    // The recorder never sends NACKs, so no RTX; and it takes the highest simulcast layer.
+    // The recorder never sends feedback: no NACK (so no RTX, and mediasoup keeps no retransmission
+    // buffer for the tap), no transport-wide CC or REMB (so no send-side bandwidth estimation per
+    // tap transport, and no abs-send-time to stamp): per packet the tap costs less than a viewer.
+    // It takes the highest simulcast layer.
     const caps: ms.RtpCapabilities = {
-      codecs: (router.rtpCapabilities.codecs ?? []).filter((c) => !/\/rtx$/i.test(c.mimeType)),
-      headerExtensions: router.rtpCapabilities.headerExtensions ?? [],
+      codecs: (router.rtpCapabilities.codecs ?? [])
+        .filter((c) => !/\/rtx$/i.test(c.mimeType))
+        .map((c) => ({ ...c, rtcpFeedback: (c.rtcpFeedback ?? []).filter((f) => !TAP_FEEDBACK_DROPPED.has(f.type) || (f.type === 'nack' && f.parameter === 'pli')) })),
+      headerExtensions: (router.rtpCapabilities.headerExtensions ?? []).filter((h) => !TAP_EXTENSIONS_DROPPED.has(h.uri)),
     };
     let consumer: ms.Consumer;
     try {

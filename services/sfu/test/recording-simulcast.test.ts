@@ -68,6 +68,8 @@ describe('recording a simulcast camera', () => {
       .toBe(true);
     const manifest = SessionManifestSchema.parse(JSON.parse(readFileSync(path.join(sessionDir, 'manifest.json'), 'utf8')));
     const video = manifest.tracks.find((t) => t.kind === 'video')!;
+    // The tap asks for no bandwidth-estimation extensions: the recorder sends no feedback for them.
+    expect(manifest.tracks.flatMap((t) => t.headerExtensions.map((h) => h.uri)).filter((u) => /transport-wide-cc|abs-send-time/.test(u))).toEqual([]);
     const widths: number[] = [];
     for (const segment of video.segments) {
       for (const r of parseRecording(readFileSync(path.join(sessionDir, segment.file))).records) {
