@@ -70,18 +70,19 @@ const FULL: Plan = {
 };
 
 const QUICK: Plan = {
-  cpuTracks: Number(process.env.BENCH_CPU_TRACKS ?? 20),
-  cpuSeconds: Number(process.env.BENCH_CPU_S ?? 3),
-  cpuWarmS: 1.5,
+  // Enough tracks and seconds that /proc's 10 ms CPU ticks are a small part of what is measured.
+  cpuTracks: 30,
+  cpuSeconds: 4,
+  cpuWarmS: 1,
   // Steps past the goal rate, so a quick run shows the goal met or missed.
   ppsSteps: [100_000, 300_000, 450_000],
-  ppsStepS: 2.5,
+  ppsStepS: 2,
   ppsRefine: false,
   ppsMaxTracks: 800,
   memTracks: 200,
   memTrafficS: 2,
   sfuPublishers: 10,
-  sfuSeconds: 2.5,
+  sfuSeconds: 1.5,
 };
 
 const LAG_GOAL_MS = 100;
@@ -202,15 +203,16 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
   await attempt('max-pps', async () => {
     const r = await measureMaxPps(ctx, recM, memTracks);
     details.maxPps = r;
-    const best = r.best;
+    const best = r.zeroLoss;
     const failed = r.steps.find((s) => !s.pass);
+    const senderLimited = best && !best.pass;
     metrics.max_pps_zero_loss = atLeast(
       best ? Math.round(best.achievedPps) : 0,
       MAX_PPS_GOAL,
       'packets/s',
       best
-        ? `highest passing step: target ${best.targetPps} pps over ${best.tracks} tracks, ${best.sent} sent = ${best.stored} stored${failed ? `; ${failed.targetPps} pps failed: ${failed.reason}` : '; every step passed (the step list is the limit)'}`
-        : `no step passed; ${failed?.targetPps} pps: ${failed?.reason ?? 'n/a'}`,
+        ? `highest zero-loss rate: target ${best.targetPps} pps over ${best.tracks} tracks, ${best.sent} sent = ${best.stored} stored, worker + recorder-rx CPU ${best.workerCpuPct}%${senderLimited ? ` (the sender's limit on this machine, not the recorder's: ${best.reason})` : failed ? `; ${failed.targetPps} pps failed: ${failed.reason}` : '; every step passed (the step list is the limit)'}`
+        : `no step without loss; ${failed?.targetPps} pps: ${failed?.reason ?? 'n/a'}`,
     );
     const at = best ?? r.steps[0];
     metrics.lag_p99_ms = atMost(at ? round(at.lagP99Ms, 1) : NaN, LAG_GOAL_MS, 'ms', at ? `worker event-loop delay p99 at ${Math.round(at.achievedPps)} pps (max ${round(at.lagMaxMs, 1)} ms)` : undefined);
@@ -440,6 +442,8 @@ interface PpsStep {
   generatorCpuPct: number;
   worker: ProcSample;
   pass: boolean;
+  /** Every packet sent was stored within the lag goal (the sender may still have fallen short of the target). */
+  zeroLoss: boolean;
   reason: string;
 }
 
@@ -505,6 +509,7 @@ async function measureMaxPps(ctx: Ctx, rec: BenchRecorder, reuse: RecorderTrack[
       generatorCpuPct: round((b.cpu_s / b.elapsed_s) * 100, 1),
       worker,
       pass: false,
+      zeroLoss: false,
       reason: '',
     };
     const reasons: string[] = [];
@@ -514,6 +519,8 @@ async function measureMaxPps(ctx: Ctx, rec: BenchRecorder, reuse: RecorderTrack[
     if (dropped > 0) reasons.push(`recorder dropped ${dropped}`);
     if (!(step.lagP99Ms <= LAG_GOAL_MS)) reasons.push(`lag p99 ${round(step.lagP99Ms, 1)} ms > ${LAG_GOAL_MS} ms`);
     step.pass = reasons.length === 0;
+    // Everything sent was stored, within the lag goal: a zero-loss rate even where the sender fell short of the target.
+    step.zeroLoss = b.errors === 0 && stored === b.sent && dropped === 0 && step.lagP99Ms <= LAG_GOAL_MS;
     const why = `worker CPU ${step.workerCpuPct}%, generator CPU ${step.generatorCpuPct}%, worker states ${JSON.stringify(worker.states)}, host dirty ≤ ${worker.maxDirtyMb} MB, I/O stall ${worker.ioStallPct ?? 'n/a'}%`;
     step.reason = step.pass ? `ok (${why})` : `${reasons.join('; ')} (${why})`;
     log(`max-pps: ${target} pps target, ${active.length} tracks: sent ${b.sent} (${Math.round(b.pps)} pps), stored ${stored}, lag p99 ${round(step.lagP99Ms, 1)} ms → ${step.pass ? 'PASS' : 'FAIL'}: ${step.reason}`);
@@ -539,5 +546,7 @@ async function measureMaxPps(ctx: Ctx, rec: BenchRecorder, reuse: RecorderTrack[
       if (s.pass) best = s;
     }
   }
-  return { steps, best };
+  // The highest rate stored with zero loss, the steps that passed and those only the sender held back alike.
+  const zeroLoss = steps.filter((x) => x.zeroLoss).sort((a, b) => b.achievedPps - a.achievedPps)[0];
+  return { steps, best, zeroLoss };
 }
