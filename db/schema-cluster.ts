@@ -35,6 +35,13 @@ export interface RecordersTable {
   recordings_dir: string;
   heartbeat_at: Timestamp;
   started_at: Timestamp;
+  /** Raw-upload backlog at the last heartbeat (migration 0020); null where raw upload is off. */
+  upload_backlog_segments: ColumnType<number | null, number | null | undefined, number | null>;
+  upload_backlog_bytes: ColumnType<number | null, number | null | undefined, number | null>;
+  /** When the oldest segment still waiting was queued. */
+  upload_oldest_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  upload_failed_attempts: ColumnType<number | null, number | null | undefined, number | null>;
+  upload_last_error: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** A recording session's state while it records, on whichever recorders hold it (migration 0014). */

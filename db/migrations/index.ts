@@ -18,6 +18,7 @@ import * as m0016 from './0016-supervision.ts';
 import * as m0017 from './0017-capture-assurance.ts';
 import * as m0018 from './0018-sfu-cluster.ts';
 import * as m0019 from './0019-data-keys.ts';
+import * as m0020 from './0020-recorder-upload-backlog.ts';
 
 /**
  * Forward-only migrations, listed in code (not read from a directory) so they work
@@ -44,6 +45,7 @@ const migrations: Record<string, Migration> = {
   '0017-capture-assurance': m0017,
   '0018-sfu-cluster': m0018,
   '0019-data-keys': m0019,
+  '0020-recorder-upload-backlog': m0020,
 };
 
 export const migrationProvider: MigrationProvider = {

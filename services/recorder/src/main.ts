@@ -82,7 +82,7 @@ export async function startRecorder(config: Config, logger: Logger, opts: { db?:
   };
   const registration = new RecorderRegistration(
     db,
-    { id: recorderId, instanceId: supervisor.instanceId, capacity: config.RECORDER_CAPACITY, recordingsDir: path.resolve(config.RECORDINGS_DIR), heartbeatMs: config.RECORDER_HEARTBEAT_MS, load: () => supervisor.health().tracks },
+    { id: recorderId, instanceId: supervisor.instanceId, capacity: config.RECORDER_CAPACITY, recordingsDir: path.resolve(config.RECORDINGS_DIR), heartbeatMs: config.RECORDER_HEARTBEAT_MS, load: () => supervisor.health().tracks, uploads: () => supervisor.uploadBacklog() },
     log,
     registry,
   );

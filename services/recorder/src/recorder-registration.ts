@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { Counter, type Registry } from 'prom-client';
 import type { Db } from '../../../db/database.ts';
 import type { Logger } from '../../lib/logger.ts';
+import type { UploadBacklog } from './segment-uploader.ts';
 
 export interface RegistrationInfo {
   id: string;
@@ -12,6 +13,8 @@ export interface RegistrationInfo {
   heartbeatMs: number;
   /** Tracks being recorded now (sent with every heartbeat). */
   load: () => number;
+  /** The raw-upload backlog (sent with every heartbeat; null: raw upload is off). */
+  uploads?: () => UploadBacklog | null;
 }
 
 /**
@@ -49,9 +52,9 @@ export class RecorderRegistration {
     this.url = url;
     await this.db
       .insertInto('recorders')
-      .values({ id: this.info.id, url: this.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()` })
+      .values({ id: this.info.id, url: this.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()`, ...this.backlogColumns() })
       .onConflict((oc) =>
-        oc.column('id').doUpdateSet({ url: this.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()` }),
+        oc.column('id').doUpdateSet({ url: this.url, instance_id: this.info.instanceId, host: os.hostname(), capacity: this.info.capacity, load: this.info.load(), state: 'active', recordings_dir: this.info.recordingsDir, heartbeat_at: sql<Date>`now()`, started_at: sql<Date>`now()`, ...this.backlogColumns() }),
       )
       .execute();
     this.logger.info({ recorderId: this.info.id, url: this.url }, 'registered in the recorder pool');
@@ -63,12 +66,23 @@ export class RecorderRegistration {
     this.timer = setTimeout(tick, this.info.heartbeatMs);
   }
 
+  private backlogColumns() {
+    const b = this.info.uploads?.() ?? null;
+    return {
+      upload_backlog_segments: b?.segments ?? null,
+      upload_backlog_bytes: b?.bytes ?? null,
+      upload_oldest_at: b?.oldestQueuedAt ?? null,
+      upload_failed_attempts: b?.failedAttempts ?? null,
+      upload_last_error: b?.lastError?.slice(0, 500) ?? null,
+    };
+  }
+
   private async beat(): Promise<void> {
     try {
       // The row's state is the truth: `verbatim recorders drain` sets it from any host.
       const row = await this.db
         .updateTable('recorders')
-        .set({ heartbeat_at: sql<Date>`now()`, load: this.info.load() })
+        .set({ heartbeat_at: sql<Date>`now()`, load: this.info.load(), ...this.backlogColumns() })
         .where('id', '=', this.info.id)
         .where('instance_id', '=', this.info.instanceId)
         .returning('state')

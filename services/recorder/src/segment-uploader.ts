@@ -33,6 +33,8 @@ export interface UploadBacklog {
   /** Upload attempts that failed (storage unreachable, read-back mismatch); each is retried. */
   failedAttempts: number;
   lastError: string | null;
+  /** When the oldest segment still waiting was queued (ISO), null when none waits. */
+  oldestQueuedAt: string | null;
 }
 
 export interface SegmentUploaderDeps {
@@ -66,7 +68,8 @@ export class SegmentUploader {
   private readonly queue: Queue;
   private worker: Worker | undefined;
   /** Job id → bytes of the segments this process knows to be waiting. */
-  private readonly pending = new Map<string, number>();
+  /** Job id → bytes and when it was queued (ms), in queueing order. */
+  private readonly pending = new Map<string, { bytes: number; at: number }>();
   private uploaded = 0;
   private failedAttempts = 0;
   private lastError: string | null = null;
@@ -114,7 +117,7 @@ export class SegmentUploader {
   /** Queues one sealed segment's upload (idempotent per session and file). */
   async enqueue(p: SegmentUploadPayload): Promise<void> {
     const jobId = segmentUploadJobId(p.session, p.file);
-    this.pending.set(jobId, p.bytes);
+    if (!this.pending.has(jobId)) this.pending.set(jobId, { bytes: p.bytes, at: Date.now() });
     this.updateGauges();
     await this.queue.add(SEGMENT_UPLOAD_JOB, SegmentUploadPayloadSchema.parse(p), {
       jobId,
@@ -131,7 +134,16 @@ export class SegmentUploader {
   }
 
   backlog(): UploadBacklog {
-    return { segments: this.pending.size, bytes: [...this.pending.values()].reduce((a, b) => a + b, 0), uploaded: this.uploaded, failedAttempts: this.failedAttempts, lastError: this.lastError };
+    const waiting = [...this.pending.values()];
+    const oldest = waiting.length ? Math.min(...waiting.map((w) => w.at)) : undefined;
+    return {
+      segments: waiting.length,
+      bytes: waiting.reduce((a, w) => a + w.bytes, 0),
+      uploaded: this.uploaded,
+      failedAttempts: this.failedAttempts,
+      lastError: this.lastError,
+      oldestQueuedAt: oldest === undefined ? null : new Date(oldest).toISOString(),
+    };
   }
 
   private settle(jobId: string): void {

@@ -274,6 +274,11 @@ export class RecorderSupervisor {
     return free;
   }
 
+  /** The raw-upload backlog; null where raw upload is off. */
+  uploadBacklog(): UploadBacklog | null {
+    return this.uploader?.backlog() ?? null;
+  }
+
   health(): RecorderHealth {
     const free = this.freeBytes();
     const min = this.config.RECORDER_MIN_FREE_MB * 1024 * 1024;

@@ -113,6 +113,12 @@ describe('raw segments to object storage', () => {
     await expect.poll(async () => (await uploads()).failedAttempts, { timeout: 15_000 }).toBeGreaterThan(0);
     expect(await metric('verbatim_recorder_upload_backlog_segments')).toBeGreaterThanOrEqual(2);
     expect(await metric('verbatim_recorder_upload_backlog_bytes')).toBeGreaterThan(0);
+    // The registry row carries it with the heartbeat, for the console (GET /api/v1/recorders).
+    const registryDb = await rec.openDb();
+    const row = () => registryDb.selectFrom('recorders').selectAll().executeTakeFirstOrThrow();
+    await expect.poll(async () => (await row()).upload_backlog_segments, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
+    expect(Number((await row()).upload_backlog_bytes)).toBeGreaterThan(0);
+    expect((await row()).upload_oldest_at).not.toBeNull();
     const waiting = journal().tracks[0]!.segments.filter((s) => !s.stored);
     expect(waiting.length).toBeGreaterThanOrEqual(2);
     for (const s of waiting) expect(localSegments()).toContain(s.file);
@@ -129,6 +135,9 @@ describe('raw segments to object storage', () => {
     await expect.poll(async () => (await uploads()).segments, { timeout: 30_000 }).toBe(0);
     expect(await metric('verbatim_recorder_upload_backlog_segments')).toBe(0);
     expect(await metric('verbatim_recorder_upload_backlog_bytes')).toBe(0);
+    await expect.poll(async () => (await row()).upload_backlog_segments, { timeout: 5_000 }).toBe(0);
+    expect((await row()).upload_oldest_at).toBeNull();
+    await registryDb.destroy();
     tx.close();
 
     // The sealed manifest records every copy; no raw file is left on the recorder's disk.

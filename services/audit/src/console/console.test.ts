@@ -553,6 +553,39 @@ describe('console in Chromium, per role', () => {
     }
   });
 
+  it('admin: the Recorders page shows each recorder, a dead one, and the raw segments waiting for object storage', async () => {
+    await db
+      .insertInto('recorders')
+      .values([
+        { id: 'rec-east', url: 'http://198.18.0.2:7001', instance_id: 'i1', host: 'rec-host-east', capacity: 400, load: 36, recordings_dir: '/rec', upload_backlog_segments: 4, upload_backlog_bytes: 31_457_280, upload_oldest_at: new Date(Date.now() - 600_000), upload_failed_attempts: 12, upload_last_error: 'storage unreachable (ECONNREFUSED)' },
+        { id: 'rec-west', url: 'http://198.18.0.3:7001', instance_id: 'i2', host: 'rec-host-west', capacity: 400, load: 0, recordings_dir: '/rec', heartbeat_at: new Date(Date.now() - 120_000), upload_backlog_segments: 0, upload_backlog_bytes: 0, upload_failed_attempts: 0 },
+      ])
+      .execute();
+    try {
+      for (const [viewport, suffix] of [[DESKTOP, 'desktop'], [PHONE, 'phone']] as const) {
+        const { context, page } = await signIn('admin', viewport);
+        try {
+          await page.getByRole('link', { name: 'Recorders' }).click();
+          await page.waitForURL(/\/console\/recorders$/);
+          await page.locator('table.recorders tbody tr').first().waitFor();
+          expect(await page.getByTestId('backlog-total').textContent()).toContain('4 raw segments');
+          const east = await page.locator('tr[data-recorder="rec-east"]').textContent();
+          expect(east).toContain('36 / 400');
+          expect(await page.getByTestId('backlog-rec-east').textContent()).toMatch(/4 segments, 30(\.0)? MiB.*12 failed attempts; last: storage unreachable/s);
+          const west = await page.locator('tr[data-recorder="rec-west"]').textContent();
+          expect(west).toContain('not answering');
+          expect(west).toContain('none waiting');
+          if (suffix === 'phone') expect(await fitsWidth(page)).toBe(true);
+          await shot(page, `admin-recorders-${suffix}`);
+        } finally {
+          await context.close();
+        }
+      }
+    } finally {
+      await db.deleteFrom('recorders').where('id', 'in', ['rec-east', 'rec-west']).execute();
+    }
+  });
+
   it('error states: bad key, ended session → sign-in, 403 page, network failure', async () => {
     const context = await browser.newContext({ viewport: DESKTOP, baseURL: server.url });
     const page = await context.newPage();

@@ -41,6 +41,8 @@ export interface AuditServerOptions {
   sso?: SsoOptions;
   /** RECONCILE_GAP_SECONDS for reconciliations run on demand (default 5). */
   reconcileGapSeconds?: number;
+  /** RECORDER_DEAD_AFTER_MS: a recorder whose heartbeat is older shows as not answering (default 1500). */
+  recorderDeadAfterMs?: number;
 }
 
 export interface AuditServer {

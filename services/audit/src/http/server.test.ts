@@ -70,6 +70,7 @@ const ENDPOINTS: Endpoint[] = [
   { name: 'export archive', method: 'GET', path: `/api/v1/exports/${SEEDED_EXPORT}/archive`, roles: ['compliance_officer'], action: 'export.download', okStatus: 200 },
   { name: 'regulated list', method: 'GET', path: '/api/v1/capture/regulated', roles: ['admin', 'compliance_officer', 'auditor'], action: 'capture.regulated.list', okStatus: 200 },
   { name: 'reconciliations', method: 'GET', path: '/api/v1/capture/reconciliations', roles: ['compliance_officer', 'auditor'], action: 'reconciliation.list', okStatus: 200 },
+  { name: 'recorders', method: 'GET', path: '/api/v1/recorders', roles: ['admin', 'compliance_officer', 'auditor'], action: 'recorders.list', okStatus: 200 },
   { name: 'redactions', method: 'GET', path: '/api/v1/sessions/s1/redactions', roles: ['compliance_officer'], action: 'redaction.list', okStatus: 200 },
   { name: 'release hold', method: 'POST', path: `/api/v1/legal-holds/${RELEASABLE_HOLD}/release`, body: { reason: 'matrix' }, roles: ['compliance_officer'], action: 'legal_hold.release', okStatus: 200 },
 ];
@@ -96,6 +97,7 @@ const DOC_PATHS = [
   '/api/v1/login',
   '/api/v1/logout',
   '/api/v1/me',
+  '/api/v1/recorders',
   '/api/v1/retention-policies',
   '/api/v1/retention-policies/{name}',
   '/api/v1/review/items',
@@ -341,6 +343,28 @@ describe.each(backends)('compliance HTTP API ($name)', (backend: TestBackend) =>
       messages.add(r.json.error.message.replace(/[0-9a-f]{8}/g, 'X').replace(/\d{4}-.*Z/, 'T'));
     }
     expect(messages.size).toBe(5);
+  });
+
+  it.skipIf(skip)('recorders: each recorder with its liveness and the raw-upload backlog its heartbeat reported', async () => {
+    await db
+      .insertInto('recorders')
+      .values([
+        { id: 'rec-a', url: 'http://198.18.0.2:7001', instance_id: 'i-a', host: 'rec-host-a', capacity: 500, load: 12, recordings_dir: '/rec', upload_backlog_segments: 3, upload_backlog_bytes: 3 * 2 ** 31, upload_oldest_at: new Date(Date.now() - 90_000), upload_failed_attempts: 7, upload_last_error: 'storage unreachable' },
+        { id: 'rec-b', url: 'http://198.18.0.3:7001', instance_id: 'i-b', host: 'rec-host-b', capacity: 500, load: 0, state: 'draining', recordings_dir: '/rec', heartbeat_at: new Date(Date.now() - 60_000) },
+      ])
+      .execute();
+    try {
+      const r = await call('GET', '/api/v1/recorders', as('auditor'));
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      const [a, b] = r.json.recorders;
+      expect(a).toMatchObject({ id: 'rec-a', host: 'rec-host-a', state: 'active', alive: true, tracks: 12, capacity: 500, uploads: { segments: 3, bytes: 3 * 2 ** 31, failedAttempts: 7, lastError: 'storage unreachable' } });
+      expect(Date.now() - Date.parse(a.uploads.oldestQueuedAt)).toBeGreaterThanOrEqual(89_000);
+      expect(b).toMatchObject({ id: 'rec-b', state: 'draining', alive: false, uploads: null });
+      expect(b.heartbeatAgeMs).toBeGreaterThanOrEqual(59_000);
+      expect(r.json.backlog).toEqual({ segments: 3, bytes: 3 * 2 ** 31 });
+    } finally {
+      await db.deleteFrom('recorders').where('id', 'in', ['rec-a', 'rec-b']).execute();
+    }
   });
 
   it.skipIf(skip)('search: a rare word names the right session, speaker and start, with a highlighted snippet and play link', async () => {

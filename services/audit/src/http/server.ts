@@ -127,7 +127,7 @@ export function buildAuditApp(opts: AuditServerOptions): FastifyInstance {
 export function auditServerOptionsFromConfig(
   config: Config,
   db?: Kysely<Database>,
-): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl' | 'keyRotationGraceHours' | 'sso' | 'checkpoints' | 'reconcileGapSeconds'> {
+): Pick<AuditServerOptions, 'sessionSecret' | 'storage' | 'recordingsDir' | 'workDir' | 'failedAuthPerMinute' | 'exportsDir' | 'redisUrl' | 'keyRotationGraceHours' | 'sso' | 'checkpoints' | 'reconcileGapSeconds' | 'recorderDeadAfterMs'> {
   const secrets = loadOrCreateSecrets(config.DATA_DIR, { apiSecret: config.SFU_API_SECRET, tokenSecret: config.SFU_TOKEN_SECRET, recorderSecret: config.RECORDER_SECRET });
   const storage = storageFromConfig(config, db ? { retainUntil: artifactRetention(config, db), db } : {});
   return {
@@ -140,6 +140,7 @@ export function auditServerOptionsFromConfig(
     failedAuthPerMinute: config.AUDIT_FAILED_AUTH_PER_MIN,
     keyRotationGraceHours: config.AUDIT_KEY_ROTATION_GRACE_HOURS,
     reconcileGapSeconds: config.RECONCILE_GAP_SECONDS,
+    recorderDeadAfterMs: config.RECORDER_DEAD_AFTER_MS,
     // Erasure jobs run on this Redis and queue composite re-renders to the transcode workers on it.
     redisUrl: config.REDIS_URL,
     ...(config.OIDC_ISSUER_URL ? { sso: ssoOptionsFromConfig(config) } : {}),

@@ -4,6 +4,7 @@ import { clear, field, fill, h, stackable } from './dom.ts';
 import { errorBox, setRetry } from './errors.ts';
 import { renderAudit, renderConsent } from './pages-auditor.ts';
 import { renderKeys } from './pages-keys.ts';
+import { renderRecorders } from './pages-recorders.ts';
 import { renderErasure, renderExports, renderHolds, renderPolicies } from './pages-manage.ts';
 import { renderReview, renderReviewItem, renderReviewReport } from './pages-review.ts';
 import { renderSearch } from './pages-search.ts';
@@ -60,6 +61,7 @@ const ROUTES: Route[] = [
   route('/console/keys', 'Users and API keys', ['keys.manage'], renderKeys, 'Users & keys'),
   route('/console/audit', 'Audit log', ['audit.read'], renderAudit, 'Audit log'),
   route('/console/consent', 'Consent log', ['consent.read'], renderConsent, 'Consent log'),
+  route('/console/recorders', 'Recorders', ['capture.manage', 'capture.read'], renderRecorders, 'Recorders'),
 ];
 
 const top = document.getElementById('top')!;

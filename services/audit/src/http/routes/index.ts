@@ -2,6 +2,7 @@ import type { AnyRoute, RouteContext } from '../route-table.ts';
 import { auditRoutes } from './audit.ts';
 import { authRoutes } from './auth.ts';
 import { captureRoutes } from './capture.ts';
+import { recorderRoutes } from './recorders.ts';
 import { consentRoutes } from './consent.ts';
 import { erasureRoutes } from './erasure.ts';
 import { exportRoutes } from './exports.ts';
@@ -35,6 +36,7 @@ export function routeTable(ctx: RouteContext): AnyRoute[] {
     ...policyRoutes(ctx),
     ...reviewRoutes(ctx),
     ...captureRoutes(ctx),
+    ...recorderRoutes(ctx),
     ...redactionRoutes(ctx),
     ...pseudonymRoutes(ctx),
   ];
