@@ -125,10 +125,11 @@ export async function runRecorderBench(opts: { quick: boolean }): Promise<SuiteR
   const t0 = Date.now();
   await postgresReachable();
   const cPort = await freeTcpPort();
-  const recorderEnv = { RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '29999', RECORDER_WORKERS: '1' };
+  // The full max-pps steps hold ~3,600 tracks at conference rates on one recorder: above the default RECORDER_CAPACITY.
+  const recorderEnv = { RECORDER_WORKERS: '1', RECORDER_CAPACITY: '10000' };
   const [recM, recC, sfu] = await Promise.all([
-    startBenchRecorder({ ...recorderEnv, RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '25999' }),
-    startBenchRecorder({ ...recorderEnv, RECORDER_PORT: String(cPort), RECORDER_MIN_PORT: '26000', RECORDER_MAX_PORT: '29999' }),
+    startBenchRecorder({ ...recorderEnv, RECORDER_MIN_PORT: '20000', RECORDER_MAX_PORT: '34999' }),
+    startBenchRecorder({ ...recorderEnv, RECORDER_PORT: String(cPort), RECORDER_MIN_PORT: '35000', RECORDER_MAX_PORT: '38999' }),
     startBenchSfu(`http://127.0.0.1:${cPort}`),
   ]);
   log(`recorders ${recM.url} ${recC.url} (${recM.database}) and SFU ${sfu.url} up in ${Date.now() - t0} ms`);
