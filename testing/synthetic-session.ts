@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SESSION_MANIFEST_VERSION, type Codec, type SessionManifest } from '../services/lib/contracts/recording.ts';
-import { RecordType, encodeFileHeader, encodeRecord } from '../services/lib/recording/vrtp-format.ts';
+import { RecordType, encodeFileHeader, encodeRecord, parseRecording } from '../services/lib/recording/vrtp-format.ts';
 import { sampleHeader } from './recording-fixtures.ts';
 import { oggPackets } from '../services/lib/media/ogg-packets.ts';
 
@@ -211,3 +211,76 @@ export function syntheticSession(root: string, mutate: (dir: string, m: SessionM
   return path.join(dir, 'manifest.json');
 }
 
+
+/** A speaker of `writeToneSession`: a tone track with silent (DTX, no packets) spans in seconds. */
+export interface ToneSpeaker {
+  id: string;
+  name: string;
+  track: string;
+  dtx: [number, number][];
+}
+
+/**
+ * A sealed session as the recorder leaves it: one 3 s Opus tone track per speaker (silent in its
+ * DTX spans) in `<recordingsDir>/<room>/<session>/`, and its manifest.json. Returns the manifest,
+ * its path and SHA-256, to register like the recorder does.
+ */
+export function writeToneSession(opts: { recordingsDir: string; scratch: string; room: string; session: string; speakers: ToneSpeaker[]; events?: (startedAt: string) => SessionManifest['events'] }): { dir: string; manifestPath: string; manifest: SessionManifest; sha: string } {
+  const dir = path.join(opts.recordingsDir, opts.room, opts.session);
+  mkdirSync(dir, { recursive: true });
+  const tracks: SessionManifest['tracks'] = [];
+  let t0 = 0;
+  for (const p of opts.speakers) {
+    const t = syntheticTrack({ seconds: 3, lossPct: 0, dtx: p.dtx, seed: 7 }, opts.scratch);
+    t0 = t.t0;
+    const header = sampleHeader({ ssrc: t.ssrc, startedAtUs: t.t0, track: p.track, session: opts.session, room: opts.room, participant: { id: p.id, name: p.name } });
+    const bytes = Buffer.concat([encodeFileHeader(header), ...t.records]);
+    const file = `${p.track}-0.vrtp`;
+    writeFileSync(path.join(dir, file), bytes);
+    // As the recorder notes them: the first and last arrival actually in the file.
+    const { records } = parseRecording(bytes, file);
+    tracks.push({
+      track: p.track,
+      participant: p.id,
+      kind: 'audio',
+      codec: header.codec,
+      headerExtensions: [],
+      segments: [
+        {
+          segment: 0,
+          file,
+          ssrc: t.ssrc,
+          startedAt: header.startedAt,
+          startedAtUs: t.t0,
+          endedAt: header.startedAt,
+          endReason: 'session-ended',
+          bytes: bytes.length,
+          sha256: createHash('sha256').update(bytes).digest('hex'),
+          rtpPackets: t.records.length,
+          rtcpPackets: 0,
+          firstArrivalUs: records[0]!.arrivalUs,
+          lastArrivalUs: records.at(-1)!.arrivalUs,
+          truncated: false,
+        },
+      ],
+    });
+  }
+  const manifest: SessionManifest = {
+    format: 'verbatim-session',
+    version: SESSION_MANIFEST_VERSION,
+    room: opts.room,
+    session: opts.session,
+    startedAt: new Date(t0 / 1000).toISOString(),
+    endedAt: new Date(t0 / 1000 + 3000).toISOString(),
+    endReason: 'test',
+    participants: opts.speakers.map((p) => ({ id: p.id, name: p.name, consent: { decision: 'granted' as const } })),
+    tracks,
+    gaps: [],
+    events: opts.events?.(new Date(t0 / 1000).toISOString()) ?? [],
+    dropped: {},
+  };
+  const body = JSON.stringify(manifest);
+  const manifestPath = path.join(dir, 'manifest.json');
+  writeFileSync(manifestPath, body);
+  return { dir, manifestPath, manifest, sha: createHash('sha256').update(body).digest('hex') };
+}

@@ -129,6 +129,11 @@ export function checkpointFileName(seq: number): string {
   return `audit-checkpoint-${String(seq).padStart(12, '0')}.json`;
 }
 
+/** The seq a checkpoint file name stands for (names are only ever listed through FILE_RE). */
+export function checkpointSeq(name: string): number {
+  return Number(FILE_RE.exec(name)![1]);
+}
+
 /** Parses a checkpoint's bytes; a string names what is wrong with them. */
 export function parseCheckpoint(bytes: Buffer): CheckpointDocument | string {
   let raw: unknown;

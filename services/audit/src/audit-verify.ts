@@ -1,5 +1,5 @@
 import type { Db } from '../../../db/database.ts';
-import { checkpointFileName, documentHash, parseCheckpoint, signatureValid, type CheckpointDocument, type CheckpointStore, type CheckpointVerifier } from './audit-checkpoints.ts';
+import { checkpointFileName, checkpointSeq, documentHash, parseCheckpoint, signatureValid, type CheckpointDocument, type CheckpointStore, type CheckpointVerifier } from './audit-checkpoints.ts';
 import { AuditLog, type AuditHead, type BrokenEntry } from './audit-log.ts';
 
 /**
@@ -65,7 +65,7 @@ export async function verifyAuditTrail(db: Db, opts: TrailVerifyOptions): Promis
     ignored = copies.ignored.length;
     const names = [...new Set([...copies.dir.keys(), ...(copies.storage?.keys() ?? []), ...indexed])].sort();
     for (const name of names) {
-      const seq = Number(/(\d{12})/.exec(name)![1]);
+      const seq = checkpointSeq(name);
       const where = [
         ['directory', copies.dir.get(name)],
         ...(copies.storage ? [['storage', copies.storage.get(name)] as const] : []),
@@ -118,7 +118,7 @@ async function settledCopies(db: Db, store: CheckpointStore): Promise<{ copies: 
     const indexed = rows.map((r) => checkpointFileName(Number(r.seq))).filter((n) => !copies.ignored.includes(n));
     const newestIndexed = Math.max(0, ...rows.map((r) => Number(r.seq)));
     const inFlight = [...new Set([...copies.dir.keys(), ...(copies.storage?.keys() ?? [])])].some(
-      (name) => Number(/(\d{12})/.exec(name)![1]) > newestIndexed && !(copies.dir.has(name) && (!copies.storage || copies.storage.has(name))),
+      (name) => checkpointSeq(name) > newestIndexed && !(copies.dir.has(name) && (!copies.storage || copies.storage.has(name))),
     );
     if (!inFlight || attempt >= 3) return { copies, indexed };
     await new Promise((r) => setTimeout(r, 500));

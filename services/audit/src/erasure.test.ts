@@ -1,20 +1,18 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
-import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../../lib/contracts/recording.ts';
+import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { createLogger } from '../../lib/logger.ts';
 import { testBackends, type TestBackend } from '../../../testing/databases.ts';
 import { audioOnsets, ffprobe } from '../../../testing/media-fixtures.ts';
 import { verifySessionDir, SessionStore } from '../../recorder/index.ts';
-import { encodeFileHeader, parseRecording } from '../../lib/recording/vrtp-format.ts';
-import { sampleHeader } from '../../../testing/recording-fixtures.ts';
 import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { transcriptText } from '../../lib/transcript/transcript-files.ts';
-import { syntheticTrack } from '../../../testing/synthetic-session.ts';
+import { writeToneSession, type ToneSpeaker } from '../../../testing/synthetic-session.ts';
 import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../testing/transcode-worker.ts';
 import { AuditLog } from './audit-log.ts';
 import { createUserWithKey } from './key-lifecycle.ts';
@@ -35,69 +33,14 @@ const FIRST = 'sess-first';
  * Bob's 1.5–3 s (the gaps are DTX: no packets). Sealed and registered like the recorder does.
  */
 function recordSession(recordingsDir: string, scratch: string, session = SESSION): { manifestPath: string; manifest: SessionManifest; sha: string } {
-  const dir = path.join(recordingsDir, ROOM, session);
-  mkdirSync(dir, { recursive: true });
-  const people = [
-    { id: 'p-alice', name: 'Alice', track: 'ta', dtx: [[1, 2.6]] as [number, number][] },
+  const speakers: ToneSpeaker[] = [
+    { id: 'p-alice', name: 'Alice', track: 'ta', dtx: [[1, 2.6]] },
     // Bob in the main session; someone else in the other, so erasing Bob everywhere leaves it alone.
-    { id: session === SESSION ? 'p-bob' : 'p-carol', name: session === SESSION ? 'Bob' : 'Carol', track: 'tb', dtx: [[0, 1.5]] as [number, number][] },
+    { id: session === SESSION ? 'p-bob' : 'p-carol', name: session === SESSION ? 'Bob' : 'Carol', track: 'tb', dtx: [[0, 1.5]] },
   ];
-  const tracks: SessionManifest['tracks'] = [];
-  let t0 = 0;
-  for (const p of people) {
-    const t = syntheticTrack({ seconds: 3, lossPct: 0, dtx: p.dtx, seed: 7 }, scratch);
-    t0 = t.t0;
-    const header = sampleHeader({ ssrc: t.ssrc, startedAtUs: t.t0, track: p.track, session, room: ROOM, participant: { id: p.id, name: p.name } });
-    const bytes = Buffer.concat([encodeFileHeader(header), ...t.records]);
-    const file = `${p.track}-0.vrtp`;
-    writeFileSync(path.join(dir, file), bytes);
-    // As the recorder notes them: the first and last arrival actually in the file.
-    const { records } = parseRecording(bytes, file);
-    tracks.push({
-      track: p.track,
-      participant: p.id,
-      kind: 'audio',
-      codec: header.codec,
-      headerExtensions: [],
-      segments: [
-        {
-          segment: 0,
-          file,
-          ssrc: t.ssrc,
-          startedAt: header.startedAt,
-          startedAtUs: t.t0,
-          endedAt: header.startedAt,
-          endReason: 'session-ended',
-          bytes: bytes.length,
-          sha256: createHash('sha256').update(bytes).digest('hex'),
-          rtpPackets: t.records.length,
-          rtcpPackets: 0,
-          firstArrivalUs: records[0]!.arrivalUs,
-          lastArrivalUs: records.at(-1)!.arrivalUs,
-          truncated: false,
-        },
-      ],
-    });
-  }
-  const manifest: SessionManifest = {
-    format: 'verbatim-session',
-    version: SESSION_MANIFEST_VERSION,
-    room: ROOM,
-    session,
-    startedAt: new Date(t0 / 1000).toISOString(),
-    endedAt: new Date(t0 / 1000 + 3000).toISOString(),
-    endReason: 'test',
-    participants: people.map((p) => ({ id: p.id, name: p.name, consent: { decision: 'granted' as const } })),
-    tracks,
-    gaps: [],
-    events: [{ at: new Date(t0 / 1000).toISOString(), type: 'participant-joined', participant: 'p-bob', details: {} }],
-    dropped: {},
-  };
-  const body = JSON.stringify(manifest);
-  const manifestPath = path.join(dir, 'manifest.json');
-  writeFileSync(manifestPath, body);
-  writeFileSync(path.join(dir, '.session.json.done'), JSON.stringify({ participants: people.map((p) => p.id) }));
-  return { manifestPath, manifest, sha: createHash('sha256').update(body).digest('hex') };
+  const recorded = writeToneSession({ recordingsDir, scratch, room: ROOM, session, speakers, events: (at) => [{ at, type: 'participant-joined', participant: 'p-bob', details: {} }] });
+  writeFileSync(path.join(recorded.dir, '.session.json.done'), JSON.stringify({ participants: speakers.map((p) => p.id) }));
+  return recorded;
 }
 
 /** [start, end] of every silence ffmpeg's silencedetect finds (end = duration when it runs to the end). */

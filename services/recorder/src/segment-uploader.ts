@@ -68,8 +68,9 @@ export class SegmentUploader {
   private readonly queue: Queue;
   private worker: Worker | undefined;
   /** Job id → bytes of the segments this process knows to be waiting. */
-  /** Job id → bytes and when it was queued (ms), in queueing order. */
+  /** Job id → bytes and when it was queued (ms); a Map keeps queueing order, so the first is the oldest. */
   private readonly pending = new Map<string, { bytes: number; at: number }>();
+  private pendingBytes = 0;
   private uploaded = 0;
   private failedAttempts = 0;
   private lastError: string | null = null;
@@ -117,7 +118,10 @@ export class SegmentUploader {
   /** Queues one sealed segment's upload (idempotent per session and file). */
   async enqueue(p: SegmentUploadPayload): Promise<void> {
     const jobId = segmentUploadJobId(p.session, p.file);
-    if (!this.pending.has(jobId)) this.pending.set(jobId, { bytes: p.bytes, at: Date.now() });
+    if (!this.pending.has(jobId)) {
+      this.pending.set(jobId, { bytes: p.bytes, at: Date.now() });
+      this.pendingBytes += p.bytes;
+    }
     this.updateGauges();
     await this.queue.add(SEGMENT_UPLOAD_JOB, SegmentUploadPayloadSchema.parse(p), {
       jobId,
@@ -134,19 +138,19 @@ export class SegmentUploader {
   }
 
   backlog(): UploadBacklog {
-    const waiting = [...this.pending.values()];
-    const oldest = waiting.length ? Math.min(...waiting.map((w) => w.at)) : undefined;
+    const oldest = this.pending.values().next().value;
     return {
-      segments: waiting.length,
-      bytes: waiting.reduce((a, w) => a + w.bytes, 0),
+      segments: this.pending.size,
+      bytes: this.pendingBytes,
       uploaded: this.uploaded,
       failedAttempts: this.failedAttempts,
       lastError: this.lastError,
-      oldestQueuedAt: oldest === undefined ? null : new Date(oldest).toISOString(),
+      oldestQueuedAt: oldest ? new Date(oldest.at).toISOString() : null,
     };
   }
 
   private settle(jobId: string): void {
+    this.pendingBytes -= this.pending.get(jobId)?.bytes ?? 0;
     this.pending.delete(jobId);
     this.updateGauges();
   }

@@ -1,21 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../../db/database.ts';
 import { testBackends } from '../../../testing/databases.ts';
 import { ffprobe } from '../../../testing/media-fixtures.ts';
-import { sampleHeader } from '../../../testing/recording-fixtures.ts';
-import { syntheticTrack } from '../../../testing/synthetic-session.ts';
+import { writeToneSession } from '../../../testing/synthetic-session.ts';
 import { startTestTranscodeWorker, type TestTranscodeWorker } from '../../../testing/transcode-worker.ts';
 import { AuditLog, createUserWithKey, exportArchive, startAuditServer, verifyArchive, type AuditServer } from '../../audit/index.ts';
-import { SESSION_MANIFEST_VERSION, type SessionManifest } from '../../lib/contracts/recording.ts';
+import type { SessionManifest } from '../../lib/contracts/recording.ts';
 import { DataKeys } from '../../lib/crypto/data-keys.ts';
 import { parseHeader } from '../../lib/crypto/envelope.ts';
 import { masterKeyOf } from '../../lib/crypto/master-key.ts';
 import { createLogger } from '../../lib/logger.ts';
-import { encodeFileHeader, parseRecording } from '../../lib/recording/vrtp-format.ts';
 import { LocalArtifactStorage } from '../../lib/storage/artifact-storage.ts';
 import { EncryptedArtifactStorage } from '../../lib/storage/encrypted-storage.ts';
 import { SessionStore } from '../../recorder/index.ts';
@@ -39,66 +37,16 @@ afterAll(async () => {
 });
 
 function recordSession(recordingsDir: string): { manifestPath: string; manifest: SessionManifest; sha: string } {
-  const dir = path.join(recordingsDir, ROOM, SESSION);
-  mkdirSync(dir, { recursive: true });
-  const people = [
-    { id: 'p-alice', name: 'Alice', track: 'ta', dtx: [[1, 2.6]] as [number, number][] },
-    { id: 'p-bob', name: 'Bob', track: 'tb', dtx: [[0, 1.5]] as [number, number][] },
-  ];
-  const tracks: SessionManifest['tracks'] = [];
-  let t0 = 0;
-  for (const p of people) {
-    const t = syntheticTrack({ seconds: 3, lossPct: 0, dtx: p.dtx, seed: 7 }, root);
-    t0 = t.t0;
-    const header = sampleHeader({ ssrc: t.ssrc, startedAtUs: t.t0, track: p.track, session: SESSION, room: ROOM, participant: { id: p.id, name: p.name } });
-    const bytes = Buffer.concat([encodeFileHeader(header), ...t.records]);
-    const file = `${p.track}-0.vrtp`;
-    writeFileSync(path.join(dir, file), bytes);
-    const { records } = parseRecording(bytes, file);
-    tracks.push({
-      track: p.track,
-      participant: p.id,
-      kind: 'audio',
-      codec: header.codec,
-      headerExtensions: [],
-      segments: [
-        {
-          segment: 0,
-          file,
-          ssrc: t.ssrc,
-          startedAt: header.startedAt,
-          startedAtUs: t.t0,
-          endedAt: header.startedAt,
-          endReason: 'session-ended',
-          bytes: bytes.length,
-          sha256: createHash('sha256').update(bytes).digest('hex'),
-          rtpPackets: t.records.length,
-          rtcpPackets: 0,
-          firstArrivalUs: records[0]!.arrivalUs,
-          lastArrivalUs: records.at(-1)!.arrivalUs,
-          truncated: false,
-        },
-      ],
-    });
-  }
-  const manifest: SessionManifest = {
-    format: 'verbatim-session',
-    version: SESSION_MANIFEST_VERSION,
+  return writeToneSession({
+    recordingsDir,
+    scratch: root,
     room: ROOM,
     session: SESSION,
-    startedAt: new Date(t0 / 1000).toISOString(),
-    endedAt: new Date(t0 / 1000 + 3000).toISOString(),
-    endReason: 'test',
-    participants: people.map((p) => ({ id: p.id, name: p.name, consent: { decision: 'granted' as const } })),
-    tracks,
-    gaps: [],
-    events: [],
-    dropped: {},
-  };
-  const body = JSON.stringify(manifest);
-  const manifestPath = path.join(dir, 'manifest.json');
-  writeFileSync(manifestPath, body);
-  return { manifestPath, manifest, sha: createHash('sha256').update(body).digest('hex') };
+    speakers: [
+      { id: 'p-alice', name: 'Alice', track: 'ta', dtx: [[1, 2.6]] },
+      { id: 'p-bob', name: 'Bob', track: 'tb', dtx: [[0, 1.5]] },
+    ],
+  });
 }
 
 describe(`an encrypted session: finalize, play with seeking, export (${backend.name})`, () => {
