@@ -373,7 +373,10 @@ export class RecordingTap {
       const srtpParameters = transport.srtpParameters ? { cryptoSuite: TAP_SRTP_SUITE, keyBase64: randomBytes(SRTP_KEY_BYTES).toString('base64') } : undefined;
       await transport.connect({ ip: res.ip, port: res.rtpPort, rtcpPort: res.rtcpPort, ...(srtpParameters ? { srtpParameters } : {}) });
       await consumer.resume();
-      if (producer.kind === 'video') await consumer.requestKeyFrame();
+      if (producer.kind === 'video') {
+        await consumer.requestKeyFrame();
+        void keyframeUntilFlowing(consumer);
+      }
       const old = tap.copies[copy];
       tap.copies[copy] = att;
       this.logger.info({ track: tap.track, peer: peer.id, recorder: member.key, copy, rtpPort: res.rtpPort, movedFrom: opts.movedFrom?.member.key }, 'track tapped to recorder');
@@ -444,12 +447,27 @@ export class RecordingTap {
 const KEYFRAME_WAIT_MS = 5000;
 
 /** Resolves when the consumer has sent a packet, or after `maxMs`. */
-async function firstPacket(consumer: ms.Consumer, maxMs: number): Promise<void> {
+/** Resolves true once the consumer has sent a packet (video: from a keyframe on), false after maxMs. */
+async function firstPacket(consumer: ms.Consumer, maxMs: number): Promise<boolean> {
   const end = Date.now() + maxMs;
   while (Date.now() < end && !consumer.closed) {
     const stats = await consumer.getStats().catch(() => []);
-    if (stats.some((st) => st.type === 'outbound-rtp' && st.packetCount > 0)) return;
+    if (stats.some((st) => st.type === 'outbound-rtp' && st.packetCount > 0)) return true;
     await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
+}
+
+/**
+ * A tapped video track is recorded from its first keyframe. A browser drops a keyframe request that
+ * comes within ~300 ms of the one before (libwebrtc's minimum keyframe interval), and mediasoup asks
+ * again only after 1 s, so a tap attached just after a join could start a second late: ask again
+ * every 400 ms until video flows (a few times at most).
+ */
+async function keyframeUntilFlowing(consumer: ms.Consumer): Promise<void> {
+  for (let i = 0; i < 5 && !consumer.closed; i++) {
+    if (await firstPacket(consumer, 400)) return;
+    await consumer.requestKeyFrame().catch(() => {});
   }
 }
 
